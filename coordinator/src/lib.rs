@@ -1,0 +1,1 @@
+//! Confide coordinator library.

@@ -1,0 +1,1 @@
+//! Confide participant library.

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: formatting, lints and every test of the workspace (SQLite and Postgres).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

@@ -1,0 +1,4 @@
+//! One module per top-level subcommand of `confide`.
+
+pub mod bench;
+pub mod privacy;
