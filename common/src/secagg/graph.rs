@@ -14,7 +14,7 @@ use super::error::{Result, SecAggError};
 
 /// The kind of neighbour graph of a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case")]
 pub enum GraphKind {
     /// Every participant is a neighbour of every other (Bonawitz et al. 2017).
     Complete,

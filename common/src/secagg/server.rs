@@ -25,7 +25,7 @@ use super::{NeighbourGraph, ParticipantId, RoundStage, SecAggParams};
 
 /// Why a round ended without an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AbortReason {
     /// A stage closed with fewer participants than the threshold.
@@ -120,6 +120,19 @@ impl std::fmt::Debug for SecAggServer {
 
 fn contains(sorted: &[ParticipantId], id: ParticipantId) -> bool {
     sorted.binary_search(&id).is_ok()
+}
+
+/// Rebuilds one secret; too few shares means the neighbourhood shrank below t, garbage shares are inconsistent.
+fn rebuild(shares: &[Share], t: usize, owner: ParticipantId) -> std::result::Result<Secret32, AbortReason> {
+    if shares.len() < t {
+        return Err(AbortReason::NeighbourhoodTooSmall {
+            stage: RoundStage::Unmasking,
+            participant: owner,
+            members: shares.len() as u32,
+            threshold: t as u32,
+        });
+    }
+    shamir::reconstruct(shares, t).map_err(|_| AbortReason::InconsistentShares { participant: owner })
 }
 
 impl SecAggServer {
@@ -483,14 +496,7 @@ impl SecAggServer {
             .par_iter()
             .map(|&v| {
                 let shares = self.state.self_mask_shares.get(&v).map_or(&[][..], |s| &s[..]);
-                let Ok(seed) = shamir::reconstruct(shares, t) else {
-                    return Err(AbortReason::NeighbourhoodTooSmall {
-                        stage: RoundStage::Unmasking,
-                        participant: v,
-                        members: shares.len() as u32,
-                        threshold: t as u32,
-                    });
-                };
+                let seed = rebuild(shares, t, v)?;
                 let commitment = self.state.share_keys.get(&v).map(|s| s.self_mask_commitment);
                 if commitment != Some(crypto::self_mask_commitment(&seed, round, v)) {
                     return Err(AbortReason::InconsistentShares { participant: v });
@@ -507,14 +513,7 @@ impl SecAggServer {
             .par_iter()
             .map(|&v| {
                 let shares = self.state.mask_key_shares.get(&v).map_or(&[][..], |s| &s[..]);
-                let Ok(sk) = shamir::reconstruct(shares, t) else {
-                    return Err(AbortReason::NeighbourhoodTooSmall {
-                        stage: RoundStage::Unmasking,
-                        participant: v,
-                        members: shares.len() as u32,
-                        threshold: t as u32,
-                    });
-                };
+                let sk = rebuild(shares, t, v)?;
                 let keys = KeyPair::from_secret_bytes(*sk.as_bytes());
                 let advertised = self.state.advertised.get(&v);
                 if advertised.map(|a| a.mask_public_key) != Some(keys.public_bytes()) {
