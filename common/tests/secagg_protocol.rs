@@ -3,15 +3,24 @@
 
 use confide_common::secagg::messages::ControlMessage;
 use confide_common::secagg::{
-    AbortReason, GraphKind, KeyDirectory, MaskedInput, QuantizationParams, RoundOutcome, RoundStage, RoutedShares,
-    SecAggClient, SecAggError, SecAggParams, SecAggServer, UnmaskingRequest, UnmaskingResponse,
+    AbortReason, GraphKind, KeyDirectory, MaskedInput, QuantizationParams, RoundOutcome,
+    RoundStage, RoutedShares, SecAggClient, SecAggError, SecAggParams, SecAggServer,
+    UnmaskingRequest, UnmaskingResponse,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 fn params(n: u32, t: u32, graph: GraphKind, len: u32, bits: u32) -> SecAggParams {
-    let p = SecAggParams { round_id: 42, participants: n, threshold: t, graph, graph_seed: [3; 32], vector_len: len, bits };
+    let p = SecAggParams {
+        round_id: 42,
+        participants: n,
+        threshold: t,
+        graph,
+        graph_seed: [3; 32],
+        vector_len: len,
+        bits,
+    };
     p.validate().unwrap();
     p
 }
@@ -41,10 +50,19 @@ impl Round {
         for u in 0..p.participants {
             let (c, _) = SecAggClient::new(p.clone(), u, &mut rng).unwrap();
             clients.push(c);
-            let mask = if p.bits == 32 { u32::MAX } else { (1 << p.bits) - 1 };
+            let mask = if p.bits == 32 {
+                u32::MAX
+            } else {
+                (1 << p.bits) - 1
+            };
             inputs.push((0..p.vector_len).map(|_| rng.next_u32() & mask).collect());
         }
-        Round { server, clients, inputs, rng }
+        Round {
+            server,
+            clients,
+            inputs,
+            rng,
+        }
     }
 
     /// Persists and restores the server, as the coordinator does at every stage boundary.
@@ -76,7 +94,9 @@ fn run(p: &SecAggParams, drops: &Dropouts, seed: u64) -> (RoundOutcome, Option<V
     }
     let dir = KeyDirectory::from_json(&r.server.key_directory().unwrap().to_json()).unwrap();
     for &u in &r.server.u1().to_vec() {
-        let msg = r.clients[u as usize].handle_key_directory(&dir, &mut r.rng).unwrap();
+        let msg = r.clients[u as usize]
+            .handle_key_directory(&dir, &mut r.rng)
+            .unwrap();
         if !drops.share.contains(&u) {
             let msg = confide_common::secagg::ShareKeys::from_json(&msg.to_json()).unwrap();
             r.server.handle_share_keys(&msg).unwrap();
@@ -88,10 +108,15 @@ fn run(p: &SecAggParams, drops: &Dropouts, seed: u64) -> (RoundOutcome, Option<V
         return (r.server.outcome().unwrap(), None);
     }
     for &u in &r.server.u2().to_vec() {
-        let routed = RoutedShares::from_json(&r.server.routed_shares(u).unwrap().to_json()).unwrap();
-        let masked = r.clients[u as usize].handle_routed_shares(&routed, &r.inputs[u as usize]).unwrap();
+        let routed =
+            RoutedShares::from_json(&r.server.routed_shares(u).unwrap().to_json()).unwrap();
+        let masked = r.clients[u as usize]
+            .handle_routed_shares(&routed, &r.inputs[u as usize])
+            .unwrap();
         if !drops.masked.contains(&u) {
-            r.server.handle_masked_input_bytes(&masked.encode()).unwrap();
+            r.server
+                .handle_masked_input_bytes(&masked.encode())
+                .unwrap();
         }
     }
     r.server.close_stage().unwrap();
@@ -100,23 +125,33 @@ fn run(p: &SecAggParams, drops: &Dropouts, seed: u64) -> (RoundOutcome, Option<V
         return (r.server.outcome().unwrap(), None);
     }
     let u3 = r.server.u3().to_vec();
-    let mask = if p.bits == 32 { u32::MAX } else { (1u32 << p.bits) - 1 };
+    let mask = if p.bits == 32 {
+        u32::MAX
+    } else {
+        (1u32 << p.bits) - 1
+    };
     let mut expected = vec![0u32; p.vector_len as usize];
     for &u in &u3 {
         for (e, x) in expected.iter_mut().zip(&r.inputs[u as usize]) {
             *e = e.wrapping_add(*x) & mask;
         }
     }
-    let req = UnmaskingRequest::from_json(&r.server.unmasking_request().unwrap().to_json()).unwrap();
+    let req =
+        UnmaskingRequest::from_json(&r.server.unmasking_request().unwrap().to_json()).unwrap();
     for &u in &u3 {
         if drops.unmask.contains(&u) {
             continue;
         }
-        let resp = r.clients[u as usize].handle_unmasking_request(&req).unwrap();
+        let resp = r.clients[u as usize]
+            .handle_unmasking_request(&req)
+            .unwrap();
         let resp = UnmaskingResponse::from_json(&resp.to_json()).unwrap();
         r.server.handle_unmasking_response(&resp).unwrap();
     }
-    assert_eq!(r.server.ready_to_close(), drops.unmask.iter().all(|u| !u3.contains(u)));
+    assert_eq!(
+        r.server.ready_to_close(),
+        drops.unmask.iter().all(|u| !u3.contains(u))
+    );
     r.server.close_stage().unwrap();
     r.persist();
     (r.server.outcome().unwrap(), Some(expected))
@@ -125,8 +160,16 @@ fn run(p: &SecAggParams, drops: &Dropouts, seed: u64) -> (RoundOutcome, Option<V
 fn assert_completes(p: &SecAggParams, drops: &Dropouts, seed: u64) {
     let (outcome, expected) = run(p, drops, seed);
     match outcome {
-        RoundOutcome::Completed(sum) => assert_eq!(Some(sum), expected, "n = {}, drops = {drops:?}", p.participants),
-        RoundOutcome::Aborted { reason } => panic!("aborted: {reason} (n = {}, drops = {drops:?})", p.participants),
+        RoundOutcome::Completed(sum) => assert_eq!(
+            Some(sum),
+            expected,
+            "n = {}, drops = {drops:?}",
+            p.participants
+        ),
+        RoundOutcome::Aborted { reason } => panic!(
+            "aborted: {reason} (n = {}, drops = {drops:?})",
+            p.participants
+        ),
     }
 }
 
@@ -182,7 +225,12 @@ fn sparse_graph_sum_is_exact_with_dropouts() {
     let n = 60;
     let p = params(n, 7, GraphKind::Harary { degree: 10 }, 9, 32);
     assert_completes(&p, &Dropouts::default(), 5);
-    let d = Dropouts { advertise: vec![1], share: vec![20], masked: vec![33, 47], unmask: vec![59] };
+    let d = Dropouts {
+        advertise: vec![1],
+        share: vec![20],
+        masked: vec![33, 47],
+        unmask: vec![59],
+    };
     assert_completes(&p, &d, 6);
 }
 
@@ -240,13 +288,29 @@ fn round_aborts_cleanly_below_the_threshold_at_every_stage() {
             _ => d.unmask = five.clone(),
         }
         let (outcome, _) = run(&p, &d, 10 + stage);
-        let RoundOutcome::Aborted { reason } = outcome else { panic!("stage {stage}: round should abort") };
-        assert!(matches!(reason, AbortReason::TooFewParticipants { survivors: 4, threshold: 5, .. }), "{reason:?}");
+        let RoundOutcome::Aborted { reason } = outcome else {
+            panic!("stage {stage}: round should abort")
+        };
+        assert!(
+            matches!(
+                reason,
+                AbortReason::TooFewParticipants {
+                    survivors: 4,
+                    threshold: 5,
+                    ..
+                }
+            ),
+            "{reason:?}"
+        );
     }
 }
 
 /// Drives a complete-graph round up to the Unmasking broadcast; returns server, clients, inputs.
-fn round_until_unmasking(n: u32, t: u32, seed: u64) -> (SecAggServer, Vec<SecAggClient>, ChaCha20Rng) {
+fn round_until_unmasking(
+    n: u32,
+    t: u32,
+    seed: u64,
+) -> (SecAggServer, Vec<SecAggClient>, ChaCha20Rng) {
     let p = params(n, t, GraphKind::Complete, 4, 32);
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut server = SecAggServer::new(p.clone()).unwrap();
@@ -275,25 +339,63 @@ fn honest_client_never_reveals_both_shares_of_one_peer() {
         c.handle_routed_shares(&routed, &input).unwrap();
     }
     // A server that claims participants 5 and 6 dropped (so it gets their mask keys) ...
-    let req = UnmaskingRequest { version: 1, round_id: 42, survivors: vec![0, 1, 2, 3, 4] };
+    let req = UnmaskingRequest {
+        version: 1,
+        round_id: 42,
+        survivors: vec![0, 1, 2, 3, 4],
+    };
     let resp = clients[0].handle_unmasking_request(&req).unwrap();
     let self_owners: Vec<u32> = resp.self_mask_shares.iter().map(|s| s.owner).collect();
     let key_owners: Vec<u32> = resp.mask_key_shares.iter().map(|s| s.owner).collect();
     assert_eq!(self_owners, vec![0, 1, 2, 3, 4]);
     assert_eq!(key_owners, vec![5, 6]);
     // ... and then asks again claiming they survived, to get their self-mask shares too: refused.
-    let req2 = UnmaskingRequest { version: 1, round_id: 42, survivors: (0..7).collect() };
-    assert_eq!(clients[0].handle_unmasking_request(&req2), Err(SecAggError::RoundEnded));
+    let req2 = UnmaskingRequest {
+        version: 1,
+        round_id: 42,
+        survivors: (0..7).collect(),
+    };
+    assert_eq!(
+        clients[0].handle_unmasking_request(&req2),
+        Err(SecAggError::RoundEnded)
+    );
     // Asking a fresh client with fewer than t survivors reveals nothing and ends its participation.
-    let few = UnmaskingRequest { version: 1, round_id: 42, survivors: vec![1, 2, 3] };
-    assert!(matches!(clients[1].handle_unmasking_request(&few), Err(SecAggError::TooFewSurvivors { survivors: 3, threshold: 4 })));
+    let few = UnmaskingRequest {
+        version: 1,
+        round_id: 42,
+        survivors: vec![1, 2, 3],
+    };
+    assert!(matches!(
+        clients[1].handle_unmasking_request(&few),
+        Err(SecAggError::TooFewSurvivors {
+            survivors: 3,
+            threshold: 4
+        })
+    ));
     assert_eq!(clients[1].stage(), RoundStage::Aborted);
-    assert_eq!(clients[1].handle_unmasking_request(&req2), Err(SecAggError::RoundEnded));
+    assert_eq!(
+        clients[1].handle_unmasking_request(&req2),
+        Err(SecAggError::RoundEnded)
+    );
     // A survivor list without the client itself, or unsorted, is refused and changes nothing.
-    let without_self = UnmaskingRequest { version: 1, round_id: 42, survivors: vec![0, 1, 3, 4, 5] };
-    assert!(matches!(clients[2].handle_unmasking_request(&without_self), Err(SecAggError::Malformed(_))));
-    let unsorted = UnmaskingRequest { version: 1, round_id: 42, survivors: vec![2, 1, 3, 4, 5] };
-    assert!(matches!(clients[2].handle_unmasking_request(&unsorted), Err(SecAggError::Malformed(_))));
+    let without_self = UnmaskingRequest {
+        version: 1,
+        round_id: 42,
+        survivors: vec![0, 1, 3, 4, 5],
+    };
+    assert!(matches!(
+        clients[2].handle_unmasking_request(&without_self),
+        Err(SecAggError::Malformed(_))
+    ));
+    let unsorted = UnmaskingRequest {
+        version: 1,
+        round_id: 42,
+        survivors: vec![2, 1, 3, 4, 5],
+    };
+    assert!(matches!(
+        clients[2].handle_unmasking_request(&unsorted),
+        Err(SecAggError::Malformed(_))
+    ));
     assert_eq!(clients[2].stage(), RoundStage::MaskedInputCollection);
     let ok = clients[2].handle_unmasking_request(&req2).unwrap();
     assert_eq!(ok.self_mask_shares.len(), 7);
@@ -308,16 +410,25 @@ fn tampered_ciphertext_is_rejected_and_the_client_can_still_proceed() {
     tampered.shares[1].ciphertext[10] ^= 0x40;
     let sender = tampered.shares[1].sender;
     let input = vec![1u32; 4];
-    assert_eq!(clients[2].handle_routed_shares(&tampered, &input), Err(SecAggError::BadCiphertext { sender }));
+    assert_eq!(
+        clients[2].handle_routed_shares(&tampered, &input),
+        Err(SecAggError::BadCiphertext { sender })
+    );
     // Misrouted: another participant's shares.
     let other = server.routed_shares(3).unwrap();
     assert!(clients[2].handle_routed_shares(&other, &input).is_err());
     let mut swapped = routed.clone();
     swapped.shares.swap(0, 1);
-    assert!(matches!(clients[2].handle_routed_shares(&swapped, &input), Err(SecAggError::Malformed(_))));
+    assert!(matches!(
+        clients[2].handle_routed_shares(&swapped, &input),
+        Err(SecAggError::Malformed(_))
+    ));
     assert_eq!(
         clients[2].handle_routed_shares(&routed, &[1u32; 3]),
-        Err(SecAggError::WrongVectorLength { expected: 4, got: 3 })
+        Err(SecAggError::WrongVectorLength {
+            expected: 4,
+            got: 3
+        })
     );
     assert_eq!(clients[2].stage(), RoundStage::ShareKeys);
     let masked = clients[2].handle_routed_shares(&routed, &input).unwrap();
@@ -337,7 +448,8 @@ fn rejected_messages_leave_the_server_state_unchanged() {
         clients.push(c);
         adverts.push(m);
     }
-    let rejects = |server: &mut SecAggServer, f: &dyn Fn(&mut SecAggServer) -> Result<(), SecAggError>| {
+    let rejects = |server: &mut SecAggServer,
+                   f: &dyn Fn(&mut SecAggServer) -> Result<(), SecAggError>| {
         let before = server.encode();
         let err = f(server).unwrap_err();
         assert_eq!(server.encode(), before, "state changed after {err:?}");
@@ -345,18 +457,37 @@ fn rejected_messages_leave_the_server_state_unchanged() {
     };
     server.handle_advertise_keys(&adverts[0]).unwrap();
     let a0 = adverts[0].clone();
-    assert_eq!(rejects(&mut server, &|s| s.handle_advertise_keys(&a0)), SecAggError::Duplicate(0));
+    assert_eq!(
+        rejects(&mut server, &|s| s.handle_advertise_keys(&a0)),
+        SecAggError::Duplicate(0)
+    );
     let mut stranger = adverts[1].clone();
     stranger.sender = 9;
-    assert!(matches!(rejects(&mut server, &|s| s.handle_advertise_keys(&stranger)), SecAggError::NotMember { participant: 9, .. }));
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_advertise_keys(&stranger)),
+        SecAggError::NotMember { participant: 9, .. }
+    ));
     let mut reused = adverts[1].clone();
     reused.mask_public_key = adverts[0].mask_public_key;
-    assert!(matches!(rejects(&mut server, &|s| s.handle_advertise_keys(&reused)), SecAggError::Malformed(_)));
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_advertise_keys(&reused)),
+        SecAggError::Malformed(_)
+    ));
     let mut other_round = adverts[1].clone();
     other_round.round_id = 1;
-    assert!(matches!(rejects(&mut server, &|s| s.handle_advertise_keys(&other_round)), SecAggError::WrongRound { .. }));
-    let early = MaskedInput { round_id: 42, sender: 1, values: vec![0; 6] };
-    assert!(matches!(rejects(&mut server, &|s| s.handle_masked_input(&early)), SecAggError::WrongStage { .. }));
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_advertise_keys(&other_round)),
+        SecAggError::WrongRound { .. }
+    ));
+    let early = MaskedInput {
+        round_id: 42,
+        sender: 1,
+        values: vec![0; 6],
+    };
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_masked_input(&early)),
+        SecAggError::WrongStage { .. }
+    ));
     // Participant 4 never advertises: it is not in U1.
     for m in &adverts[1..4] {
         server.handle_advertise_keys(m).unwrap();
@@ -369,18 +500,30 @@ fn rejected_messages_leave_the_server_state_unchanged() {
         share_msgs.push(c.handle_key_directory(&dir, &mut rng).unwrap());
     }
     let a4 = adverts[4].clone();
-    assert!(matches!(rejects(&mut server, &|s| s.handle_advertise_keys(&a4)), SecAggError::WrongStage { .. }));
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_advertise_keys(&a4)),
+        SecAggError::WrongStage { .. }
+    ));
     let mut short = share_msgs[0].clone();
     short.encrypted_shares[0].ciphertext.pop();
-    assert!(matches!(rejects(&mut server, &|s| s.handle_share_keys(&short)), SecAggError::Malformed(_)));
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_share_keys(&short)),
+        SecAggError::Malformed(_)
+    ));
     let mut missing = share_msgs[0].clone();
     missing.encrypted_shares.pop();
-    assert!(matches!(rejects(&mut server, &|s| s.handle_share_keys(&missing)), SecAggError::Malformed(_)));
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_share_keys(&missing)),
+        SecAggError::Malformed(_)
+    ));
     for m in &share_msgs {
         server.handle_share_keys(m).unwrap();
     }
     let s0 = share_msgs[0].clone();
-    assert_eq!(rejects(&mut server, &|s| s.handle_share_keys(&s0)), SecAggError::Duplicate(0));
+    assert_eq!(
+        rejects(&mut server, &|s| s.handle_share_keys(&s0)),
+        SecAggError::Duplicate(0)
+    );
     server.close_stage().unwrap();
     let inputs: Vec<Vec<u32>> = (0..4).map(|u| vec![u * 100 + 1; 6]).collect();
     let mut masked = Vec::new();
@@ -388,45 +531,91 @@ fn rejected_messages_leave_the_server_state_unchanged() {
         let routed = server.routed_shares(u as u32).unwrap();
         masked.push(c.handle_routed_shares(&routed, &inputs[u]).unwrap());
     }
-    let wrong_len = MaskedInput { round_id: 42, sender: 0, values: vec![0; 5] };
+    let wrong_len = MaskedInput {
+        round_id: 42,
+        sender: 0,
+        values: vec![0; 5],
+    };
     assert_eq!(
         rejects(&mut server, &|s| s.handle_masked_input(&wrong_len)),
-        SecAggError::WrongVectorLength { expected: 6, got: 5 }
+        SecAggError::WrongVectorLength {
+            expected: 6,
+            got: 5
+        }
     );
     let bytes = wrong_len.encode();
-    assert!(matches!(rejects(&mut server, &|s| s.handle_masked_input_bytes(&bytes)), SecAggError::WrongVectorLength { .. }));
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_masked_input_bytes(&bytes)),
+        SecAggError::WrongVectorLength { .. }
+    ));
     let truncated = masked[0].encode();
     let truncated = truncated[..truncated.len() - 2].to_vec();
-    assert!(matches!(rejects(&mut server, &|s| s.handle_masked_input_bytes(&truncated)), SecAggError::Malformed(_)));
-    let out_of_ring = MaskedInput { round_id: 42, sender: 0, values: vec![1 << 16; 6] };
-    assert!(matches!(rejects(&mut server, &|s| s.handle_masked_input(&out_of_ring)), SecAggError::ValueOutOfRange { .. }));
-    let from_4 = MaskedInput { round_id: 42, sender: 4, values: vec![0; 6] };
-    assert!(matches!(rejects(&mut server, &|s| s.handle_masked_input(&from_4)), SecAggError::NotMember { participant: 4, .. }));
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_masked_input_bytes(&truncated)),
+        SecAggError::Malformed(_)
+    ));
+    let out_of_ring = MaskedInput {
+        round_id: 42,
+        sender: 0,
+        values: vec![1 << 16; 6],
+    };
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_masked_input(&out_of_ring)),
+        SecAggError::ValueOutOfRange { .. }
+    ));
+    let from_4 = MaskedInput {
+        round_id: 42,
+        sender: 4,
+        values: vec![0; 6],
+    };
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_masked_input(&from_4)),
+        SecAggError::NotMember { participant: 4, .. }
+    ));
     for m in &masked {
         server.handle_masked_input_bytes(&m.encode()).unwrap();
     }
     let m0 = masked[0].encode();
-    assert_eq!(rejects(&mut server, &|s| s.handle_masked_input_bytes(&m0)), SecAggError::Duplicate(0));
+    assert_eq!(
+        rejects(&mut server, &|s| s.handle_masked_input_bytes(&m0)),
+        SecAggError::Duplicate(0)
+    );
     server.close_stage().unwrap();
     let req = server.unmasking_request().unwrap();
-    let responses: Vec<UnmaskingResponse> = clients[..4].iter_mut().map(|c| c.handle_unmasking_request(&req).unwrap()).collect();
+    let responses: Vec<UnmaskingResponse> = clients[..4]
+        .iter_mut()
+        .map(|c| c.handle_unmasking_request(&req).unwrap())
+        .collect();
     // Asking for both kinds of share of participant 1: refused as a bad share.
     let mut both = responses[0].clone();
     let mut extra = both.self_mask_shares[1].clone();
     extra.owner = 1;
     both.mask_key_shares.push(extra);
-    assert!(matches!(rejects(&mut server, &|s| s.handle_unmasking_response(&both)), SecAggError::BadShare { .. }));
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_unmasking_response(&both)),
+        SecAggError::BadShare { .. }
+    ));
     let mut missing = responses[0].clone();
     missing.self_mask_shares.pop();
-    assert!(matches!(rejects(&mut server, &|s| s.handle_unmasking_response(&missing)), SecAggError::BadShare { .. }));
+    assert!(matches!(
+        rejects(&mut server, &|s| s.handle_unmasking_response(&missing)),
+        SecAggError::BadShare { .. }
+    ));
     let mut foreign_point = responses[0].clone();
     foreign_point.self_mask_shares[0].share = responses[1].self_mask_shares[0].share.clone();
-    assert!(matches!(rejects(&mut server, &|s| s.handle_unmasking_response(&foreign_point)), SecAggError::BadShare { .. }));
+    assert!(matches!(
+        rejects(&mut server, &|s| s
+            .handle_unmasking_response(&foreign_point)),
+        SecAggError::BadShare { .. }
+    ));
     for r in &responses {
         server.handle_unmasking_response(r).unwrap();
     }
     let r0 = responses[0].clone();
-    assert_eq!(rejects(&mut server, &|s| s.handle_unmasking_response(&r0)), SecAggError::Duplicate(0));
+    assert_eq!(
+        rejects(&mut server, &|s| s.handle_unmasking_response(&r0)),
+        SecAggError::Duplicate(0)
+    );
     assert!(server.ready_to_close());
     server.close_stage().unwrap();
     let expected: Vec<u32> = vec![1 + 101 + 201 + 301; 6];
@@ -448,14 +637,17 @@ fn wrong_share_is_detected_at_unmasking() {
         let mut r = c.handle_unmasking_request(&req).unwrap();
         if i < 3 {
             // The first t holders (whose shares the server uses) corrupt participant 4's share.
-            r.self_mask_shares[4].share.y[0] = (r.self_mask_shares[4].share.y[0] + 1) % ((1 << 61) - 1);
+            r.self_mask_shares[4].share.y[0] =
+                (r.self_mask_shares[4].share.y[0] + 1) % ((1 << 61) - 1);
         }
         server.handle_unmasking_response(&r).unwrap();
     }
     server.close_stage().unwrap();
     assert_eq!(
         server.outcome(),
-        Some(RoundOutcome::Aborted { reason: AbortReason::InconsistentShares { participant: 4 } })
+        Some(RoundOutcome::Aborted {
+            reason: AbortReason::InconsistentShares { participant: 4 }
+        })
     );
 }
 
@@ -483,13 +675,18 @@ fn masked_inputs_are_uniform() {
         (server, clients, rng)
     };
     let routed = server.routed_shares(1).unwrap();
-    let masked = clients[1].handle_routed_shares(&routed, &vec![0u32; len as usize]).unwrap();
+    let masked = clients[1]
+        .handle_routed_shares(&routed, &vec![0u32; len as usize])
+        .unwrap();
     let mut hist = [0u64; 256];
     for &v in &masked.values {
         hist[v as usize] += 1;
     }
     let expected = f64::from(len) / 256.0;
-    let chi2: f64 = hist.iter().map(|&h| (h as f64 - expected).powi(2) / expected).sum();
+    let chi2: f64 = hist
+        .iter()
+        .map(|&h| (h as f64 - expected).powi(2) / expected)
+        .sum();
     // 99.9th percentile of χ²(255) ≈ 330.5.
     assert!(chi2 < 330.5, "chi-square {chi2}");
 }
@@ -500,7 +697,9 @@ fn quantised_updates_aggregate_to_their_sum() {
     let q = QuantizationParams::for_participants(1.0, 32, n, 1000).unwrap();
     let p = params(n, 4, GraphKind::Complete, 4, 32);
     let mut rng = ChaCha20Rng::seed_from_u64(50);
-    let updates: Vec<Vec<f32>> = (0..n).map(|u| vec![0.1 * u as f32, -0.3, 0.77, 2.0]).collect();
+    let updates: Vec<Vec<f32>> = (0..n)
+        .map(|u| vec![0.1 * u as f32, -0.3, 0.77, 2.0])
+        .collect();
     let mut server = SecAggServer::new(p.clone()).unwrap();
     let mut clients = Vec::new();
     for u in 0..n {
@@ -516,14 +715,20 @@ fn quantised_updates_aggregate_to_their_sum() {
     }
     server.close_stage().unwrap();
     for (u, c) in clients.iter_mut().enumerate() {
-        let x = q.quantize(&updates[u][..3], 10 + u as u32, &mut rng).unwrap();
-        let m = c.handle_routed_shares(&server.routed_shares(u as u32).unwrap(), &x).unwrap();
+        let x = q
+            .quantize(&updates[u][..3], 10 + u as u32, &mut rng)
+            .unwrap();
+        let m = c
+            .handle_routed_shares(&server.routed_shares(u as u32).unwrap(), &x)
+            .unwrap();
         server.handle_masked_input(&m).unwrap();
     }
     server.close_stage().unwrap();
     let req = server.unmasking_request().unwrap();
     for c in &mut clients {
-        server.handle_unmasking_response(&c.handle_unmasking_request(&req).unwrap()).unwrap();
+        server
+            .handle_unmasking_response(&c.handle_unmasking_request(&req).unwrap())
+            .unwrap();
     }
     server.close_stage().unwrap();
     let d = q.dequantize(server.aggregate().unwrap()).unwrap();
@@ -543,6 +748,9 @@ fn corrupted_state_is_refused() {
     assert!(SecAggServer::decode(b"nope").is_err());
     let mut v2 = bytes.clone();
     v2[4] = 2;
-    assert!(matches!(SecAggServer::decode(&v2), Err(SecAggError::Decode(_))));
+    assert!(matches!(
+        SecAggServer::decode(&v2),
+        Err(SecAggError::Decode(_))
+    ));
     assert!(SecAggServer::decode(&bytes).is_ok());
 }

@@ -14,12 +14,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rand::CryptoRng;
+use rayon::prelude::*;
 
 use super::crypto::{self, KeyPair, Secret32, TAG_LEN};
 use super::error::{Result, SecAggError};
 use super::messages::{
-    AdvertiseKeys, AdvertisedKeys, EncryptedShares, KeyDirectory, MaskedInput, RevealedShare, RoutedShares, ShareKeys,
-    UnmaskingRequest, UnmaskingResponse, WIRE_VERSION,
+    AdvertiseKeys, AdvertisedKeys, EncryptedShares, KeyDirectory, MaskedInput, RevealedShare,
+    RoutedShares, ShareKeys, UnmaskingRequest, UnmaskingResponse, WIRE_VERSION,
 };
 use super::shamir::{self, SHARE_LEN, Share};
 use super::{NeighbourGraph, ParticipantId, RoundStage, SecAggParams};
@@ -36,7 +37,11 @@ struct HeldShares {
     mask_key: Share,
 }
 
-fn encode_share_plaintext(owner: ParticipantId, holder: ParticipantId, s: &HeldShares) -> zeroize::Zeroizing<Vec<u8>> {
+fn encode_share_plaintext(
+    owner: ParticipantId,
+    holder: ParticipantId,
+    s: &HeldShares,
+) -> zeroize::Zeroizing<Vec<u8>> {
     let mut out = zeroize::Zeroizing::new(Vec::with_capacity(SHARE_PLAINTEXT_LEN));
     out.extend_from_slice(&owner.to_le_bytes());
     out.extend_from_slice(&holder.to_le_bytes());
@@ -45,8 +50,16 @@ fn encode_share_plaintext(owner: ParticipantId, holder: ParticipantId, s: &HeldS
     out
 }
 
-fn decode_share_plaintext(bytes: &[u8], owner: ParticipantId, holder: ParticipantId) -> Result<HeldShares> {
-    let bad = |reason: &str| SecAggError::BadShare { sender: owner, owner, reason: reason.into() };
+fn decode_share_plaintext(
+    bytes: &[u8],
+    owner: ParticipantId,
+    holder: ParticipantId,
+) -> Result<HeldShares> {
+    let bad = |reason: &str| SecAggError::BadShare {
+        sender: owner,
+        owner,
+        reason: reason.into(),
+    };
     if bytes.len() != SHARE_PLAINTEXT_LEN {
         return Err(bad("share plaintext has the wrong length"));
     }
@@ -60,7 +73,10 @@ fn decode_share_plaintext(bytes: &[u8], owner: ParticipantId, holder: Participan
     if self_mask.x != u64::from(holder) + 1 || mask_key.x != u64::from(holder) + 1 {
         return Err(bad("share evaluation point is not the holder's"));
     }
-    Ok(HeldShares { self_mask, mask_key })
+    Ok(HeldShares {
+        self_mask,
+        mask_key,
+    })
 }
 
 /// A participant in one secure-aggregation round. Secrets (key pairs, self-mask seed, held shares) are zeroised
@@ -94,10 +110,17 @@ impl std::fmt::Debug for SecAggClient {
 impl SecAggClient {
     /// Starts a round: validates the parameters, draws both key pairs and the self-mask seed, and returns the
     /// AdvertiseKeys message to send.
-    pub fn new<R: CryptoRng + ?Sized>(params: SecAggParams, id: ParticipantId, rng: &mut R) -> Result<(Self, AdvertiseKeys)> {
+    pub fn new<R: CryptoRng + ?Sized>(
+        params: SecAggParams,
+        id: ParticipantId,
+        rng: &mut R,
+    ) -> Result<(Self, AdvertiseKeys)> {
         params.validate()?;
         if id >= params.participants {
-            return Err(SecAggError::InvalidParams(format!("participant id {id} is not below {}", params.participants)));
+            return Err(SecAggError::InvalidParams(format!(
+                "participant id {id} is not below {}",
+                params.participants
+            )));
         }
         let graph = params.neighbour_graph()?;
         let cipher_keys = KeyPair::generate(rng);
@@ -152,21 +175,31 @@ impl SecAggClient {
             return Err(SecAggError::RoundEnded);
         }
         if self.stage != current {
-            return Err(SecAggError::WrongStage { current: self.stage, got });
+            return Err(SecAggError::WrongStage {
+                current: self.stage,
+                got,
+            });
         }
         Ok(())
     }
 
     fn expect_round(&self, round: u64) -> Result<()> {
         if round != self.params.round_id {
-            return Err(SecAggError::WrongRound { expected: self.params.round_id, got: round });
+            return Err(SecAggError::WrongRound {
+                expected: self.params.round_id,
+                got: round,
+            });
         }
         Ok(())
     }
 
     /// ShareKeys: checks the key directory (U1), Shamir-shares the self-mask seed and the mask private key among
     /// the neighbours in U1 (and itself) and encrypts each neighbour's pair of shares for it.
-    pub fn handle_key_directory<R: CryptoRng + ?Sized>(&mut self, dir: &KeyDirectory, rng: &mut R) -> Result<ShareKeys> {
+    pub fn handle_key_directory<R: CryptoRng + ?Sized>(
+        &mut self,
+        dir: &KeyDirectory,
+        rng: &mut R,
+    ) -> Result<ShareKeys> {
         self.expect_stage(RoundStage::AdvertiseKeys, RoundStage::ShareKeys)?;
         self.expect_round(dir.round_id)?;
         let n = self.params.participants;
@@ -176,26 +209,37 @@ impl SecAggClient {
         let mut found_self = false;
         for k in &dir.participants {
             if k.participant >= n || prev.is_some_and(|p| p >= k.participant) {
-                return Err(SecAggError::Malformed("key directory ids must be valid and strictly increasing".into()));
+                return Err(SecAggError::Malformed(
+                    "key directory ids must be valid and strictly increasing".into(),
+                ));
             }
             prev = Some(k.participant);
             if !seen_keys.insert(k.cipher_public_key) || !seen_keys.insert(k.mask_public_key) {
-                return Err(SecAggError::Malformed("key directory repeats a public key".into()));
+                return Err(SecAggError::Malformed(
+                    "key directory repeats a public key".into(),
+                ));
             }
             if k.participant == self.id {
                 if k.cipher_public_key != self.cipher_keys.public_bytes()
                     || k.mask_public_key != self.mask_keys.public_bytes()
                 {
-                    return Err(SecAggError::Malformed("key directory lists other keys for this participant".into()));
+                    return Err(SecAggError::Malformed(
+                        "key directory lists other keys for this participant".into(),
+                    ));
                 }
                 found_self = true;
             }
         }
         if !found_self {
-            return Err(SecAggError::Malformed("key directory does not list this participant".into()));
+            return Err(SecAggError::Malformed(
+                "key directory does not list this participant".into(),
+            ));
         }
         if dir.participants.len() < t {
-            return Err(SecAggError::TooFewSurvivors { survivors: dir.participants.len(), threshold: t });
+            return Err(SecAggError::TooFewSurvivors {
+                survivors: dir.participants.len(),
+                threshold: t,
+            });
         }
         let directory: BTreeMap<ParticipantId, AdvertisedKeys> = dir
             .participants
@@ -204,34 +248,65 @@ impl SecAggClient {
             .map(|k| (k.participant, k.clone()))
             .collect();
         if directory.len() + 1 < t {
-            return Err(SecAggError::TooFewSurvivors { survivors: directory.len() + 1, threshold: t });
+            return Err(SecAggError::TooFewSurvivors {
+                survivors: directory.len() + 1,
+                threshold: t,
+            });
         }
         // Holders: the neighbours in U1 and this participant; evaluation point = id + 1.
-        let holders: Vec<ParticipantId> = directory.keys().copied().chain(std::iter::once(self.id)).collect();
+        let holders: Vec<ParticipantId> = directory
+            .keys()
+            .copied()
+            .chain(std::iter::once(self.id))
+            .collect();
         let xs: Vec<u64> = holders.iter().map(|&h| u64::from(h) + 1).collect();
         let self_mask_shares = shamir::split(&self.self_mask_seed, t, &xs, rng)?;
         let mask_key_shares = shamir::split(&self.mask_keys.secret_bytes(), t, &xs, rng)?;
         let round = self.params.round_id;
-        let mut encrypted_shares = Vec::with_capacity(directory.len());
+        let mut to_send = Vec::with_capacity(directory.len());
         let mut own_shares = None;
         for ((&holder, sm), mk) in holders.iter().zip(self_mask_shares).zip(mask_key_shares) {
-            let held = HeldShares { self_mask: sm, mask_key: mk };
+            let held = HeldShares {
+                self_mask: sm,
+                mask_key: mk,
+            };
             if holder == self.id {
                 own_shares = Some(held);
-                continue;
+            } else {
+                to_send.push((holder, held));
             }
-            let peer = &directory[&holder];
-            let key = crypto::share_encryption_key(&self.cipher_keys, &peer.cipher_public_key, round, self.id, holder, holder)?;
-            let plaintext = encode_share_plaintext(self.id, holder, &held);
-            let ciphertext = crypto::encrypt_shares(&key, round, self.id, holder, &plaintext);
-            encrypted_shares.push(EncryptedShares { recipient: holder, ciphertext });
         }
-        encrypted_shares.sort_by_key(|e| e.recipient);
+        // One key agreement per neighbour: spread over all cores.
+        let (id, cipher_keys) = (self.id, &self.cipher_keys);
+        let encrypted_shares = to_send
+            .par_iter()
+            .map(|(holder, held)| {
+                let peer = &directory[holder];
+                let key = crypto::share_encryption_key(
+                    cipher_keys,
+                    &peer.cipher_public_key,
+                    round,
+                    id,
+                    *holder,
+                    *holder,
+                )?;
+                let plaintext = encode_share_plaintext(id, *holder, held);
+                let ciphertext = crypto::encrypt_shares(&key, round, id, *holder, &plaintext);
+                Ok(EncryptedShares {
+                    recipient: *holder,
+                    ciphertext,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let msg = ShareKeys {
             version: WIRE_VERSION,
             round_id: round,
             sender: self.id,
-            self_mask_commitment: crypto::self_mask_commitment(&self.self_mask_seed, round, self.id),
+            self_mask_commitment: crypto::self_mask_commitment(
+                &self.self_mask_seed,
+                round,
+                self.id,
+            ),
             encrypted_shares,
         };
         self.directory = directory;
@@ -242,16 +317,26 @@ impl SecAggClient {
 
     /// MaskedInputCollection: decrypts the shares routed from neighbours in U2, then masks `input` (ring elements,
     /// length `vector_len`, each < 2^bits) with the self mask and the pairwise masks of those neighbours.
-    pub fn handle_routed_shares(&mut self, routed: &RoutedShares, input: &[u32]) -> Result<MaskedInput> {
+    pub fn handle_routed_shares(
+        &mut self,
+        routed: &RoutedShares,
+        input: &[u32],
+    ) -> Result<MaskedInput> {
         self.expect_stage(RoundStage::ShareKeys, RoundStage::MaskedInputCollection)?;
         self.expect_round(routed.round_id)?;
         if routed.recipient != self.id {
-            return Err(SecAggError::Malformed(format!("shares addressed to participant {}", routed.recipient)));
+            return Err(SecAggError::Malformed(format!(
+                "shares addressed to participant {}",
+                routed.recipient
+            )));
         }
         let t = self.params.threshold as usize;
         let expected_len = self.params.vector_len as usize;
         if input.len() != expected_len {
-            return Err(SecAggError::WrongVectorLength { expected: expected_len, got: input.len() });
+            return Err(SecAggError::WrongVectorLength {
+                expected: expected_len,
+                got: input.len(),
+            });
         }
         let bits = self.params.bits;
         if bits < 32
@@ -260,75 +345,139 @@ impl SecAggClient {
             return Err(SecAggError::ValueOutOfRange { index, bits });
         }
         let round = self.params.round_id;
-        let mut held = BTreeMap::new();
-        let mut prev: Option<ParticipantId> = None;
-        for r in &routed.shares {
-            if prev.is_some_and(|p| p >= r.sender) {
-                return Err(SecAggError::Malformed("routed shares must be sorted by sender without repeats".into()));
-            }
-            prev = Some(r.sender);
-            let Some(peer) = self.directory.get(&r.sender) else {
-                return Err(SecAggError::NotMember { participant: r.sender, stage: RoundStage::ShareKeys });
-            };
-            let key =
-                crypto::share_encryption_key(&self.cipher_keys, &peer.cipher_public_key, round, r.sender, self.id, r.sender)?;
-            let plaintext = crypto::decrypt_shares(&key, round, r.sender, self.id, &r.ciphertext)?;
-            held.insert(r.sender, decode_share_plaintext(&plaintext, r.sender, self.id)?);
+        if routed.shares.windows(2).any(|w| w[0].sender >= w[1].sender) {
+            return Err(SecAggError::Malformed(
+                "routed shares must be sorted by sender without repeats".into(),
+            ));
         }
-        if held.len() + 1 < t {
-            return Err(SecAggError::TooFewSurvivors { survivors: held.len() + 1, threshold: t });
+        if let Some(r) = routed
+            .shares
+            .iter()
+            .find(|r| !self.directory.contains_key(&r.sender))
+        {
+            return Err(SecAggError::NotMember {
+                participant: r.sender,
+                stage: RoundStage::ShareKeys,
+            });
         }
+        if routed.shares.len() + 1 < t {
+            return Err(SecAggError::TooFewSurvivors {
+                survivors: routed.shares.len() + 1,
+                threshold: t,
+            });
+        }
+        // Per neighbour: decrypt its shares and agree the pairwise mask seed (two key agreements), on all cores.
+        let (id, directory, cipher_keys, mask_keys) =
+            (self.id, &self.directory, &self.cipher_keys, &self.mask_keys);
+        let opened = routed
+            .shares
+            .par_iter()
+            .map(|r| {
+                let peer = &directory[&r.sender];
+                let key = crypto::share_encryption_key(
+                    cipher_keys,
+                    &peer.cipher_public_key,
+                    round,
+                    r.sender,
+                    id,
+                    r.sender,
+                )?;
+                let plaintext = crypto::decrypt_shares(&key, round, r.sender, id, &r.ciphertext)?;
+                let shares = decode_share_plaintext(&plaintext, r.sender, id)?;
+                let seed = crypto::pairwise_mask_seed(
+                    mask_keys,
+                    id,
+                    &peer.mask_public_key,
+                    r.sender,
+                    round,
+                )?;
+                Ok((r.sender, shares, seed))
+            })
+            .collect::<Result<Vec<_>>>()?;
         // y = x + PRG(b_u) + Σ_{v>u} PRG(s_uv) − Σ_{v<u} PRG(s_uv)   (mod 2^bits)
         let mut add = vec![self.self_mask_seed.clone()];
         let mut sub = Vec::new();
-        for &v in held.keys() {
-            let peer = &self.directory[&v];
-            let seed = crypto::pairwise_mask_seed(&self.mask_keys, self.id, &peer.mask_public_key, v, round)?;
-            if v > self.id { add.push(seed) } else { sub.push(seed) }
+        let mut held = BTreeMap::new();
+        for (v, shares, seed) in opened {
+            held.insert(v, shares);
+            if v > id {
+                add.push(seed)
+            } else {
+                sub.push(seed)
+            }
         }
         let mut values = input.to_vec();
         crypto::apply_masks(&mut values, &add, &sub);
         crypto::reduce_to_ring(&mut values, bits);
         self.held = held;
         self.stage = RoundStage::MaskedInputCollection;
-        Ok(MaskedInput { round_id: round, sender: self.id, values })
+        Ok(MaskedInput {
+            round_id: round,
+            sender: self.id,
+            values,
+        })
     }
 
     /// Unmasking: given U3, reveals for each neighbour in U2 (and itself) exactly one share — of the self-mask seed
     /// if it is in U3, of the mask key otherwise. Refuses (and aborts, forgetting its secrets) if fewer than t
     /// survive; refuses an inconsistent U3 (a neighbour that never sent it shares, or one that excludes itself).
-    pub fn handle_unmasking_request(&mut self, req: &UnmaskingRequest) -> Result<UnmaskingResponse> {
+    pub fn handle_unmasking_request(
+        &mut self,
+        req: &UnmaskingRequest,
+    ) -> Result<UnmaskingResponse> {
         self.expect_stage(RoundStage::MaskedInputCollection, RoundStage::Unmasking)?;
         self.expect_round(req.round_id)?;
         let t = self.params.threshold as usize;
-        if req.survivors.windows(2).any(|w| w[0] >= w[1]) || req.survivors.iter().any(|&u| u >= self.params.participants) {
-            return Err(SecAggError::Malformed("survivor list must be valid ids, strictly increasing".into()));
+        if req.survivors.windows(2).any(|w| w[0] >= w[1])
+            || req.survivors.iter().any(|&u| u >= self.params.participants)
+        {
+            return Err(SecAggError::Malformed(
+                "survivor list must be valid ids, strictly increasing".into(),
+            ));
         }
         let survivors: BTreeSet<ParticipantId> = req.survivors.iter().copied().collect();
         if !survivors.contains(&self.id) {
-            return Err(SecAggError::Malformed("survivor list omits this participant".into()));
+            return Err(SecAggError::Malformed(
+                "survivor list omits this participant".into(),
+            ));
         }
         for &v in &survivors {
-            if v != self.id && self.graph.are_neighbours(self.id, v) && !self.held.contains_key(&v) {
-                return Err(SecAggError::Malformed(format!("participant {v} is listed as a survivor but sent no shares")));
+            if v != self.id && self.graph.are_neighbours(self.id, v) && !self.held.contains_key(&v)
+            {
+                return Err(SecAggError::Malformed(format!(
+                    "participant {v} is listed as a survivor but sent no shares"
+                )));
             }
         }
-        let surviving_neighbourhood = 1 + self.held.keys().filter(|v| survivors.contains(v)).count();
+        let surviving_neighbourhood =
+            1 + self.held.keys().filter(|v| survivors.contains(v)).count();
         if survivors.len() < t || surviving_neighbourhood < t {
             let survivors = survivors.len().min(surviving_neighbourhood);
             self.abort();
-            return Err(SecAggError::TooFewSurvivors { survivors, threshold: t });
+            return Err(SecAggError::TooFewSurvivors {
+                survivors,
+                threshold: t,
+            });
         }
         let Some(own) = self.own_shares.as_ref() else {
             return Err(SecAggError::Malformed("no own shares kept".into()));
         };
-        let mut self_mask_shares = vec![RevealedShare { owner: self.id, share: own.self_mask.clone() }];
+        let mut self_mask_shares = vec![RevealedShare {
+            owner: self.id,
+            share: own.self_mask.clone(),
+        }];
         let mut mask_key_shares = Vec::new();
         for (&owner, h) in &self.held {
             if survivors.contains(&owner) {
-                self_mask_shares.push(RevealedShare { owner, share: h.self_mask.clone() });
+                self_mask_shares.push(RevealedShare {
+                    owner,
+                    share: h.self_mask.clone(),
+                });
             } else {
-                mask_key_shares.push(RevealedShare { owner, share: h.mask_key.clone() });
+                mask_key_shares.push(RevealedShare {
+                    owner,
+                    share: h.mask_key.clone(),
+                });
             }
         }
         self_mask_shares.sort_by_key(|s| s.owner);

@@ -6,8 +6,8 @@
 
 use chacha20::ChaCha20;
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::ChaCha20Poly1305;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use hkdf::Hkdf;
 use rand::CryptoRng;
 use rayon::prelude::*;
@@ -102,7 +102,9 @@ impl KeyPair {
 
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair").field("public", &self.public.as_bytes()).finish_non_exhaustive()
+        f.debug_struct("KeyPair")
+            .field("public", &self.public.as_bytes())
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,7 +131,12 @@ pub fn share_encryption_key(
     let shared = own.agree(peer, peer_public)?;
     Ok(hkdf_expand(
         &shared.0,
-        &[LABEL_SHARE_ENCRYPTION, &round.to_le_bytes(), &sender.to_le_bytes(), &receiver.to_le_bytes()],
+        &[
+            LABEL_SHARE_ENCRYPTION,
+            &round.to_le_bytes(),
+            &sender.to_le_bytes(),
+            &receiver.to_le_bytes(),
+        ],
     ))
 }
 
@@ -142,8 +149,20 @@ pub fn pairwise_mask_seed(
     round: RoundId,
 ) -> Result<Secret32> {
     let shared = own.agree(peer, peer_public)?;
-    let (lo, hi) = if own_id < peer { (own_id, peer) } else { (peer, own_id) };
-    Ok(hkdf_expand(&shared.0, &[LABEL_PAIRWISE_MASK, &round.to_le_bytes(), &lo.to_le_bytes(), &hi.to_le_bytes()]))
+    let (lo, hi) = if own_id < peer {
+        (own_id, peer)
+    } else {
+        (peer, own_id)
+    };
+    Ok(hkdf_expand(
+        &shared.0,
+        &[
+            LABEL_PAIRWISE_MASK,
+            &round.to_le_bytes(),
+            &lo.to_le_bytes(),
+            &hi.to_le_bytes(),
+        ],
+    ))
 }
 
 /// Public commitment to a self-mask seed, so the server can tell a correctly rebuilt seed from a wrong one.
@@ -179,7 +198,13 @@ pub fn encrypt_shares(
     let cipher = ChaCha20Poly1305::new(&key.0.into());
     let nonce = [0u8; 12];
     let ad = share_ad(round, sender, receiver);
-    match cipher.encrypt(&nonce.into(), Payload { msg: plaintext, aad: &ad }) {
+    match cipher.encrypt(
+        &nonce.into(),
+        Payload {
+            msg: plaintext,
+            aad: &ad,
+        },
+    ) {
         Ok(ct) => ct,
         // Only fails for plaintexts longer than 256 GiB.
         Err(_) => unreachable!("share plaintext is tiny"),
@@ -198,7 +223,13 @@ pub fn decrypt_shares(
     let nonce = [0u8; 12];
     let ad = share_ad(round, sender, receiver);
     cipher
-        .decrypt(&nonce.into(), Payload { msg: ciphertext, aad: &ad })
+        .decrypt(
+            &nonce.into(),
+            Payload {
+                msg: ciphertext,
+                aad: &ad,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| SecAggError::BadCiphertext { sender })
 }
@@ -218,27 +249,29 @@ fn prg_cipher(seed: &Secret32, start_elem: usize) -> ChaCha20 {
 /// arithmetic mod 2^32. The keystream of seed `s` at element `i` is the same whatever the chunking, so the
 /// work is split into independent slices of the vector and spread over all cores.
 pub fn apply_masks(out: &mut [u32], add: &[Secret32], sub: &[Secret32]) {
-    out.par_chunks_mut(TASK_ELEMS).enumerate().for_each(|(task, chunk)| {
-        let start = task * TASK_ELEMS;
-        let mut adders: Vec<ChaCha20> = add.iter().map(|s| prg_cipher(s, start)).collect();
-        let mut subbers: Vec<ChaCha20> = sub.iter().map(|s| prg_cipher(s, start)).collect();
-        let mut buf = Zeroizing::new(vec![0u8; BLOCK_ELEMS * 4]);
-        for block in chunk.chunks_mut(BLOCK_ELEMS) {
-            let bytes = &mut buf[..block.len() * 4];
-            for cipher in &mut adders {
-                cipher.write_keystream(bytes);
-                for (o, w) in block.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *o = o.wrapping_add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    out.par_chunks_mut(TASK_ELEMS)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            let start = task * TASK_ELEMS;
+            let mut adders: Vec<ChaCha20> = add.iter().map(|s| prg_cipher(s, start)).collect();
+            let mut subbers: Vec<ChaCha20> = sub.iter().map(|s| prg_cipher(s, start)).collect();
+            let mut buf = Zeroizing::new(vec![0u8; BLOCK_ELEMS * 4]);
+            for block in chunk.chunks_mut(BLOCK_ELEMS) {
+                let bytes = &mut buf[..block.len() * 4];
+                for cipher in &mut adders {
+                    cipher.write_keystream(bytes);
+                    for (o, w) in block.iter_mut().zip(bytes.chunks_exact(4)) {
+                        *o = o.wrapping_add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+                    }
+                }
+                for cipher in &mut subbers {
+                    cipher.write_keystream(bytes);
+                    for (o, w) in block.iter_mut().zip(bytes.chunks_exact(4)) {
+                        *o = o.wrapping_sub(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+                    }
                 }
             }
-            for cipher in &mut subbers {
-                cipher.write_keystream(bytes);
-                for (o, w) in block.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *o = o.wrapping_sub(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-                }
-            }
-        }
-    });
+        });
 }
 
 /// Generates the keystream of one `len`-element mask vector on one core and discards it: the PRG bound the
@@ -288,7 +321,10 @@ mod tests {
     fn low_order_key_is_rejected() {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let a = KeyPair::generate(&mut rng);
-        assert_eq!(pairwise_mask_seed(&a, 0, &[0u8; 32], 1, 1), Err(SecAggError::WeakKey(1)));
+        assert_eq!(
+            pairwise_mask_seed(&a, 0, &[0u8; 32], 1, 1),
+            Err(SecAggError::WeakKey(1))
+        );
     }
 
     #[test]
@@ -299,14 +335,20 @@ mod tests {
         let k_ab = share_encryption_key(&a, &b.public_bytes(), 5, 0, 1, 1).unwrap();
         let k_ab_at_b = share_encryption_key(&b, &a.public_bytes(), 5, 0, 1, 0).unwrap();
         let ct = encrypt_shares(&k_ab, 5, 0, 1, b"hello");
-        assert_eq!(&decrypt_shares(&k_ab_at_b, 5, 0, 1, &ct).unwrap()[..], b"hello");
+        assert_eq!(
+            &decrypt_shares(&k_ab_at_b, 5, 0, 1, &ct).unwrap()[..],
+            b"hello"
+        );
         assert!(decrypt_shares(&k_ab_at_b, 6, 0, 1, &ct).is_err());
         assert!(decrypt_shares(&k_ab_at_b, 5, 1, 0, &ct).is_err());
         let k_ba = share_encryption_key(&b, &a.public_bytes(), 5, 1, 0, 0).unwrap();
         assert_ne!(k_ab, k_ba);
         let mut tampered = ct.clone();
         tampered[0] ^= 1;
-        assert_eq!(decrypt_shares(&k_ab_at_b, 5, 0, 1, &tampered), Err(SecAggError::BadCiphertext { sender: 0 }));
+        assert_eq!(
+            decrypt_shares(&k_ab_at_b, 5, 0, 1, &tampered),
+            Err(SecAggError::BadCiphertext { sender: 0 })
+        );
     }
 
     #[test]

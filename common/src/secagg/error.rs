@@ -12,7 +12,10 @@ pub enum SecAggError {
     InvalidParams(String),
     /// A message arrived for a stage other than the current one.
     #[error("message for stage {got:?} arrived while the round is in stage {current:?}")]
-    WrongStage { current: RoundStage, got: RoundStage },
+    WrongStage {
+        current: RoundStage,
+        got: RoundStage,
+    },
     /// A message names a different round.
     #[error("message for round {got} sent to round {expected}")]
     WrongRound { expected: u64, got: u64 },
@@ -20,8 +23,13 @@ pub enum SecAggError {
     #[error("participant {0} already sent its message for this stage")]
     Duplicate(ParticipantId),
     /// The sender is not in the set allowed to speak in this stage (e.g. not in U2 during masked-input collection).
-    #[error("participant {participant} is not a member of the current stage's set (stage {stage:?})")]
-    NotMember { participant: ParticipantId, stage: RoundStage },
+    #[error(
+        "participant {participant} is not a member of the current stage's set (stage {stage:?})"
+    )]
+    NotMember {
+        participant: ParticipantId,
+        stage: RoundStage,
+    },
     /// A masked input of the wrong length.
     #[error("vector has {got} elements, expected {expected}")]
     WrongVectorLength { expected: usize, got: usize },
@@ -36,7 +44,11 @@ pub enum SecAggError {
     BadCiphertext { sender: ParticipantId },
     /// A revealed Shamir share that is invalid or of the wrong kind.
     #[error("bad share from participant {sender} for participant {owner}: {reason}")]
-    BadShare { sender: ParticipantId, owner: ParticipantId, reason: String },
+    BadShare {
+        sender: ParticipantId,
+        owner: ParticipantId,
+        reason: String,
+    },
     /// Fewer shares than the threshold: the secret cannot (and must not) be rebuilt.
     #[error("{got} shares given, threshold is {threshold}")]
     InsufficientShares { threshold: usize, got: usize },

@@ -58,14 +58,20 @@ fn binomial_upper_tail(n: u32, p: f64, k: u32) -> f64 {
     if p >= 1.0 {
         return if k <= n { 1.0 } else { 0.0 };
     }
-    (k..=n).map(|i| (ln_choose(n, i) + f64::from(i) * p.ln() + f64::from(n - i) * (1.0 - p).ln()).exp()).sum()
+    (k..=n)
+        .map(|i| {
+            (ln_choose(n, i) + f64::from(i) * p.ln() + f64::from(n - i) * (1.0 - p).ln()).exp()
+        })
+        .sum()
 }
 
 /// Smallest threshold that is a strict majority of a neighbourhood of `size` (self included) and that the
 /// corrupt members of a neighbourhood reach with probability at most 2^-40 over all n neighbourhoods.
 fn security_threshold(size: u32, n: u32, corrupt_fraction: f64) -> u32 {
     let mut t = size / 2 + 1;
-    while t <= size && f64::from(n) * binomial_upper_tail(size, corrupt_fraction, t) > 2f64.powf(-SECURITY_BITS) {
+    while t <= size
+        && f64::from(n) * binomial_upper_tail(size, corrupt_fraction, t) > 2f64.powf(-SECURITY_BITS)
+    {
         t += 1;
     }
     t
@@ -81,10 +87,14 @@ pub fn derive_graph(req: &SecurityRequirements) -> Result<(GraphKind, u32)> {
     let n = req.participants;
     let (d, g) = (req.dropout_rate, req.corrupt_fraction);
     if n < 2 {
-        return Err(SecAggError::InvalidParams("need at least 2 participants".into()));
+        return Err(SecAggError::InvalidParams(
+            "need at least 2 participants".into(),
+        ));
     }
     if !(0.0..1.0).contains(&d) || !(0.0..0.5).contains(&g) {
-        return Err(SecAggError::InvalidParams("dropout rate must be in [0, 1) and corrupt fraction in [0, 0.5)".into()));
+        return Err(SecAggError::InvalidParams(
+            "dropout rate must be in [0, 1) and corrupt fraction in [0, 0.5)".into(),
+        ));
     }
     if req.sparse {
         let mut k = 2;
@@ -125,7 +135,9 @@ impl NeighbourGraph {
     /// Builds the graph; for Harary graphs the ring order is a permutation drawn from `seed`.
     pub fn new(n: u32, kind: GraphKind, seed: &[u8; 32]) -> Result<Self> {
         if n < 2 {
-            return Err(SecAggError::InvalidParams("need at least 2 participants".into()));
+            return Err(SecAggError::InvalidParams(
+                "need at least 2 participants".into(),
+            ));
         }
         let (position, order) = match kind {
             GraphKind::Complete => (Vec::new(), Vec::new()),
@@ -145,7 +157,12 @@ impl NeighbourGraph {
                 (position, order)
             }
         };
-        Ok(NeighbourGraph { n, kind, position, order })
+        Ok(NeighbourGraph {
+            n,
+            kind,
+            position,
+            order,
+        })
     }
 
     /// Number of participants.
@@ -233,16 +250,28 @@ mod tests {
 
     #[test]
     fn derived_parameters_are_sane() {
-        let req = |n, sparse| SecurityRequirements { participants: n, dropout_rate: 0.1, corrupt_fraction: 0.05, sparse };
+        let req = |n, sparse| SecurityRequirements {
+            participants: n,
+            dropout_rate: 0.1,
+            corrupt_fraction: 0.05,
+            sparse,
+        };
         let (kind, t) = derive_graph(&req(100, false)).unwrap();
         assert_eq!(kind, GraphKind::Complete);
         assert_eq!(t, 51);
         let (kind, t) = derive_graph(&req(1000, true)).unwrap();
-        let GraphKind::Harary { degree } = kind else { panic!("expected a sparse graph for n = 1000") };
+        let GraphKind::Harary { degree } = kind else {
+            panic!("expected a sparse graph for n = 1000")
+        };
         assert!(degree < 200, "degree {degree}");
-        assert!(t > (degree + 1) / 2 && t <= degree + 1);
+        assert!(2 * t > degree + 1 && t <= degree + 1);
         // Far too many dropouts for a majority threshold.
-        let bad = SecurityRequirements { participants: 10, dropout_rate: 0.6, corrupt_fraction: 0.0, sparse: false };
+        let bad = SecurityRequirements {
+            participants: 10,
+            dropout_rate: 0.6,
+            corrupt_fraction: 0.0,
+            sparse: false,
+        };
         assert!(derive_graph(&bad).is_err());
         // Small n falls back to the complete graph even when sparse is asked for.
         assert_eq!(derive_graph(&req(10, true)).unwrap().0, GraphKind::Complete);

@@ -35,7 +35,8 @@ pub trait ControlMessage: Serialize + DeserializeOwned {
 
     /// Parses JSON and rejects unknown versions.
     fn from_json(text: &str) -> Result<Self> {
-        let msg: Self = serde_json::from_str(text).map_err(|e| SecAggError::Malformed(e.to_string()))?;
+        let msg: Self =
+            serde_json::from_str(text).map_err(|e| SecAggError::Malformed(e.to_string()))?;
         if msg.version() != WIRE_VERSION {
             return Err(SecAggError::Malformed(format!(
                 "unsupported message version {} (expected {WIRE_VERSION})",
@@ -165,14 +166,21 @@ impl MaskedInputHeader {
     /// Parses the header and checks that exactly `len` elements follow it.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         if bytes.len() < MASKED_INPUT_HEADER_LEN {
-            return Err(SecAggError::Malformed(format!("masked input is {} bytes, shorter than its header", bytes.len())));
+            return Err(SecAggError::Malformed(format!(
+                "masked input is {} bytes, shorter than its header",
+                bytes.len()
+            )));
         }
         if bytes[..4] != MASKED_INPUT_MAGIC {
-            return Err(SecAggError::Malformed("masked input does not start with CFMI".into()));
+            return Err(SecAggError::Malformed(
+                "masked input does not start with CFMI".into(),
+            ));
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != MASKED_INPUT_VERSION {
-            return Err(SecAggError::Malformed(format!("unsupported masked-input version {version}")));
+            return Err(SecAggError::Malformed(format!(
+                "unsupported masked-input version {version}"
+            )));
         }
         let mut r = [0u8; 8];
         r.copy_from_slice(&bytes[6..14]);
@@ -185,7 +193,11 @@ impl MaskedInputHeader {
                 "masked-input header announces {len} elements but {payload} payload bytes follow"
             )));
         }
-        Ok(MaskedInputHeader { round_id, sender, len })
+        Ok(MaskedInputHeader {
+            round_id,
+            sender,
+            len,
+        })
     }
 }
 
@@ -211,7 +223,11 @@ impl MaskedInput {
             .chunks_exact(4)
             .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
             .collect();
-        Ok(MaskedInput { round_id: h.round_id, sender: h.sender, values })
+        Ok(MaskedInput {
+            round_id: h.round_id,
+            sender: h.sender,
+            values,
+        })
     }
 }
 
@@ -245,7 +261,14 @@ pub struct UnmaskingResponse {
     pub mask_key_shares: Vec<RevealedShare>,
 }
 
-control_message!(AdvertiseKeys, KeyDirectory, ShareKeys, RoutedShares, UnmaskingRequest, UnmaskingResponse);
+control_message!(
+    AdvertiseKeys,
+    KeyDirectory,
+    ShareKeys,
+    RoutedShares,
+    UnmaskingRequest,
+    UnmaskingResponse
+);
 
 /// Serde helper: `[u8; 32]` as standard base64.
 pub mod b64_array {
@@ -254,7 +277,11 @@ pub mod b64_array {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() { s.serialize_str(&STANDARD.encode(v)) } else { s.serialize_bytes(v) }
+        if s.is_human_readable() {
+            s.serialize_str(&STANDARD.encode(v))
+        } else {
+            s.serialize_bytes(v)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
@@ -264,7 +291,9 @@ pub mod b64_array {
         } else {
             serde_bytes_vec(d)?
         };
-        bytes.try_into().map_err(|_| D::Error::custom("expected 32 bytes"))
+        bytes
+            .try_into()
+            .map_err(|_| D::Error::custom("expected 32 bytes"))
     }
 
     pub(super) fn serde_bytes_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
@@ -280,7 +309,10 @@ pub mod b64_array {
             fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
                 Ok(v)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
                 let mut out = Vec::new();
                 while let Some(b) = seq.next_element()? {
                     out.push(b);
@@ -299,7 +331,11 @@ pub mod b64_vec {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() { s.serialize_str(&STANDARD.encode(v)) } else { s.serialize_bytes(v) }
+        if s.is_human_readable() {
+            s.serialize_str(&STANDARD.encode(v))
+        } else {
+            s.serialize_bytes(v)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
@@ -322,7 +358,11 @@ pub mod b64_share {
 
     pub fn serialize<S: Serializer>(v: &Share, s: S) -> Result<S::Ok, S::Error> {
         let bytes = Zeroizing::new(v.to_bytes());
-        if s.is_human_readable() { s.serialize_str(&STANDARD.encode(&bytes[..])) } else { s.serialize_bytes(&bytes[..]) }
+        if s.is_human_readable() {
+            s.serialize_str(&STANDARD.encode(&bytes[..]))
+        } else {
+            s.serialize_bytes(&bytes[..])
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Share, D::Error> {
@@ -342,7 +382,11 @@ mod tests {
 
     #[test]
     fn masked_input_round_trips_and_checks_its_header() {
-        let m = MaskedInput { round_id: 9, sender: 4, values: vec![1, 2, u32::MAX] };
+        let m = MaskedInput {
+            round_id: 9,
+            sender: 4,
+            values: vec![1, 2, u32::MAX],
+        };
         let bytes = m.encode();
         assert_eq!(bytes.len(), MASKED_INPUT_HEADER_LEN + 12);
         assert_eq!(MaskedInput::decode(&bytes).unwrap(), m);
@@ -358,12 +402,21 @@ mod tests {
 
     #[test]
     fn json_messages_use_base64_and_check_the_version() {
-        let m = AdvertiseKeys { version: 1, round_id: 3, sender: 1, cipher_public_key: [1; 32], mask_public_key: [2; 32] };
+        let m = AdvertiseKeys {
+            version: 1,
+            round_id: 3,
+            sender: 1,
+            cipher_public_key: [1; 32],
+            mask_public_key: [2; 32],
+        };
         let json = m.to_json();
         assert!(json.contains("\"cipher_public_key\":\"AQEB"), "{json}");
         assert_eq!(AdvertiseKeys::from_json(&json).unwrap(), m);
         let v2 = json.replace("\"version\":1", "\"version\":2");
-        assert!(matches!(AdvertiseKeys::from_json(&v2), Err(SecAggError::Malformed(_))));
+        assert!(matches!(
+            AdvertiseKeys::from_json(&v2),
+            Err(SecAggError::Malformed(_))
+        ));
         assert!(AdvertiseKeys::from_json("{").is_err());
     }
 }

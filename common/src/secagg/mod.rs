@@ -30,8 +30,8 @@ pub use client::SecAggClient;
 pub use error::SecAggError;
 pub use graph::{GraphKind, NeighbourGraph, SecurityRequirements, derive_graph};
 pub use messages::{
-    AdvertiseKeys, AdvertisedKeys, EncryptedShares, KeyDirectory, MaskedInput, RevealedShare, RoutedShares,
-    ShareKeys, UnmaskingRequest, UnmaskingResponse,
+    AdvertiseKeys, AdvertisedKeys, EncryptedShares, KeyDirectory, MaskedInput, RevealedShare,
+    RoutedShares, ShareKeys, UnmaskingRequest, UnmaskingResponse,
 };
 pub use quantize::{DequantizedSum, QuantizationParams};
 pub use server::{AbortReason, RoundOutcome, SecAggServer, StageTransition};

@@ -40,16 +40,35 @@ pub struct DequantizedSum {
 
 impl QuantizationParams {
     /// Validates an explicit parameter set; rejects any whose sum of `participants` inputs could overflow.
-    pub fn new(clip: f32, levels: u32, bits: u32, participants: u32, max_weight: u32) -> Result<Self> {
-        let q = QuantizationParams { clip, levels, bits, participants, max_weight };
+    pub fn new(
+        clip: f32,
+        levels: u32,
+        bits: u32,
+        participants: u32,
+        max_weight: u32,
+    ) -> Result<Self> {
+        let q = QuantizationParams {
+            clip,
+            levels,
+            bits,
+            participants,
+            max_weight,
+        };
         q.validate()?;
         Ok(q)
     }
 
     /// The finest quantisation (most levels) for which `participants` inputs cannot overflow Z_{2^bits}.
-    pub fn for_participants(clip: f32, bits: u32, participants: u32, max_weight: u32) -> Result<Self> {
+    pub fn for_participants(
+        clip: f32,
+        bits: u32,
+        participants: u32,
+        max_weight: u32,
+    ) -> Result<Self> {
         if participants == 0 || !(2..=32).contains(&bits) {
-            return Err(SecAggError::Quantization(format!("need ≥ 1 participant and 2 ≤ bits ≤ 32 (bits = {bits})")));
+            return Err(SecAggError::Quantization(format!(
+                "need ≥ 1 participant and 2 ≤ bits ≤ 32 (bits = {bits})"
+            )));
         }
         let half = (1u64 << (bits - 1)) - 1;
         let levels = (half / u64::from(participants)).min(u64::from(u32::MAX)) as u32;
@@ -59,13 +78,20 @@ impl QuantizationParams {
     /// Checks the overflow bound and the ranges.
     pub fn validate(&self) -> Result<()> {
         if !(2..=32).contains(&self.bits) {
-            return Err(SecAggError::Quantization(format!("bits must be in 2..=32, got {}", self.bits)));
+            return Err(SecAggError::Quantization(format!(
+                "bits must be in 2..=32, got {}",
+                self.bits
+            )));
         }
         if !(self.clip.is_finite() && self.clip > 0.0) {
-            return Err(SecAggError::Quantization("clip must be finite and positive".into()));
+            return Err(SecAggError::Quantization(
+                "clip must be finite and positive".into(),
+            ));
         }
         if self.levels == 0 || self.participants == 0 {
-            return Err(SecAggError::Quantization("levels and participants must be positive".into()));
+            return Err(SecAggError::Quantization(
+                "levels and participants must be positive".into(),
+            ));
         }
         let half = (1u64 << (self.bits - 1)) - 1;
         let n = u64::from(self.participants);
@@ -91,12 +117,22 @@ impl QuantizationParams {
 
     /// Quantises an update and appends the weight coordinate; the result has `update.len() + 1` ring elements.
     /// Non-finite coordinates are refused rather than silently clipped.
-    pub fn quantize<R: CryptoRng + ?Sized>(&self, update: &[f32], weight: u32, rng: &mut R) -> Result<Vec<u32>> {
+    pub fn quantize<R: CryptoRng + ?Sized>(
+        &self,
+        update: &[f32],
+        weight: u32,
+        rng: &mut R,
+    ) -> Result<Vec<u32>> {
         if weight > self.max_weight {
-            return Err(SecAggError::Quantization(format!("weight {weight} exceeds max_weight {}", self.max_weight)));
+            return Err(SecAggError::Quantization(format!(
+                "weight {weight} exceeds max_weight {}",
+                self.max_weight
+            )));
         }
         if let Some(i) = update.iter().position(|v| !v.is_finite()) {
-            return Err(SecAggError::Quantization(format!("coordinate {i} is not finite")));
+            return Err(SecAggError::Quantization(format!(
+                "coordinate {i} is not finite"
+            )));
         }
         let scale = f64::from(self.levels) / f64::from(self.clip);
         let mask = self.ring_mask();
@@ -133,7 +169,10 @@ impl QuantizationParams {
                 signed as f64 * inv_scale
             })
             .collect();
-        Ok(DequantizedSum { values, total_weight: u64::from(weight) })
+        Ok(DequantizedSum {
+            values,
+            total_weight: u64::from(weight),
+        })
     }
 }
 
@@ -169,7 +208,11 @@ mod tests {
                 }
             }
             let d = q.dequantize(&sum).unwrap();
-            assert!((d.values[0] - f64::from(sign) * 14.0).abs() < 1e-9, "{:?}", d.values);
+            assert!(
+                (d.values[0] - f64::from(sign) * 14.0).abs() < 1e-9,
+                "{:?}",
+                d.values
+            );
             assert!((d.values[1] - f64::from(sign) * 14.0).abs() < 1e-9);
             assert_eq!(d.total_weight, 21);
         }
@@ -188,7 +231,10 @@ mod tests {
             }
             let mean = sum / f64::from(trials);
             // Rounding error per draw is < 1 level = 0.1, so its std-dev is ≤ 0.05; 5σ of the mean ≈ 0.00125.
-            assert!((mean - f64::from(x)).abs() < 0.00125, "x = {x}, mean = {mean}");
+            assert!(
+                (mean - f64::from(x)).abs() < 0.00125,
+                "x = {x}, mean = {mean}"
+            );
         }
     }
 

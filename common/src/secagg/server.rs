@@ -17,8 +17,9 @@ use super::client::SHARE_CIPHERTEXT_LEN;
 use super::crypto::{self, KeyPair, Secret32};
 use super::error::{Result, SecAggError};
 use super::messages::{
-    AdvertiseKeys, AdvertisedKeys, EncryptedShares, KeyDirectory, MASKED_INPUT_HEADER_LEN, MaskedInput,
-    MaskedInputHeader, RoutedShare, RoutedShares, ShareKeys, UnmaskingRequest, UnmaskingResponse, WIRE_VERSION,
+    AdvertiseKeys, AdvertisedKeys, EncryptedShares, KeyDirectory, MASKED_INPUT_HEADER_LEN,
+    MaskedInput, MaskedInputHeader, RoutedShare, RoutedShares, ShareKeys, UnmaskingRequest,
+    UnmaskingResponse, WIRE_VERSION,
 };
 use super::shamir::{self, Share};
 use super::{NeighbourGraph, ParticipantId, RoundStage, SecAggParams};
@@ -29,9 +30,18 @@ use super::{NeighbourGraph, ParticipantId, RoundStage, SecAggParams};
 #[non_exhaustive]
 pub enum AbortReason {
     /// A stage closed with fewer participants than the threshold.
-    TooFewParticipants { stage: RoundStage, survivors: u32, threshold: u32 },
+    TooFewParticipants {
+        stage: RoundStage,
+        survivors: u32,
+        threshold: u32,
+    },
     /// Some participant's neighbourhood kept fewer than t members, so its secrets could not be rebuilt.
-    NeighbourhoodTooSmall { stage: RoundStage, participant: ParticipantId, members: u32, threshold: u32 },
+    NeighbourhoodTooSmall {
+        stage: RoundStage,
+        participant: ParticipantId,
+        members: u32,
+        threshold: u32,
+    },
     /// A participant's secret rebuilt from shares did not match its commitment or public key.
     InconsistentShares { participant: ParticipantId },
     /// The coordinator aborted the round.
@@ -41,17 +51,34 @@ pub enum AbortReason {
 impl std::fmt::Display for AbortReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AbortReason::TooFewParticipants { stage, survivors, threshold } => {
-                write!(f, "stage {stage:?} closed with {survivors} participants, threshold is {threshold}")
+            AbortReason::TooFewParticipants {
+                stage,
+                survivors,
+                threshold,
+            } => {
+                write!(
+                    f,
+                    "stage {stage:?} closed with {survivors} participants, threshold is {threshold}"
+                )
             }
-            AbortReason::NeighbourhoodTooSmall { stage, participant, members, threshold } => write!(
+            AbortReason::NeighbourhoodTooSmall {
+                stage,
+                participant,
+                members,
+                threshold,
+            } => write!(
                 f,
                 "after stage {stage:?}, participant {participant}'s neighbourhood has {members} members, threshold is {threshold}"
             ),
             AbortReason::InconsistentShares { participant } => {
-                write!(f, "shares of participant {participant} do not rebuild its committed secret")
+                write!(
+                    f,
+                    "shares of participant {participant} do not rebuild its committed secret"
+                )
             }
-            AbortReason::Coordinator { reason } => write!(f, "aborted by the coordinator: {reason}"),
+            AbortReason::Coordinator { reason } => {
+                write!(f, "aborted by the coordinator: {reason}")
+            }
         }
     }
 }
@@ -123,7 +150,11 @@ fn contains(sorted: &[ParticipantId], id: ParticipantId) -> bool {
 }
 
 /// Rebuilds one secret; too few shares means the neighbourhood shrank below t, garbage shares are inconsistent.
-fn rebuild(shares: &[Share], t: usize, owner: ParticipantId) -> std::result::Result<Secret32, AbortReason> {
+fn rebuild(
+    shares: &[Share],
+    t: usize,
+    owner: ParticipantId,
+) -> std::result::Result<Secret32, AbortReason> {
     if shares.len() < t {
         return Err(AbortReason::NeighbourhoodTooSmall {
             stage: RoundStage::Unmasking,
@@ -132,7 +163,8 @@ fn rebuild(shares: &[Share], t: usize, owner: ParticipantId) -> std::result::Res
             threshold: t as u32,
         });
     }
-    shamir::reconstruct(shares, t).map_err(|_| AbortReason::InconsistentShares { participant: owner })
+    shamir::reconstruct(shares, t)
+        .map_err(|_| AbortReason::InconsistentShares { participant: owner })
 }
 
 impl SecAggServer {
@@ -204,7 +236,9 @@ impl SecAggServer {
         match self.state.stage {
             RoundStage::AdvertiseKeys => self.state.advertised.keys().copied().collect(),
             RoundStage::ShareKeys => self.state.share_keys.keys().copied().collect(),
-            RoundStage::MaskedInputCollection => self.state.masked_received.iter().copied().collect(),
+            RoundStage::MaskedInputCollection => {
+                self.state.masked_received.iter().copied().collect()
+            }
             RoundStage::Unmasking => self.state.unmask_responders.iter().copied().collect(),
             RoundStage::Completed | RoundStage::Aborted => Vec::new(),
         }
@@ -216,22 +250,40 @@ impl SecAggServer {
         expected > 0 && self.responded().len() == expected
     }
 
-    fn check(&self, stage: RoundStage, round: u64, sender: ParticipantId, members: Option<&[ParticipantId]>) -> Result<()> {
-        if matches!(self.state.stage, RoundStage::Completed | RoundStage::Aborted) {
+    fn check(
+        &self,
+        stage: RoundStage,
+        round: u64,
+        sender: ParticipantId,
+        members: Option<&[ParticipantId]>,
+    ) -> Result<()> {
+        if matches!(
+            self.state.stage,
+            RoundStage::Completed | RoundStage::Aborted
+        ) {
             return Err(SecAggError::RoundEnded);
         }
         if self.state.stage != stage {
-            return Err(SecAggError::WrongStage { current: self.state.stage, got: stage });
+            return Err(SecAggError::WrongStage {
+                current: self.state.stage,
+                got: stage,
+            });
         }
         if round != self.state.params.round_id {
-            return Err(SecAggError::WrongRound { expected: self.state.params.round_id, got: round });
+            return Err(SecAggError::WrongRound {
+                expected: self.state.params.round_id,
+                got: round,
+            });
         }
         let member = match members {
             Some(m) => contains(m, sender),
             None => sender < self.state.params.participants,
         };
         if !member {
-            return Err(SecAggError::NotMember { participant: sender, stage });
+            return Err(SecAggError::NotMember {
+                participant: sender,
+                stage,
+            });
         }
         Ok(())
     }
@@ -244,10 +296,14 @@ impl SecAggServer {
         }
         if msg.cipher_public_key == msg.mask_public_key
             || self.state.advertised.values().any(|k| {
-                [k.cipher_public_key, k.mask_public_key].iter().any(|p| *p == msg.cipher_public_key || *p == msg.mask_public_key)
+                [k.cipher_public_key, k.mask_public_key]
+                    .iter()
+                    .any(|p| *p == msg.cipher_public_key || *p == msg.mask_public_key)
             })
         {
-            return Err(SecAggError::Malformed("public key already in use in this round".into()));
+            return Err(SecAggError::Malformed(
+                "public key already in use in this round".into(),
+            ));
         }
         self.state.advertised.insert(
             msg.sender,
@@ -263,12 +319,22 @@ impl SecAggServer {
     /// ShareKeys: records a participant's encrypted shares; there must be exactly one well-sized ciphertext per
     /// neighbour in U1.
     pub fn handle_share_keys(&mut self, msg: &ShareKeys) -> Result<()> {
-        self.check(RoundStage::ShareKeys, msg.round_id, msg.sender, Some(&self.state.u1))?;
+        self.check(
+            RoundStage::ShareKeys,
+            msg.round_id,
+            msg.sender,
+            Some(&self.state.u1),
+        )?;
         if self.state.share_keys.contains_key(&msg.sender) {
             return Err(SecAggError::Duplicate(msg.sender));
         }
-        let expected: Vec<ParticipantId> =
-            self.state.u1.iter().copied().filter(|&v| self.graph.are_neighbours(msg.sender, v)).collect();
+        let expected: Vec<ParticipantId> = self
+            .state
+            .u1
+            .iter()
+            .copied()
+            .filter(|&v| self.graph.are_neighbours(msg.sender, v))
+            .collect();
         let got: Vec<ParticipantId> = msg.encrypted_shares.iter().map(|e| e.recipient).collect();
         if got != expected {
             return Err(SecAggError::Malformed(format!(
@@ -276,7 +342,11 @@ impl SecAggServer {
                 expected.len()
             )));
         }
-        if let Some(e) = msg.encrypted_shares.iter().find(|e| e.ciphertext.len() != SHARE_CIPHERTEXT_LEN) {
+        if let Some(e) = msg
+            .encrypted_shares
+            .iter()
+            .find(|e| e.ciphertext.len() != SHARE_CIPHERTEXT_LEN)
+        {
             return Err(SecAggError::Malformed(format!(
                 "ciphertext for {} has {} bytes, expected {SHARE_CIPHERTEXT_LEN}",
                 e.recipient,
@@ -294,7 +364,12 @@ impl SecAggServer {
     }
 
     fn check_masked_header(&self, round: u64, sender: ParticipantId, len: usize) -> Result<()> {
-        self.check(RoundStage::MaskedInputCollection, round, sender, Some(&self.state.u2))?;
+        self.check(
+            RoundStage::MaskedInputCollection,
+            round,
+            sender,
+            Some(&self.state.u2),
+        )?;
         if self.state.masked_received.contains(&sender) {
             return Err(SecAggError::Duplicate(sender));
         }
@@ -314,7 +389,10 @@ impl SecAggServer {
         {
             return Err(SecAggError::ValueOutOfRange { index, bits });
         }
-        self.sum.par_iter_mut().zip(msg.values.par_iter()).for_each(|(s, v)| *s = s.wrapping_add(*v));
+        self.sum
+            .par_iter_mut()
+            .zip(msg.values.par_iter())
+            .for_each(|(s, v)| *s = s.wrapping_add(*v));
         self.state.masked_received.insert(msg.sender);
         Ok(())
     }
@@ -333,11 +411,14 @@ impl SecAggServer {
             return Err(SecAggError::ValueOutOfRange { index, bits });
         }
         const CHUNK: usize = 1 << 16;
-        self.sum.par_chunks_mut(CHUNK).zip(payload.par_chunks(CHUNK * 4)).for_each(|(s, p)| {
-            for (s, w) in s.iter_mut().zip(p.chunks_exact(4)) {
-                *s = s.wrapping_add(word(w));
-            }
-        });
+        self.sum
+            .par_chunks_mut(CHUNK)
+            .zip(payload.par_chunks(CHUNK * 4))
+            .for_each(|(s, p)| {
+                for (s, w) in s.iter_mut().zip(p.chunks_exact(4)) {
+                    *s = s.wrapping_add(word(w));
+                }
+            });
         self.state.masked_received.insert(h.sender);
         Ok(())
     }
@@ -345,12 +426,21 @@ impl SecAggServer {
     /// Unmasking: records a survivor's revealed shares. It must reveal, for each neighbour in U2 and itself, the
     /// self-mask share if that participant is in U3 and the mask-key share otherwise, each exactly once.
     pub fn handle_unmasking_response(&mut self, msg: &UnmaskingResponse) -> Result<()> {
-        self.check(RoundStage::Unmasking, msg.round_id, msg.sender, Some(&self.state.u3))?;
+        self.check(
+            RoundStage::Unmasking,
+            msg.round_id,
+            msg.sender,
+            Some(&self.state.u3),
+        )?;
         if self.state.unmask_responders.contains(&msg.sender) {
             return Err(SecAggError::Duplicate(msg.sender));
         }
         let sender = msg.sender;
-        let bad = |owner: ParticipantId, reason: &str| SecAggError::BadShare { sender, owner, reason: reason.into() };
+        let bad = |owner: ParticipantId, reason: &str| SecAggError::BadShare {
+            sender,
+            owner,
+            reason: reason.into(),
+        };
         let owners: Vec<ParticipantId> = self
             .state
             .u2
@@ -368,26 +458,42 @@ impl SecAggServer {
             let got: BTreeSet<ParticipantId> = shares.iter().map(|s| s.owner).collect();
             if got.len() != shares.len() {
                 let owner = shares.first().map_or(sender, |s| s.owner);
-                return Err(bad(owner, &format!("{kind} share revealed twice for one owner")));
+                return Err(bad(
+                    owner,
+                    &format!("{kind} share revealed twice for one owner"),
+                ));
             }
             if let Some(&owner) = got.iter().find(|o| !want.contains(o)) {
-                return Err(bad(owner, &format!("{kind} share not expected for this participant")));
+                return Err(bad(
+                    owner,
+                    &format!("{kind} share not expected for this participant"),
+                ));
             }
             if let Some(&owner) = want.iter().find(|o| !got.contains(o)) {
                 return Err(bad(owner, &format!("{kind} share missing")));
             }
             for s in shares {
-                s.share.validate().map_err(|e| bad(s.owner, &e.to_string()))?;
+                s.share
+                    .validate()
+                    .map_err(|e| bad(s.owner, &e.to_string()))?;
                 if s.share.x != x {
                     return Err(bad(s.owner, "share evaluation point is not the sender's"));
                 }
             }
         }
         for s in &msg.self_mask_shares {
-            self.state.self_mask_shares.entry(s.owner).or_default().push(s.share.clone());
+            self.state
+                .self_mask_shares
+                .entry(s.owner)
+                .or_default()
+                .push(s.share.clone());
         }
         for s in &msg.mask_key_shares {
-            self.state.mask_key_shares.entry(s.owner).or_default().push(s.share.clone());
+            self.state
+                .mask_key_shares
+                .entry(s.owner)
+                .or_default()
+                .push(s.share.clone());
         }
         self.state.unmask_responders.insert(sender);
         Ok(())
@@ -395,7 +501,9 @@ impl SecAggServer {
 
     /// Aborts the round (e.g. the operator cancelled it). No aggregate will be released.
     pub fn abort(&mut self, reason: impl Into<String>) {
-        self.abort_with(AbortReason::Coordinator { reason: reason.into() });
+        self.abort_with(AbortReason::Coordinator {
+            reason: reason.into(),
+        });
     }
 
     fn abort_with(&mut self, reason: AbortReason) {
@@ -408,10 +516,17 @@ impl SecAggServer {
     }
 
     /// The first member of `owners` whose neighbourhood (self included) within `alive` is smaller than t.
-    fn thin_neighbourhood(&self, owners: &[ParticipantId], alive: &[ParticipantId]) -> Option<(ParticipantId, u32)> {
+    fn thin_neighbourhood(
+        &self,
+        owners: &[ParticipantId],
+        alive: &[ParticipantId],
+    ) -> Option<(ParticipantId, u32)> {
         let t = self.state.params.threshold;
         owners.iter().find_map(|&v| {
-            let members = alive.iter().filter(|&&u| u == v || self.graph.are_neighbours(u, v)).count() as u32;
+            let members = alive
+                .iter()
+                .filter(|&&u| u == v || self.graph.are_neighbours(u, v))
+                .count() as u32;
             (members < t).then_some((v, members))
         })
     }
@@ -422,7 +537,11 @@ impl SecAggServer {
     pub fn close_stage(&mut self) -> Result<StageTransition> {
         let from = self.state.stage;
         let t = self.state.params.threshold;
-        let too_few = |stage, n: usize| AbortReason::TooFewParticipants { stage, survivors: n as u32, threshold: t };
+        let too_few = |stage, n: usize| AbortReason::TooFewParticipants {
+            stage,
+            survivors: n as u32,
+            threshold: t,
+        };
         match from {
             RoundStage::Completed | RoundStage::Aborted => return Err(SecAggError::RoundEnded),
             RoundStage::AdvertiseKeys => {
@@ -430,7 +549,12 @@ impl SecAggServer {
                 if u1.len() < t as usize {
                     self.abort_with(too_few(from, u1.len()));
                 } else if let Some((participant, members)) = self.thin_neighbourhood(&u1, &u1) {
-                    self.abort_with(AbortReason::NeighbourhoodTooSmall { stage: from, participant, members, threshold: t });
+                    self.abort_with(AbortReason::NeighbourhoodTooSmall {
+                        stage: from,
+                        participant,
+                        members,
+                        threshold: t,
+                    });
                 } else {
                     self.state.u1 = u1;
                     self.state.stage = RoundStage::ShareKeys;
@@ -441,7 +565,12 @@ impl SecAggServer {
                 if u2.len() < t as usize {
                     self.abort_with(too_few(from, u2.len()));
                 } else if let Some((participant, members)) = self.thin_neighbourhood(&u2, &u2) {
-                    self.abort_with(AbortReason::NeighbourhoodTooSmall { stage: from, participant, members, threshold: t });
+                    self.abort_with(AbortReason::NeighbourhoodTooSmall {
+                        stage: from,
+                        participant,
+                        members,
+                        threshold: t,
+                    });
                 } else {
                     self.state.u2 = u2;
                     self.sum = vec![0u32; self.state.params.vector_len as usize];
@@ -452,8 +581,15 @@ impl SecAggServer {
                 let u3: Vec<ParticipantId> = self.state.masked_received.iter().copied().collect();
                 if u3.len() < t as usize {
                     self.abort_with(too_few(from, u3.len()));
-                } else if let Some((participant, members)) = self.thin_neighbourhood(&self.state.u2, &u3) {
-                    self.abort_with(AbortReason::NeighbourhoodTooSmall { stage: from, participant, members, threshold: t });
+                } else if let Some((participant, members)) =
+                    self.thin_neighbourhood(&self.state.u2, &u3)
+                {
+                    self.abort_with(AbortReason::NeighbourhoodTooSmall {
+                        stage: from,
+                        participant,
+                        members,
+                        threshold: t,
+                    });
                 } else {
                     self.state.u3 = u3;
                     // The ciphertexts have been delivered; keep only the commitments.
@@ -481,7 +617,10 @@ impl SecAggServer {
                 }
             }
         }
-        Ok(StageTransition { from, to: self.state.stage })
+        Ok(StageTransition {
+            from,
+            to: self.state.stage,
+        })
     }
 
     /// Rebuilds every needed secret and removes all masks from the running sum.
@@ -490,14 +629,28 @@ impl SecAggServer {
         let t = p.threshold as usize;
         let round = p.round_id;
         let u3 = &self.state.u3;
-        let dropped: Vec<ParticipantId> = self.state.u2.iter().copied().filter(|v| !contains(u3, *v)).collect();
+        let dropped: Vec<ParticipantId> = self
+            .state
+            .u2
+            .iter()
+            .copied()
+            .filter(|v| !contains(u3, *v))
+            .collect();
         // Self-mask seeds of the survivors, checked against their commitments.
         let self_masks: Vec<std::result::Result<Secret32, AbortReason>> = u3
             .par_iter()
             .map(|&v| {
-                let shares = self.state.self_mask_shares.get(&v).map_or(&[][..], |s| &s[..]);
+                let shares = self
+                    .state
+                    .self_mask_shares
+                    .get(&v)
+                    .map_or(&[][..], |s| &s[..]);
                 let seed = rebuild(shares, t, v)?;
-                let commitment = self.state.share_keys.get(&v).map(|s| s.self_mask_commitment);
+                let commitment = self
+                    .state
+                    .share_keys
+                    .get(&v)
+                    .map(|s| s.self_mask_commitment);
                 if commitment != Some(crypto::self_mask_commitment(&seed, round, v)) {
                     return Err(AbortReason::InconsistentShares { participant: v });
                 }
@@ -512,7 +665,11 @@ impl SecAggServer {
         let pairwise: Vec<std::result::Result<Vec<(bool, Secret32)>, AbortReason>> = dropped
             .par_iter()
             .map(|&v| {
-                let shares = self.state.mask_key_shares.get(&v).map_or(&[][..], |s| &s[..]);
+                let shares = self
+                    .state
+                    .mask_key_shares
+                    .get(&v)
+                    .map_or(&[][..], |s| &s[..]);
                 let sk = rebuild(shares, t, v)?;
                 let keys = KeyPair::from_secret_bytes(*sk.as_bytes());
                 let advertised = self.state.advertised.get(&v);
@@ -522,7 +679,12 @@ impl SecAggServer {
                 u3.iter()
                     .filter(|&&u| self.graph.are_neighbours(u, v))
                     .map(|&u| {
-                        let pk = self.state.advertised.get(&u).map(|a| a.mask_public_key).unwrap_or_default();
+                        let pk = self
+                            .state
+                            .advertised
+                            .get(&u)
+                            .map(|a| a.mask_public_key)
+                            .unwrap_or_default();
                         let seed = crypto::pairwise_mask_seed(&keys, v, &pk, u, round)
                             .map_err(|_| AbortReason::InconsistentShares { participant: v })?;
                         // u added +PRG(s_uv) when v > u and −PRG(s_uv) when v < u; undo it.
@@ -534,7 +696,11 @@ impl SecAggServer {
         let mut add = Vec::new();
         for r in pairwise {
             for (is_add, seed) in r? {
-                if is_add { add.push(seed) } else { sub.push(seed) }
+                if is_add {
+                    add.push(seed)
+                } else {
+                    sub.push(seed)
+                }
             }
         }
         crypto::apply_masks(&mut self.sum, &add, &sub);
@@ -547,7 +713,14 @@ impl SecAggServer {
     pub fn unmask_vector_count(&self) -> usize {
         let u3 = &self.state.u3;
         let dropped = self.state.u2.iter().filter(|v| !contains(u3, **v));
-        u3.len() + dropped.map(|&v| u3.iter().filter(|&&u| self.graph.are_neighbours(u, v)).count()).sum::<usize>()
+        u3.len()
+            + dropped
+                .map(|&v| {
+                    u3.iter()
+                        .filter(|&&u| self.graph.are_neighbours(u, v))
+                        .count()
+                })
+                .sum::<usize>()
     }
 
     /// The ShareKeys broadcast: U1 with everyone's public keys (from stage ShareKeys on).
@@ -558,28 +731,50 @@ impl SecAggServer {
         Some(KeyDirectory {
             version: WIRE_VERSION,
             round_id: self.state.params.round_id,
-            participants: self.state.u1.iter().filter_map(|u| self.state.advertised.get(u).cloned()).collect(),
+            participants: self
+                .state
+                .u1
+                .iter()
+                .filter_map(|u| self.state.advertised.get(u).cloned())
+                .collect(),
         })
     }
 
     /// The MaskedInputCollection broadcast for one recipient in U2: the ciphertexts its neighbours in U2 sent it.
     pub fn routed_shares(&self, recipient: ParticipantId) -> Result<RoutedShares> {
         if self.state.stage != RoundStage::MaskedInputCollection {
-            return Err(SecAggError::WrongStage { current: self.state.stage, got: RoundStage::MaskedInputCollection });
+            return Err(SecAggError::WrongStage {
+                current: self.state.stage,
+                got: RoundStage::MaskedInputCollection,
+            });
         }
         if !contains(&self.state.u2, recipient) {
-            return Err(SecAggError::NotMember { participant: recipient, stage: RoundStage::MaskedInputCollection });
+            return Err(SecAggError::NotMember {
+                participant: recipient,
+                stage: RoundStage::MaskedInputCollection,
+            });
         }
         let shares = self
             .state
             .share_keys
             .iter()
             .filter_map(|(&sender, s)| {
-                let i = s.encrypted_shares.binary_search_by_key(&recipient, |e| e.recipient).ok()?;
-                Some(RoutedShare { sender, ciphertext: s.encrypted_shares[i].ciphertext.clone() })
+                let i = s
+                    .encrypted_shares
+                    .binary_search_by_key(&recipient, |e| e.recipient)
+                    .ok()?;
+                Some(RoutedShare {
+                    sender,
+                    ciphertext: s.encrypted_shares[i].ciphertext.clone(),
+                })
             })
             .collect();
-        Ok(RoutedShares { version: WIRE_VERSION, round_id: self.state.params.round_id, recipient, shares })
+        Ok(RoutedShares {
+            version: WIRE_VERSION,
+            round_id: self.state.params.round_id,
+            recipient,
+            shares,
+        })
     }
 
     /// The Unmasking broadcast: U3 (from stage Unmasking on).
@@ -587,7 +782,11 @@ impl SecAggServer {
         if self.state.u3.is_empty() {
             return None;
         }
-        Some(UnmaskingRequest { version: WIRE_VERSION, round_id: self.state.params.round_id, survivors: self.state.u3.clone() })
+        Some(UnmaskingRequest {
+            version: WIRE_VERSION,
+            round_id: self.state.params.round_id,
+            survivors: self.state.u3.clone(),
+        })
     }
 
     /// The outcome once the round has ended.
@@ -595,7 +794,13 @@ impl SecAggServer {
         match self.state.stage {
             RoundStage::Completed => Some(RoundOutcome::Completed(self.sum.clone())),
             RoundStage::Aborted => Some(RoundOutcome::Aborted {
-                reason: self.state.abort_reason.clone().unwrap_or(AbortReason::Coordinator { reason: "unknown".into() }),
+                reason: self
+                    .state
+                    .abort_reason
+                    .clone()
+                    .unwrap_or(AbortReason::Coordinator {
+                        reason: "unknown".into(),
+                    }),
             }),
             _ => None,
         }
@@ -631,14 +836,17 @@ impl SecAggServer {
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != STATE_VERSION {
-            return Err(SecAggError::Decode(format!("unsupported state version {version}")));
+            return Err(SecAggError::Decode(format!(
+                "unsupported state version {version}"
+            )));
         }
         let state_len = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
         let rest = &bytes[10..];
         if rest.len() < state_len + 4 {
             return Err(err("truncated state"));
         }
-        let state: ServerState = postcard::from_bytes(&rest[..state_len]).map_err(|e| SecAggError::Decode(e.to_string()))?;
+        let state: ServerState = postcard::from_bytes(&rest[..state_len])
+            .map_err(|e| SecAggError::Decode(e.to_string()))?;
         let rest = &rest[state_len..];
         let sum_len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let payload = &rest[4..];
@@ -654,9 +862,15 @@ impl SecAggServer {
         if sum_len != expected_len {
             return Err(err("running sum has the wrong length for the stage"));
         }
-        state.params.validate().map_err(|e| SecAggError::Decode(e.to_string()))?;
+        state
+            .params
+            .validate()
+            .map_err(|e| SecAggError::Decode(e.to_string()))?;
         let graph = state.params.neighbour_graph()?;
-        let sum = payload.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
+        let sum = payload
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
         Ok(SecAggServer { state, graph, sum })
     }
 }

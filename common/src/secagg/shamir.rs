@@ -50,14 +50,20 @@ impl Share {
     /// Parses and validates an encoded share (x ≠ 0, every value a field element).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() != SHARE_LEN {
-            return Err(SecAggError::Malformed(format!("share has {} bytes, expected {SHARE_LEN}", bytes.len())));
+            return Err(SecAggError::Malformed(format!(
+                "share has {} bytes, expected {SHARE_LEN}",
+                bytes.len()
+            )));
         }
         let word = |i: usize| {
             let mut w = [0u8; 8];
             w.copy_from_slice(&bytes[8 * i..8 * (i + 1)]);
             u64::from_le_bytes(w)
         };
-        let share = Share { x: word(0), y: [word(1), word(2), word(3), word(4), word(5)] };
+        let share = Share {
+            x: word(0),
+            y: [word(1), word(2), word(3), word(4), word(5)],
+        };
         share.validate()?;
         Ok(share)
     }
@@ -65,10 +71,14 @@ impl Share {
     /// Checks that the share is a well-formed field point.
     pub fn validate(&self) -> Result<()> {
         if self.x == 0 || self.x >= MODULUS {
-            return Err(SecAggError::Malformed("share evaluation point out of range".into()));
+            return Err(SecAggError::Malformed(
+                "share evaluation point out of range".into(),
+            ));
         }
         if self.y.iter().any(|&y| y >= MODULUS) {
-            return Err(SecAggError::Malformed("share value is not a field element".into()));
+            return Err(SecAggError::Malformed(
+                "share value is not a field element".into(),
+            ));
         }
         Ok(())
     }
@@ -140,13 +150,26 @@ fn limbs_of(secret: &Secret32) -> [u64; LIMBS] {
 }
 
 /// Splits `secret` into one share per evaluation point in `xs` (distinct, non-zero); any `threshold` rebuild it.
-pub fn split<R: CryptoRng + ?Sized>(secret: &Secret32, threshold: usize, xs: &[u64], rng: &mut R) -> Result<Vec<Share>> {
+pub fn split<R: CryptoRng + ?Sized>(
+    secret: &Secret32,
+    threshold: usize,
+    xs: &[u64],
+    rng: &mut R,
+) -> Result<Vec<Share>> {
     if threshold == 0 || threshold > xs.len() {
-        return Err(SecAggError::InvalidParams(format!("threshold {threshold} with {} holders", xs.len())));
+        return Err(SecAggError::InvalidParams(format!(
+            "threshold {threshold} with {} holders",
+            xs.len()
+        )));
     }
     let mut seen = std::collections::BTreeSet::new();
-    if xs.iter().any(|&x| x == 0 || x >= MODULUS || !seen.insert(x)) {
-        return Err(SecAggError::InvalidParams("evaluation points must be distinct and non-zero".into()));
+    if xs
+        .iter()
+        .any(|&x| x == 0 || x >= MODULUS || !seen.insert(x))
+    {
+        return Err(SecAggError::InvalidParams(
+            "evaluation points must be distinct and non-zero".into(),
+        ));
     }
     // coeffs[limb][j], j = 0 is the secret limb.
     let mut coeffs = vec![[0u64; LIMBS]; threshold];
@@ -197,14 +220,19 @@ fn lagrange_at_zero(xs: &[u64]) -> Vec<u64> {
 /// a result that is not a valid 32-byte secret (garbage shares) is reported as `Malformed`.
 pub fn reconstruct(shares: &[Share], threshold: usize) -> Result<Secret32> {
     if threshold == 0 || shares.len() < threshold {
-        return Err(SecAggError::InsufficientShares { threshold, got: shares.len() });
+        return Err(SecAggError::InsufficientShares {
+            threshold,
+            got: shares.len(),
+        });
     }
     let used = &shares[..threshold];
     let mut seen = std::collections::BTreeSet::new();
     for s in used {
         s.validate()?;
         if !seen.insert(s.x) {
-            return Err(SecAggError::Malformed("two shares with the same evaluation point".into()));
+            return Err(SecAggError::Malformed(
+                "two shares with the same evaluation point".into(),
+            ));
         }
     }
     let xs: Vec<u64> = used.iter().map(|s| s.x).collect();
@@ -219,7 +247,8 @@ pub fn reconstruct(shares: &[Share], threshold: usize) -> Result<Secret32> {
         if acc >> (8 * LIMB_BYTES) != 0 {
             ok = false;
         }
-        padded[l * LIMB_BYTES..(l + 1) * LIMB_BYTES].copy_from_slice(&acc.to_le_bytes()[..LIMB_BYTES]);
+        padded[l * LIMB_BYTES..(l + 1) * LIMB_BYTES]
+            .copy_from_slice(&acc.to_le_bytes()[..LIMB_BYTES]);
     }
     // The padding bytes past 32 must be zero for a genuine secret.
     ok &= padded[32..].iter().all(|&b| b == 0);
@@ -229,7 +258,9 @@ pub fn reconstruct(shares: &[Share], threshold: usize) -> Result<Secret32> {
     let secret = Secret32::from_bytes(bytes);
     bytes.zeroize();
     if !ok {
-        return Err(SecAggError::Malformed("shares do not interpolate to a 32-byte secret".into()));
+        return Err(SecAggError::Malformed(
+            "shares do not interpolate to a 32-byte secret".into(),
+        ));
     }
     Ok(secret)
 }
