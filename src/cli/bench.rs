@@ -79,6 +79,10 @@ struct SecaggReport {
     server_unmask_prg_ratio: f64,
     server_state_bytes: usize,
     total_seconds: f64,
+    /// The same ratios in process CPU time (all threads), robust to other load on a shared machine.
+    prg_vector_cpu_seconds: f64,
+    client_mask_prg_cpu_ratio: f64,
+    server_unmask_prg_cpu_ratio: f64,
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -119,6 +123,32 @@ fn progress(len: u64, what: &str, hidden: bool) -> ProgressBar {
     pb
 }
 
+/// CPU time consumed by this process (all threads), in seconds. On a shared machine the wall-clock ratios swing
+/// with the neighbours' load; the CPU-time ratios show how much work the code does per PRG vector.
+fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass, which lives for the whole call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Wall-clock and CPU seconds of `f`.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let (wall, cpu) = (Instant::now(), process_cpu_seconds());
+    let out = f();
+    (
+        out,
+        wall.elapsed().as_secs_f64(),
+        process_cpu_seconds() - cpu,
+    )
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -147,17 +177,24 @@ fn bench_secagg(args: &SecaggArgs) -> anyhow::Result<SecaggReport> {
     let total = Instant::now();
     let hidden = args.json;
 
-    // The PRG bound: keystream for one M-element vector on one core, median of 5.
+    // The PRG bound: ChaCha20 keystream for one M-element vector on one core. The machine is shared, so it is
+    // measured again right before each timed step and each step is compared with the measurement next to it.
     let seed = Secret32::random(&mut rng);
-    let prg_vector_seconds = median(
-        (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                std::hint::black_box(prg_keystream_only(&seed, m as usize));
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    );
+    let mut prg_samples = Vec::new();
+    let mut prg_cpu_samples = Vec::new();
+    // Returns the median wall-clock and CPU seconds of `reps` single-core keystream expansions.
+    let mut measure_prg = |reps: usize| {
+        let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let (_, w, c) = timed(|| std::hint::black_box(prg_keystream_only(&seed, m as usize)));
+            wall.push(w);
+            cpu.push(c);
+        }
+        prg_samples.extend(&wall);
+        prg_cpu_samples.extend(&cpu);
+        (median(wall), median(cpu))
+    };
+    measure_prg(3);
 
     let mut server = SecAggServer::new(params.clone())?;
     let mut clients = Vec::with_capacity(n as usize);
@@ -202,6 +239,7 @@ fn bench_secagg(args: &SecaggArgs) -> anyhow::Result<SecaggReport> {
     let pb = progress(u64::from(n) - dropped_count as u64, "Masking", hidden);
     let (mut mask_total, mut mask_bound, mut vectors_total, mut ingest_total) =
         (0.0, 0.0, 0usize, 0.0);
+    let (mut mask_cpu_total, mut mask_cpu_bound) = (0.0, 0.0);
     for c in &mut clients {
         let u = c.id();
         if dropped.contains(&u) {
@@ -213,10 +251,13 @@ fn bench_secagg(args: &SecaggArgs) -> anyhow::Result<SecaggReport> {
         }
         let routed = server.routed_shares(u)?;
         let vectors = 1 + routed.shares.len();
-        let t = Instant::now();
-        let masked = c.handle_routed_shares(&routed, &input)?;
-        mask_total += t.elapsed().as_secs_f64();
-        mask_bound += vectors as f64 * prg_vector_seconds;
+        let (prg_wall, prg_cpu) = measure_prg(1);
+        let (masked, wall, cpu) = timed(|| c.handle_routed_shares(&routed, &input));
+        let masked = masked?;
+        mask_total += wall;
+        mask_bound += vectors as f64 * prg_wall;
+        mask_cpu_total += cpu;
+        mask_cpu_bound += vectors as f64 * prg_cpu;
         vectors_total += vectors;
         let bytes = masked.encode();
         let t = Instant::now();
@@ -250,9 +291,14 @@ fn bench_secagg(args: &SecaggArgs) -> anyhow::Result<SecaggReport> {
     if !hidden {
         eprintln!("unmasking: {server_unmask_vectors} mask vectors of {m} elements ...");
     }
-    let t = Instant::now();
-    server.close_stage()?;
-    let server_unmask_seconds = t.elapsed().as_secs_f64();
+    let (prg_wall_before, prg_cpu_before) = measure_prg(3);
+    let (closed, server_unmask_seconds, server_unmask_cpu) = timed(|| server.close_stage());
+    closed?;
+    let (prg_wall_after, prg_cpu_after) = measure_prg(3);
+    let server_prg = (prg_wall_before + prg_wall_after) / 2.0;
+    let server_prg_cpu = (prg_cpu_before + prg_cpu_after) / 2.0;
+    let prg_vector_seconds = median(prg_samples);
+    let prg_vector_cpu_seconds = median(prg_cpu_samples);
     let correct = match server.outcome() {
         Some(RoundOutcome::Completed(sum)) => sum == plain_sum,
         Some(RoundOutcome::Aborted { reason }) => bail!("round aborted: {reason}"),
@@ -281,8 +327,12 @@ fn bench_secagg(args: &SecaggArgs) -> anyhow::Result<SecaggReport> {
         server_unmask_seconds,
         server_unmask_vectors,
         server_unmask_prg_ratio: server_unmask_seconds
-            / (server_unmask_vectors as f64 * prg_vector_seconds),
+            / (server_unmask_vectors as f64 * server_prg),
         server_state_bytes,
         total_seconds: total.elapsed().as_secs_f64(),
+        prg_vector_cpu_seconds,
+        client_mask_prg_cpu_ratio: mask_cpu_total / mask_cpu_bound,
+        server_unmask_prg_cpu_ratio: server_unmask_cpu
+            / (server_unmask_vectors as f64 * server_prg_cpu),
     })
 }

@@ -260,14 +260,16 @@ pub fn apply_masks(out: &mut [u32], add: &[Secret32], sub: &[Secret32]) {
                 let bytes = &mut buf[..block.len() * 4];
                 for cipher in &mut adders {
                     cipher.write_keystream(bytes);
-                    for (o, w) in block.iter_mut().zip(bytes.chunks_exact(4)) {
-                        *o = o.wrapping_add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+                    let (words, _) = bytes.as_chunks::<4>();
+                    for (o, w) in block.iter_mut().zip(words) {
+                        *o = o.wrapping_add(u32::from_le_bytes(*w));
                     }
                 }
                 for cipher in &mut subbers {
                     cipher.write_keystream(bytes);
-                    for (o, w) in block.iter_mut().zip(bytes.chunks_exact(4)) {
-                        *o = o.wrapping_sub(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+                    let (words, _) = bytes.as_chunks::<4>();
+                    for (o, w) in block.iter_mut().zip(words) {
+                        *o = o.wrapping_sub(u32::from_le_bytes(*w));
                     }
                 }
             }
