@@ -126,17 +126,47 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Median wall time in seconds of `repeats` runs of `f`.
-fn median_seconds(repeats: usize, mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..repeats.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+/// CPU time consumed so far by the calling thread (`thread = true`) or the whole process, in seconds.
+/// The machine may be shared, so wall time alone would measure the neighbours as much as the code.
+fn cpu_seconds(thread: bool) -> f64 {
+    let clock = if thread {
+        libc::CLOCK_THREAD_CPUTIME_ID
+    } else {
+        libc::CLOCK_PROCESS_CPUTIME_ID
+    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec and the clock id is a constant the OS knows.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// A timing: medians over the repeats of wall-clock and CPU seconds.
+#[derive(Clone, Copy)]
+struct Timing {
+    wall: f64,
+    cpu: f64,
+}
+
+/// Runs `f` `repeats` times; CPU time is the calling thread's (`thread_cpu`) or the process's.
+fn measure(repeats: usize, thread_cpu: bool, mut f: impl FnMut()) -> Timing {
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let cpu0 = cpu_seconds(thread_cpu);
+        let start = Instant::now();
+        f();
+        walls.push(start.elapsed().as_secs_f64());
+        cpus.push(cpu_seconds(thread_cpu) - cpu0);
+    }
+    walls.sort_by(f64::total_cmp);
+    cpus.sort_by(f64::total_cmp);
+    Timing {
+        wall: walls[walls.len() / 2],
+        cpu: cpus[cpus.len() / 2],
+    }
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -154,62 +184,68 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let rdp = RdpAccountant::default();
     let mut pld_eps = 0.0;
     let mut rdp_eps = 0.0;
-    let pld_seconds = one_core.install(|| {
-        median_seconds(args.repeats, || {
+    let pld_time = one_core.install(|| {
+        measure(args.repeats, true, || {
             pld_eps = pld.epsilon(&events, delta).unwrap_or(f64::NAN);
         })
     });
-    let rdp_seconds = one_core.install(|| {
-        median_seconds(args.repeats, || {
+    let rdp_time = one_core.install(|| {
+        measure(args.repeats, true, || {
             rdp_eps = rdp.epsilon(&events, delta).unwrap_or(f64::NAN);
         })
     });
     let mut plan_sigma = 0.0;
-    let plan_seconds = one_core.install(|| {
-        median_seconds(1, || {
-            plan_sigma = noise_multiplier_for_target(1.0, delta, q, steps, AccountantKind::Pld)
-                .unwrap_or(f64::NAN);
+    let plan_time = one_core.install(|| {
+        measure(1, true, || {
+            plan_sigma = noise_multiplier_for_target(1.0, delta, q, steps, AccountantKind::Pld).unwrap_or(f64::NAN);
         })
     });
 
     let len = 1usize << 24;
     let mut buf = vec![0.0f32; len];
     let mut noise = GaussianNoise::from_os_entropy()?;
-    let noise_one_core =
-        one_core.install(|| median_seconds(args.repeats, || noise.add_to_f32(&mut buf, 1.0)));
-    let noise_all_cores = median_seconds(args.repeats, || noise.add_to_f32(&mut buf, 1.0));
+    let noise_one = one_core.install(|| measure(args.repeats, true, || noise.add_to_f32(&mut buf, 1.0)));
+    let noise_all = measure(args.repeats, false, || noise.add_to_f32(&mut buf, 1.0));
     let threads = rayon::current_num_threads();
+    let per_element = |t: f64| t * 1e9 / len as f64;
 
     let report = json!({
         "setting": {"sampling_rate": q, "noise_multiplier": sigma, "steps": steps, "delta": delta},
         "pld_epsilon": pld_eps,
-        "pld_epsilon_seconds_one_core": pld_seconds,
+        "pld_epsilon_seconds_one_core": {"wall": pld_time.wall, "cpu": pld_time.cpu},
         "rdp_epsilon": rdp_eps,
-        "rdp_epsilon_seconds_one_core": rdp_seconds,
-        "pld_plan_target_epsilon_1_noise_multiplier": plan_sigma,
-        "pld_plan_seconds_one_core": plan_seconds,
+        "rdp_epsilon_seconds_one_core": {"wall": rdp_time.wall, "cpu": rdp_time.cpu},
+        "pld_plan_target_epsilon_1": {"noise_multiplier": plan_sigma, "wall": plan_time.wall, "cpu": plan_time.cpu},
         "noise_elements": len,
-        "noise_ns_per_element_one_core": noise_one_core * 1e9 / len as f64,
-        "noise_ns_per_element_all_cores": noise_all_cores * 1e9 / len as f64,
-        "threads": threads,
+        "noise_add_ns_per_element_one_core": {"wall": per_element(noise_one.wall), "cpu": per_element(noise_one.cpu)},
+        "noise_add_ns_per_element_all_threads": {
+            "wall": per_element(noise_all.wall),
+            "cpu_total": per_element(noise_all.cpu),
+            "threads": threads,
+        },
         "repeats": args.repeats,
+        "note": "cpu = CPU seconds of the measuring thread (one core) or of the whole process; wall also counts waiting on a shared machine",
     });
     if args.json {
-        print_json(&report)
-    } else {
-        println!(
-            "PLD ε (q={q}, σ={sigma}, T={steps}, δ={delta}) = {pld_eps:.6} in {pld_seconds:.4} s (one core)"
-        );
-        println!(
-            "RDP ε = {rdp_eps:.6} in {:.3} ms (one core)",
-            rdp_seconds * 1e3
-        );
-        println!("PLD plan for ε ≤ 1: σ = {plan_sigma} in {plan_seconds:.3} s (one core)");
-        println!(
-            "noise: {:.2} ns/element on one core, {:.2} ns/element on {threads} threads",
-            noise_one_core * 1e9 / len as f64,
-            noise_all_cores * 1e9 / len as f64
-        );
-        Ok(())
+        return print_json(&report);
     }
+    println!(
+        "PLD ε (q={q}, σ={sigma}, T={steps}, δ={delta}) = {pld_eps:.6}: {:.4} s CPU, {:.4} s wall (one core)",
+        pld_time.cpu, pld_time.wall
+    );
+    println!(
+        "RDP ε = {rdp_eps:.6}: {:.3} ms CPU, {:.3} ms wall (one core)",
+        rdp_time.cpu * 1e3,
+        rdp_time.wall * 1e3
+    );
+    println!(
+        "PLD plan for ε ≤ 1: σ = {plan_sigma}: {:.3} s CPU, {:.3} s wall (one core)",
+        plan_time.cpu, plan_time.wall
+    );
+    println!(
+        "noise: {:.2} ns/element CPU on one core; {:.2} ns/element wall on {threads} threads",
+        per_element(noise_one.cpu),
+        per_element(noise_all.wall)
+    );
+    Ok(())
 }
