@@ -22,7 +22,16 @@ fn json_stdout(out: &Output) -> serde_json::Value {
 #[test]
 fn epsilon_prints_json_with_pld_by_default() {
     let out = confide(&[
-        "privacy", "epsilon", "--sampling-rate", "0.01", "--noise-multiplier", "1.1", "--steps", "1000", "--delta", "1e-5",
+        "privacy",
+        "epsilon",
+        "--sampling-rate",
+        "0.01",
+        "--noise-multiplier",
+        "1.1",
+        "--steps",
+        "1000",
+        "--delta",
+        "1e-5",
     ]);
     let v = json_stdout(&out);
     assert_eq!(v["accountant"], "pld");
@@ -38,7 +47,16 @@ fn epsilon_prints_json_with_pld_by_default() {
 #[test]
 fn rdp_accountant_is_selectable_and_looser() {
     let base = [
-        "privacy", "epsilon", "--sampling-rate", "0.01", "--noise-multiplier", "1.1", "--steps", "1000", "--delta", "1e-5",
+        "privacy",
+        "epsilon",
+        "--sampling-rate",
+        "0.01",
+        "--noise-multiplier",
+        "1.1",
+        "--steps",
+        "1000",
+        "--delta",
+        "1e-5",
     ];
     let pld = json_stdout(&confide(&base))["epsilon"].as_f64().unwrap();
     let mut args = base.to_vec();
@@ -52,31 +70,162 @@ fn rdp_accountant_is_selectable_and_looser() {
 #[test]
 fn plan_returns_a_noise_multiplier_that_meets_the_target() {
     let out = confide(&[
-        "privacy", "plan", "--target-epsilon", "2", "--delta", "1e-5", "--sampling-rate", "0.01", "--steps", "500",
+        "privacy",
+        "plan",
+        "--target-epsilon",
+        "2",
+        "--delta",
+        "1e-5",
+        "--sampling-rate",
+        "0.01",
+        "--steps",
+        "500",
     ]);
     let v = json_stdout(&out);
     let sigma = v["noise_multiplier"].as_f64().unwrap();
     let achieved = v["epsilon"].as_f64().unwrap();
     assert!(achieved <= 2.0, "{achieved}");
     assert!(sigma > 0.3 && sigma < 3.0, "{sigma}");
-    assert!(((sigma * 1000.0).round() - sigma * 1000.0).abs() < 1e-6, "σ on the 0.001 grid: {sigma}");
+    assert!(
+        ((sigma * 1000.0).round() - sigma * 1000.0).abs() < 1e-6,
+        "σ on the 0.001 grid: {sigma}"
+    );
     assert_eq!(v["accountant"], "pld");
 }
 
 #[test]
 fn invalid_arguments_fail_with_a_clear_message() {
     let cases: &[(&[&str], &str)] = &[
-        (&["--sampling-rate", "0", "--noise-multiplier", "1", "--steps", "10", "--delta", "1e-5"], "sampling rate"),
-        (&["--sampling-rate", "1.5", "--noise-multiplier", "1", "--steps", "10", "--delta", "1e-5"], "sampling rate"),
-        (&["--sampling-rate", "0.1", "--noise-multiplier", "-1", "--steps", "10", "--delta", "1e-5"], "noise multiplier"),
-        (&["--sampling-rate", "0.1", "--noise-multiplier", "0", "--steps", "10", "--delta", "1e-5"], "noise multiplier"),
-        (&["--sampling-rate", "0.1", "--noise-multiplier", "1", "--steps", "0", "--delta", "1e-5"], "steps"),
-        (&["--sampling-rate", "0.1", "--noise-multiplier", "1", "--steps", "10", "--delta", "1"], "δ"),
-        (&["--sampling-rate", "0.1", "--noise-multiplier", "1", "--steps", "10", "--delta", "0"], "δ"),
-        (&["--sampling-rate", "NaN", "--noise-multiplier", "1", "--steps", "10", "--delta", "1e-5"], "sampling rate"),
-        (&["--sampling-rate", "0.1", "--noise-multiplier", "NaN", "--steps", "10", "--delta", "1e-5"], "noise multiplier"),
         (
-            &["--sampling-rate", "0.1", "--noise-multiplier", "1", "--steps", "10", "--delta", "1e-5", "--accountant", "moments"],
+            &[
+                "--sampling-rate",
+                "0",
+                "--noise-multiplier",
+                "1",
+                "--steps",
+                "10",
+                "--delta",
+                "1e-5",
+            ],
+            "sampling rate",
+        ),
+        (
+            &[
+                "--sampling-rate",
+                "1.5",
+                "--noise-multiplier",
+                "1",
+                "--steps",
+                "10",
+                "--delta",
+                "1e-5",
+            ],
+            "sampling rate",
+        ),
+        (
+            &[
+                "--sampling-rate",
+                "0.1",
+                "--noise-multiplier",
+                "-1",
+                "--steps",
+                "10",
+                "--delta",
+                "1e-5",
+            ],
+            "noise multiplier",
+        ),
+        (
+            &[
+                "--sampling-rate",
+                "0.1",
+                "--noise-multiplier",
+                "0",
+                "--steps",
+                "10",
+                "--delta",
+                "1e-5",
+            ],
+            "noise multiplier",
+        ),
+        (
+            &[
+                "--sampling-rate",
+                "0.1",
+                "--noise-multiplier",
+                "1",
+                "--steps",
+                "0",
+                "--delta",
+                "1e-5",
+            ],
+            "steps",
+        ),
+        (
+            &[
+                "--sampling-rate",
+                "0.1",
+                "--noise-multiplier",
+                "1",
+                "--steps",
+                "10",
+                "--delta",
+                "1",
+            ],
+            "δ",
+        ),
+        (
+            &[
+                "--sampling-rate",
+                "0.1",
+                "--noise-multiplier",
+                "1",
+                "--steps",
+                "10",
+                "--delta",
+                "0",
+            ],
+            "δ",
+        ),
+        (
+            &[
+                "--sampling-rate",
+                "NaN",
+                "--noise-multiplier",
+                "1",
+                "--steps",
+                "10",
+                "--delta",
+                "1e-5",
+            ],
+            "sampling rate",
+        ),
+        (
+            &[
+                "--sampling-rate",
+                "0.1",
+                "--noise-multiplier",
+                "NaN",
+                "--steps",
+                "10",
+                "--delta",
+                "1e-5",
+            ],
+            "noise multiplier",
+        ),
+        (
+            &[
+                "--sampling-rate",
+                "0.1",
+                "--noise-multiplier",
+                "1",
+                "--steps",
+                "10",
+                "--delta",
+                "1e-5",
+                "--accountant",
+                "moments",
+            ],
             "accountant",
         ),
     ];
@@ -87,10 +236,22 @@ fn invalid_arguments_fail_with_a_clear_message() {
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(word), "{args:?}: stderr {stderr:?} should mention {word:?}");
+        assert!(
+            stderr.contains(word),
+            "{args:?}: stderr {stderr:?} should mention {word:?}"
+        );
     }
     let out = confide(&[
-        "privacy", "plan", "--target-epsilon", "-1", "--delta", "1e-5", "--sampling-rate", "0.01", "--steps", "10",
+        "privacy",
+        "plan",
+        "--target-epsilon",
+        "-1",
+        "--delta",
+        "1e-5",
+        "--sampling-rate",
+        "0.01",
+        "--steps",
+        "10",
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("target ε"));

@@ -1,7 +1,9 @@
 //! Property tests of the accountants and calibration: ε grows with T and q, falls with σ, and calibration
 //! round-trips. RDP cases are cheap and many; PLD cases are fewer and kept small for CI.
 
-use confide_common::dp::{AccountantKind, DpError, PrivacyEvent, PrivacyLedger, ledger, noise_multiplier_for_target};
+use confide_common::dp::{
+    AccountantKind, DpError, PrivacyEvent, PrivacyLedger, ledger, noise_multiplier_for_target,
+};
 use proptest::prelude::*;
 
 fn eps(q: f64, sigma: f64, steps: u64, delta: f64, kind: AccountantKind) -> f64 {
@@ -156,12 +158,18 @@ fn invalid_parameters_are_rejected_with_a_reason() {
         }
         let ok = bad(0.1, 1.0, 1);
         for delta in [0.0, 1.0, -1e-5, f64::NAN] {
-            assert!(matches!(ledger::epsilon(&[ok], delta, kind), Err(DpError::InvalidDelta(_))));
+            assert!(matches!(
+                ledger::epsilon(&[ok], delta, kind),
+                Err(DpError::InvalidDelta(_))
+            ));
         }
     }
     let mut ledger = PrivacyLedger::new();
     assert!(ledger.record(bad(2.0, 1.0, 1)).is_err());
-    assert!(ledger.events.is_empty(), "a rejected event must not be recorded");
+    assert!(
+        ledger.events.is_empty(),
+        "a rejected event must not be recorded"
+    );
     assert!(noise_multiplier_for_target(0.0, 1e-5, 0.1, 10, AccountantKind::Rdp).is_err());
     assert!(noise_multiplier_for_target(f64::NAN, 1e-5, 0.1, 10, AccountantKind::Rdp).is_err());
 }
@@ -176,13 +184,21 @@ fn ledger_round_trips_through_tagged_json() {
             steps: 100,
         })
         .unwrap();
-    ledger.record(PrivacyEvent::ZcdpGaussian { rho: 0.1 }).unwrap();
+    ledger
+        .record(PrivacyEvent::ZcdpGaussian { rho: 0.1 })
+        .unwrap();
     let json = serde_json::to_string(&ledger).unwrap();
     assert!(json.contains(r#""kind":"subsampled_gaussian""#), "{json}");
     assert!(json.contains(r#""kind":"zcdp_gaussian""#), "{json}");
     let back: PrivacyLedger = serde_json::from_str(&json).unwrap();
     assert_eq!(back, ledger);
-    assert_eq!("rdp".parse::<AccountantKind>().unwrap(), AccountantKind::Rdp);
-    assert_eq!(serde_json::to_string(&AccountantKind::Pld).unwrap(), r#""pld""#);
+    assert_eq!(
+        "rdp".parse::<AccountantKind>().unwrap(),
+        AccountantKind::Rdp
+    );
+    assert_eq!(
+        serde_json::to_string(&AccountantKind::Pld).unwrap(),
+        r#""pld""#
+    );
     assert!("moments".parse::<AccountantKind>().is_err());
 }

@@ -43,7 +43,8 @@ impl Case {
 }
 
 fn reference() -> Reference {
-    serde_json::from_str(include_str!("../testdata/dp_accounting/reference.json")).expect("reference.json parses")
+    serde_json::from_str(include_str!("../testdata/dp_accounting/reference.json"))
+        .expect("reference.json parses")
 }
 
 /// Relative tolerance of the acceptance criteria.
@@ -59,7 +60,9 @@ fn check_pld(cases: &[Case], h: f64) -> f64 {
     let acc = PldAccountant::default();
     let mut worst: f64 = 0.0;
     for case in cases {
-        let Some(want) = case.pld_epsilon else { continue };
+        let Some(want) = case.pld_epsilon else {
+            continue;
+        };
         let got = acc.epsilon(&case.events(), case.delta).expect("PLD ε");
         // Both are pessimistic connect-the-dots PLDs at the same interval h; ε differences below h are
         // discretisation noise, not disagreement.
@@ -69,9 +72,12 @@ fn check_pld(cases: &[Case], h: f64) -> f64 {
             "PLD {}: ours {got}, dp_accounting {want} (rel err {err:.2e})",
             case.name()
         );
-        // Never below dp_accounting's (pessimistic, hence ≥ true) value minus its own discretisation slack.
+        // Never below dp_accounting's (pessimistic, hence ≥ true) value minus its own slack: the discretisation
+        // (h per composition is far more than the observed differences) and, when ε > ~745 where e^{−ε}
+        // underflows, dp_accounting's fallback to the tail mass P[L > ε], which overstates ε by up to ~1.
+        let underflow_slack = if want > 700.0 { 1.5 } else { 0.0 };
         assert!(
-            got >= want * (1.0 - 1e-4) - h,
+            got >= want * (1.0 - 1e-4) - h - underflow_slack,
             "PLD {} underestimates: ours {got}, dp_accounting {want}",
             case.name()
         );
@@ -86,7 +92,11 @@ fn check_pld(cases: &[Case], h: f64) -> f64 {
 fn rdp_matches_dp_accounting_on_the_full_grid() {
     let reference = reference();
     let acc = RdpAccountant::with_orders(reference.rdp_orders.clone()).expect("orders");
-    assert_eq!(reference.rdp_orders, rdp::default_orders(), "dp_accounting's default orders");
+    assert_eq!(
+        reference.rdp_orders,
+        rdp::default_orders(),
+        "dp_accounting's default orders"
+    );
     let mut worst: f64 = 0.0;
     for case in reference.cases.iter().filter(|c| c.sampling_rate < 1.0) {
         let got = acc.epsilon(&case.events(), case.delta).expect("RDP ε");
@@ -112,14 +122,34 @@ fn both_accountants_equal_the_exact_gaussian_when_q_is_one() {
         let exact = case.exact_epsilon.expect("exact ε for q = 1");
         let mu = analytic_gaussian::composed_mu(case.noise_multiplier, case.steps);
         let ours_exact = analytic_gaussian::epsilon_for_delta(mu, case.delta).expect("exact");
-        assert!(rel_err(ours_exact, exact) < 1e-9, "{}: {ours_exact} vs {exact}", case.name());
+        assert!(
+            rel_err(ours_exact, exact) < 1e-9,
+            "{}: {ours_exact} vs {exact}",
+            case.name()
+        );
 
         let p = pld.epsilon(&case.events(), case.delta).expect("PLD ε");
-        assert!(p >= exact * (1.0 - 1e-12), "PLD below the exact Gaussian for {}: {p} < {exact}", case.name());
-        assert!(rel_err(p, exact) <= REL_TOL_EXACT, "PLD {}: {p} vs exact {exact}", case.name());
+        assert!(
+            p >= exact * (1.0 - 1e-12),
+            "PLD below the exact Gaussian for {}: {p} < {exact}",
+            case.name()
+        );
+        assert!(
+            rel_err(p, exact) <= REL_TOL_EXACT,
+            "PLD {}: {p} vs exact {exact}",
+            case.name()
+        );
         let r = rdp.epsilon(&case.events(), case.delta).expect("RDP ε");
-        assert!(r >= exact * (1.0 - 1e-12), "RDP below the exact Gaussian for {}", case.name());
-        assert!(rel_err(r, exact) <= REL_TOL_EXACT, "RDP {}: {r} vs exact {exact}", case.name());
+        assert!(
+            r >= exact * (1.0 - 1e-12),
+            "RDP below the exact Gaussian for {}",
+            case.name()
+        );
+        assert!(
+            rel_err(r, exact) <= REL_TOL_EXACT,
+            "RDP {}: {r} vs exact {exact}",
+            case.name()
+        );
         // dp_accounting's PLD is an upper bound too: the exact value may not exceed it.
         if let Some(theirs) = case.pld_epsilon {
             assert!(exact <= theirs * (1.0 + 1e-9), "{}", case.name());
@@ -127,7 +157,9 @@ fn both_accountants_equal_the_exact_gaussian_when_q_is_one() {
         worst_pld = worst_pld.max(rel_err(p, exact));
         worst_rdp = worst_rdp.max(rel_err(r, exact));
     }
-    println!("q = 1: max relative error vs exact Gaussian: PLD {worst_pld:.3e}, RDP {worst_rdp:.3e}");
+    println!(
+        "q = 1: max relative error vs exact Gaussian: PLD {worst_pld:.3e}, RDP {worst_rdp:.3e}"
+    );
 }
 
 #[test]
@@ -144,16 +176,27 @@ fn pld_matches_dp_accounting_on_a_subset() {
         .collect();
     assert!(subset.len() >= 20, "subset too small: {}", subset.len());
     let worst = check_pld(&subset, reference.pld_value_discretization_interval);
-    println!("PLD max relative error vs dp_accounting on {} cases: {worst:.3e}", subset.len());
+    println!(
+        "PLD max relative error vs dp_accounting on {} cases: {worst:.3e}",
+        subset.len()
+    );
 }
 
 #[test]
 #[ignore = "full grid: run with --release -- --ignored (about a minute)"]
 fn pld_matches_dp_accounting_on_the_full_grid() {
     let reference = reference();
-    let cases: Vec<Case> = reference.cases.iter().filter(|c| c.sampling_rate < 1.0).cloned().collect();
+    let cases: Vec<Case> = reference
+        .cases
+        .iter()
+        .filter(|c| c.sampling_rate < 1.0)
+        .cloned()
+        .collect();
     let worst = check_pld(&cases, reference.pld_value_discretization_interval);
-    println!("PLD max relative error vs dp_accounting on the full grid ({} cases): {worst:.3e}", cases.len());
+    println!(
+        "PLD max relative error vs dp_accounting on the full grid ({} cases): {worst:.3e}",
+        cases.len()
+    );
 }
 
 #[test]

@@ -134,7 +134,10 @@ fn cpu_seconds(thread: bool) -> f64 {
     } else {
         libc::CLOCK_PROCESS_CPUTIME_ID
     };
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec and the clock id is a constant the OS knows.
     let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
@@ -197,14 +200,16 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let mut plan_sigma = 0.0;
     let plan_time = one_core.install(|| {
         measure(1, true, || {
-            plan_sigma = noise_multiplier_for_target(1.0, delta, q, steps, AccountantKind::Pld).unwrap_or(f64::NAN);
+            plan_sigma = noise_multiplier_for_target(1.0, delta, q, steps, AccountantKind::Pld)
+                .unwrap_or(f64::NAN);
         })
     });
 
     let len = 1usize << 24;
     let mut buf = vec![0.0f32; len];
     let mut noise = GaussianNoise::from_os_entropy()?;
-    let noise_one = one_core.install(|| measure(args.repeats, true, || noise.add_to_f32(&mut buf, 1.0)));
+    let noise_one =
+        one_core.install(|| measure(args.repeats, true, || noise.add_to_f32(&mut buf, 1.0)));
     let noise_all = measure(args.repeats, false, || noise.add_to_f32(&mut buf, 1.0));
     let threads = rayon::current_num_threads();
     let per_element = |t: f64| t * 1e9 / len as f64;

@@ -64,9 +64,10 @@ impl GaussianNoise {
     /// If `std_dev` is negative, NaN or infinite.
     pub fn add_to_f32(&mut self, out: &mut [f32], std_dev: f64) {
         check_std_dev(std_dev);
+        let tables = ziggurat_tables();
         self.for_each_chunk(out, |rng, chunk| {
             for x in chunk {
-                *x = (f64::from(*x) + std_dev * ziggurat32(rng)) as f32;
+                *x = (f64::from(*x) + std_dev * ziggurat32(tables, rng)) as f32;
             }
         });
     }
@@ -77,9 +78,10 @@ impl GaussianNoise {
     /// If `std_dev` is negative, NaN or infinite.
     pub fn fill_f32(&mut self, out: &mut [f32], std_dev: f64) {
         check_std_dev(std_dev);
+        let tables = ziggurat_tables();
         self.for_each_chunk(out, |rng, chunk| {
             for x in chunk {
-                *x = (std_dev * ziggurat32(rng)) as f32;
+                *x = (std_dev * ziggurat32(tables, rng)) as f32;
             }
         });
     }
@@ -150,16 +152,17 @@ fn open01<R: Rng>(rng: &mut R) -> f64 {
 
 /// One N(0, 1) draw from a 32-bit ziggurat: 7 bits choose the layer, 1 bit the sign, 24 bits the position.
 #[inline]
-fn ziggurat32<R: Rng>(rng: &mut R) -> f64 {
-    let t = ziggurat_tables();
+fn ziggurat32<R: Rng>(t: &ZigguratTables, rng: &mut R) -> f64 {
     loop {
         let u = rng.next_u32();
         let layer = (u & 0x7f) as usize;
-        let sign = if u & 0x80 == 0 { 1.0 } else { -1.0 };
+        // Bit 7 becomes the IEEE sign bit: no unpredictable branch.
+        let sign_bit = u64::from(u & 0x80) << 56;
         let position = f64::from(u >> 8) * (1.0 / (1u32 << 24) as f64);
         let x = position * t.x[layer];
+        let sign = f64::from_bits(1.0f64.to_bits() | sign_bit);
         if x < t.x[layer + 1] {
-            return sign * x;
+            return f64::from_bits(x.to_bits() | sign_bit);
         }
         if layer == 0 {
             // The tail beyond R (Marsaglia 1964).
@@ -300,7 +303,10 @@ mod tests {
         ] {
             let below = xs.iter().filter(|&&x| f64::from(x) < z).count() as f64 / n as f64;
             let tol = 5.0 * (cdf * (1.0 - cdf) / n as f64).sqrt() + 1e-6;
-            assert!((below - cdf).abs() < tol, "P[X < {z}] = {below}, want {cdf} ± {tol}");
+            assert!(
+                (below - cdf).abs() < tol,
+                "P[X < {z}] = {below}, want {cdf} ± {tol}"
+            );
         }
     }
 

@@ -213,31 +213,42 @@ impl DiscretePld {
         delta.clamp(0.0, 1.0)
     }
 
-    /// The smallest ε ≥ 0 with δ(ε) ≤ `delta` (`dp_accounting`'s `_get_epsilon_for_delta`); ∞ if none.
+    /// The smallest ε ≥ 0 with δ(ε) ≤ `delta`; ∞ if none. The same scan as `dp_accounting`'s
+    /// `_get_epsilon_for_delta`, except that Σ p·e^{−l} is kept relative to the current loss r (as
+    /// Σ p·e^{r−l}), so losses beyond ~745 do not underflow to 0 — `dp_accounting` then falls back to the tail mass
+    /// P[L > ε] ≥ δ(ε), which overestimates ε by up to ~1 when ε is in the thousands.
     pub fn epsilon_for_delta(&self, delta: f64) -> f64 {
         if self.infinity_mass > delta {
             return f64::INFINITY;
         }
         let mut mass_upper = self.infinity_mass;
-        let mut mass_lower = 0.0;
+        // Σ p·e^{r−l} over the losses l already passed, with r = the lowest of them.
+        let mut mass_lower_scaled = 0.0;
+        let mut r = f64::INFINITY;
         for (i, &p) in self.probs.iter().enumerate().rev() {
             let loss = (self.lower + i as i64) as f64 * self.discretization;
             if mass_upper > delta
-                && mass_lower > 0.0
-                && ((mass_upper - delta) / mass_lower).ln() >= loss
+                && mass_lower_scaled > 0.0
+                && r + ((mass_upper - delta) / mass_lower_scaled).ln() >= loss
             {
                 break;
             }
-            mass_upper += p;
-            mass_lower += (-loss).exp() * p;
-            if mass_upper >= delta && mass_lower == 0.0 {
-                return loss.max(0.0);
+            if p == 0.0 {
+                continue;
             }
+            mass_lower_scaled = if r.is_finite() {
+                mass_lower_scaled * (loss - r).exp() + p
+            } else {
+                p
+            };
+            r = loss;
+            mass_upper += p;
         }
-        if mass_upper <= mass_lower + delta {
+        if mass_lower_scaled == 0.0 || mass_upper <= delta {
             return 0.0;
         }
-        ((mass_upper - delta) / mass_lower).ln()
+        let eps = r + ((mass_upper - delta) / mass_lower_scaled).ln();
+        eps.max(0.0)
     }
 
     /// Total finite mass.
@@ -313,11 +324,19 @@ impl LogMasses {
 
     /// log E[e^{λ·i}] over relative grid indices i (λ per grid step).
     fn log_mgf(&self, lambda: f64) -> f64 {
-        let max = self.0.iter().map(|(i, lp)| i * lambda + lp).fold(f64::NEG_INFINITY, f64::max);
+        let max = self
+            .0
+            .iter()
+            .map(|(i, lp)| i * lambda + lp)
+            .fold(f64::NEG_INFINITY, f64::max);
         if max == f64::NEG_INFINITY {
             return max;
         }
-        let sum: f64 = self.0.iter().map(|(i, lp)| (i * lambda + lp - max).exp()).sum();
+        let sum: f64 = self
+            .0
+            .iter()
+            .map(|(i, lp)| (i * lambda + lp - max).exp())
+            .sum();
         max + sum.ln()
     }
 }
@@ -444,7 +463,10 @@ impl PldAccountant {
             .sum();
         // Chernoff bounds on the composed relative index S = Σ iⱼ: P[S ≥ u] ≤ exp(Σ cⱼ·log M_j(λ) − λu), each
         // side at most τ/2. λ is searched on a coarse geometric grid, then refined around the best point.
-        let masses: Vec<(LogMasses, f64)> = parts.iter().map(|(p, c)| (LogMasses::new(p), *c as f64)).collect();
+        let masses: Vec<(LogMasses, f64)> = parts
+            .iter()
+            .map(|(p, c)| (LogMasses::new(p), *c as f64))
+            .collect();
         let log_two_over_tau = (2.0 / tau).ln();
         let bound = |lambda: f64| -> f64 {
             let total: f64 = masses.iter().map(|(m, c)| c * m.log_mgf(lambda)).sum();
@@ -461,7 +483,14 @@ impl PldAccountant {
         let mut lo = 0.0f64;
         for sign in [1.0, -1.0] {
             let better = |a: f64, b: f64| if sign > 0.0 { a < b } else { a > b };
-            let mut best = (f64::NAN, if sign > 0.0 { f64::INFINITY } else { f64::NEG_INFINITY });
+            let mut best = (
+                f64::NAN,
+                if sign > 0.0 {
+                    f64::INFINITY
+                } else {
+                    f64::NEG_INFINITY
+                },
+            );
             for k in -14..=6 {
                 let lambda = sign * 2f64.powi(k) / max_len as f64;
                 let b = bound(lambda);
