@@ -42,6 +42,17 @@ pub enum DpError {
         max_noise_multiplier: f64,
         achieved_epsilon: f64,
     },
+    /// An accountant name that is neither `pld` nor `rdp`.
+    #[error("unknown accountant {0:?}: expected \"pld\" or \"rdp\"")]
+    UnknownAccountant(String),
+    /// The PLD grid interval must be finite and positive.
+    #[error("PLD discretisation interval must be a finite number > 0, got {0}")]
+    InvalidDiscretization(f64),
+    /// No finite ε reaches the requested δ: the accountant's pessimistic tail mass already exceeds it.
+    #[error(
+        "δ = {delta} is below what the PLD accountant can certify (its pessimistic mass at infinite loss is {floor}); use a larger δ"
+    )]
+    DeltaBelowResolution { delta: f64, floor: f64 },
     /// The operating system could not provide entropy to seed the noise generator.
     #[error("could not seed the noise generator from operating-system entropy: {0}")]
     Entropy(String),
