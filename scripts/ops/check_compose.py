@@ -48,6 +48,27 @@ def load_yaml(path: pathlib.Path):
 
 
 # ---------------------------------------------------------------- compose
+# Keys of the Compose Specification (compose-spec.io), to catch misspelt keys that Compose would reject.
+TOP_KEYS = {"version", "name", "include", "services", "networks", "volumes", "secrets", "configs", "models"}
+SERVICE_KEYS = set("""annotations attach build blkio_config cpu_count cpu_percent cpu_shares cpu_period cpu_quota
+cpu_rt_runtime cpu_rt_period cpus cpuset cap_add cap_drop cgroup cgroup_parent command configs container_name
+credential_spec depends_on deploy develop device_cgroup_rules devices dns dns_opt dns_search domainname entrypoint
+env_file label_file environment expose extends external_links extra_hosts gpus group_add healthcheck hostname image init
+ipc isolation labels links logging mac_address mem_limit mem_reservation mem_swappiness memswap_limit models network_mode
+networks oom_kill_disable oom_score_adj pid pids_limit platform ports post_start pre_stop privileged profiles provider
+pull_policy read_only restart runtime scale secrets security_opt shm_size stdin_open stop_grace_period stop_signal
+storage_opt sysctls tmpfs tty ulimits use_api_socket user userns_mode uts volumes volumes_from working_dir""".split())
+BUILD_KEYS = set("""context dockerfile dockerfile_inline args ssh cache_from cache_to additional_contexts entitlements
+extra_hosts isolation privileged labels no_cache platforms pull secrets shm_size tags target ulimits network""".split())
+HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"}
+
+
+def unknown_keys(where: str, mapping: dict, known: set) -> None:
+    for k in mapping:
+        if k not in known and not str(k).startswith("x-"):
+            problem(f"{where}: unknown key {k!r}")
+
+
 def volume_entries(svc: dict):
     """Yields (kind, source, target, read_only) for each entry of a service's `volumes`."""
     for v in svc.get("volumes") or []:
@@ -102,6 +123,7 @@ def check_compose(path: pathlib.Path) -> dict:
         problem(f"{rel(path)}: no `services` mapping")
         return {}
     base = path.parent
+    unknown_keys(rel(path), doc, TOP_KEYS)
     services: dict = doc["services"]
     declared_volumes = set((doc.get("volumes") or {}).keys())
     used_volumes = set()
@@ -111,6 +133,11 @@ def check_compose(path: pathlib.Path) -> dict:
         if not isinstance(svc, dict):
             problem(f"{where}: not a mapping")
             continue
+        unknown_keys(where, svc, SERVICE_KEYS)
+        if isinstance(svc.get("build"), dict):
+            unknown_keys(f"{where}: build", svc["build"], BUILD_KEYS)
+        if isinstance(svc.get("healthcheck"), dict):
+            unknown_keys(f"{where}: healthcheck", svc["healthcheck"], HEALTHCHECK_KEYS)
         if "image" not in svc and "build" not in svc:
             problem(f"{where}: neither image nor build")
         build = svc.get("build")

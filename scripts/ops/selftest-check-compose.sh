@@ -39,6 +39,9 @@ sub('docker-compose.yml', '  grafana-data:\n', '')"
 expect_problem "unknown depends_on target" "depends_on unknown service postgress" \
   "$edit
 sub('docker-compose.yml', 'postgres:\n        condition: service_healthy', 'postgress:\n        condition: service_healthy')"
+expect_problem "misspelt service key" "service prometheus: unknown key 'healtcheck'" \
+  "$edit
+sub('docker-compose.yml', '    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:9090', '    healtcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:9090')"
 expect_problem "clashing host port" "host port 8080/tcp already published" \
   "$edit
 sub('docker-compose.yml', '\"9090:9090\"', '\"8080:9090\"')"
