@@ -2,7 +2,9 @@
 # Validates the compose stack without a Docker engine (CI): every reference in docker-compose.yml resolves (build
 # contexts, Dockerfiles and what they COPY, bind mounts, named volumes, depends_on, health checks, host ports), the
 # Prometheus configuration and alert rules are valid (promtool check config / check rules) and behave as intended
-# (promtool test rules), and every Grafana dashboard parses, has unique panel ids and uses the provisioned datasource.
+# (promtool test rules), every Grafana dashboard parses, has unique panel ids and uses the provisioned datasource, and
+# the dashboards' PromQL arithmetic (budget share, remaining ε, projected rounds left, ...) gives the known answers on a
+# synthetic history (scripts/ops/test_dashboard_queries.py).
 # Installs promtool (Debian package prometheus) and PyYAML if missing. Exit status 0 = all checks passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,8 @@ echo "== promtool check rules"
 promtool check rules dashboards/prometheus/alerts.yml
 echo "== promtool test rules"
 promtool test rules dashboards/prometheus/alerts_test.yml
+echo "== dashboard query unit tests (promtool, synthetic history with known answers)"
+python3 scripts/ops/test_dashboard_queries.py
 
 # The docker client's own parser, when a compose plugin is installed (it needs no engine for `config`).
 if docker compose version >/dev/null 2>&1; then
