@@ -117,6 +117,28 @@ def dockerfile_copy_sources(dockerfile: pathlib.Path):
                 yield src
 
 
+def check_dockerfile_stages(dockerfile: pathlib.Path, where: str) -> None:
+    """Every `COPY --from=NAME` names an earlier build stage (or an image reference, which contains ':' or '/')."""
+    stages = []
+    for line in dockerfile.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        words = line.strip().split()
+        if not words:
+            continue
+        if words[0].upper() == "FROM":
+            if len(words) >= 4 and words[2].upper() == "AS":
+                stages.append(words[3].lower())
+            else:
+                stages.append(None)
+        elif words[0].upper() in ("COPY", "ADD"):
+            for w in words[1:]:
+                if w.startswith("--from="):
+                    ref = w.split("=", 1)[1]
+                    if ref.lower() not in stages and not ref.isdigit() and not re.search(r"[:/]", ref):
+                        problem(f"{where}: {rel(dockerfile)} copies from stage {ref!r}, which is not defined before it")
+    if not stages:
+        problem(f"{where}: {rel(dockerfile)} has no FROM")
+
+
 def check_compose(path: pathlib.Path) -> dict:
     doc = load_yaml(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
@@ -155,6 +177,7 @@ def check_compose(path: pathlib.Path) -> dict:
                     for src in dockerfile_copy_sources(df):
                         if not (ctx / src).exists() and not list(ctx.glob(src.lstrip("/"))):
                             problem(f"{where}: {rel(df)} copies {src}, which is not in the build context {rel(ctx)}")
+                    check_dockerfile_stages(df, where)
                     ignore = df.with_name(df.name + ".dockerignore")
                     if not ignore.is_file() and not (ctx / ".dockerignore").is_file():
                         problem(f"{where}: no {rel(ignore)} or .dockerignore: target/ and .git would be sent as build context")
@@ -243,6 +266,13 @@ def check_prometheus(compose: dict, base: pathlib.Path) -> None:
     for rf in cfg.get("rule_files") or []:
         if not list(cfg_path.parent.glob(rf)):
             problem(f"{rel(cfg_path)}: rule file {rf} does not exist next to it")
+    global_interval = (cfg.get("global") or {}).get("scrape_interval", "1m")
+    for f in sorted((cfg_path.parent.parent / "provisioning" / "datasources").glob("*.y*ml")):
+        for ds in (load_yaml(f) or {}).get("datasources") or []:
+            ti = (ds.get("jsonData") or {}).get("timeInterval")
+            if ds.get("type") == "prometheus" and ti != global_interval:
+                problem(f"{rel(f)}: timeInterval {ti!r} differs from the scrape interval {global_interval!r} of {rel(cfg_path)}"
+                        " ($__rate_interval would be wrong)")
     jobs = {j.get("job_name"): j for j in cfg.get("scrape_configs") or []}
     if "confide-coordinator" not in jobs:
         problem(f"{rel(cfg_path)}: no scrape job confide-coordinator (the dashboards and alerts select job=\"confide-coordinator\")")

@@ -54,6 +54,12 @@ expect_problem "healthy-wait on a service without health check" "has no healthch
 expect_problem "scrape target on the wrong port" "service coordinator does not listen on 9000" \
   "$edit
 sub('dashboards/prometheus/prometheus.yml', 'coordinator:8080', 'coordinator:9000')"
+expect_problem "Dockerfile copies from an undefined stage" "copies from stage 'libtorchh'" \
+  "$edit
+sub('docker/Dockerfile.participant', 'COPY --from=libtorch /opt/confide /opt/confide\nENV', 'COPY --from=libtorchh /opt/confide /opt/confide\nENV')"
+expect_problem "Grafana timeInterval differs from the scrape interval" "differs from the scrape interval" \
+  "$edit
+sub('dashboards/prometheus/prometheus.yml', 'scrape_interval: 15s', 'scrape_interval: 30s')"
 expect_problem "duplicate panel id" "also used by" \
   "import json; f = 'dashboards/grafana/confide-privacy.json'; d = json.load(open(f)); d['panels'][2]['id'] = d['panels'][1]['id']; json.dump(d, open(f, 'w'))"
 expect_problem "foreign datasource uid" "is not the provisioned datasource uid" \
