@@ -122,6 +122,7 @@ class Prometheus:
             "rule_files": [str(rules.resolve())],
             "scrape_configs": [job],
         }
+        self.metrics_path = job.get("metrics_path", "/metrics")
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         self.log_path = workdir / "prometheus.log"
@@ -187,6 +188,19 @@ class Prometheus:
         if r.get("status") != "success" or not res:
             return None
         return float(res[0]["value"][1])
+
+
+def lint_exposition(url: str) -> None:
+    """Prints `promtool check metrics` findings on the coordinator's exposition (naming conventions; advisory only)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = r.read()
+    except (urllib.error.URLError, OSError) as e:
+        print(f"note: could not fetch {url} for linting: {e}", flush=True)
+        return
+    lint = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
+    findings = (lint.stdout + lint.stderr).decode(errors="replace").strip()
+    print(f"note: promtool check metrics on {url}: " + (findings.replace("\n", "; ") if findings else "no findings"), flush=True)
 
 
 def free_port() -> int:
@@ -369,6 +383,7 @@ def main() -> int:
                 raise SystemExit(f"the coordinator was not scraped successfully {args.min_scrapes} times: {errs}")
             time.sleep(args.scrape_interval / 2)
         print(f"coordinator scraped {int(n)} times", flush=True)
+        lint_exposition(f"{u.scheme}://{target}{prom.metrics_path}")
         if args.workload:
             env = dict(os.environ, COORDINATOR_URL=args.coordinator, PROMETHEUS_URL=prom.url)
             print(f"running workload: {' '.join(args.workload)}", flush=True)
