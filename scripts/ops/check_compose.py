@@ -377,6 +377,16 @@ def check_dashboards(folder: pathlib.Path, uid: str | None) -> None:
             gp = p.get("gridPos") or {}
             if not all(isinstance(gp.get(k), int) for k in "xywh") or gp["x"] + gp["w"] > 24:
                 problem(f"{rel(f)}: {where}: gridPos {gp} is not a valid 24-column position")
+        placed = [p for p in d.get("panels") or [] if isinstance(p.get("gridPos"), dict)]
+        for i, a in enumerate(placed):
+            for b in placed[i + 1:]:
+                ga, gb = a["gridPos"], b["gridPos"]
+                try:
+                    if (ga["x"] < gb["x"] + gb["w"] and gb["x"] < ga["x"] + ga["w"]
+                            and ga["y"] < gb["y"] + gb["h"] and gb["y"] < ga["y"] + ga["h"]):
+                        problem(f"{rel(f)}: panels {a.get('title')!r} and {b.get('title')!r} overlap")
+                except (KeyError, TypeError):
+                    pass  # reported above as an invalid gridPos
         for v in (d.get("templating") or {}).get("list") or []:
             if v.get("type") == "query":
                 check_ds(v.get("datasource"), f"variable ${v.get('name')}")
