@@ -17,6 +17,9 @@ A panel or variable query fails if Prometheus rejects it, if it returns no serie
 An alert rule fails if Prometheus rejects it or if the quantity it watches (the left side of its top-level comparison,
 e.g. `spent / budget` in `spent / budget >= 0.9`) returns no data: an alert that is quiet is healthy, but an alert
 watching a metric that does not exist can never fire. Rules must also be evaluated by Prometheus without error.
+
+The coordinator must keep running until the check ends: gauges of a target that stops answering go stale at once and
+would show no data. So start the coordinator, run this check with the rounds as its workload, then stop the coordinator.
 """
 import argparse
 import json
