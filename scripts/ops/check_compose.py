@@ -397,6 +397,9 @@ def check_dashboards(folder: pathlib.Path, uid: str | None) -> None:
 
 # ---------------------------------------------------------------- deploy
 def check_deploy(compose: dict, base: pathlib.Path) -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "ops" / "generate_dashboards.py"), "--check"], capture_output=True, text=True)
+    if r.returncode != 0:
+        problem(f"scripts/ops/generate_dashboards.py --check: {r.stderr.strip() or r.stdout.strip()}")
     r = subprocess.run([sys.executable, str(ROOT / "deploy" / "make-slices.py"), "--check"], capture_output=True, text=True)
     if r.returncode != 0:
         problem(f"deploy/make-slices.py --check: {r.stderr.strip() or r.stdout.strip()}")

@@ -14,16 +14,19 @@ import math
 import threading
 import time
 
-STUDIES = {  # study id -> (participants, ε budget each, rounds start offset in seconds)
-    "1": (["hospital-a", "hospital-b", "hospital-c"], 1.0, 0.0),
-    "2": (["hospital-a", "hospital-b"], 2.0, 0.7),
+# Labels as coordinator/src/metrics.rs and its callers set them: numeric study and participant ids, the wire names of
+# the round stages, outcomes completed/aborted, HTTP route (axum's matched path) and status.
+STUDIES = {  # study id -> (participant ids, ε budget each, rounds start offset in seconds)
+    "1": (["1", "2", "3"], 1.0, 0.0),
+    "2": (["4", "5"], 2.0, 0.7),
 }
-STAGES = ["advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking"]
-STAGE_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
-HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
-ROUTES = [("POST", "/v1/participant/messages", 200), ("GET", "/v1/participant/task", 200), ("GET", "/v1/participant/task", 204),
-          ("GET", "/v1/participant/model", 200), ("POST", "/v1/studies/{id}/rounds", 201), ("POST", "/v1/participant/messages", 409),
-          ("GET", "/v1/studies/{id}/privacy", 200), ("GET", "/healthz", 200), ("POST", "/v1/participant/messages", 413)]
+STAGES = ["advertise_keys", "share_keys", "masked_input_collection", "unmasking"]
+STAGE_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600]
+HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]  # the prometheus crate's defaults
+ROUTES = [("/v1/participant/rounds/{round_id}/messages/{stage}", 200), ("/v1/participant/task", 200), ("/v1/participant/task", 204),
+          ("/v1/participant/models/{version}", 200), ("/v1/studies/{study_id}/rounds", 201),
+          ("/v1/participant/rounds/{round_id}/messages/{stage}", 409), ("/v1/studies/{study_id}/privacy", 200), ("/healthz", 200),
+          ("/v1/participant/rounds/{round_id}/messages/{stage}", 413), ("/metrics", 200)]
 
 
 def labels(**kv):
@@ -44,15 +47,15 @@ class Simulation:
             for o in ("completed", "aborted"):
                 rounds[(study, o)] = 0
             for s in STAGES:
-                dropouts[(study, s)] = 0
+                dropouts[(study, s)] = 0  # emitted only once non-zero, as the coordinator does
             for p in members:
                 spent[(study, p)] = 0.0
             for k in range(1, done + 1):
                 aborted = k % 5 == 0
                 dropped = members[-1] if k % 3 == 0 else None  # drops after share keys: no spend for it this round
-                sets = {s: len(members) for s in STAGES}
+                sets = {"selected": len(members), **{s: len(members) for s in STAGES}}
                 if dropped:
-                    dropouts[(study, "masked_input")] += 1
+                    dropouts[(study, "masked_input_collection")] += 1
                     for s in STAGES[2:]:
                         sets[s] -= 1
                 if aborted:
@@ -87,22 +90,23 @@ class Simulation:
                 out.append(f"confide_round_participants{labels(stage=s, study=study)} {v}")
         metric("confide_participant_dropouts_total", "counter", "Participants that dropped out, by the stage they dropped at.")
         for (study, s), v in sorted(dropouts.items()):
-            out.append(f"confide_participant_dropouts_total{labels(stage=s, study=study)} {v}")
+            if v:
+                out.append(f"confide_participant_dropouts_total{labels(stage=s, study=study)} {v}")
         metric("confide_round_stage_duration_seconds", "histogram", "Duration of a round stage.")
         for s in STAGES:
             self.histogram(out, "confide_round_stage_duration_seconds", {"stage": s}, STAGE_BUCKETS, stage_obs[s])
         n = int(elapsed * 4)
-        metric("confide_http_requests_total", "counter", "HTTP requests by route, method and status.")
+        metric("confide_http_requests_total", "counter", "HTTP requests by route and status.")
         http_obs = {}
-        for i, (method, route, status) in enumerate(ROUTES):
+        for i, (route, status) in enumerate(ROUTES):
             count = n // (i + 1) if status < 400 else n // 40
-            http_obs[(method, route, status)] = count
-            out.append(f"confide_http_requests_total{labels(method=method, route=route, status=status)} {count}")
-        metric("confide_http_request_duration_seconds", "histogram", "HTTP request latency by route, method and status.")
-        for (method, route, status), count in http_obs.items():
+            http_obs[(route, status)] = count
+            out.append(f"confide_http_requests_total{labels(route=route, status=status)} {count}")
+        metric("confide_http_request_duration_seconds", "histogram", "HTTP request latency by route and status.")
+        for (route, status), count in http_obs.items():
             base = 25.0 if route.endswith("/task") and status == 204 else 0.004 * (1 + len(route) % 5)
             obs = [base * (1 + (j % 7) / 10) for j in range(count)]
-            self.histogram(out, "confide_http_request_duration_seconds", {"method": method, "route": route, "status": status}, HTTP_BUCKETS, obs)
+            self.histogram(out, "confide_http_request_duration_seconds", {"route": route, "status": status}, HTTP_BUCKETS, obs)
         return "\n".join(out) + "\n"
 
     @staticmethod

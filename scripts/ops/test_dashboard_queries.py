@@ -29,31 +29,31 @@ def steps(values_per_block, block=10, tail=10):
     return " ".join(parts)
 
 
-# Study 1: rounds complete at minutes 10, 20, ..., 60; one round aborted at 35; hospital-a spends 0.125 and
-# hospital-b 0.0625 per completed round; budgets 1.0625 and 2 (hospital-a has 2.5 rounds' worth left: 2 whole rounds). Study 2: four rounds long before, nothing in the window.
+# Study 1: rounds complete at minutes 10, 20, ..., 60; one round aborted at 35; participant 1 spends 0.125 and
+# participant 2 0.0625 per completed round; budgets 1.0625 and 2 (participant 1 has 2.5 rounds' worth left: 2 whole rounds). Study 2: four rounds long before, nothing in the window.
 SERIES = {
     f'confide_rounds_total{{{J},study="1",outcome="completed"}}': steps([0, 1, 2, 3, 4, 5, 6]),
     f'confide_rounds_total{{{J},study="1",outcome="aborted"}}': "0+0x34 1+0x34",
     f'confide_rounds_total{{{J},study="2",outcome="completed"}}': "4+0x69",
     f'confide_rounds_total{{{J},study="2",outcome="aborted"}}': "0+0x69",
-    f'confide_privacy_epsilon_budget{{{J},study="1",participant="hospital-a"}}': "1.0625+0x69",
-    f'confide_privacy_epsilon_spent{{{J},study="1",participant="hospital-a"}}': steps([0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75]),
-    f'confide_privacy_epsilon_budget{{{J},study="1",participant="hospital-b"}}': "2+0x69",
-    f'confide_privacy_epsilon_spent{{{J},study="1",participant="hospital-b"}}': steps([0, 0.0625, 0.125, 0.1875, 0.25, 0.3125, 0.375]),
-    f'confide_privacy_epsilon_budget{{{J},study="2",participant="hospital-a"}}': "1+0x69",
-    f'confide_privacy_epsilon_spent{{{J},study="2",participant="hospital-a"}}': "0.5+0x69",
-    f'confide_round_participants{{{J},study="1",stage="masked_input"}}': "3+0x69",
+    f'confide_privacy_epsilon_budget{{{J},study="1",participant="1"}}': "1.0625+0x69",
+    f'confide_privacy_epsilon_spent{{{J},study="1",participant="1"}}': steps([0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75]),
+    f'confide_privacy_epsilon_budget{{{J},study="1",participant="2"}}': "2+0x69",
+    f'confide_privacy_epsilon_spent{{{J},study="1",participant="2"}}': steps([0, 0.0625, 0.125, 0.1875, 0.25, 0.3125, 0.375]),
+    f'confide_privacy_epsilon_budget{{{J},study="2",participant="4"}}': "1+0x69",
+    f'confide_privacy_epsilon_spent{{{J},study="2",participant="4"}}': "0.5+0x69",
+    f'confide_round_participants{{{J},study="1",stage="masked_input_collection"}}': "3+0x69",
     f'confide_round_participants{{{J},study="1",stage="unmasking"}}': "2+0x69",
-    f'confide_participant_dropouts_total{{{J},study="1",stage="masked_input"}}': "0+0x44 1+0x24",
+    f'confide_participant_dropouts_total{{{J},study="1",stage="masked_input_collection"}}': "0+0x44 1+0x24",
     f'confide_round_stage_duration_seconds_sum{{{J},stage="share_keys"}}': steps([0, 0.5, 1, 1.5, 2, 2.5, 3]),
     f'confide_round_stage_duration_seconds_count{{{J},stage="share_keys"}}': steps([0, 1, 2, 3, 4, 5, 6]),
-    f'confide_http_requests_total{{{J},route="/v1/participant/messages",method="POST",status="200"}}': "0+3x69",
-    f'confide_http_requests_total{{{J},route="/v1/participant/messages",method="POST",status="500"}}': "0+1x69",
-    f'confide_http_requests_total{{{J},route="/healthz",method="GET",status="200"}}': "0+4x69",
+    f'confide_http_requests_total{{{J},route="/v1/participant/task",status="200"}}': "0+3x69",
+    f'confide_http_requests_total{{{J},route="/v1/participant/task",status="500"}}': "0+1x69",
+    f'confide_http_requests_total{{{J},route="/healthz",status="200"}}': "0+4x69",
 }
-S1A = f'{J},study="1",participant="hospital-a"'
-S1B = f'{J},study="1",participant="hospital-b"'
-S2A = f'{J},study="2",participant="hospital-a"'
+S1A = f'{J},study="1",participant="1"'
+S1B = f'{J},study="1",participant="2"'
+S2A = f'{J},study="2",participant="4"'
 # (dashboard file, panel title, refId) -> expected samples {labels: value}
 EXPECTED = {
     ("confide-privacy.json", "Share of ε budget spent, per participant", "A"): {S1A: 0.75 / 1.0625, S1B: 0.1875, S2A: 0.5},
@@ -61,11 +61,11 @@ EXPECTED = {
     ("confide-privacy.json", "ε spent per completed round (over $window)", "A"): {S1A: 0.125, S1B: 0.0625, S2A: math.nan},
     ("confide-privacy.json", "Projected rounds left at the current spend per round", "A"): {S1A: 2, S1B: 26, S2A: math.nan},
     ("confide-operations.json", "Rounds in range", "A"): {'outcome="completed"': 6, 'outcome="aborted"': 1},
-    ("confide-operations.json", "Dropouts in range, by stage", "A"): {'study="1",stage="masked_input"': 1, 'study="1",stage="unmasking"': 0},
+    ("confide-operations.json", "Dropouts in range, by stage", "A"): {'study="1",stage="masked_input_collection"': 1, 'study="1",stage="unmasking"': 0},
     ("confide-operations.json", "Mean stage duration (range)", "A"): {'stage="share_keys"': 0.5},
     ("confide-operations.json", "Server errors (5xx share)", "A"): {"": 0.125},  # 1 of 3 + 1 + 4 requests/min
-    ("confide-operations.json", "Error share by route (4xx / 5xx)", "A"): {'route="/v1/participant/messages"': 0, 'route="/healthz"': 0},
-    ("confide-operations.json", "Error share by route (4xx / 5xx)", "B"): {'route="/v1/participant/messages"': 0.25, 'route="/healthz"': 0},
+    ("confide-operations.json", "Error share by route (4xx / 5xx)", "A"): {'route="/v1/participant/task"': 0, 'route="/healthz"': 0},
+    ("confide-operations.json", "Error share by route (4xx / 5xx)", "B"): {'route="/v1/participant/task"': 0.25, 'route="/healthz"': 0},
     ("confide-operations.json", "Coordinator", "A"): {},  # no `up` in a promtool test: only checks the query parses
 }
 VALUES = {"study": ".*", "participant": ".*", "window": "1h", "__range": "1h", "__rate_interval": "5m", "__interval": "1m"}
