@@ -9,8 +9,9 @@ Steps: write a Prometheus config that reuses the compose stack's `confide-coordi
 (e.g. rounds with real agents) while Prometheus scrapes, then let a few more scrapes happen; evaluate.
 
 Template variables are substituted the way Grafana would: dashboard variables are resolved through Prometheus
-(`label_values(...)`), and every expression is evaluated twice, once with every multi-value variable at "All" and once
-with the first value of each; $__rate_interval, $__interval and $__range cover the whole observation, as when the
+(`label_values(...)`), and every expression is evaluated with every multi-value variable at "All" (must show data) and
+with each single-value selection (every one must be valid, at least one must show data: a study without rounds rightly
+shows empty round panels); $__rate_interval, $__interval and $__range cover the whole observation, as when the
 dashboard's time range is the checked period.
 
 A panel or variable query fails if Prometheus rejects it, if it returns no series, or if all its values are NaN.
@@ -271,45 +272,73 @@ def resolve_variable(prom: Prometheus, var: dict, values: dict[str, str], start:
     return vals
 
 
+def fixed_value(var: dict) -> str:
+    """The current value of a custom/interval/constant/textbox variable."""
+    cur = (var.get("current") or {}).get("value")
+    if isinstance(cur, list):
+        cur = cur[0] if cur else ""
+    if cur in (None, "", "$__all"):
+        opts = [o.strip() for o in str(var.get("query", "")).split(",") if o.strip()]
+        cur = opts[0] if opts else ""
+    return str(cur)
+
+
+MAX_SELECTIONS = 64
+
+
 def variable_passes(prom: Prometheus, dashboard: dict, builtins: dict[str, str], start: float, report):
-    """Returns [(pass name, substitution values)] for a dashboard: all-values pass and first-value pass."""
-    passes = []
-    for mode in ("all", "first"):
-        values = dict(builtins)
-        ok = True
-        for var in (dashboard.get("templating") or {}).get("list") or []:
-            name = var.get("name")
-            vtype = var.get("type")
-            if vtype == "query":
-                try:
-                    offered = resolve_variable(prom, var, values, start)
-                except ValueError as e:
-                    report(f"{dashboard.get('uid')}: variable ${name}", mode, False, str(e))
-                    ok = False
-                    continue
-                report(f"{dashboard.get('uid')}: variable ${name}", mode, bool(offered),
-                       f"{len(offered)} value(s): {', '.join(offered[:6])}" if offered else "offers no values")
-                if not offered:
-                    ok = False
-                    continue
-                if mode == "all" and var.get("includeAll"):
-                    values[name] = var.get("allValue") or "(" + "|".join(grafana_regex_escape(v) for v in offered) + ")"
-                else:
-                    values[name] = grafana_regex_escape(offered[0]) if var.get("multi") or var.get("includeAll") else offered[0]
-            elif vtype in ("custom", "interval", "constant", "textbox"):
-                cur = (var.get("current") or {}).get("value")
-                if isinstance(cur, list):
-                    cur = cur[0] if cur else ""
-                if cur in (None, "", "$__all"):
-                    opts = [o.strip() for o in str(var.get("query", "")).split(",") if o.strip()]
-                    cur = opts[0] if opts else ""
-                values[name] = str(cur)
+    """Substitution values for a dashboard: (values with every multi-value variable at "All", or None if a variable
+    cannot be resolved; [(description, values)] for every single-value selection, variables resolved in order as
+    Grafana chains them, at most MAX_SELECTIONS)."""
+    variables = (dashboard.get("templating") or {}).get("list") or []
+    uid = dashboard.get("uid")
+    all_values = dict(builtins)
+    for var in variables:
+        name, vtype = var.get("name"), var.get("type")
+        if vtype == "query":
+            try:
+                offered = resolve_variable(prom, var, all_values, start)
+            except ValueError as e:
+                report(f"{uid}: variable ${name}", "all", False, str(e))
+                return None, []
+            report(f"{uid}: variable ${name}", "all", bool(offered),
+                   f"{len(offered)} value(s): {', '.join(offered[:6])}" if offered else "offers no values")
+            if not offered:
+                return None, []
+            if var.get("includeAll"):
+                all_values[name] = var.get("allValue") or "(" + "|".join(grafana_regex_escape(v) for v in offered) + ")"
             else:
-                report(f"{dashboard.get('uid')}: variable ${name}", mode, False, f"unsupported variable type {vtype}")
-                ok = False
-        if ok:
-            passes.append((mode, values))
-    return passes
+                all_values[name] = grafana_regex_escape(offered[0]) if var.get("multi") else offered[0]
+        elif vtype in ("custom", "interval", "constant", "textbox"):
+            all_values[name] = fixed_value(var)
+        else:
+            report(f"{uid}: variable ${name}", "all", False, f"unsupported variable type {vtype}")
+            return None, []
+
+    selections = []
+
+    def walk(i, values, desc):
+        if len(selections) >= MAX_SELECTIONS:
+            return
+        if i == len(variables):
+            selections.append((", ".join(desc) or "no variables", values))
+            return
+        var = variables[i]
+        name = var.get("name")
+        if var.get("type") != "query":
+            walk(i + 1, dict(values, **{name: fixed_value(var)}), desc)
+            return
+        try:
+            offered = resolve_variable(prom, var, values, start)
+        except ValueError as e:
+            report(f"{uid}: variable ${name}", "one", False, f"with {', '.join(desc)}: {e}")
+            return
+        for v in offered:
+            walk(i + 1, dict(values, **{name: grafana_regex_escape(v) if var.get("multi") or var.get("includeAll") else v}),
+                 desc + [f"{name}={v}"])
+
+    walk(0, dict(builtins), [])
+    return all_values, selections
 
 
 def judge(resp: dict, need_data: bool):
@@ -411,18 +440,35 @@ def main() -> int:
         if not panel_exprs:
             report(str(args.dashboards), "-", False, "no panel expressions found")
         for f, d in dashboards:
-            passes = variable_passes(prom, d, builtins, started - 3600, report)
-            if len(passes) < 2:
-                report(f"{f.name}", "-", False, "variables could not be resolved: panels not evaluated for every pass")
-            for mode, values in passes:
-                for e in (x for x in panel_exprs if x.dashboard is d):
-                    text = substitute(e.text, values)
-                    left = leftover_variables(text)
-                    if left:
-                        report(e.source, mode, False, f"unknown template variable(s) {', '.join(left)}")
-                        continue
-                    ok, detail = judge(prom.query(text, now), need_data=True)
-                    report(e.source, mode, ok, detail)
+            all_values, selections = variable_passes(prom, d, builtins, started - 3600, report)
+            exprs = [x for x in panel_exprs if x.dashboard is d]
+            if all_values is None:
+                report(f.name, "-", False, f"variables could not be resolved: {len(exprs)} panel queries not evaluated")
+                continue
+            for e in exprs:
+                text = substitute(e.text, all_values)
+                left = leftover_variables(text)
+                if left:
+                    report(e.source, "all", False, f"unknown template variable(s) {', '.join(left)}")
+                    continue
+                ok, detail = judge(prom.query(text, now), need_data=True)
+                report(e.source, "all", ok, detail)
+                # One value per variable: every selection must be valid, and at least one must show data (a study
+                # without rounds legitimately shows empty round panels).
+                with_data, rejected, first_detail = [], None, None
+                for desc, values in selections:
+                    ok_one, detail_one = judge(prom.query(substitute(e.text, values), now), need_data=True)
+                    first_detail = first_detail or detail_one
+                    if detail_one.startswith("rejected"):
+                        rejected = rejected or f"{desc}: {detail_one}"
+                    elif ok_one:
+                        with_data.append(desc)
+                if rejected:
+                    report(e.source, "one", False, rejected)
+                elif not with_data:
+                    report(e.source, "one", False, f"no data for any of {len(selections)} single-value selection(s), e.g. {first_detail}")
+                else:
+                    report(e.source, "one", True, f"data for {len(with_data)} of {len(selections)} single-value selection(s), e.g. {with_data[0]}")
 
         for e in rule_expressions(args.rules):
             ok, detail = judge(prom.query(e.text, now), need_data=(e.kind == "record"))

@@ -161,7 +161,7 @@ op.append(panel("timeseries", "Error share by route (4xx / 5xx)", "Share of each
     (0, 38, 24, 8), [target(f'(sum by (route) (rate(confide_http_requests_total{{status=~"{c}.."}}[{RI}])) or sum by (route) ({HTTP_RATE}) * 0) / sum by (route) ({HTTP_RATE})', f"{c}xx {{{{route}}}}", r) for c, r in [("4", "A"), ("5", "B")]],
     unit="percentunit", steps=[("green", None), ("red", 0.05)], custom=dict(ts_custom, thresholdsStyle={"mode": "off"}), options=legend_table, decimals=2))
 operations = dashboard("confide-operations", "Confide · Operations", "Rounds, secure-aggregation stages, participants, dropouts and the coordinator's HTTP API.", ["confide", "operations"], op, [
-    qvar("study", "Study", "label_values(confide_rounds_total, study)", "Study id (label `study`). Stage durations and HTTP panels are not per study.")], time_from="now-6h")
+    qvar("study", "Study", "label_values(confide_privacy_epsilon_budget, study)", "Study id (label `study`; every study with an enrolled participant). Stage durations and HTTP panels are not per study.")], time_from="now-6h")
 
 
 
