@@ -1,0 +1,326 @@
+//! The one place Confide samples privacy noise.
+//!
+//! A ChaCha20 CSPRNG seeded from the operating system feeds ziggurat normal samplers: single draws use
+//! `rand_distr::StandardNormal` (64 random bits per draw, full f64 resolution); bulk f32 calls use a 128-layer
+//! ziggurat (Marsaglia & Tsang 2000, with independent bits for layer, sign and position as Doornik 2005 advises)
+//! that needs only 32 random bits per draw in its fast path — f32 output cannot hold more resolution, and the
+//! ChaCha20 keystream is the dominant cost. Bulk calls ([`GaussianNoise::add_to_f32`], [`GaussianNoise::fill_f32`])
+//! draw a fresh 256-bit key from the master generator and give every chunk of the output its own
+//! ChaCha20 stream under that key, so chunks are filled in parallel (rayon) yet the result depends only
+//! on the master generator's state, not on thread scheduling.
+
+use chacha20::ChaCha20Rng;
+use rand::rngs::SysRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
+
+use super::DpError;
+
+/// Elements per parallel chunk; each chunk draws from its own ChaCha20 stream.
+const CHUNK_LEN: usize = 1 << 14;
+
+/// Gaussian noise from a ChaCha20 CSPRNG.
+pub struct GaussianNoise {
+    master: ChaCha20Rng,
+}
+
+impl std::fmt::Debug for GaussianNoise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the generator state: it would let anyone subtract the noise.
+        f.write_str("GaussianNoise { .. }")
+    }
+}
+
+impl GaussianNoise {
+    /// A generator seeded from the operating system's entropy source. Use this for every real release.
+    pub fn from_os_entropy() -> Result<Self, DpError> {
+        let master =
+            ChaCha20Rng::try_from_rng(&mut SysRng).map_err(|e| DpError::Entropy(e.to_string()))?;
+        Ok(Self { master })
+    }
+
+    /// A generator with a fixed seed. **For reproducible tests only**: noise from a known seed gives no privacy.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            master: ChaCha20Rng::from_seed(seed),
+        }
+    }
+
+    /// One draw from N(0, std_dev²).
+    ///
+    /// # Panics
+    /// If `std_dev` is negative, NaN or infinite: releasing with wrong noise must never happen silently.
+    pub fn sample(&mut self, std_dev: f64) -> f64 {
+        check_std_dev(std_dev);
+        let z: f64 = StandardNormal.sample(&mut self.master);
+        std_dev * z
+    }
+
+    /// Adds independent N(0, std_dev²) noise to each element (computed in f64, rounded once to f32).
+    /// Parallel over chunks with rayon; each chunk draws from its own ChaCha20 stream derived from the master.
+    ///
+    /// # Panics
+    /// If `std_dev` is negative, NaN or infinite.
+    pub fn add_to_f32(&mut self, out: &mut [f32], std_dev: f64) {
+        check_std_dev(std_dev);
+        let tables = ziggurat_tables();
+        self.for_each_chunk(out, |rng, chunk| {
+            for x in chunk {
+                *x = (f64::from(*x) + std_dev * ziggurat32(tables, rng)) as f32;
+            }
+        });
+    }
+
+    /// Overwrites each element with independent N(0, std_dev²) noise. Parallel like [`Self::add_to_f32`].
+    ///
+    /// # Panics
+    /// If `std_dev` is negative, NaN or infinite.
+    pub fn fill_f32(&mut self, out: &mut [f32], std_dev: f64) {
+        check_std_dev(std_dev);
+        let tables = ziggurat_tables();
+        self.for_each_chunk(out, |rng, chunk| {
+            for x in chunk {
+                *x = (std_dev * ziggurat32(tables, rng)) as f32;
+            }
+        });
+    }
+
+    /// Draws a fresh key from the master generator and runs `f` on every chunk with the chunk's own stream.
+    fn for_each_chunk<F>(&mut self, out: &mut [f32], f: F)
+    where
+        F: Fn(&mut ChaCha20Rng, &mut [f32]) + Sync,
+    {
+        if out.is_empty() {
+            return;
+        }
+        let mut key = [0u8; 32];
+        self.master.fill_bytes(&mut key);
+        let run = |(index, chunk): (usize, &mut [f32])| {
+            let mut rng = ChaCha20Rng::from_seed(key);
+            rng.set_stream(index as u64);
+            f(&mut rng, chunk);
+        };
+        if out.len() <= CHUNK_LEN {
+            run((0, out));
+        } else {
+            out.par_chunks_mut(CHUNK_LEN).enumerate().for_each(run);
+        }
+    }
+}
+
+/// Number of ziggurat layers.
+const LAYERS: usize = 128;
+/// Start of the tail, R, and the common area V of every layer (Marsaglia & Tsang 2000, 128 layers).
+const ZIG_R: f64 = 3.442_619_855_899;
+const ZIG_V: f64 = 9.912_563_035_262_17e-3;
+
+/// Layer edges x[0..=128]: x[0] = V/f(R) (width of the base strip, which carries the tail), x[1] = R, …,
+/// x[128] = 0, and the density f(x) = exp(−x²/2) at each edge.
+struct ZigguratTables {
+    x: [f64; LAYERS + 1],
+    f: [f64; LAYERS + 1],
+}
+
+fn gauss_unnormalised(x: f64) -> f64 {
+    (-0.5 * x * x).exp()
+}
+
+fn ziggurat_tables() -> &'static ZigguratTables {
+    static TABLES: std::sync::OnceLock<ZigguratTables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let mut x = [0.0; LAYERS + 1];
+        x[0] = ZIG_V / gauss_unnormalised(ZIG_R);
+        x[1] = ZIG_R;
+        for i in 1..LAYERS - 1 {
+            x[i + 1] = (-2.0 * (ZIG_V / x[i] + gauss_unnormalised(x[i])).ln()).sqrt();
+        }
+        x[LAYERS] = 0.0;
+        let mut f = [0.0; LAYERS + 1];
+        for (fi, xi) in f.iter_mut().zip(&x) {
+            *fi = gauss_unnormalised(*xi);
+        }
+        f[0] = gauss_unnormalised(ZIG_R);
+        ZigguratTables { x, f }
+    })
+}
+
+/// A uniform in (0, 1) with 53 random bits.
+fn open01<R: Rng>(rng: &mut R) -> f64 {
+    ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+}
+
+/// One N(0, 1) draw from a 32-bit ziggurat: 7 bits choose the layer, 1 bit the sign, 24 bits the position.
+#[inline]
+fn ziggurat32<R: Rng>(t: &ZigguratTables, rng: &mut R) -> f64 {
+    loop {
+        let u = rng.next_u32();
+        let layer = (u & 0x7f) as usize;
+        // Bit 7 becomes the IEEE sign bit: no unpredictable branch.
+        let sign_bit = u64::from(u & 0x80) << 56;
+        let position = f64::from(u >> 8) * (1.0 / (1u32 << 24) as f64);
+        let x = position * t.x[layer];
+        let sign = f64::from_bits(1.0f64.to_bits() | sign_bit);
+        if x < t.x[layer + 1] {
+            return f64::from_bits(x.to_bits() | sign_bit);
+        }
+        if layer == 0 {
+            // The tail beyond R (Marsaglia 1964).
+            loop {
+                let a = -open01(rng).ln() / ZIG_R;
+                let b = -open01(rng).ln();
+                if 2.0 * b > a * a {
+                    return sign * (ZIG_R + a);
+                }
+            }
+        }
+        // Wedge: accept if a uniform height in the layer falls under the density.
+        let y = t.f[layer] + open01(rng) * (t.f[layer + 1] - t.f[layer]);
+        if y < gauss_unnormalised(x) {
+            return sign * x;
+        }
+    }
+}
+
+fn check_std_dev(std_dev: f64) {
+    assert!(
+        std_dev.is_finite() && std_dev >= 0.0,
+        "{}",
+        DpError::InvalidStdDev(std_dev)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mean_var(xs: &[f32]) -> (f64, f64) {
+        let n = xs.len() as f64;
+        let mean = xs.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let var = xs
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0);
+        (mean, var)
+    }
+
+    #[test]
+    fn fill_has_the_right_mean_and_variance() {
+        let mut noise = GaussianNoise::from_seed([7; 32]);
+        let n = 1 << 20;
+        let mut xs = vec![0.0f32; n];
+        noise.fill_f32(&mut xs, 2.5);
+        let (mean, var) = mean_var(&xs);
+        // Standard error of the mean: 2.5/sqrt(n) ≈ 0.0024; of the variance: 6.25*sqrt(2/n) ≈ 0.0086.
+        assert!(mean.abs() < 0.0125, "mean {mean}");
+        assert!((var - 6.25).abs() < 0.05, "variance {var}");
+        // Fourth moment of a Gaussian is 3σ⁴: catches a sampler with the right variance but wrong shape.
+        let kurt = xs.iter().map(|&x| f64::from(x).powi(4)).sum::<f64>() / n as f64 / (var * var);
+        assert!((kurt - 3.0).abs() < 0.05, "kurtosis {kurt}");
+    }
+
+    #[test]
+    fn add_shifts_by_noise_with_the_right_moments() {
+        let mut noise = GaussianNoise::from_seed([9; 32]);
+        let n = 300_000;
+        let mut xs = vec![10.0f32; n];
+        noise.add_to_f32(&mut xs, 0.5);
+        let (mean, var) = mean_var(&xs);
+        assert!((mean - 10.0).abs() < 0.005, "mean {mean}");
+        assert!((var - 0.25).abs() < 0.005, "variance {var}");
+    }
+
+    #[test]
+    fn single_samples_have_the_right_moments() {
+        let mut noise = GaussianNoise::from_seed([3; 32]);
+        let xs: Vec<f32> = (0..200_000).map(|_| noise.sample(1.0) as f32).collect();
+        let (mean, var) = mean_var(&xs);
+        assert!(mean.abs() < 0.012, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.015, "variance {var}");
+    }
+
+    #[test]
+    fn chunks_use_distinct_streams_and_calls_fresh_keys() {
+        let mut noise = GaussianNoise::from_seed([1; 32]);
+        let mut a = vec![0.0f32; 3 * CHUNK_LEN];
+        noise.fill_f32(&mut a, 1.0);
+        assert_ne!(a[..CHUNK_LEN], a[CHUNK_LEN..2 * CHUNK_LEN]);
+        let mut b = vec![0.0f32; 3 * CHUNK_LEN];
+        noise.fill_f32(&mut b, 1.0);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn same_seed_same_noise_regardless_of_threads() {
+        let mut a = vec![0.0f32; 5 * CHUNK_LEN + 17];
+        let mut b = a.clone();
+        GaussianNoise::from_seed([5; 32]).fill_f32(&mut a, 1.0);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("thread pool")
+            .install(|| GaussianNoise::from_seed([5; 32]).fill_f32(&mut b, 1.0));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn os_seeded_generators_differ() {
+        let mut a = GaussianNoise::from_os_entropy().expect("OS entropy");
+        let mut b = GaussianNoise::from_os_entropy().expect("OS entropy");
+        assert_ne!(a.sample(1.0), b.sample(1.0));
+    }
+
+    #[test]
+    fn ziggurat_tables_close_up() {
+        let t = ziggurat_tables();
+        // Every layer has area V; the last edge before the top must land near 0 for the recurrence to be right.
+        for i in 1..LAYERS - 1 {
+            let area = t.x[i] * (gauss_unnormalised(t.x[i + 1]) - gauss_unnormalised(t.x[i]));
+            assert!((area - ZIG_V).abs() < 1e-9, "layer {i}: {area}");
+        }
+        let top = t.x[LAYERS - 1] * (1.0 - gauss_unnormalised(t.x[LAYERS - 1]));
+        assert!((top - ZIG_V).abs() < 1e-6, "top layer area {top}");
+    }
+
+    #[test]
+    fn bulk_samples_follow_the_normal_cdf() {
+        // Kolmogorov–Smirnov-style check at fixed points (incl. the tail beyond R = 3.44) on 2²⁰ draws.
+        let mut noise = GaussianNoise::from_seed([11; 32]);
+        let n = 1 << 20;
+        let mut xs = vec![0.0f32; n];
+        noise.fill_f32(&mut xs, 1.0);
+        for &(z, cdf) in &[
+            (-4.0, 3.167_124_183_311_986e-5),
+            (-3.5, 0.000_232_629_079_035_525_02),
+            (-2.0, 0.022_750_131_948_179_195),
+            (-1.0, 0.158_655_253_931_457_07),
+            (-0.1, 0.460_172_162_722_971),
+            (0.0, 0.5),
+            (0.5, 0.691_462_461_274_013_1),
+            (1.5, 0.933_192_798_731_141_9),
+            (3.0, 0.998_650_101_968_369_9),
+        ] {
+            let below = xs.iter().filter(|&&x| f64::from(x) < z).count() as f64 / n as f64;
+            let tol = 5.0 * (cdf * (1.0 - cdf) / n as f64).sqrt() + 1e-6;
+            assert!(
+                (below - cdf).abs() < tol,
+                "P[X < {z}] = {below}, want {cdf} ± {tol}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_std_dev_adds_nothing() {
+        let mut noise = GaussianNoise::from_seed([0; 32]);
+        let mut xs = vec![1.5f32; 100];
+        noise.add_to_f32(&mut xs, 0.0);
+        assert!(xs.iter().all(|&x| x == 1.5));
+    }
+
+    #[test]
+    #[should_panic(expected = "noise standard deviation")]
+    fn negative_std_dev_panics() {
+        GaussianNoise::from_seed([0; 32]).sample(-1.0);
+    }
+}
