@@ -439,7 +439,7 @@ impl PldAccountant {
         let mut h = self.discretization;
         // The single-step grids must fit first.
         let widest = parts.iter().map(|(m, _)| m.grid_len(h)).fold(0.0, f64::max);
-        let max_grid = self.max_grid_len.min(self.max_fft_len) as f64;
+        let max_grid = self.max_grid_len.min(self.max_fft_len).max(1 << 10) as f64;
         if widest > max_grid {
             h *= widest / max_grid * 1.01;
         }
@@ -520,7 +520,8 @@ impl PldAccountant {
             }
         }
         let window = hi - lo + 1.0;
-        if window > self.max_fft_len as f64 {
+        // A floor on the length keeps a misconfigured accountant from coarsening forever.
+        if window > self.max_fft_len.max(1 << 10) as f64 {
             return None;
         }
         let window = window as usize;
