@@ -4,8 +4,8 @@ use super::DpError;
 use super::ledger::{AccountantKind, PrivacyEvent, epsilon};
 use super::rdp::check_delta;
 
-/// σ is searched on the grid k·10⁻³ (k ≥ 1) …
-const GRID: f64 = 1e-3;
+/// σ is searched on the grid k/1000 (k ≥ 1) …
+const GRID_PER_UNIT: f64 = 1000.0;
 /// … up to this multiplier; beyond it a target counts as unreachable.
 const MAX_NOISE_MULTIPLIER: f64 = 10_000.0;
 
@@ -33,9 +33,9 @@ pub fn noise_multiplier_for_target(
     };
     event(1.0).validate()?;
     let fits = |k: u64, kind| -> Result<bool, DpError> {
-        Ok(epsilon(&[event(k as f64 * GRID)], delta, kind)? <= target_epsilon)
+        Ok(epsilon(&[event(k as f64 / GRID_PER_UNIT)], delta, kind)? <= target_epsilon)
     };
-    let max_k = (MAX_NOISE_MULTIPLIER / GRID) as u64;
+    let max_k = (MAX_NOISE_MULTIPLIER * GRID_PER_UNIT) as u64;
     let unreachable = |kind| -> DpError {
         DpError::TargetUnreachable {
             target_epsilon,
@@ -55,7 +55,7 @@ pub fn noise_multiplier_for_target(
         AccountantKind::Rdp => 1000,
     };
     match search(&|k| fits(k, kind), seed, max_k)? {
-        Some(k) => Ok(k as f64 * GRID),
+        Some(k) => Ok(k as f64 / GRID_PER_UNIT),
         None => Err(unreachable(kind)),
     }
 }

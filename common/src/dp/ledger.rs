@@ -59,8 +59,9 @@ impl PrivacyEvent {
                 sampling_rate,
                 noise_multiplier,
                 steps,
-            } if sampling_rate == 1.0 => Some(steps as f64 / (noise_multiplier * noise_multiplier)),
-            PrivacyEvent::SubsampledGaussian { .. } => None,
+            } => {
+                (sampling_rate == 1.0).then(|| steps as f64 / (noise_multiplier * noise_multiplier))
+            }
             PrivacyEvent::ZcdpGaussian { rho } => Some(2.0 * rho),
         }
     }
