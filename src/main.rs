@@ -5,7 +5,11 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "confide", version, about = "Differentially private federated learning with secure aggregation")]
+#[command(
+    name = "confide",
+    version,
+    about = "Differentially private federated learning with secure aggregation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,59 @@
+//! The one error type of the privacy module: every message says which input was wrong and why.
+
+use thiserror::Error;
+
+/// Why a privacy computation (accounting, calibration, noise seeding) could not be done.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum DpError {
+    /// The Poisson sampling rate q must lie in (0, 1].
+    #[error("sampling rate q must be a finite number in (0, 1], got {0}")]
+    InvalidSamplingRate(f64),
+    /// The noise multiplier σ (noise standard deviation / sensitivity) must be finite and positive.
+    #[error("noise multiplier σ must be a finite number > 0, got {0}")]
+    InvalidNoiseMultiplier(f64),
+    /// δ must lie strictly between 0 and 1.
+    #[error("δ must be a finite number in (0, 1), got {0}")]
+    InvalidDelta(f64),
+    /// ε must be finite and non-negative.
+    #[error("ε must be a finite number ≥ 0, got {0}")]
+    InvalidEpsilon(f64),
+    /// A target ε for calibration must be finite and positive.
+    #[error("target ε must be a finite number > 0, got {0}")]
+    InvalidTargetEpsilon(f64),
+    /// A DP-SGD run must have at least one step.
+    #[error("number of steps must be at least 1, got 0")]
+    ZeroSteps,
+    /// A zCDP parameter ρ must be finite and positive.
+    #[error("zCDP ρ must be a finite number > 0, got {0}")]
+    InvalidRho(f64),
+    /// A Rényi order must be finite and greater than 1.
+    #[error("Rényi order α must be a finite number > 1, got {0}")]
+    InvalidOrder(f64),
+    /// A standard deviation for noise must be finite and non-negative.
+    #[error("noise standard deviation must be a finite number ≥ 0, got {0}")]
+    InvalidStdDev(f64),
+    /// Calibration could not reach the target ε with any noise multiplier in the searched range.
+    #[error(
+        "target ε = {target_epsilon} at δ = {delta} is unreachable: even noise multiplier σ = {max_noise_multiplier} gives ε = {achieved_epsilon}"
+    )]
+    TargetUnreachable {
+        target_epsilon: f64,
+        delta: f64,
+        max_noise_multiplier: f64,
+        achieved_epsilon: f64,
+    },
+    /// An accountant name that is neither `pld` nor `rdp`.
+    #[error("unknown accountant {0:?}: expected \"pld\" or \"rdp\"")]
+    UnknownAccountant(String),
+    /// The PLD grid interval must be finite and positive.
+    #[error("PLD discretisation interval must be a finite number > 0, got {0}")]
+    InvalidDiscretization(f64),
+    /// No finite ε reaches the requested δ: the accountant's pessimistic tail mass already exceeds it.
+    #[error(
+        "δ = {delta} is below what the PLD accountant can certify (its pessimistic mass at infinite loss is {floor}); use a larger δ"
+    )]
+    DeltaBelowResolution { delta: f64, floor: f64 },
+    /// The operating system could not provide entropy to seed the noise generator.
+    #[error("could not seed the noise generator from operating-system entropy: {0}")]
+    Entropy(String),
+}
