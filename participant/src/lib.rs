@@ -1,1 +1,18 @@
-//! Confide participant library.
+//! Confide participant: data loading, the DP-SGD training engine on tch, and (later) the agent
+//! that drives rounds against the coordinator.
+//!
+//! - [`data`]: CSV reading with file/line/column errors, standardisation, train/test split.
+//! - [`model`]: the tch network built from a `ModelSpec`, loaded from / stored to the flat vector.
+//! - [`dpsgd`]: Poisson sampling, ghost-norm clipping, noise, SGD/Adam.
+//! - [`train`]: the local training loop; [`train::train_round`] is what the agent calls per round.
+//! - [`bench`]: plain vs DP step speed.
+
+pub mod bench;
+pub mod data;
+pub mod dpsgd;
+pub mod model;
+pub mod privacy_shim;
+pub mod train;
+
+/// The privacy module used here (noise, events, accountants).
+pub use privacy_shim as dp;

@@ -1,1 +1,379 @@
-fn main() {}
+//! `confide-participant`: private training on a site's own records, and speed benchmarks.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use confide_common::model::{ModelSpec, encode_safetensors};
+use confide_participant::bench::bench_dpsgd;
+use confide_participant::data::{CsvOptions, Standardization, read_csv};
+use confide_participant::dp::{AccountantKind, GaussianNoise, PrivacyLedger, calibrate};
+use confide_participant::dpsgd::{DpSgdParams, OptimizerConfig};
+use confide_participant::train::{LocalTrainer, Mode};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "confide-participant", version, about = "Confide participant: differentially private training on local records")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on a CSV file with DP-SGD and report test accuracy and ε per epoch.
+    Train(TrainArgs),
+    /// Speed benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Plain SGD vs DP-SGD steps per second for a model, on synthetic data, in one run.
+    Dpsgd(BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerKind {
+    Sgd,
+    Adam,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// CSV file with a header line.
+    #[arg(long)]
+    data: PathBuf,
+    /// Name of the label column (integer classes 0..num_classes).
+    #[arg(long)]
+    label: String,
+    /// Feature columns, comma-separated (default: every column but the label).
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
+    /// Model spec JSON file (see examples/models).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    epochs: u64,
+    /// Poisson sampling rate q: each record joins each batch independently with this probability.
+    #[arg(long)]
+    sampling_rate: f64,
+    /// Per-example clip norm C.
+    #[arg(long)]
+    clip: f64,
+    /// Noise multiplier σ (noise standard deviation σ·C).
+    #[arg(long, conflicts_with = "target_epsilon", required_unless_present_any = ["target_epsilon", "non_private"])]
+    noise_multiplier: Option<f64>,
+    /// Choose σ so that the whole run spends this ε (PLD accountant) at --delta.
+    #[arg(long)]
+    target_epsilon: Option<f64>,
+    /// δ of the (ε, δ) guarantee.
+    #[arg(long, default_value_t = 1e-5)]
+    delta: f64,
+    /// Seed for the train/test split and the initial weights (noise and batch sampling are always
+    /// seeded from the OS).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
+    optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 0.5)]
+    learning_rate: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Fraction of the records held out for testing.
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Standardisation statistics JSON ({feature_names, mean, std}); default: computed from the
+    /// training split (those statistics are not covered by the DP guarantee).
+    #[arg(long, conflicts_with = "no_standardize")]
+    stats: Option<PathBuf>,
+    /// Use the features as they are.
+    #[arg(long)]
+    no_standardize: bool,
+    /// Write the trained parameters here (safetensors, spec in the metadata).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print one JSON object at the end instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Train WITHOUT differential privacy (no clipping, no noise): a baseline to compare with.
+    #[arg(long)]
+    non_private: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Model spec JSON file.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Measured steps of each kind.
+    #[arg(long, default_value_t = 100)]
+    steps: u64,
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct EpochRow {
+    epoch: u64,
+    steps: u64,
+    train_loss: f64,
+    test_loss: f64,
+    test_accuracy: f64,
+    epsilon: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct TrainSummary {
+    private: bool,
+    test_accuracy: f64,
+    test_loss: f64,
+    epsilon: Option<f64>,
+    delta: f64,
+    noise_multiplier: Option<f64>,
+    sampling_rate: f64,
+    clip: f64,
+    steps: u64,
+    epochs: u64,
+    train_records: usize,
+    test_records: usize,
+    num_parameters: usize,
+    history: Vec<EpochRow>,
+    out: Option<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train(args),
+        Command::Bench(BenchCommand::Dpsgd(args)) => bench(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn read_spec(path: &Path) -> Result<ModelSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading model spec {}", path.display()))?;
+    ModelSpec::from_json(&text).with_context(|| format!("model spec {}", path.display()))
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let spec = read_spec(&args.model)?;
+    if args.epochs == 0 {
+        bail!("--epochs must be at least 1");
+    }
+    if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
+        bail!("--test-fraction must be in (0, 1)");
+    }
+    let data = read_csv(
+        &args.data,
+        &CsvOptions {
+            label: args.label.clone(),
+            features: args.features.clone(),
+            num_classes: spec.num_classes(),
+        },
+    )?;
+    if data.num_features() != spec.input_dim() {
+        bail!(
+            "{}: {} feature columns selected, the model {} expects {}",
+            args.data.display(),
+            data.num_features(),
+            args.model.display(),
+            spec.input_dim()
+        );
+    }
+    let (mut train_set, mut test_set) = data.split(args.test_fraction, args.seed);
+    if !args.no_standardize {
+        let stats = match &args.stats {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                serde_json::from_str::<Standardization>(&text)
+                    .with_context(|| format!("{}: invalid statistics JSON", path.display()))?
+            }
+            None => Standardization::compute(&train_set),
+        };
+        stats.check(&train_set)?;
+        stats.apply(&mut train_set);
+        stats.apply(&mut test_set);
+    }
+
+    let steps_per_epoch = (1.0 / args.sampling_rate).round().max(1.0) as u64;
+    let total_steps = steps_per_epoch * args.epochs;
+    let mode = if args.non_private {
+        Mode::NonPrivate {
+            sampling_rate: args.sampling_rate,
+        }
+    } else {
+        let sigma = match (args.noise_multiplier, args.target_epsilon) {
+            (Some(s), _) => s,
+            (None, Some(eps)) => calibrate::noise_multiplier_for_target(
+                eps,
+                args.delta,
+                args.sampling_rate,
+                total_steps,
+                AccountantKind::Pld,
+            )
+            .context("calibrating the noise multiplier")?,
+            (None, None) => bail!("give --noise-multiplier or --target-epsilon"),
+        };
+        if !(sigma > 0.0) {
+            bail!("--noise-multiplier must be > 0 for a private run (use --non-private for a baseline)");
+        }
+        Mode::Private(DpSgdParams {
+            sampling_rate: args.sampling_rate,
+            clip_norm: args.clip,
+            noise_multiplier: sigma,
+        })
+    };
+    let optimizer = match args.optimizer {
+        OptimizerKind::Sgd => OptimizerConfig::Sgd {
+            learning_rate: args.learning_rate,
+            momentum: args.momentum,
+        },
+        OptimizerKind::Adam => OptimizerConfig::adam(args.learning_rate),
+    };
+    let mut trainer = LocalTrainer::new(
+        &spec,
+        &spec.initial_parameters(args.seed),
+        &train_set,
+        mode,
+        optimizer,
+        GaussianNoise::from_os_entropy()?,
+        None,
+    )?;
+
+    let mut history = Vec::new();
+    let style = ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} steps, loss {prefix}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    for epoch in 1..=args.epochs {
+        let bar = ProgressBar::new(steps_per_epoch).with_style(style.clone());
+        bar.set_message(format!("{epoch}/{}", args.epochs));
+        let mut loss_sum = 0.0;
+        let mut records = 0usize;
+        for _ in 0..steps_per_epoch {
+            let s = trainer.step();
+            loss_sum += s.mean_loss * s.batch_size as f64;
+            records += s.batch_size;
+            bar.set_prefix(format!("{:.4}", loss_sum / records.max(1) as f64));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let (test_accuracy, test_loss) = trainer.evaluate(&test_set);
+        let epsilon = epsilon_of(&trainer, args.delta)?;
+        history.push(EpochRow {
+            epoch,
+            steps: trainer.steps_done(),
+            train_loss: loss_sum / records.max(1) as f64,
+            test_loss,
+            test_accuracy,
+            epsilon,
+        });
+    }
+
+    let params = trainer.parameters();
+    if let Some(out) = &args.out {
+        let bytes = encode_safetensors(&spec, &params)?;
+        std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
+    }
+    let last = history.last().map(|r| (r.test_accuracy, r.test_loss, r.epsilon));
+    let (test_accuracy, test_loss, epsilon) = last.unwrap_or((0.0, 0.0, None));
+    let summary = TrainSummary {
+        private: !args.non_private,
+        test_accuracy,
+        test_loss,
+        epsilon,
+        delta: args.delta,
+        noise_multiplier: match mode {
+            Mode::Private(p) => Some(p.noise_multiplier),
+            Mode::NonPrivate { .. } => None,
+        },
+        sampling_rate: args.sampling_rate,
+        clip: args.clip,
+        steps: trainer.steps_done(),
+        epochs: args.epochs,
+        train_records: train_set.len(),
+        test_records: test_set.len(),
+        num_parameters: spec.num_parameters(),
+        history,
+        out: args.out.as_ref().map(|p| p.display().to_string()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_table(&summary);
+    }
+    Ok(())
+}
+
+fn epsilon_of(trainer: &LocalTrainer, delta: f64) -> Result<Option<f64>> {
+    let events = trainer.privacy_events();
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let ledger = PrivacyLedger { events };
+    Ok(Some(ledger.epsilon(delta, AccountantKind::Pld).context("computing ε")?))
+}
+
+fn print_table(s: &TrainSummary) {
+    println!(
+        "{} training: {} train / {} test records, {} parameters, q = {}, C = {}, σ = {}",
+        if s.private { "DP-SGD" } else { "NON-PRIVATE" },
+        s.train_records,
+        s.test_records,
+        s.num_parameters,
+        s.sampling_rate,
+        s.clip,
+        s.noise_multiplier.map_or("-".to_string(), |v| format!("{v:.4}"))
+    );
+    println!("{:>5} {:>7} {:>11} {:>10} {:>13} {:>10}", "epoch", "steps", "train loss", "test loss", "test accuracy", "ε (PLD)");
+    for r in &s.history {
+        println!(
+            "{:>5} {:>7} {:>11.4} {:>10.4} {:>13.4} {:>10}",
+            r.epoch,
+            r.steps,
+            r.train_loss,
+            r.test_loss,
+            r.test_accuracy,
+            r.epsilon.map_or("-".to_string(), |e| format!("{e:.4}"))
+        );
+    }
+    if s.private {
+        println!("(ε at δ = {})", s.delta);
+    } else {
+        println!("no privacy guarantee: trained without clipping or noise");
+    }
+    if let Some(out) = &s.out {
+        println!("model written to {out}");
+    }
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let spec = read_spec(&args.model)?;
+    let report = bench_dpsgd(&spec, args.batch_size, args.steps, args.warmup)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} parameters, batch {}, {} steps, {} torch threads\nplain: {:.2} steps/s\nDP-SGD: {:.2} steps/s\nratio (DP time / plain time): {:.3}\nnoise: {:.2} ms per step",
+            report.num_parameters,
+            report.batch_size,
+            report.steps,
+            report.torch_threads,
+            report.plain_steps_per_second,
+            report.dp_steps_per_second,
+            report.ratio,
+            report.noise_ms_per_step
+        );
+    }
+    Ok(())
+}

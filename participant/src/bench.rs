@@ -1,0 +1,121 @@
+//! `bench dpsgd`: plain SGD steps against DP-SGD steps (ghost clipping + OS-seeded noise) for the
+//! same model, on the same synthetic batch, measured in one run. Blocks of the two kinds alternate so
+//! that a change in machine load hits both alike.
+
+use std::time::{Duration, Instant};
+
+use confide_common::model::ModelSpec;
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use crate::dp::GaussianNoise;
+use crate::dpsgd::{DpSgdParams, Optimizer, OptimizerConfig, check_supported, noisy_gradient, plain_gradient};
+use crate::model::Network;
+use crate::train::TrainError;
+
+/// Measured speeds (JSON output of `bench dpsgd`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: ModelSpec,
+    pub num_parameters: usize,
+    pub batch_size: usize,
+    pub steps: u64,
+    pub torch_threads: i32,
+    pub plain_steps_per_second: f64,
+    pub dp_steps_per_second: f64,
+    /// DP step time over plain step time (`plain_steps_per_second / dp_steps_per_second`).
+    pub ratio: f64,
+    /// Time to draw one step's noise vector (included in the DP step), in milliseconds.
+    pub noise_ms_per_step: f64,
+}
+
+/// Runs `steps` plain and `steps` DP steps (after `warmup` of each) with SGD + momentum,
+/// `C = 1`, `σ = 1`.
+pub fn bench_dpsgd(
+    spec: &ModelSpec,
+    batch_size: usize,
+    steps: u64,
+    warmup: u64,
+) -> Result<BenchReport, TrainError> {
+    spec.validate()?;
+    check_supported(spec)?;
+    if batch_size == 0 || steps == 0 {
+        return Err(TrainError::InvalidParams(
+            "batch size and steps must be at least 1".into(),
+        ));
+    }
+    let b = batch_size as i64;
+    let x = Tensor::randn([b, spec.input_dim() as i64], (Kind::Float, tch::Device::Cpu));
+    let y = Tensor::randint(spec.num_classes() as i64, [b], (Kind::Int64, tch::Device::Cpu));
+    let init = spec.initial_parameters(0);
+    let sgd = OptimizerConfig::Sgd {
+        learning_rate: 0.01,
+        momentum: 0.9,
+    };
+    let mut plain_net = Network::new(spec, &init)?;
+    let mut dp_net = Network::new(spec, &init)?;
+    let mut plain_opt = Optimizer::new(sgd, plain_net.params().len());
+    let mut dp_opt = Optimizer::new(sgd, dp_net.params().len());
+    let mut noise = GaussianNoise::from_os_entropy()?;
+    let mut buffer = Vec::new();
+    let params = DpSgdParams {
+        sampling_rate: 0.01,
+        clip_norm: 1.0,
+        noise_multiplier: 1.0,
+    };
+    let expected = batch_size as f64;
+
+    let mut plain_step = || {
+        let (g, _) = plain_gradient(&plain_net, &x, &y);
+        plain_opt.step(plain_net.params_mut(), &g);
+    };
+    let mut dp_step = || {
+        let (g, _) = noisy_gradient(&dp_net, &x, &y, &params, expected, &mut noise, &mut buffer);
+        dp_opt.step(dp_net.params_mut(), &g);
+    };
+    for _ in 0..warmup {
+        plain_step();
+        dp_step();
+    }
+    let blocks = steps.clamp(1, 10);
+    let mut plain_time = Duration::ZERO;
+    let mut dp_time = Duration::ZERO;
+    let mut done = 0;
+    for block in 0..blocks {
+        let k = (steps * (block + 1)) / blocks - done;
+        done += k;
+        let t = Instant::now();
+        for _ in 0..k {
+            plain_step();
+        }
+        plain_time += t.elapsed();
+        let t = Instant::now();
+        for _ in 0..k {
+            dp_step();
+        }
+        dp_time += t.elapsed();
+    }
+
+    let mut noise_only = GaussianNoise::from_os_entropy()?;
+    let mut v = vec![0f32; spec.num_parameters()];
+    let reps = 20;
+    let t = Instant::now();
+    for _ in 0..reps {
+        noise_only.fill_f32(&mut v, 1.0);
+    }
+    let noise_ms = t.elapsed().as_secs_f64() * 1e3 / f64::from(reps);
+
+    let plain_sps = steps as f64 / plain_time.as_secs_f64();
+    let dp_sps = steps as f64 / dp_time.as_secs_f64();
+    Ok(BenchReport {
+        model: spec.clone(),
+        num_parameters: spec.num_parameters(),
+        batch_size,
+        steps,
+        torch_threads: tch::get_num_threads(),
+        plain_steps_per_second: plain_sps,
+        dp_steps_per_second: dp_sps,
+        ratio: plain_sps / dp_sps,
+        noise_ms_per_step: noise_ms,
+    })
+}

@@ -1,0 +1,373 @@
+//! The DP-SGD engine against explicit per-example computations.
+
+use confide_common::model::{Activation, ConvBlock, ModelSpec};
+use confide_participant::data::Dataset;
+use confide_participant::dp::GaussianNoise;
+use confide_participant::dpsgd::{
+    DpSgdParams, Optimizer, OptimizerConfig, check_supported, clipped_gradient_sum, noisy_gradient, plain_gradient,
+    poisson_sample,
+};
+use confide_participant::model::{Network, cross_entropy_sum};
+use confide_participant::train::{LocalTrainer, Mode, TrainError};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use tch::{Kind, Tensor};
+
+fn mlp() -> ModelSpec {
+    ModelSpec::Mlp {
+        input_dim: 6,
+        hidden: vec![5, 4],
+        activation: Activation::Tanh,
+        num_classes: 3,
+    }
+}
+
+fn cnn() -> ModelSpec {
+    ModelSpec::Cnn {
+        input_shape: [2, 6, 6],
+        conv: vec![
+            ConvBlock {
+                out_channels: 3,
+                kernel_size: 3,
+                padding: 1,
+                pool: Some(2),
+            },
+            ConvBlock {
+                out_channels: 4,
+                kernel_size: 2,
+                padding: 0,
+                pool: None,
+            },
+        ],
+        hidden: vec![5],
+        activation: Activation::Relu,
+        num_classes: 3,
+    }
+}
+
+fn batch(spec: &ModelSpec, n: i64, seed: i64) -> (Tensor, Tensor) {
+    tch::manual_seed(seed);
+    let x = Tensor::randn([n, spec.input_dim() as i64], (Kind::Float, tch::Device::Cpu)) * 2.0;
+    let y = Tensor::randint(spec.num_classes() as i64, [n], (Kind::Int64, tch::Device::Cpu));
+    (x, y)
+}
+
+/// Per-example gradients by running autograd on each example alone.
+fn per_example_gradients(net: &Network, x: &Tensor, y: &Tensor) -> Vec<Vec<Tensor>> {
+    (0..y.size()[0])
+        .map(|i| {
+            let xi = x.narrow(0, i, 1);
+            let yi = y.narrow(0, i, 1);
+            let loss = cross_entropy_sum(&net.forward(&xi), &yi);
+            Tensor::run_backward(&[&loss], net.params(), false, false)
+        })
+        .collect()
+}
+
+fn norm(grads: &[Tensor]) -> f64 {
+    grads
+        .iter()
+        .map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]))
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.to_kind(Kind::Double);
+    let b = b.to_kind(Kind::Double);
+    let scale = b.abs().max().double_value(&[]).max(1e-12);
+    (a - b).abs().max().double_value(&[]) / scale
+}
+
+#[test]
+fn per_example_norms_equal_batch_of_one_norms() {
+    for spec in [mlp(), cnn()] {
+        let net = Network::new(&spec, &spec.initial_parameters(3)).unwrap();
+        let (x, y) = batch(&spec, 9, 1);
+        let ghost = clipped_gradient_sum(&net, &x, &y, f64::INFINITY);
+        let norms: Vec<f64> = Vec::<f32>::try_from(&ghost.norms)
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let expected: Vec<f64> = per_example_gradients(&net, &x, &y).iter().map(|g| norm(g)).collect();
+        assert_eq!(norms.len(), 9);
+        for (got, want) in norms.iter().zip(&expected) {
+            let rel = (got - want).abs() / want;
+            assert!(rel < 1e-5, "{spec:?}: ghost norm {got} vs autograd {want} (rel {rel})");
+        }
+    }
+}
+
+#[test]
+fn clipped_sum_equals_explicit_per_example_loop() {
+    for spec in [mlp(), cnn()] {
+        let net = Network::new(&spec, &spec.initial_parameters(5)).unwrap();
+        let (x, y) = batch(&spec, 12, 2);
+        let per_example = per_example_gradients(&net, &x, &y);
+        let norms: Vec<f64> = per_example.iter().map(|g| norm(g)).collect();
+        // A clip norm below the median so that some examples are clipped and some are not.
+        let mut sorted = norms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let clip = sorted[6];
+        assert!(sorted[0] < clip && sorted[11] > clip);
+
+        let ghost = clipped_gradient_sum(&net, &x, &y, clip);
+        for (k, got) in ghost.clipped_sum.iter().enumerate() {
+            let mut want = got.zeros_like().to_kind(Kind::Double);
+            for (g, n) in per_example.iter().zip(&norms) {
+                let factor = (clip / (n + 1e-6)).min(1.0);
+                want += g[k].to_kind(Kind::Double) * factor;
+            }
+            let rel = max_rel_diff(got, &want);
+            assert!(rel < 1e-5, "{spec:?} parameter {k}: relative difference {rel}");
+        }
+    }
+}
+
+#[test]
+fn dp_step_with_no_noise_and_no_clipping_equals_plain_step() {
+    for spec in [mlp(), cnn()] {
+        let init = spec.initial_parameters(7);
+        let mut plain = Network::new(&spec, &init).unwrap();
+        let mut private = Network::new(&spec, &init).unwrap();
+        let (x, y) = batch(&spec, 16, 3);
+        let params = DpSgdParams {
+            sampling_rate: 0.5,
+            clip_norm: f64::INFINITY,
+            noise_multiplier: 0.0,
+        };
+        let sgd = OptimizerConfig::Sgd {
+            learning_rate: 0.1,
+            momentum: 0.9,
+        };
+        let mut opt_plain = Optimizer::new(sgd, plain.params().len());
+        let mut opt_private = Optimizer::new(sgd, private.params().len());
+        let mut noise = GaussianNoise::from_seed([1; 32]);
+        let mut buffer = Vec::new();
+        for _ in 0..3 {
+            let (g_plain, _) = plain_gradient(&plain, &x, &y);
+            // The expected batch size equals the actual one here, so the divisions agree.
+            let (g_private, stats) = noisy_gradient(&private, &x, &y, &params, 16.0, &mut noise, &mut buffer);
+            assert_eq!(stats.batch_size, 16);
+            assert_eq!(stats.clipped_fraction, 0.0);
+            for (a, b) in g_private.iter().zip(&g_plain) {
+                assert!(max_rel_diff(a, b) < 1e-5);
+            }
+            opt_plain.step(plain.params_mut(), &g_plain);
+            opt_private.step(private.params_mut(), &g_private);
+        }
+        let a = plain.to_flat();
+        let b = private.to_flat();
+        let diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{spec:?}: parameters differ by {diff}");
+    }
+}
+
+#[test]
+fn noise_has_std_sigma_c_over_expected_batch() {
+    // With a zero-gradient batch (empty sample) the step is pure noise N(0, (σC/qN)²).
+    let spec = ModelSpec::LogisticRegression {
+        input_dim: 200,
+        num_classes: 10,
+    };
+    let net = Network::new(&spec, &spec.initial_parameters(0)).unwrap();
+    let x = Tensor::zeros([0, 200], (Kind::Float, tch::Device::Cpu));
+    let y = Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu));
+    let params = DpSgdParams {
+        sampling_rate: 0.01,
+        clip_norm: 2.0,
+        noise_multiplier: 1.5,
+    };
+    let mut noise = GaussianNoise::from_seed([2; 32]);
+    let (g, stats) = noisy_gradient(&net, &x, &y, &params, 4.0, &mut noise, &mut Vec::new());
+    assert_eq!(stats.batch_size, 0);
+    let all = Tensor::cat(&g.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
+    let std = all.std(true).double_value(&[]);
+    let want = 1.5 * 2.0 / 4.0;
+    assert!((std - want).abs() < 0.05 * want, "std {std}, want {want}");
+}
+
+#[test]
+fn poisson_sampling_frequency_matches_rate() {
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let (n, q, draws) = (2000usize, 0.05, 400);
+    let mut counts = vec![0u32; n];
+    let mut sizes = Vec::new();
+    for _ in 0..draws {
+        let s = poisson_sample(&mut rng, n, q);
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "indices are distinct and sorted");
+        sizes.push(s.len() as f64);
+        for i in s {
+            counts[i] += 1;
+        }
+    }
+    let total: f64 = counts.iter().map(|&c| f64::from(c)).sum();
+    let freq = total / (n * draws) as f64;
+    // Standard error of freq: sqrt(q(1-q)/(n·draws)) ≈ 0.00024.
+    assert!((freq - q).abs() < 0.0015, "frequency {freq}");
+    let mean = sizes.iter().sum::<f64>() / draws as f64;
+    let var = sizes.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (draws - 1) as f64;
+    let want_var = n as f64 * q * (1.0 - q);
+    assert!((mean - n as f64 * q).abs() < 2.0, "mean batch {mean}");
+    assert!((var / want_var - 1.0).abs() < 0.3, "batch variance {var} vs {want_var}");
+    // Every record is sampled at the same rate: no record is never or always chosen.
+    assert!(counts.iter().all(|&c| c > 0 && c < 60));
+}
+
+#[test]
+fn validator_rejects_layers_the_clipper_cannot_handle() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/models/layer_norm_mlp_unsupported.json"
+    ))
+    .unwrap();
+    let spec = ModelSpec::from_json(&text).unwrap();
+    let err = check_supported(&spec).unwrap_err().to_string();
+    assert!(err.starts_with("layer 1 (layer_norm) has trainable parameters"), "{err}");
+
+    let data = Dataset {
+        feature_names: (0..30).map(|i| format!("f{i}")).collect(),
+        features: vec![0.5; 30 * 4],
+        labels: vec![0, 1, 0, 1],
+    };
+    let private = Mode::Private(DpSgdParams {
+        sampling_rate: 0.5,
+        clip_norm: 1.0,
+        noise_multiplier: 1.0,
+    });
+    let sgd = OptimizerConfig::Sgd {
+        learning_rate: 0.1,
+        momentum: 0.0,
+    };
+    let noise = || GaussianNoise::from_seed([0; 32]);
+    let init = spec.initial_parameters(0);
+    let err = LocalTrainer::new(&spec, &init, &data, private, sgd, noise(), Some(1)).unwrap_err();
+    assert!(matches!(err, TrainError::Unsupported(_)), "{err}");
+    // The same model trains without DP (the layer itself works).
+    let mut t = LocalTrainer::new(
+        &spec,
+        &init,
+        &data,
+        Mode::NonPrivate { sampling_rate: 0.5 },
+        sgd,
+        noise(),
+        Some(1),
+    )
+    .unwrap();
+    t.step();
+    assert!(t.privacy_events().is_empty());
+}
+
+#[test]
+fn trainer_checks_data_against_the_model() {
+    let spec = mlp();
+    let init = spec.initial_parameters(0);
+    let mode = Mode::Private(DpSgdParams {
+        sampling_rate: 0.5,
+        clip_norm: 1.0,
+        noise_multiplier: 1.0,
+    });
+    let sgd = OptimizerConfig::Sgd {
+        learning_rate: 0.1,
+        momentum: 0.0,
+    };
+    let noise = || GaussianNoise::from_seed([0; 32]);
+    let wrong_width = Dataset {
+        feature_names: vec!["a".into()],
+        features: vec![1.0, 2.0],
+        labels: vec![0, 1],
+    };
+    let err = LocalTrainer::new(&spec, &init, &wrong_width, mode, sgd, noise(), Some(0)).unwrap_err();
+    assert!(matches!(err, TrainError::FeatureMismatch { expected: 6, found: 1 }));
+    let bad_label = Dataset {
+        feature_names: (0..6).map(|i| i.to_string()).collect(),
+        features: vec![0.0; 6],
+        labels: vec![3],
+    };
+    let err = LocalTrainer::new(&spec, &init, &bad_label, mode, sgd, noise(), Some(0)).unwrap_err();
+    assert!(matches!(err, TrainError::LabelOutOfRange { num_classes: 3 }));
+    let err = LocalTrainer::new(&spec, &init[1..], &bad_label, mode, sgd, noise(), Some(0)).unwrap_err();
+    assert!(matches!(err, TrainError::LabelOutOfRange { .. } | TrainError::Model(_)));
+    let bad_rate = Mode::Private(DpSgdParams {
+        sampling_rate: 1.5,
+        clip_norm: 1.0,
+        noise_multiplier: 1.0,
+    });
+    let ok_data = Dataset {
+        labels: vec![0],
+        ..bad_label
+    };
+    let err = LocalTrainer::new(&spec, &init, &ok_data, bad_rate, sgd, noise(), Some(0)).unwrap_err();
+    assert!(err.to_string().contains("sampling rate"), "{err}");
+}
+
+#[test]
+fn network_flat_vector_round_trips_in_layout_order() {
+    let spec = ModelSpec::LogisticRegression {
+        input_dim: 3,
+        num_classes: 2,
+    };
+    // weight [[1,2,3],[4,5,6]], bias [0.5, -0.5]
+    let flat = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.5, -0.5];
+    let net = Network::new(&spec, &flat).unwrap();
+    assert_eq!(net.to_flat(), flat);
+    let logits = net.forward(&Tensor::from_slice(&[1.0f32, 0.0, -1.0]).reshape([1, 3]));
+    let got = Vec::<f32>::try_from(logits.reshape([-1])).unwrap();
+    assert_eq!(got, [1.0 - 3.0 + 0.5, 4.0 - 6.0 - 0.5]);
+    assert!(Network::new(&spec, &flat[..7]).is_err());
+    let cnn = cnn();
+    let init = cnn.initial_parameters(9);
+    assert_eq!(Network::new(&cnn, &init).unwrap().to_flat(), init);
+}
+
+#[test]
+fn private_training_learns_a_separable_problem() {
+    // Two well-separated Gaussian blobs; a modest noise level still learns them.
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let n = 2000;
+    let mut features = Vec::new();
+    let mut labels = Vec::new();
+    tch::manual_seed(5);
+    let noise_t = Vec::<f32>::try_from(Tensor::randn([n * 4], (Kind::Float, tch::Device::Cpu))).unwrap();
+    for i in 0..n as usize {
+        let label = (rand::RngExt::random::<f64>(&mut rng) < 0.5) as i64;
+        let shift = if label == 1 { 1.5 } else { -1.5 };
+        features.extend((0..4).map(|j| noise_t[i * 4 + j] + shift));
+        labels.push(label);
+    }
+    let data = Dataset {
+        feature_names: (0..4).map(|i| format!("f{i}")).collect(),
+        features,
+        labels,
+    };
+    let spec = ModelSpec::LogisticRegression {
+        input_dim: 4,
+        num_classes: 2,
+    };
+    let mode = Mode::Private(DpSgdParams {
+        sampling_rate: 0.05,
+        clip_norm: 1.0,
+        noise_multiplier: 1.0,
+    });
+    let mut trainer = LocalTrainer::new(
+        &spec,
+        &spec.initial_parameters(0),
+        &data,
+        mode,
+        OptimizerConfig::Sgd {
+            learning_rate: 0.5,
+            momentum: 0.5,
+        },
+        GaussianNoise::from_seed([4; 32]),
+        Some(4),
+    )
+    .unwrap();
+    for _ in 0..40 {
+        trainer.step();
+    }
+    let (acc, _) = trainer.evaluate(&data);
+    assert!(acc > 0.95, "accuracy {acc}");
+    assert_eq!(trainer.steps_done(), 40);
+    assert_eq!(trainer.privacy_events().len(), 1);
+}
