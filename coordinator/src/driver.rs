@@ -166,18 +166,14 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
     }
     let study = Study::from_row(&state.store.get_study(round.study_id).await?)?;
     let plan = RoundPlan::parse(&round)?;
-    let Some(blob) = round.server_state.as_deref() else {
-        rounds::abort(state, &round, "round has no persisted server state").await?;
-        return Ok(Step::Finished);
-    };
-    let mut server = match SecAggServer::decode(blob) {
+    let mut stage = RoundStage::parse(&round.stage).ok_or_else(|| DriveError::Other(format!("bad stage {}", round.stage)))?;
+    let mut server = match rebuild(state, &plan, round_id, stage).await? {
         Ok(s) => s,
-        Err(e) => {
-            rounds::abort(state, &round, &format!("persisted server state unreadable: {e}")).await?;
+        Err(reason) => {
+            rounds::abort(state, &round, &reason).await?;
             return Ok(Step::Finished);
         }
     };
-    let mut stage = RoundStage::parse(&round.stage).ok_or_else(|| DriveError::Other(format!("bad stage {}", round.stage)))?;
     let mut deadline = round.stage_deadline;
     let mut stage_started = std::time::Instant::now();
     let mut applied: HashSet<i64> = HashSet::new();
@@ -276,6 +272,37 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
             _ = state.shutdown.cancelled() => {}
         }
     }
+}
+
+/// Rebuilds the round's server deterministically: a fresh server from the plan, then every earlier stage's stored
+/// messages in arrival order followed by its close (the stored messages of a stage are exactly those accepted before
+/// its boundary). Ends in `current` with nothing of the current stage applied yet. `Err(reason)` if the replay does
+/// not reproduce the recorded stage (the round is then aborted).
+async fn rebuild(
+    state: &AppState,
+    plan: &RoundPlan,
+    round_id: i64,
+    current: RoundStage,
+) -> Result<Result<SecAggServer, String>, DriveError> {
+    let mut server = match SecAggServer::new(plan.secagg.clone()) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(format!("secure-aggregation parameters rejected: {e}"))),
+    };
+    for stage in [RoundStage::AdvertiseKeys, RoundStage::ShareKeys, RoundStage::MaskedInputCollection, RoundStage::Unmasking] {
+        if stage == current {
+            if api_stage(server.stage()) != current {
+                return Ok(Err(format!("replaying the stored messages does not reach stage {}", current.as_str())));
+            }
+            return Ok(Ok(server));
+        }
+        for (sender, body) in state.store.stage_messages(round_id, stage_str(stage)).await? {
+            apply(&mut server, stage, sender, &body);
+        }
+        if let Err(e) = server.close_stage() {
+            return Ok(Err(format!("replaying stage {}: {e}", stage.as_str())));
+        }
+    }
+    Ok(Err(format!("cannot resume a round in stage {}", current.as_str())))
 }
 
 /// The server's messages for the participants at the start of `stage`, as (recipient, JSON); recipient 0 = all.

@@ -750,12 +750,6 @@ impl Store {
         for p in completed {
             Self::insert_member(tx, round_id, from_stage, *p, now).await?;
         }
-        // The stage's messages are folded into the persisted server state now; masked inputs must not linger.
-        sqlx::query("DELETE FROM round_messages WHERE round_id = $1 AND stage = $2")
-            .bind(round_id)
-            .bind(from_stage)
-            .execute(&mut **tx)
-            .await?;
         Ok(())
     }
 
@@ -888,6 +882,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         Self::finish_stage(&mut tx, p.round_id, &p.from_stage, &p.completed, now).await?;
+        // The round is over: its messages (masked inputs included) must not linger.
+        sqlx::query("DELETE FROM round_messages WHERE round_id = $1").bind(p.round_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(version)
     }

@@ -124,7 +124,7 @@ async fn round_lifecycle(db: &TestDb) {
     assert!(!s.advance_stage(&t).await.unwrap(), "a stage closes once");
     let r = s.get_round(round.id).await.unwrap();
     assert_eq!((r.stage.as_str(), r.server_state.as_deref(), r.stage_deadline), ("share_keys", Some(&[9u8][..]), 123));
-    assert!(s.stage_messages(round.id, "advertise_keys").await.unwrap().is_empty());
+    assert_eq!(s.stage_messages(round.id, "advertise_keys").await.unwrap().len(), 2, "kept for replay");
     assert_eq!(s.broadcasts(round.id, "share_keys", p1).await.unwrap(), vec![b"all".to_vec()]);
     assert_eq!(s.broadcasts(round.id, "share_keys", p2).await.unwrap(), vec![b"all".to_vec(), b"for p2".to_vec()]);
     let members = s.round_members(round.id).await.unwrap();

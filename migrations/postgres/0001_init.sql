@@ -63,8 +63,8 @@ CREATE TABLE round_members (
     PRIMARY KEY (round_id, stage, participant_id)
 );
 
--- Protocol messages received in the current stage, kept until the stage boundary persists the server state,
--- so a restarted coordinator can replay them. Masked inputs arrive here as binary.
+-- Protocol messages accepted for a round, kept until the round ends so a restarted coordinator can rebuild the
+-- secure-aggregation server by replaying them stage by stage. Masked inputs arrive here as binary.
 CREATE TABLE round_messages (
     round_id       BIGINT NOT NULL REFERENCES rounds(id),
     stage          TEXT NOT NULL,
