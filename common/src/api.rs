@@ -106,7 +106,12 @@ pub struct StageDeadlines {
 
 impl Default for StageDeadlines {
     fn default() -> Self {
-        Self { advertise_keys_secs: 600, share_keys_secs: 60, masked_input_secs: 600, unmasking_secs: 60 }
+        Self {
+            advertise_keys_secs: 600,
+            share_keys_secs: 60,
+            masked_input_secs: 600,
+            unmasking_secs: 60,
+        }
     }
 }
 
@@ -118,7 +123,12 @@ pub enum ServerOptimizer {
     /// w ← w + η·Δ̄ (FedAvg with server learning rate η).
     FedAvg { learning_rate: f64 },
     /// FedAdam (Reddi et al. 2021) on the pseudo-gradient Δ̄.
-    FedAdam { learning_rate: f64, beta1: f64, beta2: f64, epsilon: f64 },
+    FedAdam {
+        learning_rate: f64,
+        beta1: f64,
+        beta2: f64,
+        epsilon: f64,
+    },
 }
 
 impl Default for ServerOptimizer {
@@ -237,9 +247,15 @@ impl RoundStage {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::AdvertiseKeys, Self::ShareKeys, Self::MaskedInputCollection, Self::Unmasking, Self::Finished]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::AdvertiseKeys,
+            Self::ShareKeys,
+            Self::MaskedInputCollection,
+            Self::Unmasking,
+            Self::Finished,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 

@@ -20,12 +20,14 @@ pub fn planned_events(dp: &DpParams) -> serde_json::Value {
 pub fn epsilon(ledger: &[serde_json::Value], delta: f64) -> Result<f64, String> {
     let mut events = Vec::new();
     for entry in ledger {
-        let round: Vec<PrivacyEvent> =
-            serde_json::from_value(entry.clone()).map_err(|e| format!("unreadable ledger entry {entry}: {e}"))?;
+        let round: Vec<PrivacyEvent> = serde_json::from_value(entry.clone())
+            .map_err(|e| format!("unreadable ledger entry {entry}: {e}"))?;
         events.extend(round);
     }
     if events.is_empty() {
         return Ok(0.0);
     }
-    PrivacyLedger { events }.epsilon(delta, AccountantKind::Pld).map_err(|e| e.to_string())
+    PrivacyLedger { events }
+        .epsilon(delta, AccountantKind::Pld)
+        .map_err(|e| e.to_string())
 }

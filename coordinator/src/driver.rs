@@ -15,7 +15,9 @@ use std::time::Duration;
 use confide_common::api::RoundStage;
 use confide_common::model::{decode_safetensors, encode_safetensors};
 use confide_common::secagg::messages::ControlMessage;
-use confide_common::secagg::{self, AdvertiseKeys, RoundOutcome, SecAggServer, ShareKeys, UnmaskingResponse};
+use confide_common::secagg::{
+    self, AdvertiseKeys, RoundOutcome, SecAggServer, ShareKeys, UnmaskingResponse,
+};
 
 use crate::http::AppState;
 use crate::rounds::{self, RoundPlan, deadline_secs, eligible_set, stage_str};
@@ -28,7 +30,9 @@ const TICK: Duration = Duration::from_millis(200);
 /// Starts a driver for `round_id` in this process unless one is running.
 pub fn spawn(state: AppState, round_id: i64) {
     {
-        let Ok(mut running) = state.drivers.lock() else { return };
+        let Ok(mut running) = state.drivers.lock() else {
+            return;
+        };
         if !running.insert(round_id) {
             return;
         }
@@ -85,10 +89,15 @@ async fn run(state: &AppState, round_id: i64) {
         match result {
             Ok(Step::Finished) => return,
             Ok(Step::Elsewhere) => {}
-            Err(e) => tracing::error!(round = round_id, error = %e, "round driver failed; retrying"),
+            Err(e) => {
+                tracing::error!(round = round_id, error = %e, "round driver failed; retrying")
+            }
         }
         if state.shutdown.is_cancelled() {
-            let _ = state.store.release_round_lease(round_id, &state.node_id).await;
+            let _ = state
+                .store
+                .release_round_lease(round_id, &state.node_id)
+                .await;
             return;
         }
         // Idle while another process drives; stop once the round is finished.
@@ -133,11 +142,17 @@ fn apply(server: &mut SecAggServer, stage: RoundStage, sender: i64, body: &[u8])
             .map_err(|e| e.to_string())
             .and_then(|t| ShareKeys::from_json(t).map_err(|e| e.to_string()))
             .and_then(|m| server.handle_share_keys(&m).map_err(|e| e.to_string())),
-        RoundStage::MaskedInputCollection => server.handle_masked_input_bytes(body).map_err(|e| e.to_string()),
+        RoundStage::MaskedInputCollection => server
+            .handle_masked_input_bytes(body)
+            .map_err(|e| e.to_string()),
         RoundStage::Unmasking => std::str::from_utf8(body)
             .map_err(|e| e.to_string())
             .and_then(|t| UnmaskingResponse::from_json(t).map_err(|e| e.to_string()))
-            .and_then(|m| server.handle_unmasking_response(&m).map_err(|e| e.to_string())),
+            .and_then(|m| {
+                server
+                    .handle_unmasking_response(&m)
+                    .map_err(|e| e.to_string())
+            }),
         RoundStage::Finished => Err("round finished".into()),
     };
     if let Err(e) = result {
@@ -156,9 +171,17 @@ fn api_stage(s: secagg::RoundStage) -> RoundStage {
 }
 
 async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
-    if !state.store.acquire_round_lease(round_id, &state.node_id, state.limits.lease_ttl).await? {
+    if !state
+        .store
+        .acquire_round_lease(round_id, &state.node_id, state.limits.lease_ttl)
+        .await?
+    {
         let r = state.store.get_round(round_id).await?;
-        return Ok(if r.outcome.is_some() { Step::Finished } else { Step::Elsewhere });
+        return Ok(if r.outcome.is_some() {
+            Step::Finished
+        } else {
+            Step::Elsewhere
+        });
     }
     let round = state.store.get_round(round_id).await?;
     if round.outcome.is_some() {
@@ -166,7 +189,8 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
     }
     let study = Study::from_row(&state.store.get_study(round.study_id).await?)?;
     let plan = RoundPlan::parse(&round)?;
-    let mut stage = RoundStage::parse(&round.stage).ok_or_else(|| DriveError::Other(format!("bad stage {}", round.stage)))?;
+    let mut stage = RoundStage::parse(&round.stage)
+        .ok_or_else(|| DriveError::Other(format!("bad stage {}", round.stage)))?;
     let mut server = match rebuild(state, &plan, round_id, stage).await? {
         Ok(s) => s,
         Err(reason) => {
@@ -181,11 +205,18 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
     tracing::info!(round = round_id, stage = stage.as_str(), node = %state.node_id, "driving round");
     loop {
         if state.shutdown.is_cancelled() {
-            state.store.release_round_lease(round_id, &state.node_id).await?;
+            state
+                .store
+                .release_round_lease(round_id, &state.node_id)
+                .await?;
             return Ok(Step::Elsewhere);
         }
         if last_renew.elapsed() > state.limits.lease_ttl / 3 {
-            if !state.store.acquire_round_lease(round_id, &state.node_id, state.limits.lease_ttl).await? {
+            if !state
+                .store
+                .acquire_round_lease(round_id, &state.node_id, state.limits.lease_ttl)
+                .await?
+            {
                 tracing::warn!(round = round_id, "lost the round lease");
                 return Ok(Step::Elsewhere);
             }
@@ -195,7 +226,11 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
         if current.outcome.is_some() {
             return Ok(Step::Finished); // e.g. aborted by an operator
         }
-        for (sender, body) in state.store.stage_messages(round_id, stage_str(stage)).await? {
+        for (sender, body) in state
+            .store
+            .stage_messages(round_id, stage_str(stage))
+            .await?
+        {
             if applied.insert(sender) {
                 apply(&mut server, stage, sender, &body);
             }
@@ -211,7 +246,11 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
         let everyone = eligible.iter().all(|p| applied.contains(p));
         if everyone || now_ms() >= deadline {
             let sid = round.study_id.to_string();
-            state.metrics.stage_duration.with_label_values(&[stage.as_str()]).observe(stage_started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .stage_duration
+                .with_label_values(&[stage.as_str()])
+                .observe(stage_started.elapsed().as_secs_f64());
             if let Err(e) = server.close_stage() {
                 rounds::abort(state, &round, &format!("secure aggregation failed: {e}")).await?;
                 return Ok(Step::Finished);
@@ -226,9 +265,17 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
             let completed: Vec<i64> = set.iter().filter_map(|i| plan.participant_at(*i)).collect();
             let dropped = eligible.iter().filter(|p| !completed.contains(p)).count();
             if dropped > 0 {
-                state.metrics.dropouts_total.with_label_values(&[sid.as_str(), stage.as_str()]).inc_by(dropped as u64);
+                state
+                    .metrics
+                    .dropouts_total
+                    .with_label_values(&[sid.as_str(), stage.as_str()])
+                    .inc_by(dropped as u64);
             }
-            state.metrics.round_participants.with_label_values(&[sid.as_str(), stage.as_str()]).set(completed.len() as f64);
+            state
+                .metrics
+                .round_participants
+                .with_label_values(&[sid.as_str(), stage.as_str()])
+                .set(completed.len() as f64);
             match server.outcome() {
                 None => {
                     let next = api_stage(server.stage());
@@ -246,7 +293,12 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
                     if !state.store.advance_stage(&t).await? {
                         return Ok(Step::Elsewhere);
                     }
-                    tracing::info!(round = round_id, from = stage.as_str(), to = next.as_str(), "stage closed");
+                    tracing::info!(
+                        round = round_id,
+                        from = stage.as_str(),
+                        to = next.as_str(),
+                        "stage closed"
+                    );
                     state.changed.notify_waiters();
                     stage = next;
                     deadline = next_deadline;
@@ -255,16 +307,25 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
                     continue;
                 }
                 Some(RoundOutcome::Completed(sum)) => {
-                    publish(state, &round, &study, &plan, stage, completed, &server, &sum).await?;
+                    publish(
+                        state, &round, &study, &plan, stage, completed, &server, &sum,
+                    )
+                    .await?;
                     return Ok(Step::Finished);
                 }
                 Some(RoundOutcome::Aborted { reason }) => {
-                    rounds::abort(state, &round, &format!("secure aggregation aborted: {reason}")).await?;
+                    rounds::abort(
+                        state,
+                        &round,
+                        &format!("secure aggregation aborted: {reason}"),
+                    )
+                    .await?;
                     return Ok(Step::Finished);
                 }
             }
         }
-        let wait = Duration::from_millis((deadline - now_ms()).clamp(1, TICK.as_millis() as i64) as u64);
+        let wait =
+            Duration::from_millis((deadline - now_ms()).clamp(1, TICK.as_millis() as i64) as u64);
         let changed = state.changed.notified();
         tokio::select! {
             _ = changed => {}
@@ -288,41 +349,66 @@ async fn rebuild(
         Ok(s) => s,
         Err(e) => return Ok(Err(format!("secure-aggregation parameters rejected: {e}"))),
     };
-    for stage in [RoundStage::AdvertiseKeys, RoundStage::ShareKeys, RoundStage::MaskedInputCollection, RoundStage::Unmasking] {
+    for stage in [
+        RoundStage::AdvertiseKeys,
+        RoundStage::ShareKeys,
+        RoundStage::MaskedInputCollection,
+        RoundStage::Unmasking,
+    ] {
         if stage == current {
             if api_stage(server.stage()) != current {
-                return Ok(Err(format!("replaying the stored messages does not reach stage {}", current.as_str())));
+                return Ok(Err(format!(
+                    "replaying the stored messages does not reach stage {}",
+                    current.as_str()
+                )));
             }
             return Ok(Ok(server));
         }
-        for (sender, body) in state.store.stage_messages(round_id, stage_str(stage)).await? {
+        for (sender, body) in state
+            .store
+            .stage_messages(round_id, stage_str(stage))
+            .await?
+        {
             apply(&mut server, stage, sender, &body);
         }
         if let Err(e) = server.close_stage() {
             return Ok(Err(format!("replaying stage {}: {e}", stage.as_str())));
         }
     }
-    Ok(Err(format!("cannot resume a round in stage {}", current.as_str())))
+    Ok(Err(format!(
+        "cannot resume a round in stage {}",
+        current.as_str()
+    )))
 }
 
 /// The server's messages for the participants at the start of `stage`, as (recipient, JSON); recipient 0 = all.
-fn collect_broadcasts(server: &SecAggServer, stage: RoundStage, plan: &RoundPlan) -> Result<Vec<(i64, Vec<u8>)>, DriveError> {
+fn collect_broadcasts(
+    server: &SecAggServer,
+    stage: RoundStage,
+    plan: &RoundPlan,
+) -> Result<Vec<(i64, Vec<u8>)>, DriveError> {
     let mut out = Vec::new();
     match stage {
         RoundStage::ShareKeys => {
-            let dir = server.key_directory().ok_or_else(|| DriveError::Other("no key directory".into()))?;
+            let dir = server
+                .key_directory()
+                .ok_or_else(|| DriveError::Other("no key directory".into()))?;
             out.push((0, dir.to_json().into_bytes()));
         }
         RoundStage::MaskedInputCollection => {
             for index in 0..plan.selected.len() as u32 {
                 if let Ok(routed) = server.routed_shares(index) {
-                    let pid = plan.participant_at(index).ok_or_else(|| DriveError::Other("bad index".into()))?;
+                    let pid = plan
+                        .participant_at(index)
+                        .ok_or_else(|| DriveError::Other("bad index".into()))?;
                     out.push((pid, routed.to_json().into_bytes()));
                 }
             }
         }
         RoundStage::Unmasking => {
-            let req = server.unmasking_request().ok_or_else(|| DriveError::Other("no unmasking request".into()))?;
+            let req = server
+                .unmasking_request()
+                .ok_or_else(|| DriveError::Other("no unmasking request".into()))?;
             out.push((0, req.to_json().into_bytes()));
         }
         RoundStage::AdvertiseKeys | RoundStage::Finished => {}
@@ -342,20 +428,33 @@ async fn publish(
     sum: &[u32],
 ) -> Result<(), DriveError> {
     // Exactly the participants whose masked input is in the aggregate (U3) are charged.
-    let in_aggregate: Vec<i64> = server.u3().iter().filter_map(|i| plan.participant_at(*i)).collect();
+    let in_aggregate: Vec<i64> = server
+        .u3()
+        .iter()
+        .filter_map(|i| plan.participant_at(*i))
+        .collect();
     let abort = |reason: String| async move {
-        rounds::abort(state, round, &reason).await.map(|_| ()).map_err(DriveError::from)
+        rounds::abort(state, round, &reason)
+            .await
+            .map(|_| ())
+            .map_err(DriveError::from)
     };
     let dequantised = match plan.quantisation.dequantize(sum) {
         Ok(d) => d,
         Err(e) => return abort(format!("dequantisation failed: {e}")).await,
     };
-    let (base, _) = state.store.model_weights(round.study_id, round.base_version).await?;
+    let (base, _) = state
+        .store
+        .model_weights(round.study_id, round.base_version)
+        .await?;
     let mut weights = match decode_safetensors(&study.spec, &base) {
         Ok(w) => w,
         Err(e) => return abort(format!("base model unreadable: {e}")).await,
     };
-    let opt_state = state.store.optimizer_state(round.study_id, round.base_version).await?;
+    let opt_state = state
+        .store
+        .optimizer_state(round.study_id, round.base_version)
+        .await?;
     let new_state = match crate::optimizer::apply(
         &study.config.server_optimizer,
         &mut weights,
@@ -375,7 +474,9 @@ async fn publish(
     let check = move |participant: i64, ledger: &[serde_json::Value]| -> Result<f64, String> {
         let eps = crate::budget::epsilon(ledger, delta)?;
         if eps > budget {
-            Err(format!("participant {participant} would reach ε = {eps:.4} > budget {budget}"))
+            Err(format!(
+                "participant {participant} would reach ε = {eps:.4} > budget {budget}"
+            ))
         } else {
             Ok(eps)
         }
@@ -386,17 +487,32 @@ async fn publish(
         weights: bytes,
         optimizer_state: new_state,
         completed,
-        charges: in_aggregate.iter().map(|p| (*p, plan.planned_events.clone())).collect(),
+        charges: in_aggregate
+            .iter()
+            .map(|p| (*p, plan.planned_events.clone()))
+            .collect(),
     };
     match state.store.publish_round(&publication, &check).await {
         Ok(version) => {
-            tracing::info!(round = round.id, study = round.study_id, version, participants = in_aggregate.len(), "round completed");
-            state.metrics.rounds_total.with_label_values(&[round.study_id.to_string().as_str(), "completed"]).inc();
+            tracing::info!(
+                round = round.id,
+                study = round.study_id,
+                version,
+                participants = in_aggregate.len(),
+                "round completed"
+            );
+            state
+                .metrics
+                .rounds_total
+                .with_label_values(&[round.study_id.to_string().as_str(), "completed"])
+                .inc();
             rounds::refresh_privacy_gauges(state, round.study_id).await;
             state.changed.notify_waiters();
             Ok(())
         }
-        Err(crate::store::StoreError::Refused(reason)) => abort(format!("budget check at publication: {reason}")).await,
+        Err(crate::store::StoreError::Refused(reason)) => {
+            abort(format!("budget check at publication: {reason}")).await
+        }
         Err(crate::store::StoreError::Conflict(_)) => Ok(()), // finished meanwhile (e.g. operator abort)
         Err(e) => Err(e.into()),
     }

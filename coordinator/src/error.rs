@@ -81,7 +81,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::Refused(m) => Self::Unprocessable(m),
-            StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => Self::internal(e),
+            StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
+                Self::internal(e)
+            }
         }
     }
 }
@@ -103,7 +105,14 @@ impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
         let status = r.status();
         // Axum answers a path that does not parse (e.g. /studies/abc) with 400; say which part was wrong.
-        rejected(if status.is_server_error() { StatusCode::BAD_REQUEST } else { status }, r.body_text())
+        rejected(
+            if status.is_server_error() {
+                StatusCode::BAD_REQUEST
+            } else {
+                status
+            },
+            r.body_text(),
+        )
     }
 }
 impl From<QueryRejection> for ApiError {

@@ -55,12 +55,15 @@ pub async fn serve(
 ) -> Result<(), std::io::Error> {
     let app = http::router(state.clone());
     let stop = state.shutdown.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop.cancel();
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        stop.cancel();
+    })
+    .await?;
     state.shutdown.cancel();
     driver::wait_stopped(&state).await;
     Ok(())

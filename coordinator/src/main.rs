@@ -10,7 +10,11 @@ use confide_coordinator::{Limits, Store};
 const DEFAULT_DATABASE_URL: &str = "sqlite:confide-coordinator.db";
 
 #[derive(Parser)]
-#[command(name = "confide-coordinator", version, about = "Confide coordinator: runs studies and secure-aggregation rounds")]
+#[command(
+    name = "confide-coordinator",
+    version,
+    about = "Confide coordinator: runs studies and secure-aggregation rounds"
+)]
 struct Cli {
     /// Database URL: sqlite:PATH (created and migrated on start) or postgres://USER@HOST/DB.
     #[arg(long, global = true, env = "CONFIDE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
@@ -61,7 +65,11 @@ enum TokenCommand {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {
@@ -99,18 +107,26 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             println!("database migrated");
         }
-        Command::Token { command: TokenCommand::Create { name } } => {
+        Command::Token {
+            command: TokenCommand::Create { name },
+        } => {
             let token = store.create_operator_token(&name).await?;
             println!("{token}");
             eprintln!("operator token {name:?} created; it is shown only once");
         }
-        Command::Serve { listen, max_json_body, lease_ttl_ms } => {
+        Command::Serve {
+            listen,
+            max_json_body,
+            lease_ttl_ms,
+        } => {
             let limits = Limits {
                 json_body_bytes: max_json_body,
                 lease_ttl: std::time::Duration::from_millis(lease_ttl_ms.max(100)),
                 ..Limits::default()
             };
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
             let addr = listener.local_addr()?;
             let state = confide_coordinator::start(store.clone(), limits).await?;
             println!("listening on http://{addr}");

@@ -29,7 +29,10 @@ pub fn apply(
     state: Option<&[u8]>,
 ) -> Result<Option<Vec<u8>>, OptimizerError> {
     if summed_update.len() != weights.len() {
-        return Err(OptimizerError::WrongLength { expected: weights.len(), got: summed_update.len() });
+        return Err(OptimizerError::WrongLength {
+            expected: weights.len(),
+            got: summed_update.len(),
+        });
     }
     if total_weight == 0 {
         return Err(OptimizerError::ZeroWeight);
@@ -48,7 +51,12 @@ pub fn apply(
             weights.copy_from_slice(&next);
             Ok(None)
         }
-        ServerOptimizer::FedAdam { learning_rate, beta1, beta2, epsilon } => {
+        ServerOptimizer::FedAdam {
+            learning_rate,
+            beta1,
+            beta2,
+            epsilon,
+        } => {
             let n = weights.len();
             let (mut m, mut v) = match state {
                 None => (vec![0f64; n], vec![0f64; n]),
@@ -58,7 +66,9 @@ pub fn apply(
             for (i, d) in mean.enumerate() {
                 m[i] = beta1 * m[i] + (1.0 - beta1) * d;
                 v[i] = beta2 * v[i] + (1.0 - beta2) * d * d;
-                next.push((f64::from(weights[i]) + learning_rate * m[i] / (v[i].sqrt() + epsilon)) as f32);
+                next.push(
+                    (f64::from(weights[i]) + learning_rate * m[i] / (v[i].sqrt() + epsilon)) as f32,
+                );
             }
             if next.iter().any(|v| !v.is_finite()) {
                 return Err(OptimizerError::NonFinite);
@@ -97,29 +107,64 @@ mod tests {
     fn fedavg_adds_the_weighted_mean_times_the_learning_rate() {
         let mut w = vec![1.0f32, -1.0];
         // two participants with weights 1 and 3: Σ w_u Δ_u = [4, 8], Σ w_u = 4 → Δ̄ = [1, 2]
-        let state = apply(&ServerOptimizer::FedAvg { learning_rate: 0.5 }, &mut w, &[4.0, 8.0], 4, None).unwrap();
+        let state = apply(
+            &ServerOptimizer::FedAvg { learning_rate: 0.5 },
+            &mut w,
+            &[4.0, 8.0],
+            4,
+            None,
+        )
+        .unwrap();
         assert_eq!(state, None);
         assert_eq!(w, vec![1.5, 0.0]);
         assert_eq!(
-            apply(&ServerOptimizer::FedAvg { learning_rate: 1.0 }, &mut w, &[1.0], 1, None),
-            Err(OptimizerError::WrongLength { expected: 2, got: 1 })
+            apply(
+                &ServerOptimizer::FedAvg { learning_rate: 1.0 },
+                &mut w,
+                &[1.0],
+                1,
+                None
+            ),
+            Err(OptimizerError::WrongLength {
+                expected: 2,
+                got: 1
+            })
         );
-        assert_eq!(apply(&ServerOptimizer::FedAvg { learning_rate: 1.0 }, &mut w, &[1.0, 1.0], 0, None), Err(OptimizerError::ZeroWeight));
+        assert_eq!(
+            apply(
+                &ServerOptimizer::FedAvg { learning_rate: 1.0 },
+                &mut w,
+                &[1.0, 1.0],
+                0,
+                None
+            ),
+            Err(OptimizerError::ZeroWeight)
+        );
         assert_eq!(w, vec![1.5, 0.0], "failed steps leave the weights alone");
     }
 
     #[test]
     fn fedadam_keeps_its_moments_between_rounds() {
-        let opt = ServerOptimizer::FedAdam { learning_rate: 0.1, beta1: 0.9, beta2: 0.99, epsilon: 1e-3 };
+        let opt = ServerOptimizer::FedAdam {
+            learning_rate: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            epsilon: 1e-3,
+        };
         let mut w = vec![0.0f32; 2];
         let s1 = apply(&opt, &mut w, &[1.0, -2.0], 1, None).unwrap().unwrap();
         // m = [0.1, -0.2], v = [0.01, 0.04] → step = 0.1 · m / (√v + 1e-3)
         assert!((f64::from(w[0]) - 0.1 * 0.1 / (0.1 + 1e-3)).abs() < 1e-6);
         assert!((f64::from(w[1]) + 0.1 * 0.2 / (0.2 + 1e-3)).abs() < 1e-6);
         let before = w.clone();
-        let s2 = apply(&opt, &mut w, &[1.0, -2.0], 1, Some(&s1)).unwrap().unwrap();
+        let s2 = apply(&opt, &mut w, &[1.0, -2.0], 1, Some(&s1))
+            .unwrap()
+            .unwrap();
         assert_ne!(s1, s2);
         assert!(w[0] > before[0] && w[1] < before[1]);
-        assert_eq!(apply(&opt, &mut w, &[1.0, -2.0], 1, Some(&s1[..8])), Err(OptimizerError::CorruptState));
+        assert_eq!(
+            apply(&opt, &mut w, &[1.0, -2.0], 1, Some(&s1[..8])),
+            Err(OptimizerError::CorruptState)
+        );
     }
 }

@@ -5,12 +5,13 @@
 use std::collections::BTreeSet;
 
 use confide_common::api::{
-    ExcludedParticipant, RoundInfo, RoundStage, RoundTask, StageSet, StartRoundRequest, TaskResponse,
+    ExcludedParticipant, RoundInfo, RoundStage, RoundTask, StageSet, StartRoundRequest,
+    TaskResponse,
 };
 use confide_common::secagg::messages::{ControlMessage, MASKED_INPUT_HEADER_LEN};
 use confide_common::secagg::{
-    self, AdvertiseKeys, MaskedInput, QuantizationParams, SecAggServer, SecurityRequirements, ShareKeys,
-    UnmaskingResponse,
+    self, AdvertiseKeys, MaskedInput, QuantizationParams, SecAggServer, SecurityRequirements,
+    ShareKeys, UnmaskingResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +41,10 @@ impl RoundPlan {
 
     /// The secure-aggregation id of a participant, if selected.
     pub fn index_of(&self, participant: i64) -> Option<u32> {
-        self.selected.iter().position(|p| *p == participant).map(|i| i as u32)
+        self.selected
+            .iter()
+            .position(|p| *p == participant)
+            .map(|i| i as u32)
     }
 
     pub fn participant_at(&self, index: u32) -> Option<i64> {
@@ -75,12 +79,18 @@ pub fn deadline_secs(study: &Study, stage: RoundStage) -> u64 {
 }
 
 fn parse_stage(round: &RoundRow) -> Result<RoundStage, ApiError> {
-    RoundStage::parse(&round.stage).ok_or_else(|| ApiError::internal(format!("round {} has stage {:?}", round.id, round.stage)))
+    RoundStage::parse(&round.stage).ok_or_else(|| {
+        ApiError::internal(format!("round {} has stage {:?}", round.id, round.stage))
+    })
 }
 
 /// Selects participants (budget permitting), fixes the plan and the secure-aggregation parameters, creates the
 /// round with the server's initial state and starts its driver.
-pub async fn start_round(state: &AppState, study_id: i64, req: &StartRoundRequest) -> Result<RoundRow, ApiError> {
+pub async fn start_round(
+    state: &AppState,
+    study_id: i64,
+    req: &StartRoundRequest,
+) -> Result<RoundRow, ApiError> {
     let study = Study::from_row(&state.store.get_study(study_id).await?)?;
     let enrolled = state.store.list_participants(study_id).await?;
     let candidates: BTreeSet<i64> = match &req.participants {
@@ -88,7 +98,9 @@ pub async fn start_round(state: &AppState, study_id: i64, req: &StartRoundReques
         Some(ids) => {
             for id in ids {
                 if !enrolled.iter().any(|p| p.id == *id) {
-                    return Err(ApiError::Unprocessable(format!("participant {id} is not enrolled in study {study_id}")));
+                    return Err(ApiError::Unprocessable(format!(
+                        "participant {id} is not enrolled in study {study_id}"
+                    )));
                 }
             }
             ids.iter().copied().collect()
@@ -105,7 +117,8 @@ pub async fn start_round(state: &AppState, study_id: i64, req: &StartRoundReques
             .collect::<Result<_, _>>()
             .map_err(ApiError::internal)?;
         events.push(planned.clone());
-        let eps = budget::epsilon(&events, study.config.budget.delta).map_err(ApiError::Internal)?;
+        let eps =
+            budget::epsilon(&events, study.config.budget.delta).map_err(ApiError::Internal)?;
         if eps > study.config.budget.epsilon {
             excluded.push(ExcludedParticipant {
                 participant_id: p,
@@ -120,11 +133,18 @@ pub async fn start_round(state: &AppState, study_id: i64, req: &StartRoundReques
     }
     let min = study.config.min_participants as usize;
     if selected.len() < min {
-        let reasons: Vec<String> = excluded.iter().map(|e| format!("participant {}: {}", e.participant_id, e.reason)).collect();
+        let reasons: Vec<String> = excluded
+            .iter()
+            .map(|e| format!("participant {}: {}", e.participant_id, e.reason))
+            .collect();
         return Err(ApiError::Unprocessable(format!(
             "round refused: {} participant(s) can take part, the study needs at least {min}{}{}",
             selected.len(),
-            if reasons.is_empty() { "" } else { "; excluded: " },
+            if reasons.is_empty() {
+                ""
+            } else {
+                "; excluded: "
+            },
             reasons.join("; ")
         )));
     }
@@ -132,19 +152,33 @@ pub async fn start_round(state: &AppState, study_id: i64, req: &StartRoundReques
     let sa = &study.config.secagg;
     let (dropout_rate, corrupt_fraction, sparse) = match sa.graph {
         confide_common::api::GraphParams::Complete => (0.0, 0.0, false),
-        confide_common::api::GraphParams::Sparse { expected_dropout, corrupt_fraction } => {
-            (expected_dropout, corrupt_fraction, true)
-        }
+        confide_common::api::GraphParams::Sparse {
+            expected_dropout,
+            corrupt_fraction,
+        } => (expected_dropout, corrupt_fraction, true),
     };
-    let requirements = SecurityRequirements { participants: n, dropout_rate, corrupt_fraction, sparse };
+    let requirements = SecurityRequirements {
+        participants: n,
+        dropout_rate,
+        corrupt_fraction,
+        sparse,
+    };
     let vector_len = u32::try_from(study.num_parameters + 1)
         .map_err(|_| ApiError::Unprocessable("model too large for secure aggregation".into()))?;
     let secagg_round: u64 = rand::random::<u64>() >> 11; // < 2^53, exact in every JSON reader
-    let mut params = secagg::SecAggParams::derive(secagg_round, &requirements, vector_len, sa.quantisation.bits, rand::random())
-        .map_err(|e| ApiError::Unprocessable(format!("secure-aggregation parameters: {e}")))?;
+    let mut params = secagg::SecAggParams::derive(
+        secagg_round,
+        &requirements,
+        vector_len,
+        sa.quantisation.bits,
+        rand::random(),
+    )
+    .map_err(|e| ApiError::Unprocessable(format!("secure-aggregation parameters: {e}")))?;
     if let Some(t) = sa.threshold {
         params.threshold = t;
-        params.validate().map_err(|e| ApiError::Unprocessable(format!("secagg.threshold {t}: {e}")))?;
+        params
+            .validate()
+            .map_err(|e| ApiError::Unprocessable(format!("secagg.threshold {t}: {e}")))?;
     }
     let quantisation = QuantizationParams::for_participants(
         sa.quantisation.clip_range as f32,
@@ -153,7 +187,8 @@ pub async fn start_round(state: &AppState, study_id: i64, req: &StartRoundReques
         sa.quantisation.max_weight,
     )
     .map_err(|e| ApiError::Unprocessable(format!("quantisation: {e}")))?;
-    let server = SecAggServer::new(params.clone()).map_err(|e| ApiError::Unprocessable(format!("secure aggregation: {e}")))?;
+    let server = SecAggServer::new(params.clone())
+        .map_err(|e| ApiError::Unprocessable(format!("secure aggregation: {e}")))?;
     let plan = RoundPlan {
         selected: selected.clone(),
         excluded,
@@ -174,8 +209,17 @@ pub async fn start_round(state: &AppState, study_id: i64, req: &StartRoundReques
         max_rounds: i64::from(study.config.rounds),
     };
     let round = state.store.create_round(&new).await?;
-    tracing::info!(round = round.id, study = study_id, participants = n, "round started");
-    state.metrics.round_participants.with_label_values(&[study_id.to_string().as_str(), "selected"]).set(f64::from(n));
+    tracing::info!(
+        round = round.id,
+        study = study_id,
+        participants = n,
+        "round started"
+    );
+    state
+        .metrics
+        .round_participants
+        .with_label_values(&[study_id.to_string().as_str(), "selected"])
+        .set(f64::from(n));
     crate::driver::spawn(state.clone(), round.id);
     state.changed.notify_waiters();
     Ok(round)
@@ -189,7 +233,10 @@ pub async fn round_info(state: &AppState, round: &RoundRow) -> Result<RoundInfo,
     for (stage, participant) in members {
         match sets.iter_mut().find(|s| s.stage == stage) {
             Some(set) => set.participants.push(participant),
-            None => sets.push(StageSet { stage, participants: vec![participant] }),
+            None => sets.push(StageSet {
+                stage,
+                participants: vec![participant],
+            }),
         }
     }
     Ok(RoundInfo {
@@ -212,8 +259,17 @@ pub async fn round_info(state: &AppState, round: &RoundRow) -> Result<RoundInfo,
 pub async fn abort(state: &AppState, round: &RoundRow, reason: &str) -> Result<bool, ApiError> {
     let done = state.store.abort_round(round.id, reason).await?;
     if done {
-        tracing::warn!(round = round.id, study = round.study_id, reason, "round aborted");
-        state.metrics.rounds_total.with_label_values(&[round.study_id.to_string().as_str(), "aborted"]).inc();
+        tracing::warn!(
+            round = round.id,
+            study = round.study_id,
+            reason,
+            "round aborted"
+        );
+        state
+            .metrics
+            .rounds_total
+            .with_label_values(&[round.study_id.to_string().as_str(), "aborted"])
+            .inc();
         state.changed.notify_waiters();
     }
     Ok(done)
@@ -231,11 +287,17 @@ pub async fn task_for(state: &AppState, p: &ParticipantRow) -> Result<TaskRespon
         return Ok(TaskResponse::Idle);
     };
     let members = state.store.round_members(round.id).await?;
-    let eligible = members.iter().any(|(s, m)| s == eligible_set(stage) && *m == p.id);
+    let eligible = members
+        .iter()
+        .any(|(s, m)| s == eligible_set(stage) && *m == p.id);
     if !eligible {
         return Ok(TaskResponse::Idle);
     }
-    let submitted = state.store.stage_senders(round.id, stage_str(stage)).await?.contains(&p.id);
+    let submitted = state
+        .store
+        .stage_senders(round.id, stage_str(stage))
+        .await?
+        .contains(&p.id);
     let study = Study::from_row(&state.store.get_study(p.study_id).await?)?;
     let model = state.store.list_model_versions(p.study_id).await?;
     let base = model
@@ -263,11 +325,20 @@ pub async fn task_for(state: &AppState, p: &ParticipantRow) -> Result<TaskRespon
 
 /// Largest body accepted for a stage's message: exactly header + vector for a masked input; generous JSON for
 /// control messages (key shares grow with the number of neighbours).
-pub fn message_limit(state: &AppState, round: &RoundRow, stage: RoundStage) -> Result<usize, ApiError> {
+pub fn message_limit(
+    state: &AppState,
+    round: &RoundRow,
+    stage: RoundStage,
+) -> Result<usize, ApiError> {
     let plan = RoundPlan::parse(round)?;
     Ok(match stage {
-        RoundStage::MaskedInputCollection => MASKED_INPUT_HEADER_LEN + 4 * plan.secagg.vector_len as usize,
-        _ => state.limits.json_body_bytes.max(4096 + 1024 * plan.selected.len()),
+        RoundStage::MaskedInputCollection => {
+            MASKED_INPUT_HEADER_LEN + 4 * plan.secagg.vector_len as usize
+        }
+        _ => state
+            .limits
+            .json_body_bytes
+            .max(4096 + 1024 * plan.selected.len()),
     })
 }
 
@@ -285,9 +356,12 @@ pub async fn accept_message(
     body: &[u8],
 ) -> Result<(), ApiError> {
     let plan = RoundPlan::parse(round)?;
-    let index = plan
-        .index_of(p.id)
-        .ok_or_else(|| ApiError::Forbidden(format!("participant {} was not selected for round {}", p.id, round.id)))?;
+    let index = plan.index_of(p.id).ok_or_else(|| {
+        ApiError::Forbidden(format!(
+            "participant {} was not selected for round {}",
+            p.id, round.id
+        ))
+    })?;
     let expected_round = plan.secagg.round_id;
     let (round_id, sender) = match stage {
         RoundStage::MaskedInputCollection => {
@@ -299,14 +373,22 @@ pub async fn accept_message(
                     plan.secagg.vector_len
                 )));
             }
-            let bound = if plan.secagg.bits == 32 { u64::MAX } else { 1u64 << plan.secagg.bits };
+            let bound = if plan.secagg.bits == 32 {
+                u64::MAX
+            } else {
+                1u64 << plan.secagg.bits
+            };
             if let Some(i) = m.values.iter().position(|v| u64::from(*v) >= bound) {
-                return Err(ApiError::BadRequest(format!("masked input element {i} is not in Z_2^{}", plan.secagg.bits)));
+                return Err(ApiError::BadRequest(format!(
+                    "masked input element {i} is not in Z_2^{}",
+                    plan.secagg.bits
+                )));
             }
             (m.round_id, m.sender)
         }
         _ => {
-            let text = std::str::from_utf8(body).map_err(|_| malformed(stage, "body is not UTF-8"))?;
+            let text =
+                std::str::from_utf8(body).map_err(|_| malformed(stage, "body is not UTF-8"))?;
             match stage {
                 RoundStage::AdvertiseKeys => {
                     let m = AdvertiseKeys::from_json(text).map_err(|e| malformed(stage, e))?;
@@ -330,7 +412,9 @@ pub async fn accept_message(
         )));
     }
     if sender != index {
-        return Err(ApiError::Forbidden(format!("message claims sender {sender}, this participant is {index}")));
+        return Err(ApiError::Forbidden(format!(
+            "message claims sender {sender}, this participant is {index}"
+        )));
     }
     state
         .store
@@ -353,12 +437,20 @@ pub async fn broadcast_for(
 ) -> Result<Vec<u8>, ApiError> {
     let plan = RoundPlan::parse(round)?;
     if plan.index_of(p.id).is_none() {
-        return Err(ApiError::Forbidden(format!("participant {} was not selected for round {}", p.id, round.id)));
+        return Err(ApiError::Forbidden(format!(
+            "participant {} was not selected for round {}",
+            p.id, round.id
+        )));
     }
     if stage == RoundStage::AdvertiseKeys {
-        return Err(ApiError::NotFound("advertise_keys has no broadcast (the round parameters are in the task)".into()));
+        return Err(ApiError::NotFound(
+            "advertise_keys has no broadcast (the round parameters are in the task)".into(),
+        ));
     }
-    let bodies = state.store.broadcasts(round.id, stage_str(stage), p.id).await?;
+    let bodies = state
+        .store
+        .broadcasts(round.id, stage_str(stage), p.id)
+        .await?;
     match bodies.into_iter().last() {
         Some(body) => Ok(body),
         None => Err(ApiError::Conflict(format!(
@@ -387,10 +479,19 @@ async fn try_refresh_privacy_gauges(state: &AppState, study_id: i64) -> Result<(
             .map(|l| serde_json::from_str(&l.events_json))
             .collect::<Result<_, _>>()
             .map_err(ApiError::internal)?;
-        let spent = budget::epsilon(&events, study.config.budget.delta).map_err(ApiError::Internal)?;
+        let spent =
+            budget::epsilon(&events, study.config.budget.delta).map_err(ApiError::Internal)?;
         let pid = p.id.to_string();
-        state.metrics.epsilon_spent.with_label_values(&[sid.as_str(), pid.as_str()]).set(spent);
-        state.metrics.epsilon_budget.with_label_values(&[sid.as_str(), pid.as_str()]).set(study.config.budget.epsilon);
+        state
+            .metrics
+            .epsilon_spent
+            .with_label_values(&[sid.as_str(), pid.as_str()])
+            .set(spent);
+        state
+            .metrics
+            .epsilon_budget
+            .with_label_values(&[sid.as_str(), pid.as_str()])
+            .set(study.config.budget.epsilon);
     }
     Ok(())
 }
@@ -401,7 +502,11 @@ pub async fn reload_metrics(state: &AppState) -> Result<(), ApiError> {
         refresh_privacy_gauges(state, study.id).await;
     }
     for (study, outcome, n) in state.store.round_outcome_counts().await? {
-        state.metrics.rounds_total.with_label_values(&[study.to_string().as_str(), outcome.as_str()]).inc_by(n as u64);
+        state
+            .metrics
+            .rounds_total
+            .with_label_values(&[study.to_string().as_str(), outcome.as_str()])
+            .inc_by(n as u64);
     }
     Ok(())
 }

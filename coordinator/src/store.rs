@@ -43,7 +43,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Milliseconds since the Unix epoch (all stored times use this).
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Hex sha256 of a secret or a blob.
@@ -169,7 +172,8 @@ pub struct Publication {
 
 /// Budget check run inside the publish transaction: given a participant's whole ledger (events JSON arrays, one per
 /// charged round) plus the new charge, return ε after the charge or refuse.
-pub type BudgetCheck<'a> = &'a (dyn Fn(i64, &[serde_json::Value]) -> Result<f64, String> + Send + Sync);
+pub type BudgetCheck<'a> =
+    &'a (dyn Fn(i64, &[serde_json::Value]) -> Result<f64, String> + Send + Sync);
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -179,7 +183,9 @@ pub struct Store {
 
 fn map_unique(e: sqlx::Error, what: &str) -> StoreError {
     match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.to_string()),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(what.to_string())
+        }
         _ => StoreError::Database(e),
     }
 }
@@ -193,7 +199,11 @@ impl Store {
         let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.trim_start_matches("//");
             let sep = if path.contains('?') { '&' } else { '?' };
-            let url = if path.contains("mode=") { format!("sqlite://{path}") } else { format!("sqlite://{path}{sep}mode=rwc") };
+            let url = if path.contains("mode=") {
+                format!("sqlite://{path}")
+            } else {
+                format!("sqlite://{path}{sep}mode=rwc")
+            };
             (Backend::Sqlite, url)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_string())
@@ -209,10 +219,18 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA journal_mode = WAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = FULL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA foreign_keys = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA busy_timeout = 10000")
+                                .execute(&mut *conn)
+                                .await?;
                             Ok(())
                         })
                     })
@@ -221,14 +239,26 @@ impl Store {
             }
             Backend::Postgres => {
                 if let Some(schema) = schema {
-                    if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || schema.is_empty() {
-                        return Err(StoreError::Refused(format!("invalid schema name {schema:?}")));
+                    if !schema
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        || schema.is_empty()
+                    {
+                        return Err(StoreError::Refused(format!(
+                            "invalid schema name {schema:?}"
+                        )));
                     }
                 }
                 let schema = schema.map(str::to_string);
                 if let Some(schema) = &schema {
-                    let pool = AnyPoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
-                    pool.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))).await?;
+                    let pool = AnyPoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options.clone())
+                        .await?;
+                    pool.execute(sqlx::AssertSqlSafe(format!(
+                        "CREATE SCHEMA IF NOT EXISTS {schema}"
+                    )))
+                    .await?;
                     pool.close().await;
                 }
                 AnyPoolOptions::new()
@@ -238,7 +268,11 @@ impl Store {
                         let schema = schema.clone();
                         Box::pin(async move {
                             if let Some(schema) = schema {
-                                sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}"))).execute(&mut *conn).await?;
+                                sqlx::query(sqlx::AssertSqlSafe(format!(
+                                    "SET search_path TO {schema}"
+                                )))
+                                .execute(&mut *conn)
+                                .await?;
                             }
                             Ok(())
                         })
@@ -268,8 +302,16 @@ impl Store {
 
     /// Drops a Postgres schema (test clean-up).
     pub async fn drop_schema(&self, schema: &str) -> StoreResult<()> {
-        if self.backend == Backend::Postgres && schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            self.pool.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).await?;
+        if self.backend == Backend::Postgres
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            self.pool
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .await?;
         }
         Ok(())
     }
@@ -284,13 +326,20 @@ impl Store {
     /// Creates an operator token; returns the secret, which is stored only hashed.
     pub async fn create_operator_token(&self, name: &str) -> StoreResult<String> {
         let token = new_secret();
-        sqlx::query("INSERT INTO operator_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)")
-            .bind(name)
-            .bind(sha256_hex(token.as_bytes()))
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_unique(e, &format!("an operator token named {name:?} already exists")))?;
+        sqlx::query(
+            "INSERT INTO operator_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(name)
+        .bind(sha256_hex(token.as_bytes()))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            map_unique(
+                e,
+                &format!("an operator token named {name:?} already exists"),
+            )
+        })?;
         Ok(token)
     }
 
@@ -306,7 +355,12 @@ impl Store {
     // ---- studies and model versions ----
 
     /// Creates a study and its version-0 model in one transaction.
-    pub async fn create_study(&self, name: &str, config_json: &str, initial_weights: &[u8]) -> StoreResult<StudyRow> {
+    pub async fn create_study(
+        &self,
+        name: &str,
+        config_json: &str,
+        initial_weights: &[u8],
+    ) -> StoreResult<StudyRow> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
@@ -329,7 +383,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(StudyRow { id, name: name.to_string(), config_json: config_json.to_string(), created_at: now })
+        Ok(StudyRow {
+            id,
+            name: name.to_string(),
+            config_json: config_json.to_string(),
+            created_at: now,
+        })
     }
 
     fn study_from_row(r: &AnyRow) -> StoreResult<StudyRow> {
@@ -342,16 +401,19 @@ impl Store {
     }
 
     pub async fn list_studies(&self) -> StoreResult<Vec<StudyRow>> {
-        let rows = sqlx::query("SELECT id, name, config_json, created_at FROM studies ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id, name, config_json, created_at FROM studies ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Self::study_from_row).collect()
     }
 
     pub async fn get_study(&self, id: i64) -> StoreResult<StudyRow> {
-        let row = sqlx::query("SELECT id, name, config_json, created_at FROM studies WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("study"))?;
+        let row =
+            sqlx::query("SELECT id, name, config_json, created_at FROM studies WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound("study"))?;
         Self::study_from_row(&row)
     }
 
@@ -390,31 +452,48 @@ impl Store {
     }
 
     /// The safetensors bytes and sha256 of one model version.
-    pub async fn model_weights(&self, study_id: i64, version: i64) -> StoreResult<(Vec<u8>, String)> {
-        let row = sqlx::query("SELECT weights, sha256 FROM model_versions WHERE study_id = $1 AND version = $2")
-            .bind(study_id)
-            .bind(version)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("model version"))?;
+    pub async fn model_weights(
+        &self,
+        study_id: i64,
+        version: i64,
+    ) -> StoreResult<(Vec<u8>, String)> {
+        let row = sqlx::query(
+            "SELECT weights, sha256 FROM model_versions WHERE study_id = $1 AND version = $2",
+        )
+        .bind(study_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("model version"))?;
         Ok((row.try_get("weights")?, row.try_get("sha256")?))
     }
 
     /// The server optimiser state stored with a model version (None for FedAvg or version 0).
-    pub async fn optimizer_state(&self, study_id: i64, version: i64) -> StoreResult<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT optimizer_state FROM model_versions WHERE study_id = $1 AND version = $2")
-            .bind(study_id)
-            .bind(version)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound("model version"))?;
+    pub async fn optimizer_state(
+        &self,
+        study_id: i64,
+        version: i64,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query(
+            "SELECT optimizer_state FROM model_versions WHERE study_id = $1 AND version = $2",
+        )
+        .bind(study_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("model version"))?;
         Ok(row.try_get("optimizer_state")?)
     }
 
     // ---- enrolment and participants ----
 
     /// Creates a one-time enrolment token for a study; returns the secret (stored hashed).
-    pub async fn create_enrolment_token(&self, study_id: i64, label: &str, expires_at: i64) -> StoreResult<String> {
+    pub async fn create_enrolment_token(
+        &self,
+        study_id: i64,
+        label: &str,
+        expires_at: i64,
+    ) -> StoreResult<String> {
         self.get_study(study_id).await?;
         let token = new_secret();
         sqlx::query(
@@ -463,7 +542,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok((ParticipantRow { id, study_id, name: name.to_string(), enrolled_at: now }, credential))
+        Ok((
+            ParticipantRow {
+                id,
+                study_id,
+                name: name.to_string(),
+                enrolled_at: now,
+            },
+            credential,
+        ))
     }
 
     fn participant_from_row(r: &AnyRow) -> StoreResult<ParticipantRow> {
@@ -475,11 +562,16 @@ impl Store {
         })
     }
 
-    pub async fn participant_for_credential(&self, credential: &str) -> StoreResult<Option<ParticipantRow>> {
-        let row = sqlx::query("SELECT id, study_id, name, enrolled_at FROM participants WHERE credential_hash = $1")
-            .bind(sha256_hex(credential.as_bytes()))
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn participant_for_credential(
+        &self,
+        credential: &str,
+    ) -> StoreResult<Option<ParticipantRow>> {
+        let row = sqlx::query(
+            "SELECT id, study_id, name, enrolled_at FROM participants WHERE credential_hash = $1",
+        )
+        .bind(sha256_hex(credential.as_bytes()))
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(Self::participant_from_row).transpose()
     }
 
@@ -519,7 +611,11 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         // Take the study's write lock first so concurrent starts serialise.
-        sqlx::query("UPDATE studies SET updated_at = $2 WHERE id = $1").bind(new.study_id).bind(now).execute(&mut *tx).await?;
+        sqlx::query("UPDATE studies SET updated_at = $2 WHERE id = $1")
+            .bind(new.study_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         let row = sqlx::query(
             "SELECT COALESCE(MAX(round_number), 0) AS last,
                     CAST(COUNT(CASE WHEN outcome = 'completed' THEN 1 END) AS BIGINT) AS completed,
@@ -533,10 +629,15 @@ impl Store {
         let completed: i64 = row.try_get("completed")?;
         let active: i64 = row.try_get("active")?;
         if active > 0 {
-            return Err(StoreError::Conflict("the study already has an active round".into()));
+            return Err(StoreError::Conflict(
+                "the study already has an active round".into(),
+            ));
         }
         if completed >= new.max_rounds {
-            return Err(StoreError::Refused(format!("the study has completed all its {} rounds", new.max_rounds)));
+            return Err(StoreError::Refused(format!(
+                "the study has completed all its {} rounds",
+                new.max_rounds
+            )));
         }
         let sql = format!(
             "INSERT INTO rounds (study_id, round_number, stage, base_version, plan_json, server_state, stage_started_at,
@@ -592,15 +693,26 @@ impl Store {
     }
 
     pub async fn list_rounds(&self, study_id: i64) -> StoreResult<Vec<RoundRow>> {
-        let sql = format!("SELECT {} FROM rounds WHERE study_id = $1 ORDER BY round_number", Self::ROUND_COLUMNS);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(study_id).fetch_all(&self.pool).await?;
+        let sql = format!(
+            "SELECT {} FROM rounds WHERE study_id = $1 ORDER BY round_number",
+            Self::ROUND_COLUMNS
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(study_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Self::round_from_row).collect()
     }
 
     /// Unfinished rounds of all studies.
     pub async fn active_rounds(&self) -> StoreResult<Vec<RoundRow>> {
-        let sql = format!("SELECT {} FROM rounds WHERE outcome IS NULL ORDER BY id", Self::ROUND_COLUMNS);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let sql = format!(
+            "SELECT {} FROM rounds WHERE outcome IS NULL ORDER BY id",
+            Self::ROUND_COLUMNS
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(Self::round_from_row).collect()
     }
 
@@ -611,7 +723,15 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get("study_id")?, r.try_get("outcome")?, r.try_get("n")?))).collect()
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("study_id")?,
+                    r.try_get("outcome")?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect()
     }
 
     /// (stage, participant) pairs of a round, in stage then participant order.
@@ -622,11 +742,18 @@ impl Store {
         .bind(round_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get("stage")?, r.try_get("participant_id")?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("stage")?, r.try_get("participant_id")?)))
+            .collect()
     }
 
     /// Takes or renews the driving lease of an unfinished round. True if `owner` now holds it.
-    pub async fn acquire_round_lease(&self, round_id: i64, owner: &str, ttl: Duration) -> StoreResult<bool> {
+    pub async fn acquire_round_lease(
+        &self,
+        round_id: i64,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
         let now = now_ms();
         let res = sqlx::query(
             "UPDATE rounds SET lease_owner = $2, lease_expires_at = $3
@@ -670,10 +797,14 @@ impl Store {
         let current: String = round.try_get("stage")?;
         let outcome: Option<String> = round.try_get("outcome")?;
         if let Some(outcome) = outcome {
-            return Err(StoreError::Conflict(format!("round {round_id} is finished ({outcome})")));
+            return Err(StoreError::Conflict(format!(
+                "round {round_id} is finished ({outcome})"
+            )));
         }
         if current != stage {
-            return Err(StoreError::Conflict(format!("round {round_id} is in stage {current}, not {stage}")));
+            return Err(StoreError::Conflict(format!(
+                "round {round_id} is in stage {current}, not {stage}"
+            )));
         }
         let member = sqlx::query("SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = $2 AND participant_id = $3")
             .bind(round_id)
@@ -682,7 +813,9 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if member.is_none() {
-            return Err(StoreError::Refused(format!("participant {participant} is not in this stage's set of round {round_id}")));
+            return Err(StoreError::Refused(format!(
+                "participant {participant} is not in this stage's set of round {round_id}"
+            )));
         }
         // Conditional on the stage still being current: a concurrent stage close makes this insert a no-op.
         let res = sqlx::query(
@@ -698,14 +831,20 @@ impl Store {
         .await
         .map_err(|e| map_unique(e, &format!("participant {participant} already sent its {stage} message")))?;
         if res.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!("round {round_id} left stage {stage}")));
+            return Err(StoreError::Conflict(format!(
+                "round {round_id} left stage {stage}"
+            )));
         }
         tx.commit().await?;
         Ok(())
     }
 
     /// Messages of a stage in arrival order: (participant, body).
-    pub async fn stage_messages(&self, round_id: i64, stage: &str) -> StoreResult<Vec<(i64, Vec<u8>)>> {
+    pub async fn stage_messages(
+        &self,
+        round_id: i64,
+        stage: &str,
+    ) -> StoreResult<Vec<(i64, Vec<u8>)>> {
         let rows = sqlx::query(
             "SELECT participant_id, body FROM round_messages WHERE round_id = $1 AND stage = $2 ORDER BY received_at, participant_id",
         )
@@ -713,7 +852,9 @@ impl Store {
         .bind(stage)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get("participant_id")?, r.try_get("body")?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("participant_id")?, r.try_get("body")?)))
+            .collect()
     }
 
     /// Participants who have sent their message for a stage.
@@ -723,11 +864,18 @@ impl Store {
             .bind(stage)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok(r.try_get("participant_id")?)).collect()
+        rows.iter()
+            .map(|r| Ok(r.try_get("participant_id")?))
+            .collect()
     }
 
     /// What the server told `recipient` (or everyone) at the start of `stage`.
-    pub async fn broadcasts(&self, round_id: i64, stage: &str, recipient: i64) -> StoreResult<Vec<Vec<u8>>> {
+    pub async fn broadcasts(
+        &self,
+        round_id: i64,
+        stage: &str,
+        recipient: i64,
+    ) -> StoreResult<Vec<Vec<u8>>> {
         let rows = sqlx::query(
             "SELECT body FROM round_broadcasts WHERE round_id = $1 AND stage = $2 AND (recipient_id = 0 OR recipient_id = $3)
              ORDER BY recipient_id",
@@ -804,7 +952,10 @@ impl Store {
         if res.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM round_messages WHERE round_id = $1").bind(round_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM round_messages WHERE round_id = $1")
+            .bind(round_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -843,8 +994,11 @@ impl Store {
             let mut ledger = Vec::with_capacity(rows.len() + 1);
             for r in &rows {
                 let json: String = r.try_get("events_json")?;
-                let value = serde_json::from_str(&json)
-                    .map_err(|e| StoreError::Refused(format!("stored ledger of participant {participant} is unreadable: {e}")))?;
+                let value = serde_json::from_str(&json).map_err(|e| {
+                    StoreError::Refused(format!(
+                        "stored ledger of participant {participant} is unreadable: {e}"
+                    ))
+                })?;
                 ledger.push(value);
             }
             ledger.push(events.clone());
@@ -863,10 +1017,12 @@ impl Store {
             .await
             .map_err(|e| map_unique(e, "participant already charged for this round"))?;
         }
-        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM model_versions WHERE study_id = $1")
-            .bind(study_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) AS v FROM model_versions WHERE study_id = $1",
+        )
+        .bind(study_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let version: i64 = row.try_get::<i64, _>("v")? + 1;
         sqlx::query(
             "INSERT INTO model_versions (study_id, version, round_id, sha256, weights, optimizer_state, created_at)
@@ -883,7 +1039,10 @@ impl Store {
         .await?;
         Self::finish_stage(&mut tx, p.round_id, &p.from_stage, &p.completed, now).await?;
         // The round is over: its messages (masked inputs included) must not linger.
-        sqlx::query("DELETE FROM round_messages WHERE round_id = $1").bind(p.round_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM round_messages WHERE round_id = $1")
+            .bind(p.round_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(version)
     }
@@ -926,7 +1085,9 @@ impl Store {
         let mut out = Vec::new();
         for t in TABLES {
             let sql = format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {t}");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&self.pool)
+                .await?;
             out.push((t, row.try_get("n")?));
         }
         Ok(out)
@@ -947,7 +1108,11 @@ impl Store {
             let deadline: i64 = r.try_get("stage_deadline")?;
             s.push_str(&format!("|r{id}:{stage}:{outcome}:{deadline}"));
         }
-        let rows = sqlx::query("SELECT id, COALESCE(used_at, 0) AS used FROM enrolment_tokens ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT id, COALESCE(used_at, 0) AS used FROM enrolment_tokens ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         for r in rows {
             let id: i64 = r.try_get("id")?;
             let used: i64 = r.try_get("used")?;

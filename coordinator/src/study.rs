@@ -13,7 +13,13 @@ pub const MAX_ROUNDS: u32 = 100_000;
 pub const MAX_PARTICIPANTS: u32 = 10_000;
 
 fn finite_positive(v: f64, what: &str) -> Result<(), ApiError> {
-    if v.is_finite() && v > 0.0 { Ok(()) } else { Err(ApiError::Unprocessable(format!("{what} must be a finite number > 0, got {v}"))) }
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(ApiError::Unprocessable(format!(
+            "{what} must be a finite number > 0, got {v}"
+        )))
+    }
 }
 
 /// Checks a name (study, participant, token label): non-empty, bounded, printable.
@@ -38,10 +44,17 @@ pub struct Study {
 impl Study {
     /// Parses a stored study (validated when it was created).
     pub fn from_row(row: &crate::store::StudyRow) -> Result<Self, ApiError> {
-        let config: CreateStudyRequest = serde_json::from_str(&row.config_json).map_err(ApiError::internal)?;
-        let spec = ModelSpec::from_json(&config.model_spec.to_string()).map_err(ApiError::internal)?;
+        let config: CreateStudyRequest =
+            serde_json::from_str(&row.config_json).map_err(ApiError::internal)?;
+        let spec =
+            ModelSpec::from_json(&config.model_spec.to_string()).map_err(ApiError::internal)?;
         let num_parameters = spec.num_parameters();
-        Ok(Self { id: row.id, config, spec, num_parameters })
+        Ok(Self {
+            id: row.id,
+            config,
+            spec,
+            num_parameters,
+        })
     }
 }
 
@@ -52,22 +65,34 @@ pub fn validate(req: &CreateStudyRequest) -> Result<(ModelSpec, Vec<u8>), ApiErr
         .map_err(|e| ApiError::Unprocessable(format!("invalid model_spec: {e}")))?;
     let dp = &req.dp;
     if !(dp.sampling_rate > 0.0 && dp.sampling_rate <= 1.0) {
-        return Err(ApiError::Unprocessable(format!("dp.sampling_rate must be in (0, 1], got {}", dp.sampling_rate)));
+        return Err(ApiError::Unprocessable(format!(
+            "dp.sampling_rate must be in (0, 1], got {}",
+            dp.sampling_rate
+        )));
     }
     finite_positive(dp.noise_multiplier, "dp.noise_multiplier")?;
     finite_positive(dp.clip_norm, "dp.clip_norm")?;
     if dp.local_epochs == 0 || dp.local_epochs > 1000 {
-        return Err(ApiError::Unprocessable("dp.local_epochs must be in 1..=1000".into()));
+        return Err(ApiError::Unprocessable(
+            "dp.local_epochs must be in 1..=1000".into(),
+        ));
     }
     if planned_steps(dp) > 10_000_000 {
-        return Err(ApiError::Unprocessable("dp.local_epochs / dp.sampling_rate is too many steps per round".into()));
+        return Err(ApiError::Unprocessable(
+            "dp.local_epochs / dp.sampling_rate is too many steps per round".into(),
+        ));
     }
     finite_positive(req.budget.epsilon, "budget.epsilon")?;
     if !(req.budget.delta > 0.0 && req.budget.delta < 1.0) {
-        return Err(ApiError::Unprocessable(format!("budget.delta must be in (0, 1), got {}", req.budget.delta)));
+        return Err(ApiError::Unprocessable(format!(
+            "budget.delta must be in (0, 1), got {}",
+            req.budget.delta
+        )));
     }
     if req.rounds == 0 || req.rounds > MAX_ROUNDS {
-        return Err(ApiError::Unprocessable(format!("rounds must be in 1..={MAX_ROUNDS}")));
+        return Err(ApiError::Unprocessable(format!(
+            "rounds must be in 1..={MAX_ROUNDS}"
+        )));
     }
     if req.min_participants < 2 || req.min_participants > MAX_PARTICIPANTS {
         return Err(ApiError::Unprocessable(format!(
@@ -83,19 +108,32 @@ pub fn validate(req: &CreateStudyRequest) -> Result<(ModelSpec, Vec<u8>), ApiErr
             )));
         }
     }
-    if let GraphParams::Sparse { expected_dropout, corrupt_fraction } = sa.graph {
-        for (v, what) in [(expected_dropout, "expected_dropout"), (corrupt_fraction, "corrupt_fraction")] {
+    if let GraphParams::Sparse {
+        expected_dropout,
+        corrupt_fraction,
+    } = sa.graph
+    {
+        for (v, what) in [
+            (expected_dropout, "expected_dropout"),
+            (corrupt_fraction, "corrupt_fraction"),
+        ] {
             if !(0.0..0.5).contains(&v) {
-                return Err(ApiError::Unprocessable(format!("secagg.graph.{what} must be in [0, 0.5), got {v}")));
+                return Err(ApiError::Unprocessable(format!(
+                    "secagg.graph.{what} must be in [0, 0.5), got {v}"
+                )));
             }
         }
     }
     finite_positive(sa.quantisation.clip_range, "secagg.quantisation.clip_range")?;
     if !(8..=32).contains(&sa.quantisation.bits) {
-        return Err(ApiError::Unprocessable("secagg.quantisation.bits must be in 8..=32".into()));
+        return Err(ApiError::Unprocessable(
+            "secagg.quantisation.bits must be in 8..=32".into(),
+        ));
     }
     if sa.quantisation.max_weight == 0 {
-        return Err(ApiError::Unprocessable("secagg.quantisation.max_weight must be >= 1".into()));
+        return Err(ApiError::Unprocessable(
+            "secagg.quantisation.max_weight must be >= 1".into(),
+        ));
     }
     let d = &req.deadlines;
     for (v, what) in [
@@ -105,17 +143,28 @@ pub fn validate(req: &CreateStudyRequest) -> Result<(ModelSpec, Vec<u8>), ApiErr
         (d.unmasking_secs, "unmasking_secs"),
     ] {
         if v == 0 || v > 7 * 86_400 {
-            return Err(ApiError::Unprocessable(format!("deadlines.{what} must be in 1..=604800 seconds")));
+            return Err(ApiError::Unprocessable(format!(
+                "deadlines.{what} must be in 1..=604800 seconds"
+            )));
         }
     }
     match req.server_optimizer {
-        ServerOptimizer::FedAvg { learning_rate } => finite_positive(learning_rate, "server_optimizer.learning_rate")?,
-        ServerOptimizer::FedAdam { learning_rate, beta1, beta2, epsilon } => {
+        ServerOptimizer::FedAvg { learning_rate } => {
+            finite_positive(learning_rate, "server_optimizer.learning_rate")?
+        }
+        ServerOptimizer::FedAdam {
+            learning_rate,
+            beta1,
+            beta2,
+            epsilon,
+        } => {
             finite_positive(learning_rate, "server_optimizer.learning_rate")?;
             finite_positive(epsilon, "server_optimizer.epsilon")?;
             for (b, what) in [(beta1, "beta1"), (beta2, "beta2")] {
                 if !(0.0..1.0).contains(&b) {
-                    return Err(ApiError::Unprocessable(format!("server_optimizer.{what} must be in [0, 1)")));
+                    return Err(ApiError::Unprocessable(format!(
+                        "server_optimizer.{what} must be in [0, 1)"
+                    )));
                 }
             }
         }

@@ -6,13 +6,13 @@ pub mod participant;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use confide_common::api;
 use tokio::sync::Notify;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -36,7 +36,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { json_body_bytes: 4 << 20, max_poll: Duration::from_secs(60), lease_ttl: Duration::from_secs(6) }
+        Self {
+            json_body_bytes: 4 << 20,
+            max_poll: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(6),
+        }
     }
 }
 
@@ -71,12 +75,16 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer header".into()))?;
-    let value = value.to_str().map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
     value
         .strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::Unauthorized("Authorization header must be 'Bearer <token>'".into()))
+        .ok_or_else(|| {
+            ApiError::Unauthorized("Authorization header must be 'Bearer <token>'".into())
+        })
 }
 
 impl FromRequestParts<AppState> for Operator {
@@ -96,7 +104,9 @@ impl FromRequestParts<AppState> for Participant {
         let token = bearer(parts)?;
         match state.store.participant_for_credential(token).await? {
             Some(p) => Ok(Self(p)),
-            None => Err(ApiError::Unauthorized("unknown participant credential".into())),
+            None => Err(ApiError::Unauthorized(
+                "unknown participant credential".into(),
+            )),
         }
     }
 }
@@ -134,7 +144,8 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        let scheme = SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        let scheme =
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
         components.add_security_scheme("operator_token", scheme.clone());
         components.add_security_scheme("participant_credential", scheme);
     }
@@ -143,8 +154,15 @@ impl utoipa::Modify for BearerAuth {
 /// Liveness and database reachability.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = api::Health), (status = 503, body = api::ErrorBody)))]
 async fn healthz(State(state): State<AppState>) -> Result<axum::Json<api::Health>, ApiError> {
-    state.store.ping().await.map_err(|_| ApiError::Unavailable("database unreachable".into()))?;
-    Ok(axum::Json(api::Health { status: "ok".into(), database: format!("{:?}", state.store.backend()).to_lowercase() }))
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|_| ApiError::Unavailable("database unreachable".into()))?;
+    Ok(axum::Json(api::Health {
+        status: "ok".into(),
+        database: format!("{:?}", state.store.backend()).to_lowercase(),
+    }))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -162,11 +180,19 @@ async fn not_found() -> ApiError {
 
 /// Counts and times every request by matched route and status.
 async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
     let start = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    state.metrics.http_requests_total.with_label_values(&[route.as_str(), status.as_str()]).inc();
+    state
+        .metrics
+        .http_requests_total
+        .with_label_values(&[route.as_str(), status.as_str()])
+        .inc();
     state
         .metrics
         .http_request_duration
@@ -180,20 +206,47 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let json_limit = state.limits.json_body_bytes;
     let api = Router::new()
-        .route("/v1/studies", post(operator::create_study).get(operator::list_studies))
+        .route(
+            "/v1/studies",
+            post(operator::create_study).get(operator::list_studies),
+        )
         .route("/v1/studies/{study_id}", get(operator::get_study))
-        .route("/v1/studies/{study_id}/enrolment-tokens", post(operator::create_enrolment_token))
-        .route("/v1/studies/{study_id}/participants", get(operator::list_participants))
-        .route("/v1/studies/{study_id}/rounds", post(operator::start_round).get(operator::list_rounds))
-        .route("/v1/studies/{study_id}/models", get(operator::list_model_versions))
-        .route("/v1/studies/{study_id}/models/{version}", get(operator::download_model_version))
-        .route("/v1/studies/{study_id}/privacy", get(operator::privacy_report))
+        .route(
+            "/v1/studies/{study_id}/enrolment-tokens",
+            post(operator::create_enrolment_token),
+        )
+        .route(
+            "/v1/studies/{study_id}/participants",
+            get(operator::list_participants),
+        )
+        .route(
+            "/v1/studies/{study_id}/rounds",
+            post(operator::start_round).get(operator::list_rounds),
+        )
+        .route(
+            "/v1/studies/{study_id}/models",
+            get(operator::list_model_versions),
+        )
+        .route(
+            "/v1/studies/{study_id}/models/{version}",
+            get(operator::download_model_version),
+        )
+        .route(
+            "/v1/studies/{study_id}/privacy",
+            get(operator::privacy_report),
+        )
         .route("/v1/rounds/{round_id}", get(operator::get_round))
         .route("/v1/rounds/{round_id}/abort", post(operator::abort_round))
         .route("/v1/participant/enrol", post(participant::enrol))
         .route("/v1/participant/task", get(participant::poll_task))
-        .route("/v1/participant/models/{version}", get(participant::download_model))
-        .route("/v1/participant/rounds/{round_id}/broadcast/{stage}", get(participant::get_broadcast))
+        .route(
+            "/v1/participant/models/{version}",
+            get(participant::download_model),
+        )
+        .route(
+            "/v1/participant/rounds/{round_id}/broadcast/{stage}",
+            get(participant::get_broadcast),
+        )
         .layer(DefaultBodyLimit::max(json_limit))
         // Masked inputs are limited per study (exact expected length), inside the handler.
         .route(

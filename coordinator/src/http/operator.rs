@@ -4,8 +4,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confide_common::api::{
-    AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolmentTokenResponse, ErrorBody,
-    ModelVersionInfo, ParticipantInfo, ParticipantPrivacy, PrivacyReport, RoundInfo, StartRoundRequest, StudyInfo,
+    AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolmentTokenResponse,
+    ErrorBody, ModelVersionInfo, ParticipantInfo, ParticipantPrivacy, PrivacyReport, RoundInfo,
+    StartRoundRequest, StudyInfo,
 };
 
 use super::{AppState, Operator, created};
@@ -28,7 +29,10 @@ pub(crate) async fn study_info(state: &AppState, row: &StudyRow) -> Result<Study
         config: study.config,
         created_at_ms: row.created_at,
         latest_model_version: latest.version,
-        rounds_completed: rounds.iter().filter(|r| r.outcome.as_deref() == Some("completed")).count() as i64,
+        rounds_completed: rounds
+            .iter()
+            .filter(|r| r.outcome.as_deref() == Some("completed"))
+            .count() as i64,
         active_round: rounds.iter().find(|r| r.outcome.is_none()).map(|r| r.id),
     })
 }
@@ -45,14 +49,20 @@ pub async fn create_study(
 ) -> Result<Response, ApiError> {
     let (_spec, weights) = study::validate(&req)?;
     let config_json = serde_json::to_string(&req).map_err(ApiError::internal)?;
-    let row = state.store.create_study(&req.name, &config_json, &weights).await?;
+    let row = state
+        .store
+        .create_study(&req.name, &config_json, &weights)
+        .await?;
     tracing::info!(study = row.id, name = %row.name, "study created");
     Ok(created(study_info(&state, &row).await?))
 }
 
 #[utoipa::path(get, path = "/v1/studies", tag = "operator", security(("operator_token" = [])),
     responses((status = 200, body = Vec<StudyInfo>), (status = 401, body = ErrorBody)))]
-pub async fn list_studies(State(state): State<AppState>, _op: Operator) -> Result<ApiJson<Vec<StudyInfo>>, ApiError> {
+pub async fn list_studies(
+    State(state): State<AppState>,
+    _op: Operator,
+) -> Result<ApiJson<Vec<StudyInfo>>, ApiError> {
     let mut out = Vec::new();
     for row in state.store.list_studies().await? {
         out.push(study_info(&state, &row).await?);
@@ -86,11 +96,20 @@ pub async fn create_enrolment_token(
     study::validate_name(&req.label, "label")?;
     let secs = req.expires_in_secs.unwrap_or(DEFAULT_TOKEN_SECS);
     if secs == 0 || secs > MAX_TOKEN_SECS {
-        return Err(ApiError::Unprocessable(format!("expires_in_secs must be in 1..={MAX_TOKEN_SECS}")));
+        return Err(ApiError::Unprocessable(format!(
+            "expires_in_secs must be in 1..={MAX_TOKEN_SECS}"
+        )));
     }
     let expires_at_ms = now_ms() + (secs as i64) * 1000;
-    let token = state.store.create_enrolment_token(study_id, &req.label, expires_at_ms).await?;
-    Ok(created(EnrolmentTokenResponse { token, study_id, expires_at_ms }))
+    let token = state
+        .store
+        .create_enrolment_token(study_id, &req.label, expires_at_ms)
+        .await?;
+    Ok(created(EnrolmentTokenResponse {
+        token,
+        study_id,
+        expires_at_ms,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/studies/{study_id}/participants", tag = "operator",
@@ -107,7 +126,12 @@ pub async fn list_participants(
         .list_participants(study_id)
         .await?
         .into_iter()
-        .map(|p| ParticipantInfo { id: p.id, study_id: p.study_id, name: p.name, enrolled_at_ms: p.enrolled_at })
+        .map(|p| ParticipantInfo {
+            id: p.id,
+            study_id: p.study_id,
+            name: p.name,
+            enrolled_at_ms: p.enrolled_at,
+        })
         .collect();
     Ok(ApiJson(out))
 }
@@ -169,11 +193,21 @@ pub async fn abort_round(
     ApiJson(req): ApiJson<AbortRoundRequest>,
 ) -> Result<ApiJson<RoundInfo>, ApiError> {
     if req.reason.trim().is_empty() || req.reason.len() > 500 {
-        return Err(ApiError::Unprocessable("reason must be 1..=500 characters".into()));
+        return Err(ApiError::Unprocessable(
+            "reason must be 1..=500 characters".into(),
+        ));
     }
     let round = state.store.get_round(round_id).await?;
-    if !rounds::abort(&state, &round, &format!("aborted by operator: {}", req.reason)).await? {
-        return Err(ApiError::Conflict(format!("round {round_id} is already finished")));
+    if !rounds::abort(
+        &state,
+        &round,
+        &format!("aborted by operator: {}", req.reason),
+    )
+    .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "round {round_id} is already finished"
+        )));
     }
     let round = state.store.get_round(round_id).await?;
     Ok(ApiJson(rounds::round_info(&state, &round).await?))
@@ -209,7 +243,10 @@ pub async fn list_model_versions(
 pub(crate) fn safetensors_response(bytes: Vec<u8>, sha256: String) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::HeaderName::from_static("x-confide-sha256"), sha256)],
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::HeaderName::from_static("x-confide-sha256"), sha256),
+        ],
         bytes,
     )
         .into_response()
@@ -248,7 +285,8 @@ pub async fn privacy_report(
             .map(|l| serde_json::from_str(&l.events_json))
             .collect::<Result<_, _>>()
             .map_err(ApiError::internal)?;
-        let spent = budget::epsilon(&events, study.config.budget.delta).map_err(ApiError::Internal)?;
+        let spent =
+            budget::epsilon(&events, study.config.budget.delta).map_err(ApiError::Internal)?;
         participants.push(ParticipantPrivacy {
             participant_id: p.id,
             name: p.name,

@@ -19,12 +19,23 @@ use crate::study;
 #[utoipa::path(post, path = "/v1/participant/enrol", tag = "participant", request_body = EnrolRequest,
     responses((status = 201, body = EnrolResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-pub async fn enrol(State(state): State<AppState>, ApiJson(req): ApiJson<EnrolRequest>) -> Result<Response, ApiError> {
+pub async fn enrol(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<EnrolRequest>,
+) -> Result<Response, ApiError> {
     study::validate_name(&req.name, "name")?;
     let (p, credential) = state.store.enrol(&req.token, &req.name).await?;
-    tracing::info!(participant = p.id, study = p.study_id, "participant enrolled");
+    tracing::info!(
+        participant = p.id,
+        study = p.study_id,
+        "participant enrolled"
+    );
     rounds::refresh_privacy_gauges(&state, p.study_id).await;
-    Ok(created(EnrolResponse { participant_id: p.id, study_id: p.study_id, credential }))
+    Ok(created(EnrolResponse {
+        participant_id: p.id,
+        study_id: p.study_id,
+        credential,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -103,15 +114,28 @@ pub async fn post_message(
     if round.study_id != p.study_id {
         return Err(ApiError::NotFound("round not found".into()));
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let binary = stage == RoundStage::MaskedInputCollection;
-    let expected = if binary { "application/octet-stream" } else { "application/json" };
+    let expected = if binary {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
     if !content_type.starts_with(expected) {
-        return Err(ApiError::UnsupportedMediaType(format!("{} messages must be sent as {expected}", stage.as_str())));
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "{} messages must be sent as {expected}",
+            stage.as_str()
+        )));
     }
     let limit = rounds::message_limit(&state, &round, stage)?;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::PayloadTooLarge(format!("{} message larger than {limit} bytes", stage.as_str()))
+        ApiError::PayloadTooLarge(format!(
+            "{} message larger than {limit} bytes",
+            stage.as_str()
+        ))
     })?;
     rounds::accept_message(&state, &round, &p, stage, &bytes).await?;
     Ok(axum::http::StatusCode::ACCEPTED.into_response())

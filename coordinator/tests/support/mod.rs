@@ -14,7 +14,8 @@ pub struct TestDb {
 }
 
 pub fn postgres_url() -> String {
-    std::env::var("CONFIDE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("CONFIDE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 impl TestDb {
@@ -24,22 +25,35 @@ impl TestDb {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let url = format!("sqlite:{}", dir.path().join("coordinator.db").display());
                 let store = Store::connect(&url, None).await.expect("open sqlite store");
-                Self { store, url, schema: None, _dir: Some(dir) }
+                Self {
+                    store,
+                    url,
+                    schema: None,
+                    _dir: Some(dir),
+                }
             }
             Backend::Postgres => {
                 let url = postgres_url();
                 let schema = format!("confide_test_{}_{}", std::process::id(), hex_suffix());
-                let store = Store::connect(&url, Some(&schema))
-                    .await
-                    .expect("open postgres store (is Postgres running? set CONFIDE_TEST_POSTGRES_URL)");
-                Self { store, url, schema: Some(schema), _dir: None }
+                let store = Store::connect(&url, Some(&schema)).await.expect(
+                    "open postgres store (is Postgres running? set CONFIDE_TEST_POSTGRES_URL)",
+                );
+                Self {
+                    store,
+                    url,
+                    schema: Some(schema),
+                    _dir: None,
+                }
             }
         }
     }
 
     pub async fn cleanup(self) {
         if let Some(schema) = &self.schema {
-            self.store.drop_schema(schema).await.expect("drop test schema");
+            self.store
+                .drop_schema(schema)
+                .await
+                .expect("drop test schema");
         }
         self.store.close().await;
     }
@@ -58,13 +72,16 @@ macro_rules! both_backends {
             use super::*;
             #[tokio::test]
             async fn sqlite() {
-                let db = $crate::support::TestDb::new(confide_coordinator::store::Backend::Sqlite).await;
+                let db =
+                    $crate::support::TestDb::new(confide_coordinator::store::Backend::Sqlite).await;
                 ($body)(&db).await;
                 db.cleanup().await;
             }
             #[tokio::test]
             async fn postgres() {
-                let db = $crate::support::TestDb::new(confide_coordinator::store::Backend::Postgres).await;
+                let db =
+                    $crate::support::TestDb::new(confide_coordinator::store::Backend::Postgres)
+                        .await;
                 ($body)(&db).await;
                 db.cleanup().await;
             }
@@ -83,7 +100,11 @@ impl CoordinatorProcess {
     /// Starts `serve` on a free loopback port against `url` (and `schema`), logging to `log`.
     pub fn start(url: &str, schema: Option<&str>, log: std::path::PathBuf) -> Self {
         use std::io::BufRead;
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_confide-coordinator"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
             .env("RUST_LOG", "info,sqlx=warn")
@@ -95,9 +116,19 @@ impl CoordinatorProcess {
         let mut child = cmd.spawn().expect("spawn coordinator");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).expect("read listening line");
-        let base_url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
-        Self { child, base_url, log }
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let base_url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Self {
+            child,
+            base_url,
+            log,
+        }
     }
 
     /// SIGKILL: no graceful shutdown, no lease release.
@@ -108,7 +139,9 @@ impl CoordinatorProcess {
 
     /// SIGTERM and wait (graceful shutdown).
     pub fn terminate(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 
@@ -131,6 +164,13 @@ pub fn create_operator_token(url: &str, schema: Option<&str>, name: &str) -> Str
         cmd.args(["--database-schema", s]);
     }
     let out = cmd.output().expect("run token create");
-    assert!(out.status.success(), "token create failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+    assert!(
+        out.status.success(),
+        "token create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
 }

@@ -16,11 +16,18 @@ pub struct Http {
 
 impl Http {
     pub fn new(base: &str) -> Self {
-        Self { base: base.trim_end_matches('/').to_string(), client: reqwest::Client::new() }
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            client: reqwest::Client::new(),
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Result<reqwest::Response> {
-        self.client.get(format!("{}{path}", self.base)).bearer_auth(token).send().await
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
     }
 
     pub async fn get_json(&self, path: &str, token: &str) -> (u16, Value) {
@@ -39,7 +46,13 @@ impl Http {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn post_raw(&self, path: &str, token: &str, content_type: &str, body: Vec<u8>) -> reqwest::Result<(u16, String)> {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Result<(u16, String)> {
         let r = self
             .client
             .post(format!("{}{path}", self.base))
@@ -67,7 +80,15 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(id: i64, cred: String, update: Vec<f32>, weight: u32) -> Self {
-        Self { id, cred, update, weight, sent_input: None, client: None, rng: ChaCha20Rng::from_seed(rand::random()) }
+        Self {
+            id,
+            cred,
+            update,
+            weight,
+            sent_input: None,
+            client: None,
+            rng: ChaCha20Rng::from_seed(rand::random()),
+        }
     }
 
     pub async fn task(&self, http: &Http) -> Option<RoundTask> {
@@ -86,40 +107,88 @@ impl Sim {
             return None;
         }
         let rid = task.round_id;
-        let path = format!("/v1/participant/rounds/{rid}/messages/{}", task.stage.as_str());
-        let broadcast = format!("/v1/participant/rounds/{rid}/broadcast/{}", task.stage.as_str());
+        let path = format!(
+            "/v1/participant/rounds/{rid}/messages/{}",
+            task.stage.as_str()
+        );
+        let broadcast = format!(
+            "/v1/participant/rounds/{rid}/broadcast/{}",
+            task.stage.as_str()
+        );
         let (ct, body) = match task.stage {
             RoundStage::AdvertiseKeys => {
-                let (client, msg) = SecAggClient::new(task.protocol.clone(), task.participant_index, &mut self.rng).expect("client");
+                let (client, msg) =
+                    SecAggClient::new(task.protocol.clone(), task.participant_index, &mut self.rng)
+                        .expect("client");
                 self.client = Some((rid, client));
                 ("application/json", msg.to_json().into_bytes())
             }
             RoundStage::ShareKeys => {
-                let (_, text) = http.get(&broadcast, &self.cred).await.ok()?.text().await.ok().map(|t| (0, t))?;
+                let (_, text) = http
+                    .get(&broadcast, &self.cred)
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()
+                    .map(|t| (0, t))?;
                 let dir = KeyDirectory::from_json(&text).ok()?;
                 let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
-                ("application/json", client.handle_key_directory(&dir, &mut self.rng).expect("share keys").to_json().into_bytes())
+                (
+                    "application/json",
+                    client
+                        .handle_key_directory(&dir, &mut self.rng)
+                        .expect("share keys")
+                        .to_json()
+                        .into_bytes(),
+                )
             }
             RoundStage::MaskedInputCollection => {
-                let text = http.get(&broadcast, &self.cred).await.ok()?.text().await.ok()?;
+                let text = http
+                    .get(&broadcast, &self.cred)
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
                 let routed = RoutedShares::from_json(&text).ok()?;
                 let scaled: Vec<f32> = self.update.iter().map(|x| x * self.weight as f32).collect();
-                let input = task.quantisation.quantize(&scaled, self.weight, &mut self.rng).expect("quantise");
+                let input = task
+                    .quantisation
+                    .quantize(&scaled, self.weight, &mut self.rng)
+                    .expect("quantise");
                 let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
                 let masked = client.handle_routed_shares(&routed, &input).expect("mask");
                 self.sent_input = Some(input);
                 ("application/octet-stream", masked.encode())
             }
             RoundStage::Unmasking => {
-                let text = http.get(&broadcast, &self.cred).await.ok()?.text().await.ok()?;
+                let text = http
+                    .get(&broadcast, &self.cred)
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
                 let req = UnmaskingRequest::from_json(&text).ok()?;
                 let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
-                ("application/json", client.handle_unmasking_request(&req).expect("unmask").to_json().into_bytes())
+                (
+                    "application/json",
+                    client
+                        .handle_unmasking_request(&req)
+                        .expect("unmask")
+                        .to_json()
+                        .into_bytes(),
+                )
             }
             RoundStage::Finished => return None,
         };
         let (status, text) = http.post_raw(&path, &self.cred, ct, body).await.ok()?;
-        assert!(status == 202 || status == 409, "posting {}: {status} {text}", task.stage.as_str());
+        assert!(
+            status == 202 || status == 409,
+            "posting {}: {status} {text}",
+            task.stage.as_str()
+        );
         (status == 202).then_some(task.stage)
     }
 }
