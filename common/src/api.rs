@@ -351,7 +351,7 @@ pub enum TaskResponse {
     /// Nothing to do yet; poll again.
     Idle,
     /// Take part in this round's current stage.
-    Round(RoundTask),
+    Round(Box<RoundTask>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -304,7 +304,7 @@ pub async fn task_for(state: &AppState, p: &ParticipantRow) -> Result<TaskRespon
         .into_iter()
         .find(|m| m.version == round.base_version)
         .ok_or_else(|| ApiError::internal("base model version missing"))?;
-    Ok(TaskResponse::Round(RoundTask {
+    Ok(TaskResponse::Round(Box::new(RoundTask {
         round_id: round.id,
         study_id: round.study_id,
         round_number: round.round_number,
@@ -320,7 +320,7 @@ pub async fn task_for(state: &AppState, p: &ParticipantRow) -> Result<TaskRespon
         participant_index: index,
         protocol: plan.secagg,
         quantisation: plan.quantisation,
-    }))
+    })))
 }
 
 /// Largest body accepted for a stage's message: exactly header + vector for a masked input; generous JSON for

@@ -238,16 +238,15 @@ impl Store {
                     .await?
             }
             Backend::Postgres => {
-                if let Some(schema) = schema {
-                    if !schema
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        || schema.is_empty()
-                    {
-                        return Err(StoreError::Refused(format!(
-                            "invalid schema name {schema:?}"
-                        )));
-                    }
+                if let Some(schema) = schema
+                    && (schema.is_empty()
+                        || !schema
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                {
+                    return Err(StoreError::Refused(format!(
+                        "invalid schema name {schema:?}"
+                    )));
                 }
                 let schema = schema.map(str::to_string);
                 if let Some(schema) = &schema {

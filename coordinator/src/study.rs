@@ -100,13 +100,13 @@ pub fn validate(req: &CreateStudyRequest) -> Result<(ModelSpec, Vec<u8>), ApiErr
         )));
     }
     let sa = &req.secagg;
-    if let Some(t) = sa.threshold {
-        if t < 2 || t > req.min_participants {
-            return Err(ApiError::Unprocessable(format!(
-                "secagg.threshold must be in 2..=min_participants ({}), got {t}",
-                req.min_participants
-            )));
-        }
+    if let Some(t) = sa.threshold
+        && (t < 2 || t > req.min_participants)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "secagg.threshold must be in 2..=min_participants ({}), got {t}",
+            req.min_participants
+        )));
     }
     if let GraphParams::Sparse {
         expected_dropout,

@@ -96,7 +96,7 @@ impl Sim {
         assert_eq!(status, 200, "task: {v}");
         match serde_json::from_value::<TaskResponse>(v).expect("task JSON") {
             TaskResponse::Idle => None,
-            TaskResponse::Round(t) => Some(t),
+            TaskResponse::Round(t) => Some(*t),
         }
     }
 
