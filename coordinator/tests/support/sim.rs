@@ -76,6 +76,8 @@ pub struct Sim {
     pub sent_input: Option<Vec<u32>>,
     client: Option<(i64, SecAggClient)>,
     rng: ChaCha20Rng,
+    /// A computed message whose upload failed in transport; re-sent before anything else.
+    pending: Option<(String, &'static str, Vec<u8>, RoundStage)>,
 }
 
 impl Sim {
@@ -88,6 +90,7 @@ impl Sim {
             sent_input: None,
             client: None,
             rng: ChaCha20Rng::from_seed(rand::random()),
+            pending: None,
         }
     }
 
@@ -102,6 +105,15 @@ impl Sim {
 
     /// Answers the current stage if it is due; returns the stage answered.
     pub async fn step(&mut self, http: &Http) -> Option<RoundStage> {
+        if let Some((path, ct, body, stage)) = self.pending.take() {
+            return match http.post_raw(&path, &self.cred, ct, body.clone()).await {
+                Ok((status, _)) => (status == 202).then_some(stage),
+                Err(_) => {
+                    self.pending = Some((path, ct, body, stage));
+                    None
+                }
+            };
+        }
         let task = self.task(http).await?;
         if task.submitted {
             return None;
@@ -183,7 +195,13 @@ impl Sim {
             }
             RoundStage::Finished => return None,
         };
-        let (status, text) = http.post_raw(&path, &self.cred, ct, body).await.ok()?;
+        let (status, text) = match http.post_raw(&path, &self.cred, ct, body.clone()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.pending = Some((path, ct, body, task.stage));
+                return None;
+            }
+        };
         assert!(
             status == 202 || status == 409,
             "posting {}: {status} {text}",
