@@ -3,8 +3,10 @@
 //!
 //! - [`secagg`]: Bonawitz-style secure aggregation (client and server state machines, crypto, quantisation).
 //! - [`dp`]: privacy accounting (RDP, PLD, analytic Gaussian), calibration and the privacy ledger.
+//! - [`api`]: HTTP wire types of the coordinator API (serde only).
 //! - [`model`]: model specifications and the flat parameter-vector layout both sides agree on.
 
+pub mod api;
 pub mod dp;
 pub mod model;
 pub mod secagg;

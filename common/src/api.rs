@@ -1,0 +1,393 @@
+//! HTTP wire types of the coordinator API, shared by the coordinator, the participant agent and the `confide` CLI.
+//!
+//! Pure serde types: control messages and configuration travel as JSON; bulk vectors (model weights, masked inputs)
+//! travel as binary bodies and never appear here. Requests reject unknown fields so a typo is an error, not a default.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// Version of this wire format; bumped on any incompatible change.
+pub const API_VERSION: u32 = 1;
+
+/// Every 4xx/5xx answer carries this body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    /// What was wrong, for a human.
+    pub error: String,
+}
+
+/// Record-level DP-SGD parameters every participant of a study trains with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DpParams {
+    /// Poisson sampling rate q of a local batch, in (0, 1].
+    pub sampling_rate: f64,
+    /// Noise multiplier σ (> 0); the noise standard deviation is σ·clip_norm.
+    pub noise_multiplier: f64,
+    /// Local epochs per round; a round is ceil(local_epochs / q) DP-SGD steps.
+    pub local_epochs: u32,
+    /// Per-example gradient clipping norm C (> 0).
+    pub clip_norm: f64,
+}
+
+/// Neighbour graph of the secure aggregation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GraphParams {
+    /// Every pair of participants shares a mask (classic SecAgg).
+    Complete,
+    /// k-regular Harary graph (SecAgg+), degree derived from n and these rates.
+    Sparse {
+        /// Expected fraction of participants that drop out during a round.
+        expected_dropout: f64,
+        /// Tolerated fraction of corrupt participants.
+        corrupt_fraction: f64,
+    },
+}
+
+/// Fixed-point quantisation of clipped updates into the ring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct QuantisationParams {
+    /// Each update coordinate is clipped to [-clip_range, clip_range] before quantisation.
+    pub clip_range: f64,
+    /// Ring size exponent k (Z_{2^k}, 2..=32); the levels per side are the finest for which the sum of the
+    /// round's inputs cannot overflow.
+    pub bits: u32,
+    /// Largest weight (sample count) one participant may put in the weight coordinate.
+    #[serde(default = "default_max_weight")]
+    pub max_weight: u32,
+}
+
+fn default_max_weight() -> u32 {
+    100_000
+}
+
+/// Secure-aggregation parameters of a study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SecAggParams {
+    /// Shamir threshold t; derived from the graph when absent.
+    #[serde(default)]
+    pub threshold: Option<u32>,
+    pub graph: GraphParams,
+    pub quantisation: QuantisationParams,
+}
+
+/// Per-participant privacy budget of a study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BudgetParams {
+    /// ε a participant may spend in this study, over all rounds.
+    pub epsilon: f64,
+    /// δ at which ε is computed.
+    pub delta: f64,
+}
+
+/// How long each stage of a round may take before the coordinator closes it with whoever has answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StageDeadlines {
+    /// Seconds for local training plus AdvertiseKeys.
+    pub advertise_keys_secs: u64,
+    pub share_keys_secs: u64,
+    pub masked_input_secs: u64,
+    pub unmasking_secs: u64,
+}
+
+impl Default for StageDeadlines {
+    fn default() -> Self {
+        Self {
+            advertise_keys_secs: 600,
+            share_keys_secs: 60,
+            masked_input_secs: 600,
+            unmasking_secs: 60,
+        }
+    }
+}
+
+/// Server-side optimiser applied to the securely summed, weighted mean update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerOptimizer {
+    /// w ← w + η·Δ̄ (FedAvg with server learning rate η).
+    FedAvg { learning_rate: f64 },
+    /// FedAdam (Reddi et al. 2021) on the pseudo-gradient Δ̄.
+    FedAdam {
+        learning_rate: f64,
+        beta1: f64,
+        beta2: f64,
+        epsilon: f64,
+    },
+}
+
+impl Default for ServerOptimizer {
+    fn default() -> Self {
+        Self::FedAvg { learning_rate: 1.0 }
+    }
+}
+
+/// `POST /v1/studies`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateStudyRequest {
+    pub name: String,
+    /// Model specification (the `confide_common::model` JSON).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub model_spec: serde_json::Value,
+    /// Seed for the initial weights when none are uploaded.
+    #[serde(default)]
+    pub initial_weights_seed: u64,
+    pub dp: DpParams,
+    pub secagg: SecAggParams,
+    pub budget: BudgetParams,
+    /// Number of rounds the study runs.
+    pub rounds: u32,
+    /// A round needs at least this many selected participants (and that many must survive to the aggregate).
+    pub min_participants: u32,
+    #[serde(default)]
+    pub deadlines: StageDeadlines,
+    #[serde(default)]
+    pub server_optimizer: ServerOptimizer,
+}
+
+/// A study as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StudyInfo {
+    pub id: i64,
+    pub config: CreateStudyRequest,
+    pub created_at_ms: i64,
+    pub latest_model_version: i64,
+    pub rounds_completed: i64,
+    pub active_round: Option<i64>,
+}
+
+/// `POST /v1/studies/{id}/enrolment-tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrolmentTokenRequest {
+    /// Who the token is for (e.g. the hospital's name).
+    pub label: String,
+    /// Validity in seconds (default 7 days).
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// A freshly created one-time enrolment token; shown once, stored hashed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EnrolmentTokenResponse {
+    pub token: String,
+    pub study_id: i64,
+    pub expires_at_ms: i64,
+}
+
+/// `POST /v1/participant/enrol` (no credential yet: the token authenticates).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    pub token: String,
+    /// The participant's display name, unique within the study.
+    pub name: String,
+}
+
+/// The participant's long-term credential; shown once, stored hashed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EnrolResponse {
+    pub participant_id: i64,
+    pub study_id: i64,
+    pub credential: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ParticipantInfo {
+    pub id: i64,
+    pub study_id: i64,
+    pub name: String,
+    pub enrolled_at_ms: i64,
+}
+
+/// Stage of a round as seen on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RoundStage {
+    AdvertiseKeys,
+    ShareKeys,
+    MaskedInputCollection,
+    Unmasking,
+    Finished,
+}
+
+impl RoundStage {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AdvertiseKeys => "advertise_keys",
+            Self::ShareKeys => "share_keys",
+            Self::MaskedInputCollection => "masked_input_collection",
+            Self::Unmasking => "unmasking",
+            Self::Finished => "finished",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::AdvertiseKeys,
+            Self::ShareKeys,
+            Self::MaskedInputCollection,
+            Self::Unmasking,
+            Self::Finished,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// Who is in one stage's set (U0 = selected, U1 = advertised keys, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StageSet {
+    /// `selected`, or the stage whose message these participants sent.
+    pub stage: String,
+    pub participants: Vec<i64>,
+}
+
+/// `POST /v1/studies/{id}/rounds`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StartRoundRequest {
+    /// Restrict selection to these participants (default: every enrolled participant with budget left).
+    #[serde(default)]
+    pub participants: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AbortRoundRequest {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RoundInfo {
+    pub id: i64,
+    pub study_id: i64,
+    pub round_number: i64,
+    pub stage: RoundStage,
+    /// `completed` or `aborted` once finished.
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    /// Model version the round trains from.
+    pub base_version: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub stage_deadline_ms: i64,
+    pub sets: Vec<StageSet>,
+    /// Participants left out at selection and why (e.g. budget).
+    pub excluded: Vec<ExcludedParticipant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ExcludedParticipant {
+    pub participant_id: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ModelVersionInfo {
+    pub study_id: i64,
+    pub version: i64,
+    pub round_id: Option<i64>,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ParticipantPrivacy {
+    pub participant_id: i64,
+    pub name: String,
+    pub epsilon_spent: f64,
+    pub epsilon_budget: f64,
+    pub rounds_charged: i64,
+}
+
+/// `GET /v1/studies/{id}/privacy`: ε by the PLD accountant over each participant's whole ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PrivacyReport {
+    pub study_id: i64,
+    pub delta: f64,
+    pub accountant: String,
+    pub participants: Vec<ParticipantPrivacy>,
+}
+
+/// Answer of the participant's long-poll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskResponse {
+    /// Nothing to do yet; poll again.
+    Idle,
+    /// Take part in this round's current stage.
+    Round(Box<RoundTask>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RoundTask {
+    pub round_id: i64,
+    pub study_id: i64,
+    pub round_number: i64,
+    pub stage: RoundStage,
+    /// Whether this participant already sent its message for `stage`.
+    pub submitted: bool,
+    pub stage_deadline_ms: i64,
+    pub model_version: i64,
+    /// sha256 (hex) of the model's safetensors bytes, to verify the download.
+    pub model_sha256: String,
+    pub dp: DpParams,
+    pub secagg: SecAggParams,
+    /// The privacy events this round will charge if the participant's input is aggregated (ledger JSON).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub planned_events: serde_json::Value,
+    /// Number of model parameters (length of the update vector before quantisation and the weight coordinate).
+    pub num_parameters: i64,
+    /// This participant's secure-aggregation id in the round.
+    pub participant_index: u32,
+    /// The round's secure-aggregation parameters (round id, participants, threshold, graph, vector length, ring).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub protocol: crate::secagg::SecAggParams,
+    /// How updates are quantised into the ring (the weight goes in the extra last coordinate).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub quantisation: crate::secagg::QuantizationParams,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Health {
+    pub status: String,
+    pub database: String,
+}

@@ -1,0 +1,519 @@
+//! One background driver per active round: it holds the round's lease, feeds the participants' stored messages to
+//! the sans-IO secure-aggregation server, closes each stage when everyone eligible has answered or the deadline
+//! passes, persists the server state at every stage boundary (together with the next stage's broadcasts), and at
+//! the end publishes the new model and charges the ledger in one transaction — or aborts, publishing and charging
+//! nothing.
+//!
+//! Crash safety: the database is the queue. Messages are stored by whichever process receives them; the server
+//! state is persisted only at stage boundaries, and a restarted driver rebuilds the server from the last boundary
+//! and replays the current stage's stored messages. Leases (a row update with expiry) make sure two coordinator
+//! processes on one database never drive the same round.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use confide_common::api::RoundStage;
+use confide_common::model::{decode_safetensors, encode_safetensors};
+use confide_common::secagg::messages::ControlMessage;
+use confide_common::secagg::{
+    self, AdvertiseKeys, RoundOutcome, SecAggServer, ShareKeys, UnmaskingResponse,
+};
+
+use crate::http::AppState;
+use crate::rounds::{self, RoundPlan, deadline_secs, eligible_set, stage_str};
+use crate::store::{Publication, RoundRow, StageTransition, now_ms};
+use crate::study::Study;
+
+/// How often a driver looks for new messages when not woken.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Starts a driver for `round_id` in this process unless one is running.
+pub fn spawn(state: AppState, round_id: i64) {
+    {
+        let Ok(mut running) = state.drivers.lock() else {
+            return;
+        };
+        if !running.insert(round_id) {
+            return;
+        }
+    }
+    tokio::spawn(async move {
+        run(&state, round_id).await;
+        if let Ok(mut running) = state.drivers.lock() {
+            running.remove(&round_id);
+        }
+    });
+}
+
+/// Every second, starts drivers for unfinished rounds this process is not driving (rounds left by a crashed or
+/// stopped process are picked up once their lease expires).
+pub fn supervise(state: AppState) {
+    tokio::spawn(async move {
+        loop {
+            match state.store.active_rounds().await {
+                Ok(rounds) => {
+                    for r in rounds {
+                        spawn(state.clone(), r.id);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not list active rounds"),
+            }
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}
+
+/// Waits (bounded) until every driver of this process has stopped after shutdown.
+pub async fn wait_stopped(state: &AppState) {
+    for _ in 0..100 {
+        if state.drivers.lock().map(|d| d.is_empty()).unwrap_or(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+enum Step {
+    /// The round is finished (by us or anyone).
+    Finished,
+    /// Another process holds the lease.
+    Elsewhere,
+}
+
+async fn run(state: &AppState, round_id: i64) {
+    loop {
+        let result = drive(state, round_id).await;
+        match result {
+            Ok(Step::Finished) => return,
+            Ok(Step::Elsewhere) => {}
+            Err(e) => {
+                tracing::error!(round = round_id, error = %e, "round driver failed; retrying")
+            }
+        }
+        if state.shutdown.is_cancelled() {
+            let _ = state
+                .store
+                .release_round_lease(round_id, &state.node_id)
+                .await;
+            return;
+        }
+        // Idle while another process drives; stop once the round is finished.
+        match state.store.get_round(round_id).await {
+            Ok(r) if r.outcome.is_some() => return,
+            Err(crate::store::StoreError::NotFound(_)) => return,
+            _ => {}
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                let _ = state.store.release_round_lease(round_id, &state.node_id).await;
+                return;
+            }
+            _ = tokio::time::sleep(state.limits.lease_ttl / 3) => {}
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DriveError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<crate::error::ApiError> for DriveError {
+    fn from(e: crate::error::ApiError) -> Self {
+        Self::Other(format!("{e:?}"))
+    }
+}
+
+/// Feeds one stored message to the server. A message the server rejects (e.g. a ciphertext addressed to a
+/// non-neighbour) only drops its sender; it is logged without its content.
+fn apply(server: &mut SecAggServer, stage: RoundStage, sender: i64, body: &[u8]) {
+    let result = match stage {
+        RoundStage::AdvertiseKeys => std::str::from_utf8(body)
+            .map_err(|e| e.to_string())
+            .and_then(|t| AdvertiseKeys::from_json(t).map_err(|e| e.to_string()))
+            .and_then(|m| server.handle_advertise_keys(&m).map_err(|e| e.to_string())),
+        RoundStage::ShareKeys => std::str::from_utf8(body)
+            .map_err(|e| e.to_string())
+            .and_then(|t| ShareKeys::from_json(t).map_err(|e| e.to_string()))
+            .and_then(|m| server.handle_share_keys(&m).map_err(|e| e.to_string())),
+        RoundStage::MaskedInputCollection => server
+            .handle_masked_input_bytes(body)
+            .map_err(|e| e.to_string()),
+        RoundStage::Unmasking => std::str::from_utf8(body)
+            .map_err(|e| e.to_string())
+            .and_then(|t| UnmaskingResponse::from_json(t).map_err(|e| e.to_string()))
+            .and_then(|m| {
+                server
+                    .handle_unmasking_response(&m)
+                    .map_err(|e| e.to_string())
+            }),
+        RoundStage::Finished => Err("round finished".into()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(participant = sender, stage = stage.as_str(), error = %e, "message rejected by the secure-aggregation server");
+    }
+}
+
+fn api_stage(s: secagg::RoundStage) -> RoundStage {
+    match s {
+        secagg::RoundStage::AdvertiseKeys => RoundStage::AdvertiseKeys,
+        secagg::RoundStage::ShareKeys => RoundStage::ShareKeys,
+        secagg::RoundStage::MaskedInputCollection => RoundStage::MaskedInputCollection,
+        secagg::RoundStage::Unmasking => RoundStage::Unmasking,
+        secagg::RoundStage::Completed | secagg::RoundStage::Aborted => RoundStage::Finished,
+    }
+}
+
+async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
+    if !state
+        .store
+        .acquire_round_lease(round_id, &state.node_id, state.limits.lease_ttl)
+        .await?
+    {
+        let r = state.store.get_round(round_id).await?;
+        return Ok(if r.outcome.is_some() {
+            Step::Finished
+        } else {
+            Step::Elsewhere
+        });
+    }
+    let round = state.store.get_round(round_id).await?;
+    if round.outcome.is_some() {
+        return Ok(Step::Finished);
+    }
+    let study = Study::from_row(&state.store.get_study(round.study_id).await?)?;
+    let plan = RoundPlan::parse(&round)?;
+    let mut stage = RoundStage::parse(&round.stage)
+        .ok_or_else(|| DriveError::Other(format!("bad stage {}", round.stage)))?;
+    let mut server = match rebuild(state, &plan, round_id, stage).await? {
+        Ok(s) => s,
+        Err(reason) => {
+            rounds::abort(state, &round, &reason).await?;
+            return Ok(Step::Finished);
+        }
+    };
+    let mut deadline = round.stage_deadline;
+    let mut stage_started = std::time::Instant::now();
+    let mut applied: HashSet<i64> = HashSet::new();
+    let mut last_renew = std::time::Instant::now();
+    tracing::info!(round = round_id, stage = stage.as_str(), node = %state.node_id, "driving round");
+    loop {
+        if state.shutdown.is_cancelled() {
+            state
+                .store
+                .release_round_lease(round_id, &state.node_id)
+                .await?;
+            return Ok(Step::Elsewhere);
+        }
+        if last_renew.elapsed() > state.limits.lease_ttl / 3 {
+            if !state
+                .store
+                .acquire_round_lease(round_id, &state.node_id, state.limits.lease_ttl)
+                .await?
+            {
+                tracing::warn!(round = round_id, "lost the round lease");
+                return Ok(Step::Elsewhere);
+            }
+            last_renew = std::time::Instant::now();
+        }
+        let current = state.store.get_round(round_id).await?;
+        if current.outcome.is_some() {
+            return Ok(Step::Finished); // e.g. aborted by an operator
+        }
+        for (sender, body) in state
+            .store
+            .stage_messages(round_id, stage_str(stage))
+            .await?
+        {
+            if applied.insert(sender) {
+                apply(&mut server, stage, sender, &body);
+            }
+        }
+        let eligible: Vec<i64> = state
+            .store
+            .round_members(round_id)
+            .await?
+            .into_iter()
+            .filter(|(s, _)| s == eligible_set(stage))
+            .map(|(_, p)| p)
+            .collect();
+        let everyone = eligible.iter().all(|p| applied.contains(p));
+        if everyone || now_ms() >= deadline {
+            let sid = round.study_id.to_string();
+            state
+                .metrics
+                .stage_duration
+                .with_label_values(&[stage.as_str()])
+                .observe(stage_started.elapsed().as_secs_f64());
+            if let Err(e) = server.close_stage() {
+                rounds::abort(state, &round, &format!("secure aggregation failed: {e}")).await?;
+                return Ok(Step::Finished);
+            }
+            // The set that completed this stage, as the server counts it (a rejected message drops its sender).
+            let set = match stage {
+                RoundStage::AdvertiseKeys => server.u1(),
+                RoundStage::ShareKeys => server.u2(),
+                RoundStage::MaskedInputCollection => server.u3(),
+                RoundStage::Unmasking | RoundStage::Finished => server.u4(),
+            };
+            let completed: Vec<i64> = set.iter().filter_map(|i| plan.participant_at(*i)).collect();
+            let dropped = eligible.iter().filter(|p| !completed.contains(p)).count();
+            if dropped > 0 {
+                state
+                    .metrics
+                    .dropouts_total
+                    .with_label_values(&[sid.as_str(), stage.as_str()])
+                    .inc_by(dropped as u64);
+            }
+            state
+                .metrics
+                .round_participants
+                .with_label_values(&[sid.as_str(), stage.as_str()])
+                .set(completed.len() as f64);
+            match server.outcome() {
+                None => {
+                    let next = api_stage(server.stage());
+                    let broadcasts = collect_broadcasts(&server, next, &plan)?;
+                    let next_deadline = now_ms() + 1000 * deadline_secs(&study, next) as i64;
+                    let t = StageTransition {
+                        round_id,
+                        from_stage: stage_str(stage).into(),
+                        to_stage: stage_str(next).into(),
+                        server_state: server.encode(),
+                        stage_deadline: next_deadline,
+                        completed,
+                        broadcasts,
+                    };
+                    if !state.store.advance_stage(&t).await? {
+                        return Ok(Step::Elsewhere);
+                    }
+                    tracing::info!(
+                        round = round_id,
+                        from = stage.as_str(),
+                        to = next.as_str(),
+                        "stage closed"
+                    );
+                    state.changed.notify_waiters();
+                    stage = next;
+                    deadline = next_deadline;
+                    stage_started = std::time::Instant::now();
+                    applied.clear();
+                    continue;
+                }
+                Some(RoundOutcome::Completed(sum)) => {
+                    publish(
+                        state, &round, &study, &plan, stage, completed, &server, &sum,
+                    )
+                    .await?;
+                    return Ok(Step::Finished);
+                }
+                Some(RoundOutcome::Aborted { reason }) => {
+                    rounds::abort(
+                        state,
+                        &round,
+                        &format!("secure aggregation aborted: {reason}"),
+                    )
+                    .await?;
+                    return Ok(Step::Finished);
+                }
+            }
+        }
+        let wait =
+            Duration::from_millis((deadline - now_ms()).clamp(1, TICK.as_millis() as i64) as u64);
+        let changed = state.changed.notified();
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Rebuilds the round's server deterministically: a fresh server from the plan, then every earlier stage's stored
+/// messages in arrival order followed by its close (the stored messages of a stage are exactly those accepted before
+/// its boundary). Ends in `current` with nothing of the current stage applied yet. `Err(reason)` if the replay does
+/// not reproduce the recorded stage (the round is then aborted).
+async fn rebuild(
+    state: &AppState,
+    plan: &RoundPlan,
+    round_id: i64,
+    current: RoundStage,
+) -> Result<Result<SecAggServer, String>, DriveError> {
+    let mut server = match SecAggServer::new(plan.secagg.clone()) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(format!("secure-aggregation parameters rejected: {e}"))),
+    };
+    for stage in [
+        RoundStage::AdvertiseKeys,
+        RoundStage::ShareKeys,
+        RoundStage::MaskedInputCollection,
+        RoundStage::Unmasking,
+    ] {
+        if stage == current {
+            if api_stage(server.stage()) != current {
+                return Ok(Err(format!(
+                    "replaying the stored messages does not reach stage {}",
+                    current.as_str()
+                )));
+            }
+            return Ok(Ok(server));
+        }
+        for (sender, body) in state
+            .store
+            .stage_messages(round_id, stage_str(stage))
+            .await?
+        {
+            apply(&mut server, stage, sender, &body);
+        }
+        if let Err(e) = server.close_stage() {
+            return Ok(Err(format!("replaying stage {}: {e}", stage.as_str())));
+        }
+    }
+    Ok(Err(format!(
+        "cannot resume a round in stage {}",
+        current.as_str()
+    )))
+}
+
+/// The server's messages for the participants at the start of `stage`, as (recipient, JSON); recipient 0 = all.
+fn collect_broadcasts(
+    server: &SecAggServer,
+    stage: RoundStage,
+    plan: &RoundPlan,
+) -> Result<Vec<(i64, Vec<u8>)>, DriveError> {
+    let mut out = Vec::new();
+    match stage {
+        RoundStage::ShareKeys => {
+            let dir = server
+                .key_directory()
+                .ok_or_else(|| DriveError::Other("no key directory".into()))?;
+            out.push((0, dir.to_json().into_bytes()));
+        }
+        RoundStage::MaskedInputCollection => {
+            for index in 0..plan.selected.len() as u32 {
+                if let Ok(routed) = server.routed_shares(index) {
+                    let pid = plan
+                        .participant_at(index)
+                        .ok_or_else(|| DriveError::Other("bad index".into()))?;
+                    out.push((pid, routed.to_json().into_bytes()));
+                }
+            }
+        }
+        RoundStage::Unmasking => {
+            let req = server
+                .unmasking_request()
+                .ok_or_else(|| DriveError::Other("no unmasking request".into()))?;
+            out.push((0, req.to_json().into_bytes()));
+        }
+        RoundStage::AdvertiseKeys | RoundStage::Finished => {}
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish(
+    state: &AppState,
+    round: &RoundRow,
+    study: &Study,
+    plan: &RoundPlan,
+    stage: RoundStage,
+    completed: Vec<i64>,
+    server: &SecAggServer,
+    sum: &[u32],
+) -> Result<(), DriveError> {
+    // Exactly the participants whose masked input is in the aggregate (U3) are charged.
+    let in_aggregate: Vec<i64> = server
+        .u3()
+        .iter()
+        .filter_map(|i| plan.participant_at(*i))
+        .collect();
+    let abort = |reason: String| async move {
+        rounds::abort(state, round, &reason)
+            .await
+            .map(|_| ())
+            .map_err(DriveError::from)
+    };
+    let dequantised = match plan.quantisation.dequantize(sum) {
+        Ok(d) => d,
+        Err(e) => return abort(format!("dequantisation failed: {e}")).await,
+    };
+    let (base, _) = state
+        .store
+        .model_weights(round.study_id, round.base_version)
+        .await?;
+    let mut weights = match decode_safetensors(&study.spec, &base) {
+        Ok(w) => w,
+        Err(e) => return abort(format!("base model unreadable: {e}")).await,
+    };
+    let opt_state = state
+        .store
+        .optimizer_state(round.study_id, round.base_version)
+        .await?;
+    let new_state = match crate::optimizer::apply(
+        &study.config.server_optimizer,
+        &mut weights,
+        &dequantised.values,
+        dequantised.total_weight,
+        opt_state.as_deref(),
+    ) {
+        Ok(s) => s,
+        Err(e) => return abort(format!("server optimiser: {e}")).await,
+    };
+    let bytes = match encode_safetensors(&study.spec, &weights) {
+        Ok(b) => b,
+        Err(e) => return abort(format!("encoding the new model: {e}")).await,
+    };
+    let delta = study.config.budget.delta;
+    let budget = study.config.budget.epsilon;
+    let check = move |participant: i64, ledger: &[serde_json::Value]| -> Result<f64, String> {
+        let eps = crate::budget::epsilon(ledger, delta)?;
+        if eps > budget {
+            Err(format!(
+                "participant {participant} would reach ε = {eps:.4} > budget {budget}"
+            ))
+        } else {
+            Ok(eps)
+        }
+    };
+    let publication = Publication {
+        round_id: round.id,
+        from_stage: stage_str(stage).into(),
+        weights: bytes,
+        optimizer_state: new_state,
+        completed,
+        charges: in_aggregate
+            .iter()
+            .map(|p| (*p, plan.planned_events.clone()))
+            .collect(),
+    };
+    match state.store.publish_round(&publication, &check).await {
+        Ok(version) => {
+            tracing::info!(
+                round = round.id,
+                study = round.study_id,
+                version,
+                participants = in_aggregate.len(),
+                "round completed"
+            );
+            state
+                .metrics
+                .rounds_total
+                .with_label_values(&[round.study_id.to_string().as_str(), "completed"])
+                .inc();
+            rounds::refresh_privacy_gauges(state, round.study_id).await;
+            state.changed.notify_waiters();
+            Ok(())
+        }
+        Err(crate::store::StoreError::Refused(reason)) => {
+            abort(format!("budget check at publication: {reason}")).await
+        }
+        Err(crate::store::StoreError::Conflict(_)) => Ok(()), // finished meanwhile (e.g. operator abort)
+        Err(e) => Err(e.into()),
+    }
+}

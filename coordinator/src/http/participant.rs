@@ -1,0 +1,161 @@
+//! Participant API (bearer credential from enrolment): enrol, long-poll for a task, download the model, post each
+//! protocol message (control as JSON, masked input as binary), read the server's broadcasts.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use confide_common::api::{EnrolRequest, EnrolResponse, ErrorBody, RoundStage, TaskResponse};
+use serde::Deserialize;
+
+use super::{AppState, Participant, created};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::rounds;
+use crate::study;
+
+/// Enrol with a one-time token; returns the participant's credential (shown once, stored hashed).
+#[utoipa::path(post, path = "/v1/participant/enrol", tag = "participant", request_body = EnrolRequest,
+    responses((status = 201, body = EnrolResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn enrol(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<EnrolRequest>,
+) -> Result<Response, ApiError> {
+    study::validate_name(&req.name, "name")?;
+    let (p, credential) = state.store.enrol(&req.token, &req.name).await?;
+    tracing::info!(
+        participant = p.id,
+        study = p.study_id,
+        "participant enrolled"
+    );
+    rounds::refresh_privacy_gauges(&state, p.study_id).await;
+    Ok(created(EnrolResponse {
+        participant_id: p.id,
+        study_id: p.study_id,
+        credential,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PollQuery {
+    /// Seconds to wait for work before answering `idle` (default 0; capped by the server).
+    #[serde(default)]
+    pub wait_secs: u64,
+}
+
+/// Long-poll for work: answers as soon as this participant has a stage to answer, or `idle` after `wait_secs`.
+#[utoipa::path(get, path = "/v1/participant/task", tag = "participant", params(PollQuery),
+    security(("participant_credential" = [])),
+    responses((status = 200, body = TaskResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn poll_task(
+    State(state): State<AppState>,
+    Participant(p): Participant,
+    ApiQuery(q): ApiQuery<PollQuery>,
+) -> Result<ApiJson<TaskResponse>, ApiError> {
+    let wait = Duration::from_secs(q.wait_secs).min(state.limits.max_poll);
+    let until = Instant::now() + wait;
+    loop {
+        let changed = state.changed.notified();
+        let task = rounds::task_for(&state, &p).await?;
+        let due = matches!(&task, TaskResponse::Round(t) if !t.submitted);
+        let now = Instant::now();
+        if due || now >= until {
+            return Ok(ApiJson(task));
+        }
+        // Woken by this process's changes at once; another process's changes are seen within 500 ms.
+        let _ = tokio::time::timeout((until - now).min(Duration::from_millis(500)), changed).await;
+    }
+}
+
+/// Download one of this participant's study's model versions (safetensors; sha256 in `x-confide-sha256`).
+#[utoipa::path(get, path = "/v1/participant/models/{version}", tag = "participant",
+    security(("participant_credential" = [])), params(("version" = i64, Path)),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn download_model(
+    State(state): State<AppState>,
+    Participant(p): Participant,
+    ApiPath(version): ApiPath<i64>,
+) -> Result<Response, ApiError> {
+    let (bytes, sha) = state.store.model_weights(p.study_id, version).await?;
+    Ok(super::operator::safetensors_response(bytes, sha))
+}
+
+fn parse_stage(s: &str) -> Result<RoundStage, ApiError> {
+    match RoundStage::parse(s) {
+        Some(RoundStage::Finished) | None => Err(ApiError::NotFound(format!(
+            "unknown stage {s:?} (advertise_keys, share_keys, masked_input_collection, unmasking)"
+        ))),
+        Some(stage) => Ok(stage),
+    }
+}
+
+/// Post this participant's message for a stage: JSON for control stages, `application/octet-stream` (header +
+/// little-endian ring elements) for `masked_input_collection`. 202 once stored; one message per stage.
+#[utoipa::path(post, path = "/v1/participant/rounds/{round_id}/messages/{stage}", tag = "participant",
+    security(("participant_credential" = [])), params(("round_id" = i64, Path), ("stage" = String, Path)),
+    request_body(content = Vec<u8>, description = "secagg message: JSON, or binary masked input", content_type = "application/octet-stream"),
+    responses((status = 202), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn post_message(
+    State(state): State<AppState>,
+    Participant(p): Participant,
+    ApiPath((round_id, stage)): ApiPath<(i64, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let stage = parse_stage(&stage)?;
+    let round = state.store.get_round(round_id).await?;
+    if round.study_id != p.study_id {
+        return Err(ApiError::NotFound("round not found".into()));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let binary = stage == RoundStage::MaskedInputCollection;
+    let expected = if binary {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    if !content_type.starts_with(expected) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "{} messages must be sent as {expected}",
+            stage.as_str()
+        )));
+    }
+    let limit = rounds::message_limit(&state, &round, stage)?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::PayloadTooLarge(format!(
+            "{} message larger than {limit} bytes",
+            stage.as_str()
+        ))
+    })?;
+    rounds::accept_message(&state, &round, &p, stage, &bytes).await?;
+    Ok(axum::http::StatusCode::ACCEPTED.into_response())
+}
+
+/// What the server told this participant at the start of `stage` (JSON).
+#[utoipa::path(get, path = "/v1/participant/rounds/{round_id}/broadcast/{stage}", tag = "participant",
+    security(("participant_credential" = [])), params(("round_id" = i64, Path), ("stage" = String, Path)),
+    responses((status = 200, content_type = "application/json"), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn get_broadcast(
+    State(state): State<AppState>,
+    Participant(p): Participant,
+    ApiPath((round_id, stage)): ApiPath<(i64, String)>,
+) -> Result<Response, ApiError> {
+    let stage = parse_stage(&stage)?;
+    let round = state.store.get_round(round_id).await?;
+    if round.study_id != p.study_id {
+        return Err(ApiError::NotFound("round not found".into()));
+    }
+    let body = rounds::broadcast_for(&state, &round, &p, stage).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}

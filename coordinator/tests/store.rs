@@ -1,0 +1,368 @@
+//! Every Store operation against SQLite and Postgres.
+
+mod support;
+
+use confide_coordinator::store::{NewRound, Publication, StageTransition, StoreError};
+use support::TestDb;
+
+fn new_round(study_id: i64, selected: Vec<i64>) -> NewRound {
+    NewRound {
+        study_id,
+        stage: "advertise_keys".into(),
+        base_version: 0,
+        plan_json: "{}".into(),
+        selected,
+        server_state: Some(vec![1, 2, 3]),
+        stage_deadline: i64::MAX / 2,
+        max_rounds: 2,
+    }
+}
+
+async fn study_with_two(db: &TestDb) -> (i64, i64, i64, String, String) {
+    let s = &db.store;
+    let study = s
+        .create_study("s1", r#"{"k":1}"#, b"weights-v0")
+        .await
+        .unwrap();
+    let t1 = s
+        .create_enrolment_token(study.id, "a", i64::MAX / 2)
+        .await
+        .unwrap();
+    let t2 = s
+        .create_enrolment_token(study.id, "b", i64::MAX / 2)
+        .await
+        .unwrap();
+    let (p1, c1) = s.enrol(&t1, "alpha").await.unwrap();
+    let (p2, c2) = s.enrol(&t2, "beta").await.unwrap();
+    (study.id, p1.id, p2.id, c1, c2)
+}
+
+async fn tokens_and_studies(db: &TestDb) {
+    let s = &db.store;
+    let tok = s.create_operator_token("ops").await.unwrap();
+    assert_eq!(
+        s.operator_for_token(&tok).await.unwrap().as_deref(),
+        Some("ops")
+    );
+    assert_eq!(s.operator_for_token("nope").await.unwrap(), None);
+    assert!(matches!(
+        s.create_operator_token("ops").await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    let study = s
+        .create_study("s1", r#"{"k":1}"#, b"weights-v0")
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_study("s1", "{}", b"x").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.get_study(study.id).await.unwrap(), study);
+    assert_eq!(s.list_studies().await.unwrap(), vec![study.clone()]);
+    assert!(matches!(
+        s.get_study(999).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let versions = s.list_model_versions(study.id).await.unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].version, 0);
+    assert_eq!(versions[0].size_bytes, 10);
+    let (w, sha) = s.model_weights(study.id, 0).await.unwrap();
+    assert_eq!(w, b"weights-v0");
+    assert_eq!(sha, confide_coordinator::store::sha256_hex(b"weights-v0"));
+    assert!(matches!(
+        s.model_weights(study.id, 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+both_backends!(tokens_and_studies_work, tokens_and_studies);
+
+async fn enrolment(db: &TestDb) {
+    let s = &db.store;
+    let study = s.create_study("s1", "{}", b"w").await.unwrap();
+    let tok = s
+        .create_enrolment_token(study.id, "hospital a", i64::MAX / 2)
+        .await
+        .unwrap();
+    let (p, cred) = s.enrol(&tok, "alpha").await.unwrap();
+    assert_eq!(p.study_id, study.id);
+    assert_eq!(
+        s.participant_for_credential(&cred).await.unwrap(),
+        Some(p.clone())
+    );
+    assert_eq!(s.participant_for_credential(&tok).await.unwrap(), None);
+    // one-time
+    let before = s.state_fingerprint().await.unwrap();
+    assert!(matches!(
+        s.enrol(&tok, "again").await,
+        Err(StoreError::Refused(_))
+    ));
+    // expired
+    let old = s.create_enrolment_token(study.id, "old", 1).await.unwrap();
+    let before2 = s.state_fingerprint().await.unwrap();
+    assert_ne!(before, before2);
+    assert!(matches!(
+        s.enrol(&old, "late").await,
+        Err(StoreError::Refused(_))
+    ));
+    // duplicate name rolls the token back
+    let tok2 = s
+        .create_enrolment_token(study.id, "b", i64::MAX / 2)
+        .await
+        .unwrap();
+    let before3 = s.state_fingerprint().await.unwrap();
+    assert!(matches!(
+        s.enrol(&tok2, "alpha").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(before3, s.state_fingerprint().await.unwrap());
+    let (p2, _) = s.enrol(&tok2, "beta").await.unwrap();
+    assert_eq!(s.list_participants(study.id).await.unwrap(), vec![p, p2]);
+    assert!(matches!(
+        s.create_enrolment_token(999, "x", 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+both_backends!(enrolment_is_one_time_and_atomic, enrolment);
+
+async fn round_lifecycle(db: &TestDb) {
+    let s = &db.store;
+    let (study, p1, p2, _, _) = study_with_two(db).await;
+    let round = s
+        .create_round(&new_round(study, vec![p1, p2]))
+        .await
+        .unwrap();
+    assert_eq!(round.round_number, 1);
+    assert_eq!(round.server_state.as_deref(), Some(&[1u8, 2, 3][..]));
+    assert!(matches!(
+        s.create_round(&new_round(study, vec![p1])).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.active_rounds().await.unwrap(), vec![round.clone()]);
+
+    // leases
+    let ttl = std::time::Duration::from_secs(30);
+    assert!(s.acquire_round_lease(round.id, "a", ttl).await.unwrap());
+    assert!(!s.acquire_round_lease(round.id, "b", ttl).await.unwrap());
+    assert!(s.acquire_round_lease(round.id, "a", ttl).await.unwrap());
+    s.release_round_lease(round.id, "a").await.unwrap();
+    assert!(
+        s.acquire_round_lease(round.id, "b", std::time::Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(
+        s.acquire_round_lease(round.id, "a", ttl).await.unwrap(),
+        "expired lease is taken over"
+    );
+
+    // messages
+    s.record_message(round.id, "advertise_keys", "selected", p1, b"m1")
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.record_message(round.id, "advertise_keys", "selected", p1, b"m1b")
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.record_message(round.id, "share_keys", "selected", p2, b"x")
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.record_message(round.id, "advertise_keys", "nobody", p2, b"x")
+            .await,
+        Err(StoreError::Refused(_))
+    ));
+    assert!(matches!(
+        s.record_message(999, "advertise_keys", "selected", p2, b"x")
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.record_message(round.id, "advertise_keys", "selected", p2, b"m2")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.stage_messages(round.id, "advertise_keys").await.unwrap(),
+        vec![(p1, b"m1".to_vec()), (p2, b"m2".to_vec())]
+    );
+    assert_eq!(
+        s.stage_senders(round.id, "advertise_keys").await.unwrap(),
+        vec![p1, p2]
+    );
+
+    // stage boundary
+    let t = StageTransition {
+        round_id: round.id,
+        from_stage: "advertise_keys".into(),
+        to_stage: "share_keys".into(),
+        server_state: vec![9],
+        stage_deadline: 123,
+        completed: vec![p1, p2],
+        broadcasts: vec![(0, b"all".to_vec()), (p2, b"for p2".to_vec())],
+    };
+    assert!(s.advance_stage(&t).await.unwrap());
+    assert!(!s.advance_stage(&t).await.unwrap(), "a stage closes once");
+    let r = s.get_round(round.id).await.unwrap();
+    assert_eq!(
+        (
+            r.stage.as_str(),
+            r.server_state.as_deref(),
+            r.stage_deadline
+        ),
+        ("share_keys", Some(&[9u8][..]), 123)
+    );
+    assert_eq!(
+        s.stage_messages(round.id, "advertise_keys")
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "kept for replay"
+    );
+    assert_eq!(
+        s.broadcasts(round.id, "share_keys", p1).await.unwrap(),
+        vec![b"all".to_vec()]
+    );
+    assert_eq!(
+        s.broadcasts(round.id, "share_keys", p2).await.unwrap(),
+        vec![b"all".to_vec(), b"for p2".to_vec()]
+    );
+    let members = s.round_members(round.id).await.unwrap();
+    assert_eq!(
+        members
+            .iter()
+            .filter(|(st, _)| st == "advertise_keys")
+            .count(),
+        2
+    );
+    assert_eq!(members.iter().filter(|(st, _)| st == "selected").count(), 2);
+
+    // abort: nothing published, nothing charged; the next round may start
+    s.record_message(round.id, "share_keys", "advertise_keys", p1, b"s1")
+        .await
+        .unwrap();
+    assert!(s.abort_round(round.id, "operator").await.unwrap());
+    assert!(!s.abort_round(round.id, "again").await.unwrap());
+    let r = s.get_round(round.id).await.unwrap();
+    assert_eq!(
+        (r.outcome.as_deref(), r.reason.as_deref()),
+        (Some("aborted"), Some("operator"))
+    );
+    assert!(
+        s.stage_messages(round.id, "share_keys")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.active_rounds().await.unwrap().is_empty());
+    assert_eq!(s.list_model_versions(study).await.unwrap().len(), 1);
+    assert!(s.ledger(study).await.unwrap().is_empty());
+    assert!(
+        !s.acquire_round_lease(round.id, "a", ttl).await.unwrap(),
+        "finished rounds are not driven"
+    );
+    let r2 = s
+        .create_round(&new_round(study, vec![p1, p2]))
+        .await
+        .unwrap();
+    assert_eq!(r2.round_number, 2);
+    assert_eq!(s.list_rounds(study).await.unwrap().len(), 2);
+    assert_eq!(
+        s.round_outcome_counts().await.unwrap(),
+        vec![(study, "aborted".to_string(), 1)]
+    );
+}
+both_backends!(round_lifecycle_works, round_lifecycle);
+
+async fn publish(db: &TestDb) {
+    let s = &db.store;
+    let (study, p1, p2, _, _) = study_with_two(db).await;
+    let round = s
+        .create_round(&new_round(study, vec![p1, p2]))
+        .await
+        .unwrap();
+    let events = serde_json::json!([{"subsampled_gaussian": {"sampling_rate": 0.1, "noise_multiplier": 1.0, "steps": 10}}]);
+    let p = Publication {
+        round_id: round.id,
+        from_stage: "unmasking".into(),
+        weights: b"weights-v1".to_vec(),
+        optimizer_state: Some(b"adam".to_vec()),
+        completed: vec![p1],
+        charges: vec![(p1, events.clone())],
+    };
+    // wrong stage: nothing written
+    let before = s.state_fingerprint().await.unwrap();
+    let allow = |_: i64, ledger: &[serde_json::Value]| Ok(ledger.len() as f64);
+    assert!(matches!(
+        s.publish_round(&p, &allow).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(before, s.state_fingerprint().await.unwrap());
+    let p = Publication {
+        from_stage: "advertise_keys".into(),
+        ..p
+    };
+    // a refusing budget check rolls everything back
+    let refuse = |pid: i64, _: &[serde_json::Value]| Err(format!("participant {pid} over budget"));
+    match s.publish_round(&p, &refuse).await {
+        Err(StoreError::Refused(msg)) => assert!(msg.contains("over budget")),
+        other => panic!("expected refusal, got {other:?}"),
+    }
+    assert_eq!(before, s.state_fingerprint().await.unwrap());
+    assert_eq!(s.publish_round(&p, &allow).await.unwrap(), 1);
+    assert!(
+        matches!(
+            s.publish_round(&p, &allow).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "published once"
+    );
+    let ledger = s.ledger(study).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        (
+            ledger[0].participant_id,
+            ledger[0].round_id,
+            ledger[0].epsilon_after
+        ),
+        (p1, round.id, 1.0)
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ledger[0].events_json).unwrap(),
+        events
+    );
+    let (w, _) = s.model_weights(study, 1).await.unwrap();
+    assert_eq!(w, b"weights-v1");
+    assert_eq!(
+        s.latest_model_version(study).await.unwrap().round_id,
+        Some(round.id)
+    );
+    assert_eq!(
+        s.optimizer_state(study, 1).await.unwrap(),
+        Some(b"adam".to_vec())
+    );
+    assert_eq!(s.optimizer_state(study, 0).await.unwrap(), None);
+    let r = s.get_round(round.id).await.unwrap();
+    assert_eq!(r.outcome.as_deref(), Some("completed"));
+    // the check sees the whole ledger in the next round
+    let round2 = s
+        .create_round(&new_round(study, vec![p1, p2]))
+        .await
+        .unwrap();
+    let p = Publication {
+        round_id: round2.id,
+        ..p
+    };
+    assert_eq!(s.publish_round(&p, &allow).await.unwrap(), 2);
+    assert_eq!(s.ledger(study).await.unwrap()[1].epsilon_after, 2.0);
+    // max_rounds = 2 reached
+    assert!(matches!(
+        s.create_round(&new_round(study, vec![p1])).await,
+        Err(StoreError::Refused(_))
+    ));
+}
+both_backends!(publish_is_one_transaction, publish);

@@ -1,0 +1,176 @@
+//! Test databases: a temporary SQLite file, or a fresh schema in the test Postgres (`CONFIDE_TEST_POSTGRES_URL`,
+//! default postgres://postgres@127.0.0.1:5432/test), dropped again by `cleanup`.
+#![allow(dead_code)]
+
+pub mod sim;
+
+use confide_coordinator::store::{Backend, Store};
+
+pub struct TestDb {
+    pub store: Store,
+    pub url: String,
+    pub schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("CONFIDE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite:{}", dir.path().join("coordinator.db").display());
+                let store = Store::connect(&url, None).await.expect("open sqlite store");
+                Self {
+                    store,
+                    url,
+                    schema: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let url = postgres_url();
+                let schema = format!("confide_test_{}_{}", std::process::id(), hex_suffix());
+                let store = Store::connect(&url, Some(&schema)).await.expect(
+                    "open postgres store (is Postgres running? set CONFIDE_TEST_POSTGRES_URL)",
+                );
+                Self {
+                    store,
+                    url,
+                    schema: Some(schema),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    pub async fn cleanup(self) {
+        if let Some(schema) = &self.schema {
+            self.store
+                .drop_schema(schema)
+                .await
+                .expect("drop test schema");
+        }
+        self.store.close().await;
+    }
+}
+
+fn hex_suffix() -> String {
+    let b: [u8; 6] = rand::random();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs an async test body once against SQLite and once against Postgres.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                let db =
+                    $crate::support::TestDb::new(confide_coordinator::store::Backend::Sqlite).await;
+                ($body)(&db).await;
+                db.cleanup().await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let db =
+                    $crate::support::TestDb::new(confide_coordinator::store::Backend::Postgres)
+                        .await;
+                ($body)(&db).await;
+                db.cleanup().await;
+            }
+        }
+    };
+}
+
+/// A real `confide-coordinator serve` process (for crash and multi-process tests).
+pub struct CoordinatorProcess {
+    pub child: std::process::Child,
+    pub base_url: String,
+    pub log: std::path::PathBuf,
+}
+
+impl CoordinatorProcess {
+    /// Starts `serve` on a free loopback port against `url` (and `schema`), logging to `log`.
+    pub fn start(url: &str, schema: Option<&str>, log: std::path::PathBuf) -> Self {
+        use std::io::BufRead;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_confide-coordinator"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr);
+        if let Some(s) = schema {
+            cmd.args(["--database-schema", s]);
+        }
+        let mut child = cmd.spawn().expect("spawn coordinator");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let base_url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Self {
+            child,
+            base_url,
+            log,
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, no lease release.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait (graceful shutdown).
+    pub fn terminate(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for CoordinatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `confide-coordinator token create` against a database and returns the token.
+pub fn create_operator_token(url: &str, schema: Option<&str>, name: &str) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_confide-coordinator"));
+    cmd.args(["token", "create", "--name", name, "--database-url", url]);
+    if let Some(s) = schema {
+        cmd.args(["--database-schema", s]);
+    }
+    let out = cmd.output().expect("run token create");
+    assert!(
+        out.status.success(),
+        "token create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
