@@ -11,8 +11,8 @@ use thiserror::Error;
 use crate::data::Dataset;
 use crate::dp::{DpError, GaussianNoise, PrivacyEvent};
 use crate::dpsgd::{
-    DpSgdParams, Optimizer, OptimizerConfig, StepStats, UnsupportedLayer, check_supported, noisy_gradient,
-    plain_gradient, poisson_sample,
+    DpSgdParams, Optimizer, OptimizerConfig, StepStats, UnsupportedLayer, check_supported,
+    noisy_gradient, plain_gradient, poisson_sample,
 };
 use crate::model::{Network, features_tensor, labels_tensor};
 
@@ -41,7 +41,9 @@ pub enum Mode {
     Private(DpSgdParams),
     /// Poisson batches with rate `sampling_rate`, unclipped mean gradients, no noise.
     /// **No privacy guarantee**: for baselines only.
-    NonPrivate { sampling_rate: f64 },
+    NonPrivate {
+        sampling_rate: f64,
+    },
 }
 
 impl Mode {
@@ -135,7 +137,11 @@ impl LocalTrainer {
             });
         }
         let num_classes = spec.num_classes();
-        if train.labels.iter().any(|&l| l < 0 || l as usize >= num_classes) {
+        if train
+            .labels
+            .iter()
+            .any(|&l| l < 0 || l as usize >= num_classes)
+        {
             return Err(TrainError::LabelOutOfRange { num_classes });
         }
         let net = Network::new(spec, initial)?;
@@ -262,7 +268,9 @@ pub fn train_round(
     plan: &RoundPlan,
 ) -> Result<LocalUpdate, TrainError> {
     if plan.steps == 0 {
-        return Err(TrainError::InvalidParams("a round needs at least one step".into()));
+        return Err(TrainError::InvalidParams(
+            "a round needs at least one step".into(),
+        ));
     }
     let mode = Mode::Private(DpSgdParams {
         sampling_rate: plan.sampling_rate,
