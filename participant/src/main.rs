@@ -231,7 +231,7 @@ fn train(args: TrainArgs) -> Result<()> {
             .context("calibrating the noise multiplier")?,
             (None, None) => bail!("give --noise-multiplier or --target-epsilon"),
         };
-        if !(sigma > 0.0) {
+        if sigma.is_nan() || sigma <= 0.0 {
             bail!(
                 "--noise-multiplier must be > 0 for a private run (use --non-private for a baseline)"
             );

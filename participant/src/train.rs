@@ -62,7 +62,7 @@ impl Mode {
             )));
         }
         if let Mode::Private(p) = self {
-            if !(p.clip_norm > 0.0) || p.clip_norm.is_nan() {
+            if p.clip_norm.is_nan() || p.clip_norm <= 0.0 {
                 return Err(TrainError::InvalidParams(format!(
                     "clip norm must be > 0, got {}",
                     p.clip_norm
@@ -277,7 +277,8 @@ pub fn train_round(
         clip_norm: plan.clip_norm,
         noise_multiplier: plan.noise_multiplier,
     });
-    if !(plan.noise_multiplier > 0.0) || !plan.clip_norm.is_finite() {
+    if plan.noise_multiplier.is_nan() || plan.noise_multiplier <= 0.0 || !plan.clip_norm.is_finite()
+    {
         return Err(TrainError::InvalidParams(
             "a private round needs a noise multiplier > 0 and a finite clip norm".into(),
         ));
