@@ -60,7 +60,10 @@ pub struct ConvBlock {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelSpec {
     /// Multinomial logistic regression: one `Linear(input_dim, num_classes)`.
-    LogisticRegression { input_dim: usize, num_classes: usize },
+    LogisticRegression {
+        input_dim: usize,
+        num_classes: usize,
+    },
     /// Fully connected network: `Linear` + activation per hidden size, then `Linear(…, num_classes)`.
     Mlp {
         input_dim: usize,
@@ -150,7 +153,11 @@ impl Layer {
                 in_features,
                 out_features,
             } => vec![
-                ("weight", vec![out_features, in_features], Init::Uniform(in_features)),
+                (
+                    "weight",
+                    vec![out_features, in_features],
+                    Init::Uniform(in_features),
+                ),
                 ("bias", vec![out_features], Init::Uniform(in_features)),
             ],
             Layer::Conv2d {
@@ -245,7 +252,8 @@ pub enum ModelError {
 impl ModelSpec {
     /// Parses and validates a spec from JSON.
     pub fn from_json(json: &str) -> Result<Self, ModelError> {
-        let spec: ModelSpec = serde_json::from_str(json).map_err(|e| ModelError::Json(e.to_string()))?;
+        let spec: ModelSpec =
+            serde_json::from_str(json).map_err(|e| ModelError::Json(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -385,7 +393,9 @@ impl ModelSpec {
         if let ModelSpec::Cnn { conv, .. } = self
             && conv.is_empty()
         {
-            return Err(ModelError::Invalid("a cnn needs at least one conv block".into()));
+            return Err(ModelError::Invalid(
+                "a cnn needs at least one conv block".into(),
+            ));
         }
         let mut shape = input;
         let mut total: usize = 0;
@@ -397,7 +407,9 @@ impl ModelSpec {
             };
             let positive = |what: &str, v: usize| {
                 if v == 0 || v > MAX_DIMENSION {
-                    Err(err(format!("{what} must be between 1 and {MAX_DIMENSION}, got {v}")))
+                    Err(err(format!(
+                        "{what} must be between 1 and {MAX_DIMENSION}, got {v}"
+                    )))
                 } else {
                     Ok(())
                 }
@@ -481,7 +493,9 @@ impl ModelSpec {
                     .try_fold(1usize, |acc, &d| acc.checked_mul(d))
                     .and_then(|n| total.checked_add(n))
                     .filter(|&t| t <= MAX_PARAMETERS)
-                    .ok_or_else(|| err(format!("model has more than {MAX_PARAMETERS} parameters")))?;
+                    .ok_or_else(|| {
+                        err(format!("model has more than {MAX_PARAMETERS} parameters"))
+                    })?;
             }
         }
         if shape.len() != 1 || shape[0] < 2 {
@@ -490,7 +504,9 @@ impl ModelSpec {
             )));
         }
         if total == 0 {
-            return Err(ModelError::Invalid("model has no trainable parameters".into()));
+            return Err(ModelError::Invalid(
+                "model has no trainable parameters".into(),
+            ));
         }
         Ok(())
     }
@@ -572,13 +588,15 @@ pub fn encode_safetensors(spec: &ModelSpec, params: &[f32]) -> Result<Vec<u8>, M
         views.push((p.name.clone(), view));
     }
     let metadata = HashMap::from([(SPEC_METADATA_KEY.to_string(), spec.to_json())]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| ModelError::Safetensors(e.to_string()))
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| ModelError::Safetensors(e.to_string()))
 }
 
 /// Decodes safetensors into the flat vector of `spec`, checking that the file has exactly the
 /// layout's tensors with the right shapes, dtype F32 and finite values.
 pub fn decode_safetensors(spec: &ModelSpec, bytes: &[u8]) -> Result<Vec<f32>, ModelError> {
-    let file = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors(e.to_string()))?;
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors(e.to_string()))?;
     let layout = spec.parameter_layout();
     for name in file.names() {
         if !layout.iter().any(|p| p.name == name) {
@@ -620,7 +638,11 @@ pub fn decode_safetensors(spec: &ModelSpec, bytes: &[u8]) -> Result<Vec<f32>, Mo
 pub fn spec_from_safetensors(bytes: &[u8]) -> Result<Option<ModelSpec>, ModelError> {
     let (_, metadata) =
         SafeTensors::read_metadata(bytes).map_err(|e| ModelError::Safetensors(e.to_string()))?;
-    match metadata.metadata().as_ref().and_then(|m| m.get(SPEC_METADATA_KEY)) {
+    match metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(SPEC_METADATA_KEY))
+    {
         Some(json) => ModelSpec::from_json(json).map(Some),
         None => Ok(None),
     }
@@ -675,8 +697,10 @@ mod tests {
     fn json_round_trip_and_unknown_fields() {
         let spec = digits_cnn();
         assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec);
-        let err = ModelSpec::from_json(r#"{"kind":"logistic_regression","input_dim":3,"num_classes":2,"x":1}"#)
-            .unwrap_err();
+        let err = ModelSpec::from_json(
+            r#"{"kind":"logistic_regression","input_dim":3,"num_classes":2,"x":1}"#,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         let err = ModelSpec::from_json(r#"{"kind":"transformer"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown variant"), "{err}");
@@ -691,13 +715,22 @@ mod tests {
             num_classes: 2,
         };
         let err = bad.validate().unwrap_err().to_string();
-        assert!(err.contains("layer 0 (linear)") && err.contains("out_features"), "{err}");
+        assert!(
+            err.contains("layer 0 (linear)") && err.contains("out_features"),
+            "{err}"
+        );
 
         let one_class = ModelSpec::LogisticRegression {
             input_dim: 4,
             num_classes: 1,
         };
-        assert!(one_class.validate().unwrap_err().to_string().contains("at least 2 classes"));
+        assert!(
+            one_class
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("at least 2 classes")
+        );
 
         let too_big_kernel = ModelSpec::from_json(
             r#"{"kind":"cnn","input_shape":[1,4,4],"activation":"relu","num_classes":2,
@@ -723,7 +756,12 @@ mod tests {
             activation: Activation::Relu,
             num_classes: 2,
         };
-        assert!(huge.validate().unwrap_err().to_string().contains("more than"));
+        assert!(
+            huge.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("more than")
+        );
     }
 
     #[test]
@@ -738,7 +776,10 @@ mod tests {
         let bound1 = 1.0 / 3f32.sqrt(); // fan_in 3
         assert!(a[15..].iter().all(|x| x.abs() <= bound1));
         let spread = a[..12].iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!(spread > 0.3, "weights should fill the range, max |w| = {spread}");
+        assert!(
+            spread > 0.3,
+            "weights should fill the range, max |w| = {spread}"
+        );
     }
 
     #[test]
@@ -763,7 +804,9 @@ mod tests {
         assert!(
             matches!(
                 err,
-                ModelError::WrongShape { .. } | ModelError::MissingTensor(_) | ModelError::UnexpectedTensor(_)
+                ModelError::WrongShape { .. }
+                    | ModelError::MissingTensor(_)
+                    | ModelError::UnexpectedTensor(_)
             ),
             "{err}"
         );

@@ -9,7 +9,9 @@ use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use crate::dp::GaussianNoise;
-use crate::dpsgd::{DpSgdParams, Optimizer, OptimizerConfig, check_supported, noisy_gradient, plain_gradient};
+use crate::dpsgd::{
+    DpSgdParams, Optimizer, OptimizerConfig, check_supported, noisy_gradient, plain_gradient,
+};
 use crate::model::Network;
 use crate::train::TrainError;
 
@@ -45,8 +47,15 @@ pub fn bench_dpsgd(
         ));
     }
     let b = batch_size as i64;
-    let x = Tensor::randn([b, spec.input_dim() as i64], (Kind::Float, tch::Device::Cpu));
-    let y = Tensor::randint(spec.num_classes() as i64, [b], (Kind::Int64, tch::Device::Cpu));
+    let x = Tensor::randn(
+        [b, spec.input_dim() as i64],
+        (Kind::Float, tch::Device::Cpu),
+    );
+    let y = Tensor::randint(
+        spec.num_classes() as i64,
+        [b],
+        (Kind::Int64, tch::Device::Cpu),
+    );
     let init = spec.initial_parameters(0);
     let sgd = OptimizerConfig::Sgd {
         learning_rate: 0.01,

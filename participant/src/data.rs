@@ -178,12 +178,14 @@ impl Standardization {
                 self.feature_names, data.feature_names
             )));
         }
-        if self.mean.len() != self.feature_names.len() || self.std.len() != self.feature_names.len() {
+        if self.mean.len() != self.feature_names.len() || self.std.len() != self.feature_names.len()
+        {
             return Err(DataError::Stats(
                 "mean and std must have one value per feature".into(),
             ));
         }
-        if let Some(j) = (0..self.std.len()).find(|&j| !(self.std[j] > 0.0 && self.std[j].is_finite()))
+        if let Some(j) =
+            (0..self.std.len()).find(|&j| !(self.std[j] > 0.0 && self.std[j].is_finite()))
         {
             return Err(DataError::Stats(format!(
                 "std of '{}' must be a finite number > 0",
@@ -324,7 +326,10 @@ pub fn parse_csv(file: &str, text: &str, options: &CsvOptions) -> Result<Dataset
         return Err(DataError::NoRows { file });
     }
     Ok(Dataset {
-        feature_names: feature_indices.iter().map(|&j| columns[j].clone()).collect(),
+        feature_names: feature_indices
+            .iter()
+            .map(|&j| columns[j].clone())
+            .collect(),
         features,
         labels,
     })
@@ -367,11 +372,21 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_column() {
-        let e = |text: &str, o: CsvOptions| parse_csv("data.csv", text, &o).unwrap_err().to_string();
-        assert_eq!(e("", opts("y", 2)), "data.csv: file is empty (expected a header line)");
-        assert_eq!(e("a,y\n", opts("y", 2)), "data.csv: no data rows after the header");
+        let e =
+            |text: &str, o: CsvOptions| parse_csv("data.csv", text, &o).unwrap_err().to_string();
+        assert_eq!(
+            e("", opts("y", 2)),
+            "data.csv: file is empty (expected a header line)"
+        );
+        assert_eq!(
+            e("a,y\n", opts("y", 2)),
+            "data.csv: no data rows after the header"
+        );
         let missing = e("a,b\n1,2\n", opts("y", 2));
-        assert!(missing.starts_with("data.csv: line 1: no column named 'y'"), "{missing}");
+        assert!(
+            missing.starts_with("data.csv: line 1: no column named 'y'"),
+            "{missing}"
+        );
         let missing_feature = e(
             "a,y\n1,0\n",
             CsvOptions {
@@ -379,7 +394,10 @@ mod tests {
                 ..opts("y", 2)
             },
         );
-        assert!(missing_feature.contains("no column named 'zz'"), "{missing_feature}");
+        assert!(
+            missing_feature.contains("no column named 'zz'"),
+            "{missing_feature}"
+        );
         assert_eq!(
             e("a,y\n1,0\n2,x\n", opts("y", 2)),
             "data.csv: line 3, column 'y': label 'x' is not an integer class in 0..2"
@@ -418,13 +436,23 @@ mod tests {
             std: vec![1.0, 0.0],
             ..s.clone()
         };
-        assert!(bad.check(&d).unwrap_err().to_string().contains("std of 'b'"));
+        assert!(
+            bad.check(&d)
+                .unwrap_err()
+                .to_string()
+                .contains("std of 'b'")
+        );
 
         let (train, test) = d.split(0.25, 3);
         assert_eq!((train.len(), test.len()), (3, 1));
         let (train2, _) = d.split(0.25, 3);
         assert_eq!(train, train2, "same seed, same split");
-        let mut all: Vec<f32> = train.features.iter().chain(&test.features).copied().collect();
+        let mut all: Vec<f32> = train
+            .features
+            .iter()
+            .chain(&test.features)
+            .copied()
+            .collect();
         let mut orig = d.features.clone();
         all.sort_by(f32::total_cmp);
         orig.sort_by(f32::total_cmp);

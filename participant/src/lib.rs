@@ -11,8 +11,7 @@ pub mod bench;
 pub mod data;
 pub mod dpsgd;
 pub mod model;
-pub mod privacy_shim;
 pub mod train;
 
-/// The privacy module used here (noise, events, accountants).
-pub use privacy_shim as dp;
+/// The privacy module (noise, events, accountants), re-exported for convenience.
+pub use confide_common::dp;

@@ -14,7 +14,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(name = "confide-participant", version, about = "Confide participant: differentially private training on local records")]
+#[command(
+    name = "confide-participant",
+    version,
+    about = "Confide participant: differentially private training on local records"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -162,7 +166,8 @@ fn main() {
 }
 
 fn read_spec(path: &Path) -> Result<ModelSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading model spec {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading model spec {}", path.display()))?;
     ModelSpec::from_json(&text).with_context(|| format!("model spec {}", path.display()))
 }
 
@@ -195,7 +200,8 @@ fn train(args: TrainArgs) -> Result<()> {
     if !args.no_standardize {
         let stats = match &args.stats {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 serde_json::from_str::<Standardization>(&text)
                     .with_context(|| format!("{}: invalid statistics JSON", path.display()))?
             }
@@ -225,8 +231,10 @@ fn train(args: TrainArgs) -> Result<()> {
             .context("calibrating the noise multiplier")?,
             (None, None) => bail!("give --noise-multiplier or --target-epsilon"),
         };
-        if !(sigma > 0.0) {
-            bail!("--noise-multiplier must be > 0 for a private run (use --non-private for a baseline)");
+        if sigma.is_nan() || sigma <= 0.0 {
+            bail!(
+                "--noise-multiplier must be > 0 for a private run (use --non-private for a baseline)"
+            );
         }
         Mode::Private(DpSgdParams {
             sampling_rate: args.sampling_rate,
@@ -252,9 +260,10 @@ fn train(args: TrainArgs) -> Result<()> {
     )?;
 
     let mut history = Vec::new();
-    let style = ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} steps, loss {prefix}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} steps, loss {prefix}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     for epoch in 1..=args.epochs {
         let bar = ProgressBar::new(steps_per_epoch).with_style(style.clone());
         bar.set_message(format!("{epoch}/{}", args.epochs));
@@ -285,7 +294,9 @@ fn train(args: TrainArgs) -> Result<()> {
         let bytes = encode_safetensors(&spec, &params)?;
         std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
     }
-    let last = history.last().map(|r| (r.test_accuracy, r.test_loss, r.epsilon));
+    let last = history
+        .last()
+        .map(|r| (r.test_accuracy, r.test_loss, r.epsilon));
     let (test_accuracy, test_loss, epsilon) = last.unwrap_or((0.0, 0.0, None));
     let summary = TrainSummary {
         private: !args.non_private,
@@ -321,7 +332,11 @@ fn epsilon_of(trainer: &LocalTrainer, delta: f64) -> Result<Option<f64>> {
         return Ok(None);
     }
     let ledger = PrivacyLedger { events };
-    Ok(Some(ledger.epsilon(delta, AccountantKind::Pld).context("computing ε")?))
+    Ok(Some(
+        ledger
+            .epsilon(delta, AccountantKind::Pld)
+            .context("computing ε")?,
+    ))
 }
 
 fn print_table(s: &TrainSummary) {
@@ -333,9 +348,13 @@ fn print_table(s: &TrainSummary) {
         s.num_parameters,
         s.sampling_rate,
         s.clip,
-        s.noise_multiplier.map_or("-".to_string(), |v| format!("{v:.4}"))
+        s.noise_multiplier
+            .map_or("-".to_string(), |v| format!("{v:.4}"))
     );
-    println!("{:>5} {:>7} {:>11} {:>10} {:>13} {:>10}", "epoch", "steps", "train loss", "test loss", "test accuracy", "ε (PLD)");
+    println!(
+        "{:>5} {:>7} {:>11} {:>10} {:>13} {:>10}",
+        "epoch", "steps", "train loss", "test loss", "test accuracy", "ε (PLD)"
+    );
     for r in &s.history {
         println!(
             "{:>5} {:>7} {:>11.4} {:>10.4} {:>13.4} {:>10}",

@@ -37,7 +37,10 @@ impl Network {
         let mut count = 0;
         for (i, _) in layers.iter().enumerate() {
             let prefix = format!("{i}.");
-            let n = layout.iter().filter(|p| p.name.starts_with(&prefix)).count();
+            let n = layout
+                .iter()
+                .filter(|p| p.name.starts_with(&prefix))
+                .count();
             first_param.push((n > 0).then_some(count));
             count += n;
         }
@@ -110,7 +113,11 @@ impl Network {
     pub fn to_flat(&self) -> Vec<f32> {
         let _guard = tch::no_grad_guard();
         let flat = Tensor::cat(
-            &self.params.iter().map(|p| p.reshape([-1])).collect::<Vec<_>>(),
+            &self
+                .params
+                .iter()
+                .map(|p| p.reshape([-1]))
+                .collect::<Vec<_>>(),
             0,
         );
         // A contiguous f32 CPU tensor always converts.
@@ -186,7 +193,11 @@ impl Network {
         }
         let logits = self.forward(x);
         let loss = cross_entropy_sum(&logits, y).double_value(&[]) / n as f64;
-        let correct = logits.argmax(-1, false).eq_tensor(y).to_kind(Kind::Float).sum(Kind::Double);
+        let correct = logits
+            .argmax(-1, false)
+            .eq_tensor(y)
+            .to_kind(Kind::Float)
+            .sum(Kind::Double);
         (correct.double_value(&[]) / n as f64, loss)
     }
 }

@@ -11,8 +11,8 @@ use thiserror::Error;
 use crate::data::Dataset;
 use crate::dp::{DpError, GaussianNoise, PrivacyEvent};
 use crate::dpsgd::{
-    DpSgdParams, Optimizer, OptimizerConfig, StepStats, UnsupportedLayer, check_supported, noisy_gradient,
-    plain_gradient, poisson_sample,
+    DpSgdParams, Optimizer, OptimizerConfig, StepStats, UnsupportedLayer, check_supported,
+    noisy_gradient, plain_gradient, poisson_sample,
 };
 use crate::model::{Network, features_tensor, labels_tensor};
 
@@ -41,7 +41,9 @@ pub enum Mode {
     Private(DpSgdParams),
     /// Poisson batches with rate `sampling_rate`, unclipped mean gradients, no noise.
     /// **No privacy guarantee**: for baselines only.
-    NonPrivate { sampling_rate: f64 },
+    NonPrivate {
+        sampling_rate: f64,
+    },
 }
 
 impl Mode {
@@ -60,7 +62,7 @@ impl Mode {
             )));
         }
         if let Mode::Private(p) = self {
-            if !(p.clip_norm > 0.0) || p.clip_norm.is_nan() {
+            if p.clip_norm.is_nan() || p.clip_norm <= 0.0 {
                 return Err(TrainError::InvalidParams(format!(
                     "clip norm must be > 0, got {}",
                     p.clip_norm
@@ -135,7 +137,11 @@ impl LocalTrainer {
             });
         }
         let num_classes = spec.num_classes();
-        if train.labels.iter().any(|&l| l < 0 || l as usize >= num_classes) {
+        if train
+            .labels
+            .iter()
+            .any(|&l| l < 0 || l as usize >= num_classes)
+        {
             return Err(TrainError::LabelOutOfRange { num_classes });
         }
         let net = Network::new(spec, initial)?;
@@ -262,14 +268,17 @@ pub fn train_round(
     plan: &RoundPlan,
 ) -> Result<LocalUpdate, TrainError> {
     if plan.steps == 0 {
-        return Err(TrainError::InvalidParams("a round needs at least one step".into()));
+        return Err(TrainError::InvalidParams(
+            "a round needs at least one step".into(),
+        ));
     }
     let mode = Mode::Private(DpSgdParams {
         sampling_rate: plan.sampling_rate,
         clip_norm: plan.clip_norm,
         noise_multiplier: plan.noise_multiplier,
     });
-    if !(plan.noise_multiplier > 0.0) || !plan.clip_norm.is_finite() {
+    if plan.noise_multiplier.is_nan() || plan.noise_multiplier <= 0.0 || !plan.clip_norm.is_finite()
+    {
         return Err(TrainError::InvalidParams(
             "a private round needs a noise multiplier > 0 and a finite clip norm".into(),
         ));

@@ -4,14 +4,21 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("confide-participant-cli-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "confide-participant-cli-{name}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 fn model(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("model.json");
-    std::fs::write(&path, r#"{"kind":"logistic_regression","input_dim":2,"num_classes":2}"#).unwrap();
+    std::fs::write(
+        &path,
+        r#"{"kind":"logistic_regression","input_dim":2,"num_classes":2}"#,
+    )
+    .unwrap();
     path
 }
 
@@ -22,7 +29,17 @@ fn train(name: &str, csv: &str, extra: &[&str]) -> (bool, String, bool) {
     std::fs::write(&data, csv).unwrap();
     let out = dir.join("out.safetensors");
     let output = Command::new(env!("CARGO_BIN_EXE_confide-participant"))
-        .args(["train", "--label", "y", "--epochs", "1", "--sampling-rate", "0.5", "--clip", "1"])
+        .args([
+            "train",
+            "--label",
+            "y",
+            "--epochs",
+            "1",
+            "--sampling-rate",
+            "0.5",
+            "--clip",
+            "1",
+        ])
         .args(["--noise-multiplier", "1", "--delta", "1e-5"])
         .arg("--data")
         .arg(&data)
@@ -46,15 +63,34 @@ fn train(name: &str, csv: &str, extra: &[&str]) -> (bool, String, bool) {
 fn bad_csv_files_are_reported_with_line_and_column_and_nothing_is_trained() {
     let cases = [
         ("empty", "", "file is empty"),
-        ("missing", "a,b,label\n1,2,0\n", "line 1: no column named 'y'"),
-        ("numeric", "a,b,y\n1,2,0\n1,x,1\n", "line 3, column 'b': 'x' is not a finite number"),
-        ("label", "a,b,y\n1,2,0\n1,2,7\n", "line 3, column 'y': label '7' is not an integer class in 0..2"),
-        ("ragged", "a,b,y\n1,2,0\n1,2\n", "line 3: expected 3 fields like the header, found 2"),
+        (
+            "missing",
+            "a,b,label\n1,2,0\n",
+            "line 1: no column named 'y'",
+        ),
+        (
+            "numeric",
+            "a,b,y\n1,2,0\n1,x,1\n",
+            "line 3, column 'b': 'x' is not a finite number",
+        ),
+        (
+            "label",
+            "a,b,y\n1,2,0\n1,2,7\n",
+            "line 3, column 'y': label '7' is not an integer class in 0..2",
+        ),
+        (
+            "ragged",
+            "a,b,y\n1,2,0\n1,2\n",
+            "line 3: expected 3 fields like the header, found 2",
+        ),
     ];
     for (name, csv, message) in cases {
         let (ok, stderr, written) = train(name, csv, &[]);
         assert!(!ok, "{name}: should fail");
-        assert!(stderr.contains("data.csv") && stderr.contains(message), "{name}: {stderr}");
+        assert!(
+            stderr.contains("data.csv") && stderr.contains(message),
+            "{name}: {stderr}"
+        );
         assert!(!written, "{name}: no model may be written");
     }
 }
@@ -63,7 +99,10 @@ fn bad_csv_files_are_reported_with_line_and_column_and_nothing_is_trained() {
 fn wrong_feature_selection_and_unsupported_model_are_refused() {
     let (ok, stderr, written) = train("features", "a,b,c,y\n1,2,3,0\n", &["--features", "a,b,c"]);
     assert!(!ok && !written);
-    assert!(stderr.contains("3 feature columns selected") && stderr.contains("expects 2"), "{stderr}");
+    assert!(
+        stderr.contains("3 feature columns selected") && stderr.contains("expects 2"),
+        "{stderr}"
+    );
 
     let dir = temp_dir("unsupported");
     let data = dir.join("d.csv");
@@ -76,7 +115,17 @@ fn wrong_feature_selection_and_unsupported_model_are_refused() {
     )
     .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_confide-participant"))
-        .args(["train", "--label", "y", "--epochs", "1", "--sampling-rate", "0.5", "--clip", "1"])
+        .args([
+            "train",
+            "--label",
+            "y",
+            "--epochs",
+            "1",
+            "--sampling-rate",
+            "0.5",
+            "--clip",
+            "1",
+        ])
         .args(["--noise-multiplier", "1"])
         .arg("--data")
         .arg(&data)
@@ -87,5 +136,8 @@ fn wrong_feature_selection_and_unsupported_model_are_refused() {
     std::fs::remove_dir_all(&dir).ok();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("layer 1 (layer_norm)") && stderr.contains("cannot clip"), "{stderr}");
+    assert!(
+        stderr.contains("layer 1 (layer_norm)") && stderr.contains("cannot clip"),
+        "{stderr}"
+    );
 }

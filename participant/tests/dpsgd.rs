@@ -4,8 +4,8 @@ use confide_common::model::{Activation, ConvBlock, ModelSpec};
 use confide_participant::data::Dataset;
 use confide_participant::dp::GaussianNoise;
 use confide_participant::dpsgd::{
-    DpSgdParams, Optimizer, OptimizerConfig, check_supported, clipped_gradient_sum, noisy_gradient, plain_gradient,
-    poisson_sample,
+    DpSgdParams, Optimizer, OptimizerConfig, check_supported, clipped_gradient_sum, noisy_gradient,
+    plain_gradient, poisson_sample,
 };
 use confide_participant::model::{Network, cross_entropy_sum};
 use confide_participant::train::{LocalTrainer, Mode, TrainError};
@@ -47,8 +47,15 @@ fn cnn() -> ModelSpec {
 
 fn batch(spec: &ModelSpec, n: i64, seed: i64) -> (Tensor, Tensor) {
     tch::manual_seed(seed);
-    let x = Tensor::randn([n, spec.input_dim() as i64], (Kind::Float, tch::Device::Cpu)) * 2.0;
-    let y = Tensor::randint(spec.num_classes() as i64, [n], (Kind::Int64, tch::Device::Cpu));
+    let x = Tensor::randn(
+        [n, spec.input_dim() as i64],
+        (Kind::Float, tch::Device::Cpu),
+    ) * 2.0;
+    let y = Tensor::randint(
+        spec.num_classes() as i64,
+        [n],
+        (Kind::Int64, tch::Device::Cpu),
+    );
     (x, y)
 }
 
@@ -67,7 +74,12 @@ fn per_example_gradients(net: &Network, x: &Tensor, y: &Tensor) -> Vec<Vec<Tenso
 fn norm(grads: &[Tensor]) -> f64 {
     grads
         .iter()
-        .map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]))
+        .map(|g| {
+            g.to_kind(Kind::Double)
+                .square()
+                .sum(Kind::Double)
+                .double_value(&[])
+        })
         .sum::<f64>()
         .sqrt()
 }
@@ -90,11 +102,17 @@ fn per_example_norms_equal_batch_of_one_norms() {
             .into_iter()
             .map(f64::from)
             .collect();
-        let expected: Vec<f64> = per_example_gradients(&net, &x, &y).iter().map(|g| norm(g)).collect();
+        let expected: Vec<f64> = per_example_gradients(&net, &x, &y)
+            .iter()
+            .map(|g| norm(g))
+            .collect();
         assert_eq!(norms.len(), 9);
         for (got, want) in norms.iter().zip(&expected) {
             let rel = (got - want).abs() / want;
-            assert!(rel < 1e-5, "{spec:?}: ghost norm {got} vs autograd {want} (rel {rel})");
+            assert!(
+                rel < 1e-5,
+                "{spec:?}: ghost norm {got} vs autograd {want} (rel {rel})"
+            );
         }
     }
 }
@@ -120,7 +138,10 @@ fn clipped_sum_equals_explicit_per_example_loop() {
                 want += g[k].to_kind(Kind::Double) * factor;
             }
             let rel = max_rel_diff(got, &want);
-            assert!(rel < 1e-5, "{spec:?} parameter {k}: relative difference {rel}");
+            assert!(
+                rel < 1e-5,
+                "{spec:?} parameter {k}: relative difference {rel}"
+            );
         }
     }
 }
@@ -148,7 +169,8 @@ fn dp_step_with_no_noise_and_no_clipping_equals_plain_step() {
         for _ in 0..3 {
             let (g_plain, _) = plain_gradient(&plain, &x, &y);
             // The expected batch size equals the actual one here, so the divisions agree.
-            let (g_private, stats) = noisy_gradient(&private, &x, &y, &params, 16.0, &mut noise, &mut buffer);
+            let (g_private, stats) =
+                noisy_gradient(&private, &x, &y, &params, 16.0, &mut noise, &mut buffer);
             assert_eq!(stats.batch_size, 16);
             assert_eq!(stats.clipped_fraction, 0.0);
             for (a, b) in g_private.iter().zip(&g_plain) {
@@ -159,7 +181,11 @@ fn dp_step_with_no_noise_and_no_clipping_equals_plain_step() {
         }
         let a = plain.to_flat();
         let b = private.to_flat();
-        let diff = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
         assert!(diff < 1e-5, "{spec:?}: parameters differ by {diff}");
     }
 }
@@ -196,7 +222,10 @@ fn poisson_sampling_frequency_matches_rate() {
     let mut sizes = Vec::new();
     for _ in 0..draws {
         let s = poisson_sample(&mut rng, n, q);
-        assert!(s.windows(2).all(|w| w[0] < w[1]), "indices are distinct and sorted");
+        assert!(
+            s.windows(2).all(|w| w[0] < w[1]),
+            "indices are distinct and sorted"
+        );
         sizes.push(s.len() as f64);
         for i in s {
             counts[i] += 1;
@@ -210,7 +239,10 @@ fn poisson_sampling_frequency_matches_rate() {
     let var = sizes.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (draws - 1) as f64;
     let want_var = n as f64 * q * (1.0 - q);
     assert!((mean - n as f64 * q).abs() < 2.0, "mean batch {mean}");
-    assert!((var / want_var - 1.0).abs() < 0.3, "batch variance {var} vs {want_var}");
+    assert!(
+        (var / want_var - 1.0).abs() < 0.3,
+        "batch variance {var} vs {want_var}"
+    );
     // Every record is sampled at the same rate: no record is never or always chosen.
     assert!(counts.iter().all(|&c| c > 0 && c < 60));
 }
@@ -224,7 +256,10 @@ fn validator_rejects_layers_the_clipper_cannot_handle() {
     .unwrap();
     let spec = ModelSpec::from_json(&text).unwrap();
     let err = check_supported(&spec).unwrap_err().to_string();
-    assert!(err.starts_with("layer 1 (layer_norm) has trainable parameters"), "{err}");
+    assert!(
+        err.starts_with("layer 1 (layer_norm) has trainable parameters"),
+        "{err}"
+    );
 
     let data = Dataset {
         feature_names: (0..30).map(|i| format!("f{i}")).collect(),
@@ -278,17 +313,31 @@ fn trainer_checks_data_against_the_model() {
         features: vec![1.0, 2.0],
         labels: vec![0, 1],
     };
-    let err = LocalTrainer::new(&spec, &init, &wrong_width, mode, sgd, noise(), Some(0)).unwrap_err();
-    assert!(matches!(err, TrainError::FeatureMismatch { expected: 6, found: 1 }));
+    let err =
+        LocalTrainer::new(&spec, &init, &wrong_width, mode, sgd, noise(), Some(0)).unwrap_err();
+    assert!(matches!(
+        err,
+        TrainError::FeatureMismatch {
+            expected: 6,
+            found: 1
+        }
+    ));
     let bad_label = Dataset {
         feature_names: (0..6).map(|i| i.to_string()).collect(),
         features: vec![0.0; 6],
         labels: vec![3],
     };
     let err = LocalTrainer::new(&spec, &init, &bad_label, mode, sgd, noise(), Some(0)).unwrap_err();
-    assert!(matches!(err, TrainError::LabelOutOfRange { num_classes: 3 }));
-    let err = LocalTrainer::new(&spec, &init[1..], &bad_label, mode, sgd, noise(), Some(0)).unwrap_err();
-    assert!(matches!(err, TrainError::LabelOutOfRange { .. } | TrainError::Model(_)));
+    assert!(matches!(
+        err,
+        TrainError::LabelOutOfRange { num_classes: 3 }
+    ));
+    let err =
+        LocalTrainer::new(&spec, &init[1..], &bad_label, mode, sgd, noise(), Some(0)).unwrap_err();
+    assert!(matches!(
+        err,
+        TrainError::LabelOutOfRange { .. } | TrainError::Model(_)
+    ));
     let bad_rate = Mode::Private(DpSgdParams {
         sampling_rate: 1.5,
         clip_norm: 1.0,
@@ -298,7 +347,8 @@ fn trainer_checks_data_against_the_model() {
         labels: vec![0],
         ..bad_label
     };
-    let err = LocalTrainer::new(&spec, &init, &ok_data, bad_rate, sgd, noise(), Some(0)).unwrap_err();
+    let err =
+        LocalTrainer::new(&spec, &init, &ok_data, bad_rate, sgd, noise(), Some(0)).unwrap_err();
     assert!(err.to_string().contains("sampling rate"), "{err}");
 }
 
@@ -329,7 +379,8 @@ fn private_training_learns_a_separable_problem() {
     let mut features = Vec::new();
     let mut labels = Vec::new();
     tch::manual_seed(5);
-    let noise_t = Vec::<f32>::try_from(Tensor::randn([n * 4], (Kind::Float, tch::Device::Cpu))).unwrap();
+    let noise_t =
+        Vec::<f32>::try_from(Tensor::randn([n * 4], (Kind::Float, tch::Device::Cpu))).unwrap();
     for i in 0..n as usize {
         let label = (rand::RngExt::random::<f64>(&mut rng) < 0.5) as i64;
         let shift = if label == 1 { 1.5 } else { -1.5 };

@@ -130,8 +130,13 @@ fn prepare(net: &Network, r: &Recorded, delta: Tensor) -> Prepared {
         }
         _ => {
             // Linear on [B, in].
-            let sq_a = r.input.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
-            let sq_d = delta.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+            let sq_a = r
+                .input
+                .square()
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+            let sq_d = delta
+                .square()
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
             Prepared {
                 param,
                 activations: r.input.shallow_clone(),

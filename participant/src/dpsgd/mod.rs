@@ -112,7 +112,11 @@ pub fn noisy_gradient(
             })
             .collect()
     } else {
-        batch.clipped_sum.iter().map(|g| g / expected_batch).collect()
+        batch
+            .clipped_sum
+            .iter()
+            .map(|g| g / expected_batch)
+            .collect()
     };
     let clipped = if n == 0 {
         0.0
@@ -126,7 +130,11 @@ pub fn noisy_gradient(
     };
     let stats = StepStats {
         batch_size: n,
-        mean_loss: if n == 0 { 0.0 } else { batch.loss_sum / n as f64 },
+        mean_loss: if n == 0 {
+            0.0
+        } else {
+            batch.loss_sum / n as f64
+        },
         clipped_fraction: clipped,
     };
     (grads, stats)

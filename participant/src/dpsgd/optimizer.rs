@@ -9,7 +9,10 @@ use tch::Tensor;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OptimizerConfig {
-    Sgd { learning_rate: f64, momentum: f64 },
+    Sgd {
+        learning_rate: f64,
+        momentum: f64,
+    },
     Adam {
         learning_rate: f64,
         beta1: f64,
