@@ -6,3 +6,5 @@ source scripts/env.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# Compose file, dashboards, alert rules and the self-tests of their checkers (installs Prometheus if missing).
+scripts/ops/ci.sh
