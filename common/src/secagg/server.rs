@@ -516,6 +516,32 @@ impl SecAggServer {
     }
 
     /// The first member of `owners` whose neighbourhood (self included) within `alive` is smaller than t.
+    /// Why a stage cannot close with `alive`: fewer than t survivors, or a neighbourhood (of an owner) below t.
+    fn shortfall(
+        &self,
+        stage: RoundStage,
+        owners: &[ParticipantId],
+        alive: &[ParticipantId],
+    ) -> Option<AbortReason> {
+        let threshold = self.state.params.threshold;
+        if alive.len() < threshold as usize {
+            return Some(AbortReason::TooFewParticipants {
+                stage,
+                survivors: alive.len() as u32,
+                threshold,
+            });
+        }
+        self.thin_neighbourhood(owners, alive)
+            .map(
+                |(participant, members)| AbortReason::NeighbourhoodTooSmall {
+                    stage,
+                    participant,
+                    members,
+                    threshold,
+                },
+            )
+    }
+
     fn thin_neighbourhood(
         &self,
         owners: &[ParticipantId],
@@ -546,15 +572,8 @@ impl SecAggServer {
             RoundStage::Completed | RoundStage::Aborted => return Err(SecAggError::RoundEnded),
             RoundStage::AdvertiseKeys => {
                 let u1: Vec<ParticipantId> = self.state.advertised.keys().copied().collect();
-                if u1.len() < t as usize {
-                    self.abort_with(too_few(from, u1.len()));
-                } else if let Some((participant, members)) = self.thin_neighbourhood(&u1, &u1) {
-                    self.abort_with(AbortReason::NeighbourhoodTooSmall {
-                        stage: from,
-                        participant,
-                        members,
-                        threshold: t,
-                    });
+                if let Some(reason) = self.shortfall(from, &u1, &u1) {
+                    self.abort_with(reason);
                 } else {
                     self.state.u1 = u1;
                     self.state.stage = RoundStage::ShareKeys;
@@ -562,15 +581,8 @@ impl SecAggServer {
             }
             RoundStage::ShareKeys => {
                 let u2: Vec<ParticipantId> = self.state.share_keys.keys().copied().collect();
-                if u2.len() < t as usize {
-                    self.abort_with(too_few(from, u2.len()));
-                } else if let Some((participant, members)) = self.thin_neighbourhood(&u2, &u2) {
-                    self.abort_with(AbortReason::NeighbourhoodTooSmall {
-                        stage: from,
-                        participant,
-                        members,
-                        threshold: t,
-                    });
+                if let Some(reason) = self.shortfall(from, &u2, &u2) {
+                    self.abort_with(reason);
                 } else {
                     self.state.u2 = u2;
                     self.sum = vec![0u32; self.state.params.vector_len as usize];
@@ -579,17 +591,8 @@ impl SecAggServer {
             }
             RoundStage::MaskedInputCollection => {
                 let u3: Vec<ParticipantId> = self.state.masked_received.iter().copied().collect();
-                if u3.len() < t as usize {
-                    self.abort_with(too_few(from, u3.len()));
-                } else if let Some((participant, members)) =
-                    self.thin_neighbourhood(&self.state.u2, &u3)
-                {
-                    self.abort_with(AbortReason::NeighbourhoodTooSmall {
-                        stage: from,
-                        participant,
-                        members,
-                        threshold: t,
-                    });
+                if let Some(reason) = self.shortfall(from, &self.state.u2, &u3) {
+                    self.abort_with(reason);
                 } else {
                     self.state.u3 = u3;
                     // The ciphertexts have been delivered; keep only the commitments.
