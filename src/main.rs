@@ -1,4 +1,4 @@
-//! `confide`: the operator CLI — privacy calculator, benchmarks and (later) study management and the demo.
+//! `confide`: the operator CLI — privacy calculator, benchmarks and the local federation demo.
 
 mod cli;
 
@@ -23,6 +23,9 @@ enum Command {
     /// Benchmarks that print real measurements as JSON.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// The whole system on one machine: a coordinator, N hospital agents over real HTTP, R private rounds with
+    /// secure aggregation on a bundled dataset, and the non-private baseline beside the result.
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +33,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Privacy(cmd) => cli::privacy::run(cmd),
         Command::Bench(cmd) => cli::bench::run(cmd),
+        Command::Demo(args) => cli::demo::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -31,6 +31,25 @@ enum Command {
     /// Speed benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Standardisation statistics (mean, std per feature) of a CSV, as the JSON `--stats` reads. Compute them on
+    /// public reference data: statistics of private records are not covered by any DP guarantee.
+    Stats(StatsArgs),
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// CSV file with a header line.
+    #[arg(long)]
+    data: PathBuf,
+    /// Name of the label column (left out of the statistics).
+    #[arg(long)]
+    label: String,
+    /// Feature columns, comma-separated (default: every column but the label).
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
+    /// Write the JSON here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -88,8 +107,11 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
     /// Fraction of the records held out for testing.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, conflicts_with = "test_data")]
     test_fraction: f64,
+    /// A separate CSV (same columns) to test on; then every record of --data is used for training.
+    #[arg(long)]
+    test_data: Option<PathBuf>,
     /// Standardisation statistics JSON ({feature_names, mean, std}); default: computed from the
     /// training split (those statistics are not covered by the DP guarantee).
     #[arg(long, conflicts_with = "no_standardize")]
@@ -158,11 +180,31 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => train(args),
         Command::Bench(BenchCommand::Dpsgd(args)) => bench(args),
+        Command::Stats(args) => stats(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn stats(args: StatsArgs) -> Result<()> {
+    let data = read_csv(
+        &args.data,
+        &CsvOptions {
+            label: args.label,
+            features: args.features,
+            // Only the features matter here; any integer label is accepted.
+            num_classes: usize::MAX,
+        },
+    )?;
+    let json = serde_json::to_string_pretty(&Standardization::compute(&data))?;
+    match &args.out {
+        Some(path) => std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => println!("{json}"),
+    }
+    Ok(())
 }
 
 fn read_spec(path: &Path) -> Result<ModelSpec> {
@@ -179,14 +221,12 @@ fn train(args: TrainArgs) -> Result<()> {
     if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
         bail!("--test-fraction must be in (0, 1)");
     }
-    let data = read_csv(
-        &args.data,
-        &CsvOptions {
-            label: args.label.clone(),
-            features: args.features.clone(),
-            num_classes: spec.num_classes(),
-        },
-    )?;
+    let csv_options = CsvOptions {
+        label: args.label.clone(),
+        features: args.features.clone(),
+        num_classes: spec.num_classes(),
+    };
+    let data = read_csv(&args.data, &csv_options)?;
     if data.num_features() != spec.input_dim() {
         bail!(
             "{}: {} feature columns selected, the model {} expects {}",
@@ -196,7 +236,20 @@ fn train(args: TrainArgs) -> Result<()> {
             spec.input_dim()
         );
     }
-    let (mut train_set, mut test_set) = data.split(args.test_fraction, args.seed);
+    let (mut train_set, mut test_set) = match &args.test_data {
+        Some(path) => {
+            let test = read_csv(path, &csv_options)?;
+            if test.feature_names != data.feature_names {
+                bail!(
+                    "{}: feature columns differ from those of {}",
+                    path.display(),
+                    args.data.display()
+                );
+            }
+            (data, test)
+        }
+        None => data.split(args.test_fraction, args.seed),
+    };
     if !args.no_standardize {
         let stats = match &args.stats {
             Some(path) => {

@@ -1,4 +1,5 @@
 //! One module per top-level subcommand of `confide`.
 
 pub mod bench;
+pub mod demo;
 pub mod privacy;
