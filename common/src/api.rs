@@ -137,6 +137,59 @@ impl Default for ServerOptimizer {
     }
 }
 
+/// The optimiser each participant uses for its local DP-SGD steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LocalOptimizer {
+    /// SGD with (heavy-ball) momentum, torch's update rule.
+    Sgd,
+    /// Adam with torch's default betas and epsilon (`momentum` is ignored).
+    Adam,
+}
+
+/// How participants train locally each round. It belongs to the study (not to each agent) so that every input
+/// of the secure sum comes from the same procedure; the privacy cost does not depend on it (the noisy clipped
+/// gradients are already private, the optimiser is post-processing).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LocalTraining {
+    #[serde(default = "default_local_optimizer")]
+    pub optimizer: LocalOptimizer,
+    /// Step size (> 0).
+    #[serde(default = "default_local_learning_rate")]
+    pub learning_rate: f64,
+    /// SGD momentum in [0, 1); the optimiser state starts at zero every round.
+    #[serde(default = "default_local_momentum")]
+    pub momentum: f64,
+}
+
+fn default_local_optimizer() -> LocalOptimizer {
+    LocalOptimizer::Sgd
+}
+fn default_local_learning_rate() -> f64 {
+    DEFAULT_LOCAL_LEARNING_RATE
+}
+fn default_local_momentum() -> f64 {
+    DEFAULT_LOCAL_MOMENTUM
+}
+
+/// Default local SGD step size (measured on breast cancer with DP-SGD: see the README's agent section).
+pub const DEFAULT_LOCAL_LEARNING_RATE: f64 = 0.5;
+/// Default local SGD momentum.
+pub const DEFAULT_LOCAL_MOMENTUM: f64 = 0.9;
+
+impl Default for LocalTraining {
+    fn default() -> Self {
+        Self {
+            optimizer: default_local_optimizer(),
+            learning_rate: DEFAULT_LOCAL_LEARNING_RATE,
+            momentum: DEFAULT_LOCAL_MOMENTUM,
+        }
+    }
+}
+
 /// `POST /v1/studies`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -160,6 +213,9 @@ pub struct CreateStudyRequest {
     pub deadlines: StageDeadlines,
     #[serde(default)]
     pub server_optimizer: ServerOptimizer,
+    /// The participants' local optimiser (default: SGD, learning rate 0.5, momentum 0.9).
+    #[serde(default)]
+    pub local_training: LocalTraining,
 }
 
 /// A study as the API returns it.
@@ -278,6 +334,16 @@ pub struct StartRoundRequest {
     pub participants: Option<Vec<i64>>,
 }
 
+/// `POST /v1/participant/rounds/{round_id}/decline`: a selected participant refuses a round (before advertising
+/// keys), e.g. because its local privacy budget would be exceeded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeclineRoundRequest {
+    /// Why, for the operator (shown in the round status); 1..=1000 characters, no control characters.
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -301,7 +367,8 @@ pub struct RoundInfo {
     pub finished_at_ms: Option<i64>,
     pub stage_deadline_ms: i64,
     pub sets: Vec<StageSet>,
-    /// Participants left out at selection and why (e.g. budget).
+    /// Participants left out and why: at selection (e.g. the coordinator's budget check) or because they declined
+    /// the round (reason starting with "declined: ").
     pub excluded: Vec<ExcludedParticipant>,
 }
 
@@ -368,6 +435,8 @@ pub struct RoundTask {
     /// sha256 (hex) of the model's safetensors bytes, to verify the download.
     pub model_sha256: String,
     pub dp: DpParams,
+    /// The study's local optimiser: every participant trains with it.
+    pub local_training: LocalTraining,
     pub secagg: SecAggParams,
     /// The privacy events this round will charge if the participant's input is aggregated (ledger JSON).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]

@@ -20,7 +20,7 @@ use confide_common::secagg::{
 };
 
 use crate::http::AppState;
-use crate::rounds::{self, RoundPlan, deadline_secs, eligible_set, stage_str};
+use crate::rounds::{self, RoundPlan, deadline_secs, stage_str};
 use crate::store::{Publication, RoundRow, StageTransition, now_ms};
 use crate::study::Study;
 
@@ -235,14 +235,7 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
                 apply(&mut server, stage, sender, &body);
             }
         }
-        let eligible: Vec<i64> = state
-            .store
-            .round_members(round_id)
-            .await?
-            .into_iter()
-            .filter(|(s, _)| s == eligible_set(stage))
-            .map(|(_, p)| p)
-            .collect();
+        let eligible = rounds::awaited(state, round_id, stage).await?;
         let everyone = eligible.iter().all(|p| applied.contains(p));
         if everyone || now_ms() >= deadline {
             let sid = round.study_id.to_string();

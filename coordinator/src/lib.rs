@@ -4,11 +4,11 @@
 //! - [`http`]: routes, authentication, limits; [`error`]: the one place errors become HTTP answers.
 //! - [`rounds`]: selection under budgets and the participant-facing view of a round; [`driver`]: the background
 //!   task that moves a round's secure-aggregation server through its stages.
-//! - [`client`]: typed HTTP client of the API (for the agent and the CLI).
+//! - [`client`]: typed HTTP client of the API (the `confide-client` crate, re-exported here): it lives in its own
+//!   crate so the participant agent and the CLI can talk to the coordinator without linking the server.
 //! - [`study`]: study validation; [`budget`]: ε of a ledger (PLD); [`metrics`]: Prometheus.
 
 pub mod budget;
-pub mod client;
 pub mod driver;
 pub mod error;
 pub mod http;
@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+pub use confide_client as client;
 pub use http::{AppState, Limits};
 pub use store::Store;
 

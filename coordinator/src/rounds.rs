@@ -239,6 +239,13 @@ pub async fn round_info(state: &AppState, round: &RoundRow) -> Result<RoundInfo,
             }),
         }
     }
+    let mut excluded = plan.excluded;
+    excluded.extend(state.store.round_declines(round.id).await?.into_iter().map(
+        |(participant_id, reason)| ExcludedParticipant {
+            participant_id,
+            reason: format!("{DECLINED_PREFIX}{reason}"),
+        },
+    ));
     Ok(RoundInfo {
         id: round.id,
         study_id: round.study_id,
@@ -251,7 +258,7 @@ pub async fn round_info(state: &AppState, round: &RoundRow) -> Result<RoundInfo,
         finished_at_ms: round.finished_at,
         stage_deadline_ms: round.stage_deadline,
         sets,
-        excluded: plan.excluded,
+        excluded,
     })
 }
 
@@ -293,6 +300,16 @@ pub async fn task_for(state: &AppState, p: &ParticipantRow) -> Result<TaskRespon
     if !eligible {
         return Ok(TaskResponse::Idle);
     }
+    if stage == RoundStage::AdvertiseKeys
+        && state
+            .store
+            .round_declines(round.id)
+            .await?
+            .iter()
+            .any(|(d, _)| *d == p.id)
+    {
+        return Ok(TaskResponse::Idle); // it declined this round
+    }
     let submitted = state
         .store
         .stage_senders(round.id, stage_str(stage))
@@ -314,6 +331,7 @@ pub async fn task_for(state: &AppState, p: &ParticipantRow) -> Result<TaskRespon
         model_version: base.version,
         model_sha256: base.sha256,
         dp: study.config.dp,
+        local_training: study.config.local_training,
         secagg: study.config.secagg,
         planned_events: plan.planned_events,
         num_parameters: plan.num_parameters as i64,
@@ -321,6 +339,78 @@ pub async fn task_for(state: &AppState, p: &ParticipantRow) -> Result<TaskRespon
         protocol: plan.secagg,
         quantisation: plan.quantisation,
     })))
+}
+
+/// Prefix of a declined participant's reason in [`RoundInfo::excluded`].
+pub const DECLINED_PREFIX: &str = "declined: ";
+/// Longest reason a participant may give for declining.
+pub const MAX_DECLINE_REASON: usize = 1000;
+
+/// The participants a stage still waits for an answer from: the members of its eligible set, less those who
+/// declined the round (a decline is their answer to AdvertiseKeys).
+pub async fn awaited(
+    state: &AppState,
+    round_id: i64,
+    stage: RoundStage,
+) -> Result<Vec<i64>, crate::store::StoreError> {
+    let declined: BTreeSet<i64> = state
+        .store
+        .round_declines(round_id)
+        .await?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    Ok(state
+        .store
+        .round_members(round_id)
+        .await?
+        .into_iter()
+        .filter(|(s, p)| s == eligible_set(stage) && !declined.contains(p))
+        .map(|(_, p)| p)
+        .collect())
+}
+
+/// A selected participant declines a round before advertising its keys (e.g. its local budget would be exceeded).
+/// Stored, shown in the round status, and counted as its AdvertiseKeys answer.
+pub async fn decline(
+    state: &AppState,
+    round: &RoundRow,
+    p: &ParticipantRow,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_DECLINE_REASON {
+        return Err(ApiError::Unprocessable(format!(
+            "reason must be 1..={MAX_DECLINE_REASON} characters"
+        )));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(
+            "reason must not contain control characters".into(),
+        ));
+    }
+    let plan = RoundPlan::parse(round)?;
+    if plan.index_of(p.id).is_none() {
+        return Err(ApiError::Forbidden(format!(
+            "participant {} was not selected for round {}",
+            p.id, round.id
+        )));
+    }
+    state
+        .store
+        .decline_round(round.id, p.id, reason)
+        .await
+        .map_err(|e| match e {
+            StoreError::Refused(m) => ApiError::Forbidden(m),
+            other => other.into(),
+        })?;
+    tracing::info!(
+        round = round.id,
+        participant = p.id,
+        "participant declined the round"
+    );
+    state.changed.notify_waiters();
+    Ok(())
 }
 
 /// Largest body accepted for a stage's message: exactly header + vector for a masked input; generous JSON for

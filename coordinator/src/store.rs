@@ -61,18 +61,52 @@ pub fn new_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The migrations of each database kind, in order (version, name, SQL). Applied ones are never edited: a schema
+/// change is a new file.
+fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 2] {
+    match backend {
+        Backend::Sqlite => [
+            (
+                1,
+                "init",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                2,
+                "round_declines",
+                include_str!("../../migrations/sqlite/0002_round_declines.sql"),
+            ),
+        ],
+        Backend::Postgres => [
+            (
+                1,
+                "init",
+                include_str!("../../migrations/postgres/0001_init.sql"),
+            ),
+            (
+                2,
+                "round_declines",
+                include_str!("../../migrations/postgres/0002_round_declines.sql"),
+            ),
+        ],
+    }
+}
+
 fn migrator(backend: Backend) -> Migrator {
-    let sql = match backend {
-        Backend::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
-        Backend::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
-    };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(
+        migrations(backend)
+            .into_iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -805,7 +839,17 @@ impl Store {
                 "round {round_id} is in stage {current}, not {stage}"
             )));
         }
-        let member = sqlx::query("SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = $2 AND participant_id = $3")
+        // On Postgres the member row is locked so a concurrent decline (which locks the same row) serialises with
+        // this message; SQLite has a single writer anyway.
+        let member_sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = $2 AND participant_id = $3 FOR UPDATE"
+            }
+            Backend::Sqlite => {
+                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = $2 AND participant_id = $3"
+            }
+        };
+        let member = sqlx::query(member_sql)
             .bind(round_id)
             .bind(eligible_set)
             .bind(participant)
@@ -814,6 +858,18 @@ impl Store {
         if member.is_none() {
             return Err(StoreError::Refused(format!(
                 "participant {participant} is not in this stage's set of round {round_id}"
+            )));
+        }
+        let declined = sqlx::query(
+            "SELECT 1 AS one FROM round_declines WHERE round_id = $1 AND participant_id = $2",
+        )
+        .bind(round_id)
+        .bind(participant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if declined.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "participant {participant} declined round {round_id}"
             )));
         }
         // Conditional on the stage still being current: a concurrent stage close makes this insert a no-op.
@@ -836,6 +892,97 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Records that a selected participant declines a round: allowed only while the round is in AdvertiseKeys and
+    /// before this participant advertised keys, once. Refused (nothing written) otherwise.
+    pub async fn decline_round(
+        &self,
+        round_id: i64,
+        participant: i64,
+        reason: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let round = sqlx::query("SELECT stage, outcome FROM rounds WHERE id = $1")
+            .bind(round_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("round"))?;
+        let current: String = round.try_get("stage")?;
+        let outcome: Option<String> = round.try_get("outcome")?;
+        if let Some(outcome) = outcome {
+            return Err(StoreError::Conflict(format!(
+                "round {round_id} is finished ({outcome})"
+            )));
+        }
+        // Same lock as `record_message` takes for an AdvertiseKeys message (Postgres).
+        let member_sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = 'selected' AND participant_id = $2 FOR UPDATE"
+            }
+            Backend::Sqlite => {
+                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = 'selected' AND participant_id = $2"
+            }
+        };
+        let member = sqlx::query(member_sql)
+            .bind(round_id)
+            .bind(participant)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if member.is_none() {
+            return Err(StoreError::Refused(format!(
+                "participant {participant} was not selected for round {round_id}"
+            )));
+        }
+        if current != "advertise_keys" {
+            return Err(StoreError::Conflict(format!(
+                "round {round_id} is in stage {current}: a round can only be declined during advertise_keys"
+            )));
+        }
+        let advertised = sqlx::query(
+            "SELECT 1 AS one FROM round_messages WHERE round_id = $1 AND stage = 'advertise_keys' AND participant_id = $2",
+        )
+        .bind(round_id)
+        .bind(participant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if advertised.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "participant {participant} already advertised its keys in round {round_id}"
+            )));
+        }
+        // Conditional on the stage still being AdvertiseKeys: a concurrent stage close makes this a no-op.
+        let res = sqlx::query(
+            "INSERT INTO round_declines (round_id, participant_id, reason, declined_at)
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM rounds WHERE id = $1 AND stage = 'advertise_keys' AND outcome IS NULL)",
+        )
+        .bind(round_id)
+        .bind(participant)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_unique(e, &format!("participant {participant} already declined round {round_id}")))?;
+        if res.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "round {round_id} left stage advertise_keys"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Participants who declined a round and why: (participant, reason), in participant order.
+    pub async fn round_declines(&self, round_id: i64) -> StoreResult<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT participant_id, reason FROM round_declines WHERE round_id = $1 ORDER BY participant_id",
+        )
+        .bind(round_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("participant_id")?, r.try_get("reason")?)))
+            .collect()
     }
 
     /// Messages of a stage in arrival order: (participant, body).
@@ -1069,7 +1216,7 @@ impl Store {
 
     /// Row counts of every table, for tests asserting that a rejected request changed nothing.
     pub async fn table_counts(&self) -> StoreResult<Vec<(&'static str, i64)>> {
-        const TABLES: [&str; 10] = [
+        const TABLES: [&str; 11] = [
             "operator_tokens",
             "studies",
             "participants",
@@ -1078,6 +1225,7 @@ impl Store {
             "round_members",
             "round_messages",
             "round_broadcasts",
+            "round_declines",
             "model_versions",
             "privacy_ledger",
         ];

@@ -169,6 +169,14 @@ pub fn validate(req: &CreateStudyRequest) -> Result<(ModelSpec, Vec<u8>), ApiErr
             }
         }
     }
+    let lt = &req.local_training;
+    finite_positive(lt.learning_rate, "local_training.learning_rate")?;
+    if !(0.0..1.0).contains(&lt.momentum) {
+        return Err(ApiError::Unprocessable(format!(
+            "local_training.momentum must be in [0, 1), got {}",
+            lt.momentum
+        )));
+    }
     let params = spec.initial_parameters(req.initial_weights_seed);
     let weights = encode_safetensors(&spec, &params).map_err(ApiError::internal)?;
     Ok((spec, weights))

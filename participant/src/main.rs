@@ -1,14 +1,21 @@
-//! `confide-participant`: private training on a site's own records, and speed benchmarks.
+//! `confide-participant`: the agent that takes part in federated rounds (`run`), its local privacy ledger
+//! (`budget`), scoring a saved model (`evaluate`), stand-alone private training (`train`) and speed benchmarks.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use confide_common::model::{ModelSpec, encode_safetensors};
+use confide_common::model::{
+    ModelSpec, decode_safetensors, encode_safetensors, spec_from_safetensors,
+};
+use confide_participant::agent::config::{AgentConfig, LogFormat, RunArgs};
+use confide_participant::agent::ledger::{LEDGER_FILE, LocalLedger, StudySpend};
+use confide_participant::agent::{Agent, state};
 use confide_participant::bench::bench_dpsgd;
 use confide_participant::data::{CsvOptions, Standardization, read_csv};
 use confide_participant::dp::{AccountantKind, GaussianNoise, PrivacyLedger, calibrate};
 use confide_participant::dpsgd::{DpSgdParams, OptimizerConfig};
+use confide_participant::model::{Network, features_tensor, labels_tensor};
 use confide_participant::train::{LocalTrainer, Mode};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -26,6 +33,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the participant agent: enrol once, then take part in the study's rounds until stopped (SIGTERM/SIGINT).
+    /// Every option is a flag, an environment variable and (except the token) a key of the --config file.
+    Run(RunArgs),
+    /// Privacy spent and remaining per study, from the agent's local ledger.
+    Budget(BudgetArgs),
+    /// Accuracy and mean cross-entropy loss of a saved model (safetensors with its spec) on a CSV file.
+    Evaluate(EvaluateArgs),
     /// Train a model on a CSV file with DP-SGD and report test accuracy and ε per epoch.
     Train(TrainArgs),
     /// Speed benchmarks.
@@ -131,6 +145,45 @@ struct TrainArgs {
 }
 
 #[derive(Args)]
+struct BudgetArgs {
+    /// The agent's state directory.
+    #[arg(long, env = "CONFIDE_STATE_DIR", required_unless_present = "config")]
+    state_dir: Option<PathBuf>,
+    /// Take the state directory from the agent's config file instead.
+    #[arg(long, env = "CONFIDE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print a JSON array of {study_id, epsilon_spent, epsilon_budget, delta, epsilon_remaining, rounds_charged}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// Model file (safetensors written by Confide: the model spec is in its metadata).
+    #[arg(long)]
+    model: PathBuf,
+    /// CSV file with a header line.
+    #[arg(long)]
+    data: PathBuf,
+    /// Label column (integer classes).
+    #[arg(long)]
+    label: String,
+    /// Feature columns, comma-separated (default: every column but the label).
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
+    /// Standardisation statistics JSON ({feature_names, mean, std}); use the ones the model was trained with.
+    /// Default: statistics of the evaluated file itself.
+    #[arg(long, conflicts_with = "no_standardize")]
+    stats: Option<PathBuf>,
+    /// Use the features as they are.
+    #[arg(long)]
+    no_standardize: bool,
+    /// Print {"accuracy": .., "loss": .., "records": ..}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// Model spec JSON file.
     #[arg(long)]
@@ -178,6 +231,9 @@ struct TrainSummary {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Budget(args) => budget(args),
+        Command::Evaluate(args) => evaluate(args),
         Command::Train(args) => train(args),
         Command::Bench(BenchCommand::Dpsgd(args)) => bench(args),
         Command::Stats(args) => stats(args),
@@ -203,6 +259,199 @@ fn stats(args: StatsArgs) -> Result<()> {
         Some(path) => std::fs::write(path, json + "\n")
             .with_context(|| format!("writing {}", path.display()))?,
         None => println!("{json}"),
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+async fn watch_signals(token: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop the agent with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down after the current step");
+    token.cancel();
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let cfg = AgentConfig::resolve(&args)?;
+    init_tracing(cfg.log_format);
+    runtime()?.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        match Agent::start(cfg, shutdown).await? {
+            Some(agent) => agent.run().await?,
+            None => tracing::info!("stopped before enrolment completed"),
+        }
+        Ok(())
+    })
+}
+
+fn budget(args: BudgetArgs) -> Result<()> {
+    let dir = match (&args.state_dir, &args.config) {
+        (Some(d), _) => d.clone(),
+        (None, Some(config)) => {
+            let text = std::fs::read_to_string(config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let file = confide_participant::agent::config::parse_file(
+                &config.display().to_string(),
+                &text,
+            )?;
+            match file.state_dir {
+                Some(d) if d.is_relative() => config
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default()
+                    .join(d),
+                Some(d) => d,
+                None => bail!("{}: no state_dir", config.display()),
+            }
+        }
+        (None, None) => bail!("give --state-dir or --config"),
+    };
+    let spends: Vec<StudySpend> = runtime()?.block_on(async {
+        match LocalLedger::open_existing(&dir.join(LEDGER_FILE)).await? {
+            Some(ledger) => {
+                let s = ledger.summary().await;
+                ledger.close().await;
+                s.map_err(anyhow::Error::from)
+            }
+            None => Ok(Vec::new()),
+        }
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&spends)?);
+        return Ok(());
+    }
+    if let Some(id) = state::read_identity(&dir)? {
+        println!(
+            "participant {} ({}) of study {} at {}",
+            id.participant_id, id.name, id.study_id, id.coordinator_url
+        );
+    }
+    if spends.is_empty() {
+        println!(
+            "no privacy spent yet (no ledger entries in {})",
+            dir.display()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>6} {:>7} {:>10} {:>10} {:>12} {:>9}",
+        "study", "rounds", "ε spent", "ε budget", "ε remaining", "δ"
+    );
+    for s in &spends {
+        println!(
+            "{:>6} {:>7} {:>10.4} {:>10.4} {:>12.4} {:>9.1e}",
+            s.study_id,
+            s.rounds_charged,
+            s.epsilon_spent,
+            s.epsilon_budget,
+            s.epsilon_remaining,
+            s.delta
+        );
+    }
+    println!("(ε by the PLD accountant; a round is charged when its masked input is sent)");
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Evaluation {
+    accuracy: f64,
+    loss: f64,
+    records: usize,
+}
+
+fn evaluate(args: EvaluateArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let spec = spec_from_safetensors(&bytes)
+        .with_context(|| format!("{}", args.model.display()))?
+        .with_context(|| {
+            format!(
+                "{}: no model spec in the safetensors metadata (not written by Confide?)",
+                args.model.display()
+            )
+        })?;
+    let params =
+        decode_safetensors(&spec, &bytes).with_context(|| format!("{}", args.model.display()))?;
+    let mut data = read_csv(
+        &args.data,
+        &CsvOptions {
+            label: args.label.clone(),
+            features: args.features.clone(),
+            num_classes: spec.num_classes(),
+        },
+    )?;
+    if data.num_features() != spec.input_dim() {
+        bail!(
+            "{}: {} feature columns selected, the model {} expects {}",
+            args.data.display(),
+            data.num_features(),
+            args.model.display(),
+            spec.input_dim()
+        );
+    }
+    if !args.no_standardize {
+        let stats = match &args.stats {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                serde_json::from_str::<Standardization>(&text)
+                    .with_context(|| format!("{}: invalid statistics JSON", path.display()))?
+            }
+            None => Standardization::compute(&data),
+        };
+        stats.check(&data)?;
+        stats.apply(&mut data);
+    }
+    let net = Network::new(&spec, &params)?;
+    let (accuracy, loss) = net.evaluate(
+        &features_tensor(&data.features, data.num_features()),
+        &labels_tensor(&data.labels),
+    );
+    let result = Evaluation {
+        accuracy,
+        loss,
+        records: data.len(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "accuracy {:.4}, mean loss {:.4} on {} records",
+            result.accuracy, result.loss, result.records
+        );
     }
     Ok(())
 }

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
+use confide_client::CoordinatorClient;
 use confide_common::api::{
     CreateEnrolmentTokenRequest, CreateStudyRequest, RoundInfo, StartRoundRequest,
 };
 use confide_common::dp::{AccountantKind, PrivacyEvent, PrivacyLedger, calibrate};
-use confide_coordinator::client::CoordinatorClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -602,9 +602,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
             .arg(p.label)
             .arg("--stats")
             .arg(&stats_path)
-            .arg("--budget-epsilon")
+            .arg("--epsilon")
             .arg(target_epsilon.to_string())
-            .arg("--budget-delta")
+            .arg("--delta")
             .arg(args.delta.to_string())
             .env("CONFIDE_ENROLMENT_TOKEN", &token.token)
             .env("RUST_LOG", "info")

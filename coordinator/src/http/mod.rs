@@ -133,6 +133,7 @@ impl FromRequestParts<AppState> for Participant {
         participant::download_model,
         participant::post_message,
         participant::get_broadcast,
+        participant::decline_round,
     ),
     components(schemas(api::ErrorBody)),
     modifiers(&BearerAuth),
@@ -246,6 +247,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/participant/rounds/{round_id}/broadcast/{stage}",
             get(participant::get_broadcast),
+        )
+        .route(
+            "/v1/participant/rounds/{round_id}/decline",
+            post(participant::decline_round),
         )
         .layer(DefaultBodyLimit::max(json_limit))
         // Masked inputs are limited per study (exact expected length), inside the handler.

@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use confide_common::api::{EnrolRequest, EnrolResponse, ErrorBody, RoundStage, TaskResponse};
+use confide_common::api::{
+    DeclineRoundRequest, EnrolRequest, EnrolResponse, ErrorBody, RoundStage, TaskResponse,
+};
 use serde::Deserialize;
 
 use super::{AppState, Participant, created};
@@ -158,4 +160,25 @@ pub async fn get_broadcast(
     }
     let body = rounds::broadcast_for(&state, &round, &p, stage).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Decline a round this participant was selected for, before advertising keys (e.g. its local privacy budget would
+/// be exceeded). 202 once stored; the reason appears in the round status and the stage no longer waits for it.
+#[utoipa::path(post, path = "/v1/participant/rounds/{round_id}/decline", tag = "participant",
+    security(("participant_credential" = [])), params(("round_id" = i64, Path)), request_body = DeclineRoundRequest,
+    responses((status = 202), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub async fn decline_round(
+    State(state): State<AppState>,
+    Participant(p): Participant,
+    ApiPath(round_id): ApiPath<i64>,
+    ApiJson(req): ApiJson<DeclineRoundRequest>,
+) -> Result<Response, ApiError> {
+    let round = state.store.get_round(round_id).await?;
+    if round.study_id != p.study_id {
+        return Err(ApiError::NotFound("round not found".into()));
+    }
+    rounds::decline(&state, &round, &p, &req.reason).await?;
+    Ok(axum::http::StatusCode::ACCEPTED.into_response())
 }

@@ -1,10 +1,16 @@
 //! A small typed HTTP client for the coordinator API (reqwest), for the participant agent and the `confide` CLI.
 //! Every non-2xx answer becomes [`ClientError::Api`] with the status and the server's message.
+//!
+//! It is its own crate (re-exported as `confide_coordinator::client`) so that the participant agent and the CLI
+//! can talk to a coordinator without linking the server (axum, the database drivers).
+
+use std::time::Duration;
 
 use confide_common::api::{
-    AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolRequest,
-    EnrolResponse, EnrolmentTokenResponse, ErrorBody, ModelVersionInfo, ParticipantInfo,
-    PrivacyReport, RoundInfo, RoundStage, StartRoundRequest, StudyInfo, TaskResponse,
+    AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, DeclineRoundRequest,
+    EnrolRequest, EnrolResponse, EnrolmentTokenResponse, ErrorBody, ModelVersionInfo,
+    ParticipantInfo, PrivacyReport, RoundInfo, RoundStage, StartRoundRequest, StudyInfo,
+    TaskResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -16,6 +22,9 @@ pub enum ClientError {
     /// The request did not complete (connection refused, timeout, bad body, …).
     #[error("request failed: {0}")]
     Transport(#[from] reqwest::Error),
+    /// A download was larger than the caller allows; nothing beyond the limit was read.
+    #[error("download larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 impl ClientError {
@@ -24,9 +33,23 @@ impl ClientError {
         match self {
             Self::Api { status, .. } => Some(*status),
             Self::Transport(e) => e.status().map(|s| s.as_u16()),
+            Self::TooLarge { .. } => None,
+        }
+    }
+
+    /// Whether trying again later may succeed: the request never got an answer (connection refused or reset,
+    /// timeout: e.g. the coordinator is restarting), or the coordinator was overloaded or failing (429, 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Api { status, .. } => *status == 429 || *status >= 500,
+            Self::TooLarge { .. } => false,
         }
     }
 }
+
+/// Per-request timeout unless configured otherwise (a long-poll gets its wait on top).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub type ClientResult<T> = Result<T, ClientError>;
 
@@ -43,6 +66,7 @@ pub struct CoordinatorClient {
     base: String,
     token: String,
     http: reqwest::Client,
+    timeout: Duration,
 }
 
 async fn check(resp: reqwest::Response) -> ClientResult<reqwest::Response> {
@@ -62,20 +86,36 @@ async fn check(resp: reqwest::Response) -> ClientResult<reqwest::Response> {
 
 impl CoordinatorClient {
     pub fn new(base_url: &str, token: &str) -> Self {
-        Self {
-            base: base_url.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-            http: reqwest::Client::new(),
-        }
+        Self::with_http(base_url, token, reqwest::Client::new())
     }
 
-    /// Uses a preconfigured reqwest client (timeouts, proxies, TLS roots).
+    /// Uses a preconfigured reqwest client (connect timeout, proxies, TLS roots).
     pub fn with_http(base_url: &str, token: &str, http: reqwest::Client) -> Self {
         Self {
             base: base_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
         }
+    }
+
+    /// Sets the per-request timeout (a long-poll waits its `wait_secs` on top of it).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same coordinator with another bearer secret (e.g. the credential returned by [`Self::enrol`]).
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            token: token.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// The coordinator's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     fn url(&self, path: &str) -> String {
@@ -87,6 +127,7 @@ impl CoordinatorClient {
             .http
             .get(self.url(path))
             .bearer_auth(&self.token)
+            .timeout(self.timeout)
             .send()
             .await?;
         Ok(check(resp).await?.json().await?)
@@ -101,31 +142,42 @@ impl CoordinatorClient {
             .http
             .post(self.url(path))
             .bearer_auth(&self.token)
+            .timeout(self.timeout)
             .json(body)
             .send()
             .await?;
         Ok(check(resp).await?.json().await?)
     }
 
-    async fn get_bytes(&self, path: &str) -> ClientResult<ModelDownload> {
-        let resp = check(
+    /// Downloads a binary body, reading at most `limit` bytes (refused as soon as the announced or received size
+    /// exceeds it).
+    async fn get_bytes(&self, path: &str, limit: usize) -> ClientResult<ModelDownload> {
+        let mut resp = check(
             self.http
                 .get(self.url(path))
                 .bearer_auth(&self.token)
+                .timeout(self.timeout)
                 .send()
                 .await?,
         )
         .await?;
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(ClientError::TooLarge { limit });
+        }
         let sha256 = resp
             .headers()
             .get("x-confide-sha256")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        Ok(ModelDownload {
-            bytes: resp.bytes().await?.to_vec(),
-            sha256,
-        })
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(ClientError::TooLarge { limit });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(ModelDownload { bytes, sha256 })
     }
 
     // ---- operator ----
@@ -180,7 +232,7 @@ impl CoordinatorClient {
         study: i64,
         version: i64,
     ) -> ClientResult<ModelDownload> {
-        self.get_bytes(&format!("/v1/studies/{study}/models/{version}"))
+        self.get_bytes(&format!("/v1/studies/{study}/models/{version}"), usize::MAX)
             .await
     }
     pub async fn privacy_report(&self, study: i64) -> ClientResult<PrivacyReport> {
@@ -189,11 +241,12 @@ impl CoordinatorClient {
 
     // ---- participant ----
 
-    /// Enrols with a one-time token (no credential needed); use the returned credential for a new client.
+    /// Enrols with a one-time token (no credential needed); use the returned credential with [`Self::with_token`].
     pub async fn enrol(&self, token: &str, name: &str) -> ClientResult<EnrolResponse> {
         let resp = self
             .http
             .post(self.url("/v1/participant/enrol"))
+            .timeout(self.timeout)
             .json(&EnrolRequest {
                 token: token.into(),
                 name: name.into(),
@@ -204,11 +257,22 @@ impl CoordinatorClient {
     }
     /// Long-polls for a task for up to `wait_secs` seconds.
     pub async fn poll_task(&self, wait_secs: u64) -> ClientResult<TaskResponse> {
-        self.get(&format!("/v1/participant/task?wait_secs={wait_secs}"))
-            .await
+        let resp = self
+            .http
+            .get(self.url(&format!("/v1/participant/task?wait_secs={wait_secs}")))
+            .bearer_auth(&self.token)
+            .timeout(self.timeout + Duration::from_secs(wait_secs))
+            .send()
+            .await?;
+        Ok(check(resp).await?.json().await?)
     }
-    pub async fn download_model(&self, version: i64) -> ClientResult<ModelDownload> {
-        self.get_bytes(&format!("/v1/participant/models/{version}"))
+    /// Downloads a model version of this participant's study, refusing bodies larger than `max_bytes`.
+    pub async fn download_model(
+        &self,
+        version: i64,
+        max_bytes: usize,
+    ) -> ClientResult<ModelDownload> {
+        self.get_bytes(&format!("/v1/participant/models/{version}"), max_bytes)
             .await
     }
     /// Posts a control message (JSON text, e.g. `AdvertiseKeys::to_json()`).
@@ -225,6 +289,7 @@ impl CoordinatorClient {
                 stage.as_str()
             )))
             .bearer_auth(&self.token)
+            .timeout(self.timeout)
             .header("content-type", "application/json")
             .body(json)
             .send()
@@ -240,6 +305,7 @@ impl CoordinatorClient {
                 "/v1/participant/rounds/{round}/messages/masked_input_collection"
             )))
             .bearer_auth(&self.token)
+            .timeout(self.timeout)
             .header("content-type", "application/octet-stream")
             .body(bytes)
             .send()
@@ -256,8 +322,24 @@ impl CoordinatorClient {
                 stage.as_str()
             )))
             .bearer_auth(&self.token)
+            .timeout(self.timeout)
             .send()
             .await?;
         Ok(check(resp).await?.text().await?)
+    }
+    /// Declines a round this participant was selected for (only during AdvertiseKeys, before advertising).
+    pub async fn decline_round(&self, round: i64, reason: &str) -> ClientResult<()> {
+        let resp = self
+            .http
+            .post(self.url(&format!("/v1/participant/rounds/{round}/decline")))
+            .bearer_auth(&self.token)
+            .timeout(self.timeout)
+            .json(&DeclineRoundRequest {
+                reason: reason.into(),
+            })
+            .send()
+            .await?;
+        check(resp).await?;
+        Ok(())
     }
 }

@@ -1,0 +1,448 @@
+//! The agent's configuration: a TOML file (`--config`), every key of which is also a flag and an environment
+//! variable. Precedence: flag or environment variable, then the file, then the built-in default. Relative paths
+//! in the file are relative to the file's directory. The one-time enrolment token is deliberately NOT a file key
+//! (a config file is copied around and checked in; the token is a secret): flag or `CONFIDE_ENROLMENT_TOKEN` only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::ledger::Budget;
+
+/// Largest model the agent downloads unless configured otherwise (bytes).
+pub const DEFAULT_MAX_MODEL_BYTES: u64 = 256 << 20;
+/// Default long-poll wait (the coordinator caps it, 60 s by default).
+pub const DEFAULT_POLL_WAIT_SECS: u64 = 30;
+/// Default cap of the exponential backoff after errors.
+pub const DEFAULT_MAX_BACKOFF_SECS: f64 = 30.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `confide-participant run`: flags (each also an environment variable) that override the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// TOML config file (see deploy/participants/*/participant.toml).
+    #[arg(long, env = "CONFIDE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Coordinator base URL, e.g. http://coordinator:8080 (default after enrolment: the URL it enrolled with).
+    #[arg(long, env = "CONFIDE_COORDINATOR_URL")]
+    pub coordinator_url: Option<String>,
+    /// Directory for the identity, credential and privacy ledger (created 0700, files 0600).
+    #[arg(long, env = "CONFIDE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Display name given at enrolment (unique within the study).
+    #[arg(long, env = "CONFIDE_PARTICIPANT_NAME")]
+    pub name: Option<String>,
+    /// One-time enrolment token from the operator; needed only until the agent has enrolled.
+    /// Never read from the config file.
+    #[arg(long, env = "CONFIDE_ENROLMENT_TOKEN", hide_env_values = true)]
+    pub enrolment_token: Option<String>,
+    /// CSV file of the site's records (header line; never leaves this machine).
+    #[arg(long = "data", env = "CONFIDE_DATA")]
+    pub data_path: Option<PathBuf>,
+    /// Label column (integer classes).
+    #[arg(long, env = "CONFIDE_LABEL")]
+    pub label: Option<String>,
+    /// Feature columns, comma-separated (default: every column but the label).
+    #[arg(long, env = "CONFIDE_FEATURES", value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
+    /// Standardisation statistics JSON ({feature_names, mean, std}) fixed in advance, e.g. by the study. Without it
+    /// the agent standardises with statistics of its own data, which are NOT covered by the DP guarantee (they stay
+    /// on this machine but shape the update it sends).
+    #[arg(long, env = "CONFIDE_STATS")]
+    pub stats: Option<PathBuf>,
+    /// Local privacy budget ε for every study this agent takes part in.
+    #[arg(long = "epsilon", env = "CONFIDE_BUDGET_EPSILON")]
+    pub budget_epsilon: Option<f64>,
+    /// δ at which the local budget ε is computed.
+    #[arg(long = "delta", env = "CONFIDE_BUDGET_DELTA")]
+    pub budget_delta: Option<f64>,
+    /// Largest model (safetensors bytes) the agent downloads [default: 268435456].
+    #[arg(long, env = "CONFIDE_MAX_MODEL_BYTES")]
+    pub max_model_bytes: Option<u64>,
+    /// Seconds each long-poll for a task waits [default: 30].
+    #[arg(long, env = "CONFIDE_POLL_WAIT_SECS")]
+    pub poll_wait_secs: Option<u64>,
+    /// Cap of the exponential backoff (with jitter) after errors, seconds [default: 30].
+    #[arg(long, env = "CONFIDE_MAX_BACKOFF_SECS")]
+    pub max_backoff_secs: Option<f64>,
+    /// Log format [default: text].
+    #[arg(long, env = "CONFIDE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub coordinator_url: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub name: Option<String>,
+    pub log_format: Option<LogFormat>,
+    #[serde(default)]
+    pub data: FileData,
+    #[serde(default)]
+    pub budget: FileBudget,
+    #[serde(default)]
+    pub limits: FileLimits,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileData {
+    pub path: Option<PathBuf>,
+    pub label: Option<String>,
+    pub features: Option<Vec<String>>,
+    pub stats: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBudget {
+    pub epsilon: Option<f64>,
+    pub delta: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_model_bytes: Option<u64>,
+    pub poll_wait_secs: Option<u64>,
+    pub max_backoff_secs: Option<f64>,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: {detail}")]
+    File { file: String, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where the data is and how to read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataConfig {
+    pub path: PathBuf,
+    pub label: String,
+    pub features: Option<Vec<String>>,
+    pub stats: Option<PathBuf>,
+}
+
+/// The resolved configuration of `run`.
+#[derive(Clone, PartialEq)]
+pub struct AgentConfig {
+    /// None: use the URL stored with the identity (the agent must have enrolled).
+    pub coordinator_url: Option<String>,
+    pub state_dir: PathBuf,
+    pub name: Option<String>,
+    pub enrolment_token: Option<String>,
+    pub data: DataConfig,
+    pub budget: Budget,
+    pub max_model_bytes: u64,
+    pub poll_wait: Duration,
+    pub max_backoff: Duration,
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("coordinator_url", &self.coordinator_url)
+            .field("state_dir", &self.state_dir)
+            .field("name", &self.name)
+            .field(
+                "enrolment_token",
+                &self.enrolment_token.as_ref().map(|_| "<set>"),
+            )
+            .field("data", &self.data)
+            .field("budget", &self.budget)
+            .field("max_model_bytes", &self.max_model_bytes)
+            .field("poll_wait", &self.poll_wait)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
+}
+
+/// Parses the config file text (`file` names it in errors).
+pub fn parse_file(file: &str, text: &str) -> Result<FileConfig, ConfigError> {
+    let err = |detail: String| ConfigError::File {
+        file: file.to_string(),
+        detail,
+    };
+    let value: toml::Table = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+    for key in ["enrolment_token", "enrollment_token", "token"] {
+        if value.contains_key(key) {
+            return Err(err(format!(
+                "'{key}' is not read from the config file (it is a secret): pass --enrolment-token or set CONFIDE_ENROLMENT_TOKEN"
+            )));
+        }
+    }
+    toml::from_str(text).map_err(|e| err(e.to_string()))
+}
+
+fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
+    match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p,
+    }
+}
+
+impl AgentConfig {
+    /// Reads `--config` (if any) and merges: flags/env over file over defaults; checks every value.
+    pub fn resolve(args: &RunArgs) -> Result<Self, ConfigError> {
+        let (file, base) = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    file: path.display().to_string(),
+                    detail: e.to_string(),
+                })?;
+                let base = path.parent().map(Path::to_path_buf);
+                (parse_file(&path.display().to_string(), &text)?, base)
+            }
+            None => (FileConfig::default(), None),
+        };
+        Self::merge(args, file, base.as_deref())
+    }
+
+    /// Merges flags over a parsed file (paths in the file relative to `base`).
+    pub fn merge(
+        args: &RunArgs,
+        file: FileConfig,
+        base: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
+        let missing = |flag: &str, env: &str, key: &str| {
+            ConfigError::Invalid(format!(
+                "missing {flag} (or {env}, or '{key}' in the config file)"
+            ))
+        };
+        let rel = |p: Option<PathBuf>| p.map(|p| relative_to(base, p));
+        let state_dir = args
+            .state_dir
+            .clone()
+            .or(rel(file.state_dir))
+            .ok_or_else(|| missing("--state-dir", "CONFIDE_STATE_DIR", "state_dir"))?;
+        let data = DataConfig {
+            path: args
+                .data_path
+                .clone()
+                .or(rel(file.data.path))
+                .ok_or_else(|| missing("--data", "CONFIDE_DATA", "[data] path"))?,
+            label: args
+                .label
+                .clone()
+                .or(file.data.label)
+                .ok_or_else(|| missing("--label", "CONFIDE_LABEL", "[data] label"))?,
+            features: args.features.clone().or(file.data.features),
+            stats: args.stats.clone().or(rel(file.data.stats)),
+        };
+        let budget = Budget {
+            epsilon: args.budget_epsilon.or(file.budget.epsilon).ok_or_else(|| {
+                missing("--epsilon", "CONFIDE_BUDGET_EPSILON", "[budget] epsilon")
+            })?,
+            delta: args
+                .budget_delta
+                .or(file.budget.delta)
+                .ok_or_else(|| missing("--delta", "CONFIDE_BUDGET_DELTA", "[budget] delta"))?,
+        };
+        if !(budget.epsilon.is_finite() && budget.epsilon > 0.0) {
+            return Err(ConfigError::Invalid(format!(
+                "budget epsilon must be a finite number > 0, got {}",
+                budget.epsilon
+            )));
+        }
+        if !(budget.delta > 0.0 && budget.delta < 1.0) {
+            return Err(ConfigError::Invalid(format!(
+                "budget delta must be in (0, 1), got {}",
+                budget.delta
+            )));
+        }
+        let coordinator_url = args.coordinator_url.clone().or(file.coordinator_url);
+        if let Some(url) = &coordinator_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "coordinator URL must start with http:// or https://, got {url:?}"
+            )));
+        }
+        let name = args.name.clone().or(file.name);
+        if let Some(n) = &name
+            && (n.trim().is_empty() || n.len() > 100 || n.chars().any(char::is_control))
+        {
+            return Err(ConfigError::Invalid(
+                "name must be 1..=100 printable characters".into(),
+            ));
+        }
+        let max_model_bytes = args
+            .max_model_bytes
+            .or(file.limits.max_model_bytes)
+            .unwrap_or(DEFAULT_MAX_MODEL_BYTES);
+        if max_model_bytes == 0 {
+            return Err(ConfigError::Invalid("max_model_bytes must be > 0".into()));
+        }
+        let poll_wait_secs = args
+            .poll_wait_secs
+            .or(file.limits.poll_wait_secs)
+            .unwrap_or(DEFAULT_POLL_WAIT_SECS);
+        if poll_wait_secs > 3600 {
+            return Err(ConfigError::Invalid(
+                "poll_wait_secs must be at most 3600".into(),
+            ));
+        }
+        let max_backoff_secs = args
+            .max_backoff_secs
+            .or(file.limits.max_backoff_secs)
+            .unwrap_or(DEFAULT_MAX_BACKOFF_SECS);
+        if !(max_backoff_secs.is_finite() && (0.1..=3600.0).contains(&max_backoff_secs)) {
+            return Err(ConfigError::Invalid(
+                "max_backoff_secs must be in [0.1, 3600]".into(),
+            ));
+        }
+        Ok(Self {
+            coordinator_url,
+            state_dir,
+            name,
+            enrolment_token: args
+                .enrolment_token
+                .clone()
+                .filter(|t| !t.trim().is_empty()),
+            data,
+            budget,
+            max_model_bytes,
+            poll_wait: Duration::from_secs(poll_wait_secs),
+            max_backoff: Duration::from_secs_f64(max_backoff_secs),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOY: &str = r#"
+coordinator_url = "http://coordinator:8080"
+state_dir = "/var/lib/confide-participant"
+name = "hospital-a"
+
+[data]
+path = "data.csv"
+label = "malignant"
+
+[budget]
+epsilon = 1.0
+delta = 1e-5
+"#;
+
+    #[test]
+    fn file_then_flags() {
+        let file = parse_file("p.toml", DEPLOY).unwrap();
+        let c = AgentConfig::merge(&RunArgs::default(), file.clone(), Some(Path::new("/etc/c")))
+            .unwrap();
+        assert_eq!(
+            c.coordinator_url.as_deref(),
+            Some("http://coordinator:8080")
+        );
+        assert_eq!(
+            c.data.path,
+            PathBuf::from("/etc/c/data.csv"),
+            "relative to the file"
+        );
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/confide-participant"));
+        assert_eq!(
+            c.budget,
+            Budget {
+                epsilon: 1.0,
+                delta: 1e-5
+            }
+        );
+        assert_eq!(c.poll_wait, Duration::from_secs(DEFAULT_POLL_WAIT_SECS));
+        let flags = RunArgs {
+            coordinator_url: Some("http://127.0.0.1:9".into()),
+            budget_epsilon: Some(0.5),
+            data_path: Some("x.csv".into()),
+            poll_wait_secs: Some(2),
+            ..RunArgs::default()
+        };
+        let c = AgentConfig::merge(&flags, file, Some(Path::new("/etc/c"))).unwrap();
+        assert_eq!(c.coordinator_url.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(c.budget.epsilon, 0.5);
+        assert_eq!(
+            c.data.path,
+            PathBuf::from("x.csv"),
+            "flags are relative to the cwd"
+        );
+        assert_eq!(c.poll_wait, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn every_deploy_file_parses() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/participants");
+        for entry in std::fs::read_dir(root).unwrap() {
+            let path = entry.unwrap().path().join("participant.toml");
+            let args = RunArgs {
+                config: Some(path.clone()),
+                ..RunArgs::default()
+            };
+            let c =
+                AgentConfig::resolve(&args).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(c.name.is_some(), "{}: a name to enrol with", path.display());
+        }
+    }
+
+    #[test]
+    fn bad_files_and_values_are_refused() {
+        let e = parse_file("p.toml", "enrolment_token = \"abc\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CONFIDE_ENROLMENT_TOKEN"), "{e}");
+        let e = parse_file("p.toml", "state_dri = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("state_dri"), "{e}");
+        let file = parse_file("p.toml", DEPLOY).unwrap();
+        let bad = |args: RunArgs| {
+            AgentConfig::merge(&args, file.clone(), None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            bad(RunArgs {
+                budget_epsilon: Some(-1.0),
+                ..Default::default()
+            })
+            .contains("epsilon")
+        );
+        assert!(
+            bad(RunArgs {
+                budget_delta: Some(1.0),
+                ..Default::default()
+            })
+            .contains("delta")
+        );
+        assert!(
+            bad(RunArgs {
+                coordinator_url: Some("ftp://x".into()),
+                ..Default::default()
+            })
+            .contains("http")
+        );
+        let e = AgentConfig::merge(&RunArgs::default(), FileConfig::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--state-dir") && e.contains("CONFIDE_STATE_DIR"),
+            "{e}"
+        );
+    }
+}

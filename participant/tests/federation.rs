@@ -1,0 +1,664 @@
+//! The whole federation over real HTTP: an in-process coordinator (temporary SQLite database) and participant agents
+//! as real `confide-participant run` child processes, each with its own slice of the breast-cancer data.
+//!
+//! Agents run with the debug-build test hooks: `CONFIDE_AGENT_DUMP_INPUTS=1` makes each write the quantised input
+//! it masks and sends, so the published model can be checked against the exact aggregate of the inputs that made it
+//! into the sum; `CONFIDE_AGENT_CRASH_AT` aborts an agent at a chosen protocol point.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use confide_common::api::{CreateStudyRequest, RoundInfo, StartRoundRequest};
+use confide_common::dp::PrivacyEvent;
+use confide_common::model::{ModelSpec, decode_safetensors};
+use confide_common::secagg::QuantizationParams;
+use confide_coordinator::client::CoordinatorClient;
+use confide_coordinator::{AppState, Limits, Store};
+use confide_participant::agent::ledger::epsilon_of;
+use confide_participant::agent::state::read_identity;
+use confide_participant::data::{CsvOptions, Standardization, read_csv};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../data/breast_cancer_wisconsin.csv"
+);
+const Q: f64 = 0.2;
+const SIGMA: f64 = 1.0;
+const LOCAL_EPOCHS: u32 = 1;
+
+/// An in-process coordinator serving on a loopback port.
+struct Coordinator {
+    addr: SocketAddr,
+    db_url: String,
+    store: Store,
+    state: AppState,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl Coordinator {
+    /// Starts on `port` (0 = any free one) against the SQLite database at `db_url`.
+    async fn start(db_url: &str, port: u16) -> Self {
+        let store = Store::connect(db_url, None).await.expect("open store");
+        let limits = Limits {
+            max_poll: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        let state = confide_coordinator::start(store.clone(), limits)
+            .await
+            .expect("start coordinator");
+        // The old listener of a restarted coordinator may take a moment to release the port.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
+            }
+        };
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let server = tokio::spawn(confide_coordinator::serve(
+            listener,
+            state.clone(),
+            async move { stopped.cancelled().await },
+        ));
+        Self {
+            addr,
+            db_url: db_url.to_string(),
+            store,
+            state,
+            stop,
+            server,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful stop: the API closes, the round drivers stop and release their leases.
+    async fn stop(self) {
+        self.stop.cancel();
+        self.state.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        self.store.close().await;
+    }
+}
+
+/// A participant agent child process.
+struct AgentProc {
+    name: String,
+    child: Child,
+    state_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl AgentProc {
+    fn participant_id(&self) -> Option<i64> {
+        read_identity(&self.state_dir)
+            .ok()
+            .flatten()
+            .map(|i| i.participant_id)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The quantised input this agent sent in a round (debug hook).
+    fn sent_input(&self, round_id: i64) -> Option<Vec<u32>> {
+        let text =
+            std::fs::read_to_string(self.state_dir.join(format!("debug-input-{round_id}.json")))
+                .ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        serde_json::from_value(v["input"].clone()).ok()
+    }
+
+    /// SIGTERM, then the exit status (killed after 30 s).
+    fn terminate(&mut self) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn budget_json(&self) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_confide-participant"))
+            .args(["budget", "--json", "--state-dir"])
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "budget: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test's world: temp dir, coordinator, operator client, study, agents.
+struct Federation {
+    dir: tempfile::TempDir,
+    coordinator: Option<Coordinator>,
+    op_token: String,
+    study: i64,
+    agents: Vec<AgentProc>,
+    stats: PathBuf,
+}
+
+fn study_request(
+    name: &str,
+    rounds: u32,
+    threshold: u32,
+    deadlines: [u64; 4],
+) -> CreateStudyRequest {
+    serde_json::from_value(json!({
+        "name": name,
+        "model_spec": {"kind": "logistic_regression", "input_dim": 30, "num_classes": 2},
+        "initial_weights_seed": 3,
+        "dp": {"sampling_rate": Q, "noise_multiplier": SIGMA, "local_epochs": LOCAL_EPOCHS, "clip_norm": 1.0},
+        "secagg": {"threshold": threshold, "graph": {"kind": "complete"},
+                   "quantisation": {"clip_range": 4.0, "bits": 32, "max_weight": 1000}},
+        "budget": {"epsilon": 100.0, "delta": 1e-5},
+        "rounds": rounds,
+        "min_participants": threshold,
+        "deadlines": {"advertise_keys_secs": deadlines[0], "share_keys_secs": deadlines[1],
+                      "masked_input_secs": deadlines[2], "unmasking_secs": deadlines[3]},
+        "server_optimizer": {"kind": "fed_avg", "learning_rate": 1.0},
+        "local_training": {"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0.9}
+    }))
+    .expect("study request")
+}
+
+/// ε (PLD, δ = 1e-5) of `rounds` rounds of the test studies' DP-SGD.
+fn epsilon_of_rounds(rounds: u64) -> f64 {
+    let steps = (f64::from(LOCAL_EPOCHS) / Q).ceil() as u64;
+    epsilon_of(
+        &[PrivacyEvent::SubsampledGaussian {
+            sampling_rate: Q,
+            noise_multiplier: SIGMA,
+            steps: steps * rounds,
+        }],
+        1e-5,
+    )
+    .unwrap()
+}
+
+/// Options of one agent.
+#[derive(Default, Clone)]
+struct AgentOpts {
+    epsilon: Option<f64>,
+    crash_at: Option<&'static str>,
+}
+
+impl Federation {
+    async fn new(name: &str, study: CreateStudyRequest) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = format!("sqlite:{}", dir.path().join("coordinator.db").display());
+        let coordinator = Coordinator::start(&db_url, 0).await;
+        let op_token = coordinator
+            .store
+            .create_operator_token(&format!("op-{name}"))
+            .await
+            .unwrap();
+        let op = CoordinatorClient::new(&coordinator.url(), &op_token);
+        let study = op.create_study(&study).await.expect("create study").id;
+        // Standardisation statistics fixed in advance and shared by every site (here: of the whole public file).
+        let all = read_csv(
+            Path::new(DATA),
+            &CsvOptions {
+                label: "malignant".into(),
+                features: None,
+                num_classes: 2,
+            },
+        )
+        .unwrap();
+        let stats = dir.path().join("stats.json");
+        std::fs::write(
+            &stats,
+            serde_json::to_string(&Standardization::compute(&all)).unwrap(),
+        )
+        .unwrap();
+        Self {
+            dir,
+            coordinator: Some(coordinator),
+            op_token,
+            study,
+            agents: Vec::new(),
+            stats,
+        }
+    }
+
+    fn coordinator(&self) -> &Coordinator {
+        self.coordinator.as_ref().expect("coordinator running")
+    }
+
+    fn op(&self) -> CoordinatorClient {
+        CoordinatorClient::new(&self.coordinator().url(), &self.op_token)
+    }
+
+    /// Writes `n` disjoint slices of the data set and starts one agent per slice, each with a fresh enrolment token.
+    async fn spawn_agents(&mut self, opts: &[AgentOpts]) {
+        let text = std::fs::read_to_string(DATA).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        let rows: Vec<&str> = lines.collect();
+        let n = opts.len();
+        for (k, o) in opts.iter().enumerate() {
+            let name = format!("site-{k}");
+            let site = self.dir.path().join(&name);
+            std::fs::create_dir_all(&site).unwrap();
+            let mut csv = format!("{header}\n");
+            for r in rows.iter().skip(k).step_by(n) {
+                csv.push_str(r);
+                csv.push('\n');
+            }
+            let data = site.join("data.csv");
+            std::fs::write(&data, csv).unwrap();
+            let token = self
+                .op()
+                .create_enrolment_token(
+                    self.study,
+                    &confide_common::api::CreateEnrolmentTokenRequest {
+                        label: name.clone(),
+                        expires_in_secs: None,
+                    },
+                )
+                .await
+                .unwrap()
+                .token;
+            let state_dir = site.join("state");
+            let log = site.join("agent.log");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_confide-participant"));
+            cmd.arg("run")
+                .args(["--coordinator-url", &self.coordinator().url()])
+                .arg("--state-dir")
+                .arg(&state_dir)
+                .args(["--name", &name, "--label", "malignant"])
+                .arg("--data")
+                .arg(&data)
+                .arg("--stats")
+                .arg(&self.stats)
+                .args(["--epsilon", &o.epsilon.unwrap_or(50.0).to_string()])
+                .args([
+                    "--delta",
+                    "1e-5",
+                    "--poll-wait-secs",
+                    "2",
+                    "--max-backoff-secs",
+                    "1",
+                ])
+                .env("CONFIDE_ENROLMENT_TOKEN", token)
+                .env("CONFIDE_AGENT_DUMP_INPUTS", "1")
+                .env("RUST_LOG", "info")
+                .env_remove("CONFIDE_CONFIG")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            if let Some(point) = o.crash_at {
+                cmd.env("CONFIDE_AGENT_CRASH_AT", point);
+            }
+            let child = cmd.spawn().expect("spawn agent");
+            self.agents.push(AgentProc {
+                name,
+                child,
+                state_dir,
+                log,
+            });
+        }
+        let want = self.agents.len();
+        self.wait("every agent to enrol", 60, async |f| {
+            f.op()
+                .list_participants(f.study)
+                .await
+                .map(|p| p.len())
+                .unwrap_or(0)
+                == want
+        })
+        .await;
+    }
+
+    fn logs(&self) -> String {
+        self.agents
+            .iter()
+            .map(|a| format!("---- {} ----\n{}", a.name, a.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Polls `done` every 100 ms; panics with every agent's log after `secs`.
+    async fn wait(&self, what: &str, secs: u64, mut done: impl AsyncFnMut(&Self) -> bool) {
+        let until = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < until {
+            if done(self).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}\n{}", self.logs());
+    }
+
+    async fn start_round(&self) -> i64 {
+        self.op()
+            .start_round(self.study, &StartRoundRequest::default())
+            .await
+            .expect("start round")
+            .id
+    }
+
+    /// Waits until the round finishes and asserts it completed.
+    async fn finished(&self, round: i64, secs: u64) -> RoundInfo {
+        self.wait(
+            "the round to finish",
+            secs,
+            async |f| matches!(f.op().get_round(round).await, Ok(r) if r.outcome.is_some()),
+        )
+        .await;
+        let info = self.op().get_round(round).await.unwrap();
+        assert_eq!(
+            info.outcome.as_deref(),
+            Some("completed"),
+            "round {round}: {:?}\n{}",
+            info.reason,
+            self.logs()
+        );
+        info
+    }
+
+    fn agent_of(&self, participant: i64) -> &AgentProc {
+        self.agents
+            .iter()
+            .find(|a| a.participant_id() == Some(participant))
+            .expect("agent of participant")
+    }
+
+    /// Checks that the model the round published is its base plus the plain mean of exactly the inputs in the
+    /// aggregate (U3), computed from what the agents sent; returns the participants in the aggregate.
+    async fn check_published_model(&self, info: &RoundInfo) -> Vec<i64> {
+        let op = self.op();
+        let in_sum = info
+            .sets
+            .iter()
+            .find(|s| s.stage == "masked_input_collection")
+            .map(|s| s.participants.clone())
+            .expect("U3 recorded");
+        let versions = op.list_model_versions(self.study).await.unwrap();
+        let published = versions
+            .iter()
+            .find(|v| v.round_id == Some(info.id))
+            .expect("a model published by the round");
+        let base = op
+            .download_model_version(self.study, info.base_version)
+            .await
+            .unwrap();
+        let new = op
+            .download_model_version(self.study, published.version)
+            .await
+            .unwrap();
+        let spec: ModelSpec = serde_json::from_value(json!(
+            {"kind": "logistic_regression", "input_dim": 30, "num_classes": 2}
+        ))
+        .unwrap();
+        let base = decode_safetensors(&spec, &base.bytes).unwrap();
+        let new = decode_safetensors(&spec, &new.bytes).unwrap();
+        // The quantisation the round used, as the agents saw it (bits 32, n = selected participants).
+        let selected = info
+            .sets
+            .iter()
+            .find(|s| s.stage == "selected")
+            .map(|s| s.participants.len())
+            .unwrap() as u32;
+        let q = QuantizationParams::for_participants(4.0, 32, selected, 1000).unwrap();
+        let mut sum = vec![0u32; base.len() + 1];
+        for p in &in_sum {
+            let input = self
+                .agent_of(*p)
+                .sent_input(info.id)
+                .unwrap_or_else(|| panic!("participant {p} sent no input in round {}", info.id));
+            assert_eq!(input.len(), sum.len());
+            assert_eq!(*input.last().unwrap(), 1, "every site has weight 1");
+            for (s, v) in sum.iter_mut().zip(&input) {
+                *s = s.wrapping_add(*v);
+            }
+        }
+        let d = q.dequantize(&sum).unwrap();
+        assert_eq!(d.total_weight, in_sum.len() as u64);
+        let mut moved = 0.0f64;
+        for ((b, n), v) in base.iter().zip(&new).zip(&d.values) {
+            let expected = (f64::from(*b) + v / d.total_weight as f64) as f32;
+            assert!(
+                (expected - n).abs() <= 1e-6 * expected.abs().max(1.0),
+                "published {n}, expected {expected}"
+            );
+            moved += f64::from(n - b).abs();
+        }
+        assert!(moved > 0.0, "the round moved the model");
+        in_sum
+    }
+
+    async fn restart_coordinator(&mut self) {
+        let old = self.coordinator.take().unwrap();
+        let (db, port) = (old.db_url.clone(), old.addr.port());
+        old.stop().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        self.coordinator = Some(Coordinator::start(&db, port).await);
+    }
+
+    async fn shutdown(mut self) {
+        if std::env::var_os("CONFIDE_TEST_SHOW_LOGS").is_some() {
+            eprintln!("{}", self.logs());
+        }
+        for a in &mut self.agents {
+            if a.child.try_wait().unwrap().is_none() {
+                let status = a.terminate();
+                assert!(
+                    status.success(),
+                    "{} exited with {status} on SIGTERM\n{}",
+                    a.name,
+                    a.log_text()
+                );
+            }
+        }
+        if let Some(c) = self.coordinator.take() {
+            c.stop().await;
+        }
+    }
+}
+
+/// (i) Five agents complete three rounds; each published model is its base plus the plain FedAvg of the five
+/// (noised, quantised) updates; both ledgers charge every agent three times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_agents_three_rounds_publish_fedavg() {
+    let mut f = Federation::new("five", study_request("five", 3, 3, [60, 30, 30, 30])).await;
+    f.spawn_agents(&vec![AgentOpts::default(); 5]).await;
+    for _ in 0..3 {
+        let round = f.start_round().await;
+        let info = f.finished(round, 90).await;
+        assert_eq!(f.check_published_model(&info).await.len(), 5);
+    }
+    let report = f.op().privacy_report(f.study).await.unwrap();
+    let expected = epsilon_of_rounds(3);
+    for p in &report.participants {
+        assert_eq!(p.rounds_charged, 3);
+    }
+    for a in &f.agents {
+        let b = a.budget_json();
+        assert_eq!(b[0]["rounds_charged"], 3, "{b}");
+        let spent = b[0]["epsilon_spent"].as_f64().unwrap();
+        assert!(
+            (spent - expected).abs() < 1e-9,
+            "local ε {spent}, expected {expected}"
+        );
+        assert!(
+            !a.log_text().contains("credential\":"),
+            "no secrets in logs"
+        );
+    }
+    f.shutdown().await;
+}
+
+/// (ii) One agent dies after ShareKeys (before its masked input), another during Unmasking: the round completes
+/// with exactly the aggregate of the four whose masked inputs arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropouts_after_share_keys_and_during_unmasking() {
+    let mut f = Federation::new("drops", study_request("drops", 1, 3, [60, 30, 6, 6])).await;
+    let mut opts = vec![AgentOpts::default(); 5];
+    opts[0].crash_at = Some("after_share_keys");
+    opts[1].crash_at = Some("before_unmasking_response");
+    f.spawn_agents(&opts).await;
+    let crashed_early = f.agents[0].participant_id().unwrap();
+    let crashed_late = f.agents[1].participant_id().unwrap();
+    let round = f.start_round().await;
+    let info = f.finished(round, 90).await;
+    let in_sum = f.check_published_model(&info).await;
+    assert_eq!(in_sum.len(), 4);
+    assert!(!in_sum.contains(&crashed_early));
+    assert!(
+        in_sum.contains(&crashed_late),
+        "its masked input is in the sum"
+    );
+    let unmasked = info.sets.iter().find(|s| s.stage == "unmasking").unwrap();
+    assert_eq!(unmasked.participants.len(), 3);
+    assert!(!unmasked.participants.contains(&crashed_late));
+    for a in &mut f.agents[..2] {
+        let status = a.child.wait().unwrap();
+        assert!(!status.success(), "{} should have aborted", a.name);
+    }
+    // The coordinator charges exactly the inputs in the aggregate.
+    let report = f.op().privacy_report(f.study).await.unwrap();
+    for p in &report.participants {
+        let charged = i64::from(in_sum.contains(&p.participant_id));
+        assert_eq!(
+            p.rounds_charged, charged,
+            "participant {}",
+            p.participant_id
+        );
+    }
+    f.shutdown().await;
+}
+
+/// (iii) An agent whose local budget allows one round but not two declines the second; the coordinator shows why,
+/// does not wait for the AdvertiseKeys deadline (120 s), and the round completes without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_local_budget_declines_and_the_round_goes_on() {
+    let mut f = Federation::new("budget", study_request("budget", 2, 2, [120, 30, 30, 30])).await;
+    let one = epsilon_of_rounds(1);
+    let two = epsilon_of_rounds(2);
+    let mut opts = vec![AgentOpts::default(); 3];
+    opts[2].epsilon = Some((one + two) / 2.0);
+    f.spawn_agents(&opts).await;
+    let frugal = f.agents[2].participant_id().unwrap();
+
+    let first = f.start_round().await;
+    let info = f.finished(first, 60).await;
+    assert_eq!(f.check_published_model(&info).await.len(), 3);
+
+    let second = f.start_round().await;
+    let info = f.finished(second, 60).await;
+    let in_sum = f.check_published_model(&info).await;
+    assert_eq!(in_sum.len(), 2);
+    assert!(!in_sum.contains(&frugal));
+    let excluded = info
+        .excluded
+        .iter()
+        .find(|e| e.participant_id == frugal)
+        .expect("the declining agent is listed as excluded");
+    assert!(
+        excluded
+            .reason
+            .starts_with("declined: local privacy budget"),
+        "{}",
+        excluded.reason
+    );
+    let b = f.agents[2].budget_json();
+    assert_eq!(b[0]["rounds_charged"], 1, "{b}");
+    assert!(b[0]["epsilon_spent"].as_f64().unwrap() <= (one + two) / 2.0);
+    assert_eq!(f.agents[0].budget_json()[0]["rounds_charged"], 2);
+    let report = f.op().privacy_report(f.study).await.unwrap();
+    let frugal_report = report
+        .participants
+        .iter()
+        .find(|p| p.participant_id == frugal)
+        .unwrap();
+    assert_eq!(frugal_report.rounds_charged, 1);
+    f.shutdown().await;
+}
+
+/// (iv) The coordinator is stopped mid-round and a new one started on the same port and database, twice: while the
+/// agents train and advertise keys, and again once keys are exchanged (secrets only in the agents' memory). The
+/// agents ride it out (retrying, re-sending what failed to upload) and the study completes both its rounds with
+/// exact aggregates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_survive_a_coordinator_restart_mid_round() {
+    let mut f = Federation::new("restart", study_request("restart", 2, 2, [60, 60, 60, 60])).await;
+    f.spawn_agents(&vec![AgentOpts::default(); 3]).await;
+    let first = f.start_round().await;
+    f.restart_coordinator().await;
+    // Catch the round between the key exchange and its end (masking waits for each agent's ledger charge).
+    let until = Instant::now() + Duration::from_secs(60);
+    let stage = loop {
+        let r = f.coordinator().store.get_round(first).await.unwrap();
+        if r.stage == "share_keys" || r.stage == "masked_input_collection" || r.outcome.is_some() {
+            break r.stage;
+        }
+        assert!(
+            Instant::now() < until,
+            "round stuck in {}\n{}",
+            r.stage,
+            f.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_ne!(
+        stage, "finished",
+        "the round ended before the second restart"
+    );
+    f.restart_coordinator().await;
+    let info = f.finished(first, 90).await;
+    let logs = f.logs();
+    assert!(
+        logs.contains("backing off") || logs.contains("will re-send"),
+        "the agents saw the coordinator go away\n{logs}"
+    );
+    assert_eq!(f.check_published_model(&info).await.len(), 3);
+    let second = f.start_round().await;
+    let info = f.finished(second, 60).await;
+    assert_eq!(f.check_published_model(&info).await.len(), 3);
+    let study = f.op().get_study(f.study).await.unwrap();
+    assert_eq!(study.rounds_completed, 2);
+    let mut per_agent = BTreeMap::new();
+    for a in &f.agents {
+        per_agent.insert(a.name.clone(), a.budget_json()[0]["rounds_charged"].clone());
+    }
+    assert!(per_agent.values().all(|v| v == 2), "{per_agent:?}");
+    f.shutdown().await;
+}
