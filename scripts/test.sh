@@ -6,5 +6,6 @@ source scripts/env.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
-# Compose file, dashboards, alert rules and the self-tests of their checkers (installs Prometheus if missing).
+# Compose file, dashboards, alert rules, the self-tests of their checkers (installs Prometheus if missing), and the
+# real-data check with the debug binaries `cargo test` just built.
 scripts/ops/ci.sh
