@@ -336,13 +336,15 @@ impl Federation {
             });
         }
         let want = self.agents.len();
+        // Enrolled at the coordinator and the identity stored by the agent (written just after the answer).
         self.wait("every agent to enrol", 60, async |f| {
-            f.op()
-                .list_participants(f.study)
-                .await
-                .map(|p| p.len())
-                .unwrap_or(0)
-                == want
+            f.agents.iter().all(|a| a.participant_id().is_some())
+                && f.op()
+                    .list_participants(f.study)
+                    .await
+                    .map(|p| p.len())
+                    .unwrap_or(0)
+                    == want
         })
         .await;
     }
