@@ -175,8 +175,11 @@ fn default_local_momentum() -> f64 {
     DEFAULT_LOCAL_MOMENTUM
 }
 
-/// Default local SGD step size (measured on breast cancer with DP-SGD: see the README's agent section).
-pub const DEFAULT_LOCAL_LEARNING_RATE: f64 = 0.5;
+/// Default local SGD step size. Measured (participant/examples/local_optimizer_sweep.rs: 4 sites, FedAvg, ε = 1
+/// per site, logistic regression on breast cancer) in two regimes, q = 0.2 × 5 rounds and q = 0.1 × 10 rounds:
+/// SGD 0.1 with momentum 0.9 reached 0.972 and 0.970 mean test accuracy, among the best in both and the steadiest
+/// (SGD 0.5 with momentum 0.9 fell to 0.959 and 0.939 as the noisier small batches made it overshoot).
+pub const DEFAULT_LOCAL_LEARNING_RATE: f64 = 0.1;
 /// Default local SGD momentum.
 pub const DEFAULT_LOCAL_MOMENTUM: f64 = 0.9;
 
@@ -213,7 +216,7 @@ pub struct CreateStudyRequest {
     pub deadlines: StageDeadlines,
     #[serde(default)]
     pub server_optimizer: ServerOptimizer,
-    /// The participants' local optimiser (default: SGD, learning rate 0.5, momentum 0.9).
+    /// The participants' local optimiser (default: SGD, learning rate 0.1, momentum 0.9).
     #[serde(default)]
     pub local_training: LocalTraining,
 }

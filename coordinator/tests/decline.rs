@@ -318,14 +318,14 @@ async fn local_training(db: &TestDb) {
         assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
         assert_eq!(before, db.store.state_fingerprint().await.unwrap());
     }
-    // Default: SGD, learning rate 0.5, momentum 0.9; an explicit choice reaches the participants' tasks.
+    // Default: SGD, learning rate 0.1, momentum 0.9; an explicit choice reaches the participants' tasks.
     let (_, s) = w
         .http
         .post_json("/v1/studies", Some(&w.op), &study("dflt"))
         .await;
     assert_eq!(
         s["config"]["local_training"],
-        json!({"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0.9})
+        json!({"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.9})
     );
     let mut adam = study("adam");
     adam["local_training"] = json!({"optimizer": "adam", "learning_rate": 0.01});

@@ -195,7 +195,7 @@ fn study_request(
         "deadlines": {"advertise_keys_secs": deadlines[0], "share_keys_secs": deadlines[1],
                       "masked_input_secs": deadlines[2], "unmasking_secs": deadlines[3]},
         "server_optimizer": {"kind": "fed_avg", "learning_rate": 1.0},
-        "local_training": {"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0.9}
+        "local_training": {"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.9}
     }))
     .expect("study request")
 }
@@ -336,13 +336,15 @@ impl Federation {
             });
         }
         let want = self.agents.len();
+        // Enrolled at the coordinator and the identity stored by the agent (written just after the answer).
         self.wait("every agent to enrol", 60, async |f| {
-            f.op()
-                .list_participants(f.study)
-                .await
-                .map(|p| p.len())
-                .unwrap_or(0)
-                == want
+            f.agents.iter().all(|a| a.participant_id().is_some())
+                && f.op()
+                    .list_participants(f.study)
+                    .await
+                    .map(|p| p.len())
+                    .unwrap_or(0)
+                    == want
         })
         .await;
     }
@@ -610,6 +612,20 @@ async fn spent_local_budget_declines_and_the_round_goes_on() {
         .find(|p| p.participant_id == frugal)
         .unwrap();
     assert_eq!(frugal_report.rounds_charged, 1);
+    // The rest of the operator client against the real API.
+    let op = f.op();
+    assert_eq!(op.list_rounds(f.study).await.unwrap().len(), 2);
+    assert!(
+        op.list_studies()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.id == f.study)
+    );
+    let e = op.abort_round(second, "too late").await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(e.to_string().contains("already finished"), "{e}");
+    assert!(!e.is_transient());
     f.shutdown().await;
 }
 

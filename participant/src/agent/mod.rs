@@ -886,3 +886,134 @@ async fn enrol(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confide_common::api::{DpParams, GraphParams, LocalTraining, QuantisationParams};
+    use confide_common::model::encode_safetensors;
+    use confide_common::secagg::{GraphKind, SecAggParams};
+
+    fn task(planned: serde_json::Value) -> RoundTask {
+        RoundTask {
+            round_id: 4,
+            study_id: 1,
+            round_number: 2,
+            stage: RoundStage::AdvertiseKeys,
+            submitted: false,
+            stage_deadline_ms: 0,
+            model_version: 1,
+            model_sha256: String::new(),
+            dp: DpParams {
+                sampling_rate: 0.2,
+                noise_multiplier: 1.5,
+                local_epochs: 1,
+                clip_norm: 0.7,
+            },
+            local_training: LocalTraining::default(),
+            secagg: confide_common::api::SecAggParams {
+                threshold: None,
+                graph: GraphParams::Complete,
+                quantisation: QuantisationParams {
+                    clip_range: 1.0,
+                    bits: 32,
+                    max_weight: 10,
+                },
+            },
+            planned_events: planned,
+            num_parameters: 8,
+            participant_index: 0,
+            protocol: SecAggParams {
+                round_id: 9,
+                participants: 3,
+                threshold: 2,
+                graph: GraphKind::Complete,
+                graph_seed: [0; 32],
+                vector_len: 9,
+                bits: 32,
+            },
+            quantisation: QuantizationParams::for_participants(1.0, 32, 3, 10).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_plan_is_exactly_the_charged_events() {
+        let ok = serde_json::json!([{"kind": "subsampled_gaussian", "sampling_rate": 0.2,
+                                     "noise_multiplier": 1.5, "steps": 5}]);
+        let (plan, events) = training_plan(&task(ok)).unwrap();
+        assert_eq!(
+            (plan.sampling_rate, plan.noise_multiplier, plan.steps),
+            (0.2, 1.5, 5)
+        );
+        assert_eq!(plan.clip_norm, 0.7);
+        assert_eq!(
+            plan.optimizer,
+            OptimizerConfig::Sgd {
+                learning_rate: 0.1,
+                momentum: 0.9
+            }
+        );
+        assert_eq!(events.len(), 1);
+
+        for (planned, needle) in [
+            (serde_json::json!([]), "0 privacy events"),
+            (serde_json::json!({"x": 1}), "unreadable"),
+            (
+                serde_json::json!([{"kind": "subsampled_gaussian", "sampling_rate": 0.2,
+                                     "noise_multiplier": 0.5, "steps": 5}]),
+                "do not match",
+            ),
+            (
+                serde_json::json!([{"kind": "subsampled_gaussian", "sampling_rate": 0.2,
+                                     "noise_multiplier": 1.5, "steps": 0}]),
+                "invalid planned",
+            ),
+            (
+                serde_json::json!([{"kind": "zcdp_gaussian", "rho": 0.1}]),
+                "not a DP-SGD run",
+            ),
+        ] {
+            let e = training_plan(&task(planned)).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_model_must_match_the_round() {
+        let t = task(serde_json::json!([]));
+        let spec =
+            ModelSpec::from_json(r#"{"kind":"logistic_regression","input_dim":3,"num_classes":2}"#)
+                .unwrap();
+        let bytes = encode_safetensors(&spec, &spec.initial_parameters(1)).unwrap();
+        let (s, w) = decode_model(&bytes, &t).unwrap();
+        assert_eq!((s, w.len()), (spec, 8));
+        let bigger =
+            ModelSpec::from_json(r#"{"kind":"logistic_regression","input_dim":4,"num_classes":2}"#)
+                .unwrap();
+        let bytes = encode_safetensors(&bigger, &bigger.initial_parameters(1)).unwrap();
+        assert!(
+            decode_model(&bytes, &t)
+                .unwrap_err()
+                .contains("round expects 8")
+        );
+        assert!(
+            decode_model(b"junk", &t)
+                .unwrap_err()
+                .contains("unreadable")
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_up_to_the_cap() {
+        let mut b = Backoff {
+            failures: 0,
+            cap: Duration::from_secs(2),
+        };
+        let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        assert!(waits[0] >= Duration::from_millis(125) && waits[0] <= Duration::from_millis(250));
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(2)));
+        assert!(waits[7] >= Duration::from_secs(1));
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(250));
+    }
+}
