@@ -106,7 +106,7 @@ fn preset(dataset: DemoDataset) -> Preset {
             sampling_rate: 0.2,
             local_epochs: 2,
             clip_norm: 1.0,
-            learning_rate: 0.2,
+            learning_rate: 0.1,
             momentum: 0.9,
             baseline_epochs: 30,
             update_clip_range: 4.0,
