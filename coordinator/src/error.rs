@@ -79,7 +79,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
-            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Conflict(m) | StoreError::Stale(m) => Self::Conflict(m),
             StoreError::Refused(m) => Self::Unprocessable(m),
             StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                 Self::internal(e)

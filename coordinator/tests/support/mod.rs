@@ -59,6 +59,43 @@ impl TestDb {
     }
 }
 
+/// Overwrites a round's stored server snapshot behind the Store's back (to test what a corrupt one does).
+pub async fn overwrite_server_snapshot(db: &TestDb, round_id: i64, bytes: &[u8]) {
+    use sqlx::Connection;
+    let sql = "UPDATE rounds SET server_state = $1 WHERE id = $2";
+    match &db.schema {
+        None => {
+            let path = db.url.trim_start_matches("sqlite:");
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+                .await
+                .expect("open sqlite");
+            let done = sqlx::query(sql)
+                .bind(bytes)
+                .bind(round_id)
+                .execute(&mut c)
+                .await
+                .expect("update");
+            assert_eq!(done.rows_affected(), 1);
+        }
+        Some(schema) => {
+            let mut c = sqlx::PgConnection::connect(&db.url)
+                .await
+                .expect("open postgres");
+            sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
+                .execute(&mut c)
+                .await
+                .expect("search_path");
+            let done = sqlx::query(sql)
+                .bind(bytes)
+                .bind(round_id)
+                .execute(&mut c)
+                .await
+                .expect("update");
+            assert_eq!(done.rows_affected(), 1);
+        }
+    }
+}
+
 fn hex_suffix() -> String {
     let b: [u8; 6] = rand::random();
     b.iter().map(|x| format!("{x:02x}")).collect()
