@@ -262,6 +262,7 @@ pub async fn download_model_version(
     _op: Operator,
     ApiPath((study_id, version)): ApiPath<(i64, i64)>,
 ) -> Result<Response, ApiError> {
+    state.store.get_study(study_id).await?;
     let (bytes, sha) = state.store.model_weights(study_id, version).await?;
     Ok(safetensors_response(bytes, sha))
 }
