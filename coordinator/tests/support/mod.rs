@@ -136,6 +136,16 @@ pub struct CoordinatorProcess {
 impl CoordinatorProcess {
     /// Starts `serve` on a free loopback port against `url` (and `schema`), logging to `log`.
     pub fn start(url: &str, schema: Option<&str>, log: std::path::PathBuf) -> Self {
+        Self::start_with(url, schema, log, &[])
+    }
+
+    /// Like [`CoordinatorProcess::start`], with more arguments (e.g. `--log-json`).
+    pub fn start_with(
+        url: &str,
+        schema: Option<&str>,
+        log: std::path::PathBuf,
+        extra: &[&str],
+    ) -> Self {
         use std::io::BufRead;
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -150,6 +160,7 @@ impl CoordinatorProcess {
         if let Some(s) = schema {
             cmd.args(["--database-schema", s]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().expect("spawn coordinator");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
@@ -174,12 +185,22 @@ impl CoordinatorProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM and wait (graceful shutdown).
-    pub fn terminate(&mut self) {
+    /// SIGTERM, then waits up to `limit` for the process to exit; its exit status, or None if it did not exit.
+    pub async fn terminate_within(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let _ = self.child.wait();
+        let until = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        None
     }
 
     pub fn log_text(&self) -> String {
