@@ -235,14 +235,31 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
         if current.outcome.is_some() {
             return Ok(Step::Finished); // e.g. aborted by an operator
         }
-        for (sender, body) in state
+        // New messages only (masked inputs are large), summed or recorded off the async runtime.
+        let mut fresh = Vec::new();
+        for sender in state
             .store
-            .stage_messages(round_id, stage_str(stage))
+            .stage_message_senders(round_id, stage_str(stage))
             .await?
         {
-            if applied.insert(sender) {
-                apply(&mut server, stage, sender, &body);
+            if !applied.contains(&sender)
+                && let Some(body) = state
+                    .store
+                    .stage_message(round_id, stage_str(stage), sender)
+                    .await?
+            {
+                applied.insert(sender);
+                fresh.push((sender, body));
             }
+        }
+        if !fresh.is_empty() {
+            server = off_runtime(server, move |server| {
+                for (sender, body) in fresh {
+                    apply(server, stage, sender, &body);
+                }
+            })
+            .await?
+            .0;
         }
         let eligible: Vec<i64> = state
             .store
@@ -260,7 +277,9 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
                 .stage_duration
                 .with_label_values(&[stage.as_str()])
                 .observe(stage_started.elapsed().as_secs_f64());
-            if let Err(e) = server.close_stage() {
+            let closed;
+            (server, closed) = off_runtime(server, |server| server.close_stage()).await?;
+            if let Err(e) = closed {
                 rounds::abort(state, &round, &format!("secure aggregation failed: {e}")).await?;
                 return Ok(Step::Finished);
             }
@@ -342,6 +361,21 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
             _ = state.shutdown.cancelled() => {}
         }
     }
+}
+
+/// Runs CPU-heavy server work (summing masked inputs, rebuilding and removing masks at the unmasking close) on the
+/// blocking pool, so that it never stalls the async runtime. Should the work panic, the driver fails and a new one
+/// resumes from the last snapshot.
+async fn off_runtime<T: Send + 'static>(
+    mut server: SecAggServer,
+    work: impl FnOnce(&mut SecAggServer) -> T + Send + 'static,
+) -> Result<(SecAggServer, T), DriveError> {
+    tokio::task::spawn_blocking(move || {
+        let out = work(&mut server);
+        (server, out)
+    })
+    .await
+    .map_err(|e| DriveError::Other(format!("secure-aggregation server work failed: {e}")))
 }
 
 /// Restores the round's server from the snapshot persisted at the last stage boundary (or at round creation).

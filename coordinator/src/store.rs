@@ -913,6 +913,38 @@ impl Store {
         Ok((current == stage).then_some(n > 0))
     }
 
+    /// Senders of a stage's stored messages in arrival order (without the bodies, which can be large).
+    pub async fn stage_message_senders(&self, round_id: i64, stage: &str) -> StoreResult<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT participant_id FROM round_messages WHERE round_id = $1 AND stage = $2 ORDER BY received_at, participant_id",
+        )
+        .bind(round_id)
+        .bind(stage)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get("participant_id")?))
+            .collect()
+    }
+
+    /// One participant's stored message for a stage (None if it sent none or the stage's messages are gone).
+    pub async fn stage_message(
+        &self,
+        round_id: i64,
+        stage: &str,
+        participant: i64,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query(
+            "SELECT body FROM round_messages WHERE round_id = $1 AND stage = $2 AND participant_id = $3",
+        )
+        .bind(round_id)
+        .bind(stage)
+        .bind(participant)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("body")).transpose()?)
+    }
+
     /// What the server told `recipient` (or everyone) at the start of `stage`.
     pub async fn broadcasts(
         &self,

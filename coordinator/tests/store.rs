@@ -193,6 +193,22 @@ async fn round_lifecycle(db: &TestDb) {
         vec![(p1, b"m1".to_vec()), (p2, b"m2".to_vec())]
     );
     assert_eq!(
+        s.stage_message_senders(round.id, "advertise_keys")
+            .await
+            .unwrap(),
+        vec![p1, p2]
+    );
+    assert_eq!(
+        s.stage_message(round.id, "advertise_keys", p2)
+            .await
+            .unwrap(),
+        Some(b"m2".to_vec())
+    );
+    assert_eq!(
+        s.stage_message(round.id, "share_keys", p2).await.unwrap(),
+        None
+    );
+    assert_eq!(
         s.sent_in_stage(round.id, "advertise_keys", p1)
             .await
             .unwrap(),
