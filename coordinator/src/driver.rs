@@ -47,16 +47,14 @@ pub fn spawn(state: AppState, round_id: i64) {
 }
 
 /// Every second, starts drivers for unfinished rounds this process is not driving (rounds left by a crashed or
-/// stopped process are picked up once their lease expires). Every ten seconds, creates the zero-valued counters of
-/// studies another process created.
+/// stopped process are picked up once their lease expires), and creates the zero-valued counters of studies another
+/// process created.
 pub fn supervise(state: AppState) {
     tokio::spawn(async move {
-        for tick in 0u64.. {
-            if tick % 10 == 0 {
-                match state.store.study_ids().await {
-                    Ok(ids) => ids.into_iter().for_each(|id| state.metrics.init_study(id)),
-                    Err(e) => tracing::warn!(error = %e, "could not list studies"),
-                }
+        loop {
+            match state.store.study_ids().await {
+                Ok(ids) => ids.into_iter().for_each(|id| state.metrics.init_study(id)),
+                Err(e) => tracing::warn!(error = %e, "could not list studies"),
             }
             match state.store.active_rounds().await {
                 Ok(rounds) => {

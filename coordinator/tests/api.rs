@@ -1793,6 +1793,18 @@ async fn bad_input_matrix(db: &TestDb) {
         405,
         "DELETE is not allowed",
     ));
+    for path in ["/healthz", "/metrics", "/openapi.json"] {
+        cases.push(case(
+            format!("POST {path}"),
+            &post,
+            path,
+            Who::Nobody,
+            json_ct,
+            b"{}".to_vec(),
+            405,
+            "POST is not allowed",
+        ));
+    }
 
     let credential = |who: Who| -> Option<String> {
         match who {
@@ -1915,7 +1927,7 @@ async fn zero_counters(db: &TestDb) {
         missing(&text, s)
     );
 
-    // A study created through another process shows up within the supervisor's 10 s period.
+    // A study created through another process shows up within the supervisor's period (1 s).
     let other = Api::new_with_token(db, "second-operator").await;
     let s2 = create_study(&other, "elsewhere").await;
     other.state.shutdown.cancel();
