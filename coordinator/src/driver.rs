@@ -7,8 +7,8 @@
 //! Crash safety: the database is the queue. Messages are stored by whichever process receives them; the server
 //! state (`SecAggServer::encode`) is persisted at every stage boundary, in the transaction that also deletes the
 //! closed stage's messages (masked inputs included: they live on only inside the snapshot's running sum). A
-//! restarted driver decodes the last snapshot and replays the current stage's stored messages. Leases (a row update with expiry) make sure two coordinator
-//! processes on one database never drive the same round.
+//! restarted driver decodes the last snapshot and replays the current stage's stored messages. Leases (a row
+//! update with expiry) make sure two coordinator processes on one database never drive the same round.
 
 use std::collections::HashSet;
 use std::time::Duration;
