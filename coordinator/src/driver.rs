@@ -5,9 +5,10 @@
 //! nothing.
 //!
 //! Crash safety: the database is the queue. Messages are stored by whichever process receives them; the server
-//! state is persisted only at stage boundaries, and a restarted driver rebuilds the server from the last boundary
-//! and replays the current stage's stored messages. Leases (a row update with expiry) make sure two coordinator
-//! processes on one database never drive the same round.
+//! state (`SecAggServer::encode`) is persisted at every stage boundary, in the transaction that also deletes the
+//! closed stage's messages (masked inputs included: they live on only inside the snapshot's running sum). A
+//! restarted driver decodes the last snapshot and replays the current stage's stored messages. Leases (a row
+//! update with expiry) make sure two coordinator processes on one database never drive the same round.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use confide_common::secagg::{
 
 use crate::http::AppState;
 use crate::rounds::{self, RoundPlan, deadline_secs, stage_str};
-use crate::store::{Publication, RoundRow, StageTransition, now_ms};
+use crate::store::{Charge, Publication, RoundRow, StageTransition, now_ms};
 use crate::study::Study;
 
 /// How often a driver looks for new messages when not woken.
@@ -46,10 +47,15 @@ pub fn spawn(state: AppState, round_id: i64) {
 }
 
 /// Every second, starts drivers for unfinished rounds this process is not driving (rounds left by a crashed or
-/// stopped process are picked up once their lease expires).
+/// stopped process are picked up once their lease expires), and creates the zero-valued counters of studies another
+/// process created.
 pub fn supervise(state: AppState) {
     tokio::spawn(async move {
         loop {
+            match state.store.study_ids().await {
+                Ok(ids) => ids.into_iter().for_each(|id| state.metrics.init_study(id)),
+                Err(e) => tracing::warn!(error = %e, "could not list studies"),
+            }
             match state.store.active_rounds().await {
                 Ok(rounds) => {
                     for r in rounds {
@@ -191,10 +197,11 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
     let plan = RoundPlan::parse(&round)?;
     let mut stage = RoundStage::parse(&round.stage)
         .ok_or_else(|| DriveError::Other(format!("bad stage {}", round.stage)))?;
-    let mut server = match rebuild(state, &plan, round_id, stage).await? {
+    let snapshot = state.store.server_snapshot(round_id).await?;
+    let mut server = match rebuild(snapshot.as_deref(), &plan, stage) {
         Ok(s) => s,
         Err(reason) => {
-            rounds::abort(state, &round, &reason).await?;
+            rounds::abort(state, &round, &format!("cannot resume the round: {reason}")).await?;
             return Ok(Step::Finished);
         }
     };
@@ -226,14 +233,31 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
         if current.outcome.is_some() {
             return Ok(Step::Finished); // e.g. aborted by an operator
         }
-        for (sender, body) in state
+        // New messages only (masked inputs are large), summed or recorded off the async runtime.
+        let mut fresh = Vec::new();
+        for sender in state
             .store
-            .stage_messages(round_id, stage_str(stage))
+            .stage_message_senders(round_id, stage_str(stage))
             .await?
         {
-            if applied.insert(sender) {
-                apply(&mut server, stage, sender, &body);
+            if !applied.contains(&sender)
+                && let Some(body) = state
+                    .store
+                    .stage_message(round_id, stage_str(stage), sender)
+                    .await?
+            {
+                applied.insert(sender);
+                fresh.push((sender, body));
             }
+        }
+        if !fresh.is_empty() {
+            server = off_runtime(server, move |server| {
+                for (sender, body) in fresh {
+                    apply(server, stage, sender, &body);
+                }
+            })
+            .await?
+            .0;
         }
         let eligible = rounds::awaited(state, round_id, stage).await?;
         let everyone = eligible.iter().all(|p| applied.contains(p));
@@ -244,7 +268,9 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
                 .stage_duration
                 .with_label_values(&[stage.as_str()])
                 .observe(stage_started.elapsed().as_secs_f64());
-            if let Err(e) = server.close_stage() {
+            let closed;
+            (server, closed) = off_runtime(server, |server| server.close_stage()).await?;
+            if let Err(e) = closed {
                 rounds::abort(state, &round, &format!("secure aggregation failed: {e}")).await?;
                 return Ok(Step::Finished);
             }
@@ -328,50 +354,46 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
     }
 }
 
-/// Rebuilds the round's server deterministically: a fresh server from the plan, then every earlier stage's stored
-/// messages in arrival order followed by its close (the stored messages of a stage are exactly those accepted before
-/// its boundary). Ends in `current` with nothing of the current stage applied yet. `Err(reason)` if the replay does
-/// not reproduce the recorded stage (the round is then aborted).
-async fn rebuild(
-    state: &AppState,
+/// Runs CPU-heavy server work (summing masked inputs, rebuilding and removing masks at the unmasking close) on the
+/// blocking pool, so that it never stalls the async runtime. Should the work panic, the driver fails and a new one
+/// resumes from the last snapshot.
+async fn off_runtime<T: Send + 'static>(
+    mut server: SecAggServer,
+    work: impl FnOnce(&mut SecAggServer) -> T + Send + 'static,
+) -> Result<(SecAggServer, T), DriveError> {
+    tokio::task::spawn_blocking(move || {
+        let out = work(&mut server);
+        (server, out)
+    })
+    .await
+    .map_err(|e| DriveError::Other(format!("secure-aggregation server work failed: {e}")))
+}
+
+/// Restores the round's server from the snapshot persisted at the last stage boundary (or at round creation).
+/// The caller then replays the current stage's stored messages, which is all the database still holds: earlier
+/// stages' messages are deleted in the transaction that persists the next snapshot. `Err(reason)` if the snapshot
+/// is missing, unreadable, or does not belong to this round and stage (the round is then aborted).
+fn rebuild(
+    snapshot: Option<&[u8]>,
     plan: &RoundPlan,
-    round_id: i64,
     current: RoundStage,
-) -> Result<Result<SecAggServer, String>, DriveError> {
-    let mut server = match SecAggServer::new(plan.secagg.clone()) {
-        Ok(s) => s,
-        Err(e) => return Ok(Err(format!("secure-aggregation parameters rejected: {e}"))),
-    };
-    for stage in [
-        RoundStage::AdvertiseKeys,
-        RoundStage::ShareKeys,
-        RoundStage::MaskedInputCollection,
-        RoundStage::Unmasking,
-    ] {
-        if stage == current {
-            if api_stage(server.stage()) != current {
-                return Ok(Err(format!(
-                    "replaying the stored messages does not reach stage {}",
-                    current.as_str()
-                )));
-            }
-            return Ok(Ok(server));
-        }
-        for (sender, body) in state
-            .store
-            .stage_messages(round_id, stage_str(stage))
-            .await?
-        {
-            apply(&mut server, stage, sender, &body);
-        }
-        if let Err(e) = server.close_stage() {
-            return Ok(Err(format!("replaying stage {}: {e}", stage.as_str())));
-        }
+) -> Result<SecAggServer, String> {
+    let bytes = snapshot.ok_or("no secure-aggregation server snapshot is stored for the round")?;
+    let server = SecAggServer::decode(bytes)
+        .map_err(|e| format!("the stored secure-aggregation server snapshot is unreadable: {e}"))?;
+    if server.params() != &plan.secagg {
+        return Err(
+            "the stored secure-aggregation server snapshot belongs to another round".into(),
+        );
     }
-    Ok(Err(format!(
-        "cannot resume a round in stage {}",
-        current.as_str()
-    )))
+    if api_stage(server.stage()) != current {
+        return Err(format!(
+            "the stored secure-aggregation server snapshot is in stage {}, the round in {}",
+            api_stage(server.stage()).as_str(),
+            current.as_str()
+        ));
+    }
+    Ok(server)
 }
 
 /// The server's messages for the participants at the start of `stage`, as (recipient, JSON); recipient 0 = all.
@@ -462,30 +484,56 @@ async fn publish(
         Ok(b) => b,
         Err(e) => return abort(format!("encoding the new model: {e}")).await,
     };
-    let delta = study.config.budget.delta;
-    let budget = study.config.budget.epsilon;
-    let check = move |participant: i64, ledger: &[serde_json::Value]| -> Result<f64, String> {
-        let eps = crate::budget::epsilon(ledger, delta)?;
-        if eps > budget {
-            Err(format!(
-                "participant {participant} would reach ε = {eps:.4} > budget {budget}"
-            ))
-        } else {
-            Ok(eps)
-        }
-    };
-    let publication = Publication {
+    let mut publication = Publication {
         round_id: round.id,
         from_stage: stage_str(stage).into(),
         weights: bytes,
         optimizer_state: new_state,
         completed,
-        charges: in_aggregate
-            .iter()
-            .map(|p| (*p, plan.planned_events.clone()))
-            .collect(),
+        charges: Vec::new(),
+        epsilon_budget: study.config.budget.epsilon,
     };
-    match state.store.publish_round(&publication, &check).await {
+    // ε is computed off the runtime and outside the transaction; the transaction re-checks that each ledger is
+    // still the one ε was computed from, and a change (only possible if something else charged the participant
+    // meanwhile) makes us compute again.
+    let mut attempts = 0;
+    let result = loop {
+        attempts += 1;
+        let mut ledgers =
+            crate::budget::ledgers_by_participant(&state.store.ledger(round.study_id).await?)
+                .map_err(DriveError::Other)?;
+        let mut rows = Vec::with_capacity(in_aggregate.len());
+        let with_round: Vec<Vec<serde_json::Value>> = in_aggregate
+            .iter()
+            .map(|p| {
+                let mut ledger = ledgers.remove(p).unwrap_or_default();
+                rows.push(ledger.len() as i64);
+                ledger.push(plan.planned_events.clone());
+                ledger
+            })
+            .collect();
+        let epsilons = match crate::budget::epsilons(with_round, study.config.budget.delta).await {
+            Ok(e) => e,
+            Err(e) => return abort(format!("budget check at publication: {e}")).await,
+        };
+        publication.charges = in_aggregate
+            .iter()
+            .zip(epsilons.into_iter().zip(rows))
+            .map(|(p, (epsilon_after, ledger_rows))| Charge {
+                participant: *p,
+                events: plan.planned_events.clone(),
+                epsilon_after,
+                ledger_rows,
+            })
+            .collect();
+        match state.store.publish_round(&publication).await {
+            Err(crate::store::StoreError::Stale(m)) if attempts < 3 => {
+                tracing::info!(round = round.id, reason = %m, "ledger changed during publication; computing ε again");
+            }
+            other => break other,
+        }
+    };
+    match result {
         Ok(version) => {
             tracing::info!(
                 round = round.id,

@@ -79,7 +79,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
-            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Conflict(m) | StoreError::Stale(m) => Self::Conflict(m),
             StoreError::Refused(m) => Self::Unprocessable(m),
             StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
                 Self::internal(e)
@@ -126,10 +126,30 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
-/// `Json` whose rejections are [`ApiError`]s (JSON body with the reason).
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `Json` whose rejections are [`ApiError`]s (JSON body with the reason). The body must be a JSON object: serde
+/// would otherwise also read a struct from an array of its fields in order.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::Unprocessable(
+                "the request body must be a JSON object".into(),
+            ));
+        }
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError::Unprocessable(format!("invalid request body: {e}")))
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {

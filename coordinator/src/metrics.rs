@@ -1,9 +1,20 @@
 //! Prometheus metrics of the coordinator. Gauges that describe stored state (ε spent and budgets, round counts) are
 //! reloaded from the database at start-up, so a restart does not reset what Grafana shows.
 
+use confide_common::api::RoundStage;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
+
+/// The `outcome` label values of `confide_rounds_total`.
+pub const ROUND_OUTCOMES: [&str; 2] = ["completed", "aborted"];
+/// The stages whose dropouts `confide_participant_dropouts_total` counts.
+pub const DROPOUT_STAGES: [RoundStage; 4] = [
+    RoundStage::AdvertiseKeys,
+    RoundStage::ShareKeys,
+    RoundStage::MaskedInputCollection,
+    RoundStage::Unmasking,
+];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -96,6 +107,20 @@ impl Metrics {
             http_requests_total,
             http_request_duration,
         })
+    }
+
+    /// Creates a study's round and dropout counters at 0 for every outcome and stage, so that dashboards show 0
+    /// rather than no data before the first round ends or the first participant drops out. Idempotent.
+    pub fn init_study(&self, study_id: i64) {
+        let sid = study_id.to_string();
+        for outcome in ROUND_OUTCOMES {
+            self.rounds_total
+                .with_label_values(&[sid.as_str(), outcome]);
+        }
+        for stage in DROPOUT_STAGES {
+            self.dropouts_total
+                .with_label_values(&[sid.as_str(), stage.as_str()]);
+        }
     }
 
     /// The text exposition format.

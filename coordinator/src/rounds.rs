@@ -107,18 +107,22 @@ pub async fn start_round(
         }
     };
     let planned = budget::planned_events(&study.config.dp);
-    let ledger = state.store.ledger(study_id).await?;
+    let mut ledgers = budget::ledgers_by_participant(&state.store.ledger(study_id).await?)
+        .map_err(ApiError::Internal)?;
+    let candidates: Vec<i64> = candidates.into_iter().collect();
+    let with_round: Vec<Vec<serde_json::Value>> = candidates
+        .iter()
+        .map(|p| {
+            let mut ledger = ledgers.remove(p).unwrap_or_default();
+            ledger.push(planned.clone());
+            ledger
+        })
+        .collect();
+    let epsilons = budget::epsilons(with_round, study.config.budget.delta)
+        .await
+        .map_err(ApiError::Internal)?;
     let (mut selected, mut excluded) = (Vec::new(), Vec::new());
-    for p in candidates {
-        let mut events: Vec<serde_json::Value> = ledger
-            .iter()
-            .filter(|l| l.participant_id == p)
-            .map(|l| serde_json::from_str(&l.events_json))
-            .collect::<Result<_, _>>()
-            .map_err(ApiError::internal)?;
-        events.push(planned.clone());
-        let eps =
-            budget::epsilon(&events, study.config.budget.delta).map_err(ApiError::Internal)?;
+    for (p, eps) in candidates.into_iter().zip(epsilons) {
         if eps > study.config.budget.epsilon {
             excluded.push(ExcludedParticipant {
                 participant_id: p,
@@ -284,37 +288,45 @@ pub async fn abort(state: &AppState, round: &RoundRow, reason: &str) -> Result<b
 
 /// The participant's current task: the active round of its study if it is in the set of the current stage.
 pub async fn task_for(state: &AppState, p: &ParticipantRow) -> Result<TaskResponse, ApiError> {
-    let rounds = state.store.list_rounds(p.study_id).await?;
-    let Some(round) = rounds.into_iter().find(|r| r.outcome.is_none()) else {
-        return Ok(TaskResponse::Idle);
-    };
-    let stage = parse_stage(&round)?;
-    let plan = RoundPlan::parse(&round)?;
-    let Some(index) = plan.index_of(p.id) else {
-        return Ok(TaskResponse::Idle);
-    };
-    let members = state.store.round_members(round.id).await?;
-    let eligible = members
-        .iter()
-        .any(|(s, m)| s == eligible_set(stage) && *m == p.id);
-    if !eligible {
-        return Ok(TaskResponse::Idle);
-    }
-    if stage == RoundStage::AdvertiseKeys
-        && state
-            .store
-            .round_declines(round.id)
-            .await?
+    // Stages only move forward, so this retries at most once per stage.
+    let (round, stage, plan, index, submitted) = loop {
+        let rounds = state.store.list_rounds(p.study_id).await?;
+        let Some(round) = rounds.into_iter().find(|r| r.outcome.is_none()) else {
+            return Ok(TaskResponse::Idle);
+        };
+        let stage = parse_stage(&round)?;
+        let plan = RoundPlan::parse(&round)?;
+        let Some(index) = plan.index_of(p.id) else {
+            return Ok(TaskResponse::Idle);
+        };
+        let members = state.store.round_members(round.id).await?;
+        let eligible = members
             .iter()
-            .any(|(d, _)| *d == p.id)
-    {
-        return Ok(TaskResponse::Idle); // it declined this round
-    }
-    let submitted = state
-        .store
-        .stage_senders(round.id, stage_str(stage))
-        .await?
-        .contains(&p.id);
+            .any(|(s, m)| s == eligible_set(stage) && *m == p.id);
+        if !eligible {
+            return Ok(TaskResponse::Idle);
+        }
+        if stage == RoundStage::AdvertiseKeys
+            && state
+                .store
+                .round_declines(round.id)
+                .await?
+                .iter()
+                .any(|(d, _)| *d == p.id)
+        {
+            return Ok(TaskResponse::Idle); // it declined this round
+        }
+        // Read together with the round's stage: a stage that closed meanwhile has had its messages deleted, and
+        // must not be reported as not yet answered.
+        match state
+            .store
+            .sent_in_stage(round.id, stage_str(stage), p.id)
+            .await?
+        {
+            Some(submitted) => break (round, stage, plan, index, submitted),
+            None => continue,
+        }
+    };
     let study = Study::from_row(&state.store.get_study(p.study_id).await?)?;
     let model = state.store.list_model_versions(p.study_id).await?;
     let base = model
@@ -559,36 +571,62 @@ pub async fn refresh_privacy_gauges(state: &AppState, study_id: i64) {
 }
 
 async fn try_refresh_privacy_gauges(state: &AppState, study_id: i64) -> Result<(), ApiError> {
-    let study = Study::from_row(&state.store.get_study(study_id).await?)?;
-    let ledger = state.store.ledger(study_id).await?;
+    let report = privacy_of(state, study_id).await?;
     let sid = study_id.to_string();
-    for p in state.store.list_participants(study_id).await? {
-        let events: Vec<serde_json::Value> = ledger
-            .iter()
-            .filter(|l| l.participant_id == p.id)
-            .map(|l| serde_json::from_str(&l.events_json))
-            .collect::<Result<_, _>>()
-            .map_err(ApiError::internal)?;
-        let spent =
-            budget::epsilon(&events, study.config.budget.delta).map_err(ApiError::Internal)?;
-        let pid = p.id.to_string();
+    for p in report {
+        let pid = p.participant.id.to_string();
         state
             .metrics
             .epsilon_spent
             .with_label_values(&[sid.as_str(), pid.as_str()])
-            .set(spent);
+            .set(p.epsilon_spent);
         state
             .metrics
             .epsilon_budget
             .with_label_values(&[sid.as_str(), pid.as_str()])
-            .set(study.config.budget.epsilon);
+            .set(p.epsilon_budget);
     }
     Ok(())
+}
+
+/// One participant's privacy position in a study.
+pub struct PrivacyOf {
+    pub participant: ParticipantRow,
+    pub epsilon_spent: f64,
+    pub epsilon_budget: f64,
+    pub rounds_charged: usize,
+}
+
+/// ε spent (PLD over the whole ledger, computed off the async runtime) and budget of every participant of a study.
+pub async fn privacy_of(state: &AppState, study_id: i64) -> Result<Vec<PrivacyOf>, ApiError> {
+    let study = Study::from_row(&state.store.get_study(study_id).await?)?;
+    let mut ledgers = budget::ledgers_by_participant(&state.store.ledger(study_id).await?)
+        .map_err(ApiError::Internal)?;
+    let participants = state.store.list_participants(study_id).await?;
+    let ledgers: Vec<Vec<serde_json::Value>> = participants
+        .iter()
+        .map(|p| ledgers.remove(&p.id).unwrap_or_default())
+        .collect();
+    let rounds: Vec<usize> = ledgers.iter().map(Vec::len).collect();
+    let spent = budget::epsilons(ledgers, study.config.budget.delta)
+        .await
+        .map_err(ApiError::Internal)?;
+    Ok(participants
+        .into_iter()
+        .zip(spent.into_iter().zip(rounds))
+        .map(|(participant, (epsilon_spent, rounds_charged))| PrivacyOf {
+            participant,
+            epsilon_spent,
+            epsilon_budget: study.config.budget.epsilon,
+            rounds_charged,
+        })
+        .collect())
 }
 
 /// Loads the gauges and counters that describe stored state (called at start-up).
 pub async fn reload_metrics(state: &AppState) -> Result<(), ApiError> {
     for study in state.store.list_studies().await? {
+        state.metrics.init_study(study.id);
         refresh_privacy_gauges(state, study.id).await;
     }
     for (study, outcome, n) in state.store.round_outcome_counts().await? {

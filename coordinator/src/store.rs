@@ -31,6 +31,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Refused(String),
+    /// Data a decision was computed from changed before the decision could be written; compute again.
+    #[error("{0}")]
+    Stale(String),
     #[error("unsupported database URL {0:?} (use sqlite:PATH or postgres://...)")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
@@ -135,7 +138,6 @@ pub struct RoundRow {
     pub reason: Option<String>,
     pub base_version: i64,
     pub plan_json: String,
-    pub server_state: Option<Vec<u8>>,
     pub stage_started_at: i64,
     pub stage_deadline: i64,
     pub started_at: i64,
@@ -200,14 +202,26 @@ pub struct Publication {
     pub optimizer_state: Option<Vec<u8>>,
     /// Members of the final set (recorded under `from_stage`).
     pub completed: Vec<i64>,
-    /// (participant, events JSON) for exactly the participants whose input is in the aggregate.
-    pub charges: Vec<(i64, serde_json::Value)>,
+    /// Exactly the participants whose input is in the aggregate.
+    pub charges: Vec<Charge>,
+    /// Every charged participant's ε after its charge must be at most this.
+    pub epsilon_budget: f64,
 }
 
-/// Budget check run inside the publish transaction: given a participant's whole ledger (events JSON arrays, one per
-/// charged round) plus the new charge, return ε after the charge or refuse.
-pub type BudgetCheck<'a> =
-    &'a (dyn Fn(i64, &[serde_json::Value]) -> Result<f64, String> + Send + Sync);
+/// What one participant is charged for a round. ε is computed before the publishing transaction (PLD composition
+/// is far too slow to hold a database lock for); the transaction checks that the participant's ledger still has
+/// exactly the `ledger_rows` rows it was computed from — ledger rows are only ever appended — so the budget check
+/// and the spend it guards hold together at commit.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    pub participant: i64,
+    /// The round's privacy events (JSON array).
+    pub events: serde_json::Value,
+    /// ε over the participant's whole ledger including this charge.
+    pub epsilon_after: f64,
+    /// Rows of the participant's ledger in this study that `epsilon_after` was computed from.
+    pub ledger_rows: i64,
+}
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -440,6 +454,14 @@ impl Store {
         rows.iter().map(Self::study_from_row).collect()
     }
 
+    /// Ids of every study (cheap; for metrics of studies another process created).
+    pub async fn study_ids(&self) -> StoreResult<Vec<i64>> {
+        let rows = sqlx::query("SELECT id FROM studies ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
     pub async fn get_study(&self, id: i64) -> StoreResult<StudyRow> {
         let row =
             sqlx::query("SELECT id, name, config_json, created_at FROM studies WHERE id = $1")
@@ -618,7 +640,8 @@ impl Store {
 
     // ---- rounds ----
 
-    const ROUND_COLUMNS: &'static str = "id, study_id, round_number, stage, outcome, reason, base_version, plan_json, server_state, stage_started_at, stage_deadline, started_at, finished_at";
+    /// Every column but the server snapshot, which only a (re)starting driver reads ([`Store::server_snapshot`]).
+    const ROUND_COLUMNS: &'static str = "id, study_id, round_number, stage, outcome, reason, base_version, plan_json, stage_started_at, stage_deadline, started_at, finished_at";
 
     fn round_from_row(r: &AnyRow) -> StoreResult<RoundRow> {
         Ok(RoundRow {
@@ -630,7 +653,6 @@ impl Store {
             reason: r.try_get("reason")?,
             base_version: r.try_get("base_version")?,
             plan_json: r.try_get("plan_json")?,
-            server_state: r.try_get("server_state")?,
             stage_started_at: r.try_get("stage_started_at")?,
             stage_deadline: r.try_get("stage_deadline")?,
             started_at: r.try_get("started_at")?,
@@ -723,6 +745,16 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound("round"))?;
         Self::round_from_row(&row)
+    }
+
+    /// The secure-aggregation server snapshot persisted at the round's last stage boundary (None once finished).
+    pub async fn server_snapshot(&self, round_id: i64) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT server_state FROM rounds WHERE id = $1")
+            .bind(round_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("round"))?;
+        Ok(row.try_get("server_state")?)
     }
 
     pub async fn list_rounds(&self, study_id: i64) -> StoreResult<Vec<RoundRow>> {
@@ -1003,16 +1035,61 @@ impl Store {
             .collect()
     }
 
-    /// Participants who have sent their message for a stage.
-    pub async fn stage_senders(&self, round_id: i64, stage: &str) -> StoreResult<Vec<i64>> {
-        let rows = sqlx::query("SELECT participant_id FROM round_messages WHERE round_id = $1 AND stage = $2 ORDER BY participant_id")
-            .bind(round_id)
-            .bind(stage)
-            .fetch_all(&self.pool)
-            .await?;
+    /// Whether `participant` has sent its message for `stage`, read in one statement with the round's stage: None if
+    /// the round is no longer in `stage` (its messages may then be deleted already).
+    pub async fn sent_in_stage(
+        &self,
+        round_id: i64,
+        stage: &str,
+        participant: i64,
+    ) -> StoreResult<Option<bool>> {
+        let row = sqlx::query(
+            "SELECT r.stage AS current,
+                    CAST((SELECT COUNT(*) FROM round_messages m
+                          WHERE m.round_id = r.id AND m.stage = $2 AND m.participant_id = $3) AS BIGINT) AS n
+             FROM rounds r WHERE r.id = $1",
+        )
+        .bind(round_id)
+        .bind(stage)
+        .bind(participant)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("round"))?;
+        let current: String = row.try_get("current")?;
+        let n: i64 = row.try_get("n")?;
+        Ok((current == stage).then_some(n > 0))
+    }
+
+    /// Senders of a stage's stored messages in arrival order (without the bodies, which can be large).
+    pub async fn stage_message_senders(&self, round_id: i64, stage: &str) -> StoreResult<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT participant_id FROM round_messages WHERE round_id = $1 AND stage = $2 ORDER BY received_at, participant_id",
+        )
+        .bind(round_id)
+        .bind(stage)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| Ok(r.try_get("participant_id")?))
             .collect()
+    }
+
+    /// One participant's stored message for a stage (None if it sent none or the stage's messages are gone).
+    pub async fn stage_message(
+        &self,
+        round_id: i64,
+        stage: &str,
+        participant: i64,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query(
+            "SELECT body FROM round_messages WHERE round_id = $1 AND stage = $2 AND participant_id = $3",
+        )
+        .bind(round_id)
+        .bind(stage)
+        .bind(participant)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("body")).transpose()?)
     }
 
     /// What the server told `recipient` (or everyone) at the start of `stage`.
@@ -1047,8 +1124,10 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a stage boundary atomically. Returns false (and changes nothing) if the round is no longer in
-    /// `from_stage` or is finished.
+    /// Applies a stage boundary atomically: the new stage and server snapshot, the set that completed the old stage,
+    /// the new stage's broadcasts, and the deletion of the old stage's messages (the snapshot holds everything the
+    /// server took from them; masked inputs survive only inside its running sum). Returns false (and changes
+    /// nothing) if the round is no longer in `from_stage` or is finished.
     pub async fn advance_stage(&self, t: &StageTransition) -> StoreResult<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -1068,6 +1147,11 @@ impl Store {
             return Ok(false);
         }
         Self::finish_stage(&mut tx, t.round_id, &t.from_stage, &t.completed, now).await?;
+        sqlx::query("DELETE FROM round_messages WHERE round_id = $1 AND stage = $2")
+            .bind(t.round_id)
+            .bind(t.from_stage.as_str())
+            .execute(&mut *tx)
+            .await?;
         for (recipient, body) in &t.broadcasts {
             sqlx::query("INSERT INTO round_broadcasts (round_id, stage, recipient_id, body) VALUES ($1, $2, $3, $4)")
                 .bind(t.round_id)
@@ -1106,10 +1190,11 @@ impl Store {
         Ok(true)
     }
 
-    /// Completes a round in ONE transaction: re-checks every charged participant's budget over its whole ledger
-    /// (`check`), records the charges, publishes the next model version and marks the round completed. If any check
-    /// refuses, nothing is written and the error says why.
-    pub async fn publish_round(&self, p: &Publication, check: BudgetCheck<'_>) -> StoreResult<i64> {
+    /// Completes a round in ONE transaction: checks every charge against the budget and against the ledger it was
+    /// computed from (see [`Charge`]), records the charges, publishes the next model version and marks the round
+    /// completed. Nothing is written if the round is no longer in `from_stage` (`Conflict`), a charge exceeds the
+    /// budget (`Refused`) or a participant's ledger changed meanwhile (`Stale`: compute ε again and retry).
+    pub async fn publish_round(&self, p: &Publication) -> StoreResult<i64> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         // Conditional update first: it takes the round's (and, on SQLite, the database's) write lock.
@@ -1131,33 +1216,38 @@ impl Store {
             Backend::Sqlite => "SELECT id FROM studies WHERE id = $1",
         };
         sqlx::query(lock).bind(study_id).fetch_one(&mut *tx).await?;
-        for (participant, events) in &p.charges {
-            let rows = sqlx::query("SELECT events_json FROM privacy_ledger WHERE study_id = $1 AND participant_id = $2 ORDER BY id")
-                .bind(study_id)
-                .bind(*participant)
-                .fetch_all(&mut *tx)
-                .await?;
-            let mut ledger = Vec::with_capacity(rows.len() + 1);
-            for r in &rows {
-                let json: String = r.try_get("events_json")?;
-                let value = serde_json::from_str(&json).map_err(|e| {
-                    StoreError::Refused(format!(
-                        "stored ledger of participant {participant} is unreadable: {e}"
-                    ))
-                })?;
-                ledger.push(value);
+        for c in &p.charges {
+            let participant = c.participant;
+            // NaN is refused too.
+            if c.epsilon_after.is_nan() || c.epsilon_after > p.epsilon_budget {
+                return Err(StoreError::Refused(format!(
+                    "participant {participant} would reach ε = {:.4} > budget {}",
+                    c.epsilon_after, p.epsilon_budget
+                )));
             }
-            ledger.push(events.clone());
-            let epsilon = check(*participant, &ledger).map_err(StoreError::Refused)?;
+            let row = sqlx::query(
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM privacy_ledger WHERE study_id = $1 AND participant_id = $2",
+            )
+            .bind(study_id)
+            .bind(participant)
+            .fetch_one(&mut *tx)
+            .await?;
+            let rows: i64 = row.try_get("n")?;
+            if rows != c.ledger_rows {
+                return Err(StoreError::Stale(format!(
+                    "the ledger of participant {participant} has {rows} entries, its ε was computed from {}",
+                    c.ledger_rows
+                )));
+            }
             sqlx::query(
                 "INSERT INTO privacy_ledger (study_id, participant_id, round_id, events_json, epsilon_after, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(study_id)
-            .bind(*participant)
+            .bind(participant)
             .bind(p.round_id)
-            .bind(events.to_string())
-            .bind(epsilon)
+            .bind(c.events.to_string())
+            .bind(c.epsilon_after)
             .bind(now)
             .execute(&mut *tx)
             .await
@@ -1214,57 +1304,195 @@ impl Store {
             .collect()
     }
 
-    /// Row counts of every table, for tests asserting that a rejected request changed nothing.
-    pub async fn table_counts(&self) -> StoreResult<Vec<(&'static str, i64)>> {
-        const TABLES: [&str; 11] = [
-            "operator_tokens",
-            "studies",
-            "participants",
-            "enrolment_tokens",
-            "rounds",
-            "round_members",
-            "round_messages",
-            "round_broadcasts",
-            "round_declines",
-            "model_versions",
-            "privacy_ledger",
+    /// A digest of every stored row of every table (all columns but the round lease, which a running driver renews
+    /// on its own), one `table:rows:sha256` entry per table, so tests can assert that a refused request changed
+    /// nothing — and see which table changed if it did.
+    pub async fn state_fingerprint(&self) -> StoreResult<String> {
+        use Col::{Blob, Float, Int, Text};
+        #[derive(Clone, Copy)]
+        enum Col {
+            Int(&'static str),
+            Text(&'static str),
+            Blob(&'static str),
+            Float(&'static str),
+        }
+        const TABLES: [(&str, &[Col], &str); 11] = [
+            (
+                "operator_tokens",
+                &[
+                    Int("id"),
+                    Text("name"),
+                    Text("token_hash"),
+                    Int("created_at"),
+                ],
+                "id",
+            ),
+            (
+                "studies",
+                &[
+                    Int("id"),
+                    Text("name"),
+                    Text("config_json"),
+                    Int("created_at"),
+                    Int("updated_at"),
+                ],
+                "id",
+            ),
+            (
+                "participants",
+                &[
+                    Int("id"),
+                    Int("study_id"),
+                    Text("name"),
+                    Text("credential_hash"),
+                    Int("enrolled_at"),
+                ],
+                "id",
+            ),
+            (
+                "enrolment_tokens",
+                &[
+                    Int("id"),
+                    Int("study_id"),
+                    Text("label"),
+                    Text("token_hash"),
+                    Int("created_at"),
+                    Int("expires_at"),
+                    Int("used_at"),
+                    Int("participant_id"),
+                ],
+                "id",
+            ),
+            (
+                "rounds",
+                &[
+                    Int("id"),
+                    Int("study_id"),
+                    Int("round_number"),
+                    Text("stage"),
+                    Text("outcome"),
+                    Text("reason"),
+                    Int("base_version"),
+                    Text("plan_json"),
+                    Blob("server_state"),
+                    Int("stage_started_at"),
+                    Int("stage_deadline"),
+                    Int("started_at"),
+                    Int("finished_at"),
+                ],
+                "id",
+            ),
+            (
+                "round_members",
+                &[
+                    Int("round_id"),
+                    Int("participant_id"),
+                    Text("stage"),
+                    Int("joined_at"),
+                ],
+                "round_id, stage, participant_id",
+            ),
+            (
+                "round_messages",
+                &[
+                    Int("round_id"),
+                    Text("stage"),
+                    Int("participant_id"),
+                    Blob("body"),
+                    Int("received_at"),
+                ],
+                "round_id, stage, participant_id",
+            ),
+            (
+                "round_broadcasts",
+                &[
+                    Int("round_id"),
+                    Text("stage"),
+                    Int("recipient_id"),
+                    Blob("body"),
+                ],
+                "round_id, stage, recipient_id",
+            ),
+            (
+                "round_declines",
+                &[
+                    Int("round_id"),
+                    Int("participant_id"),
+                    Text("reason"),
+                    Int("declined_at"),
+                ],
+                "round_id, participant_id",
+            ),
+            (
+                "model_versions",
+                &[
+                    Int("id"),
+                    Int("study_id"),
+                    Int("version"),
+                    Int("round_id"),
+                    Text("sha256"),
+                    Blob("weights"),
+                    Blob("optimizer_state"),
+                    Int("created_at"),
+                ],
+                "id",
+            ),
+            (
+                "privacy_ledger",
+                &[
+                    Int("id"),
+                    Int("study_id"),
+                    Int("participant_id"),
+                    Int("round_id"),
+                    Text("events_json"),
+                    Float("epsilon_after"),
+                    Int("created_at"),
+                ],
+                "id",
+            ),
         ];
         let mut out = Vec::new();
-        for t in TABLES {
-            let sql = format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {t}");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&self.pool)
+        for (table, cols, order) in TABLES {
+            let names: Vec<&str> = cols
+                .iter()
+                .map(|c| match c {
+                    Int(n) | Text(n) | Blob(n) | Float(n) => *n,
+                })
+                .collect();
+            let sql = format!("SELECT {} FROM {table} ORDER BY {order}", names.join(", "));
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
                 .await?;
-            out.push((t, row.try_get("n")?));
+            let mut hash = Sha256::new();
+            for r in &rows {
+                for col in cols {
+                    // Tagged, length-prefixed values so that no two different rows hash alike.
+                    let value: Option<Vec<u8>> = match *col {
+                        Int(n) => r
+                            .try_get::<Option<i64>, _>(n)?
+                            .map(|v| v.to_le_bytes().to_vec()),
+                        Text(n) => r.try_get::<Option<String>, _>(n)?.map(String::into_bytes),
+                        Blob(n) => r.try_get::<Option<Vec<u8>>, _>(n)?,
+                        Float(n) => r
+                            .try_get::<Option<f64>, _>(n)?
+                            .map(|v| v.to_le_bytes().to_vec()),
+                    };
+                    match value {
+                        None => hash.update([0u8]),
+                        Some(v) => {
+                            hash.update([1u8]);
+                            hash.update((v.len() as u64).to_le_bytes());
+                            hash.update(&v);
+                        }
+                    }
+                }
+            }
+            out.push(format!(
+                "{table}:{}:{}",
+                rows.len(),
+                hex::encode(hash.finalize())
+            ));
         }
-        Ok(out)
-    }
-
-    /// A fingerprint of every mutable row (stage, outcome, used tokens, …), so tests can assert "nothing changed".
-    pub async fn state_fingerprint(&self) -> StoreResult<String> {
-        let mut s = format!("{:?}", self.table_counts().await?);
-        let rows = sqlx::query(
-            "SELECT id, stage, COALESCE(outcome, '') AS outcome, stage_deadline FROM rounds ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for r in rows {
-            let id: i64 = r.try_get("id")?;
-            let stage: String = r.try_get("stage")?;
-            let outcome: String = r.try_get("outcome")?;
-            let deadline: i64 = r.try_get("stage_deadline")?;
-            s.push_str(&format!("|r{id}:{stage}:{outcome}:{deadline}"));
-        }
-        let rows = sqlx::query(
-            "SELECT id, COALESCE(used_at, 0) AS used FROM enrolment_tokens ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for r in rows {
-            let id: i64 = r.try_get("id")?;
-            let used: i64 = r.try_get("used")?;
-            s.push_str(&format!("|t{id}:{used}"));
-        }
-        Ok(s)
+        Ok(out.join(" | "))
     }
 }

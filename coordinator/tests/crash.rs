@@ -1,5 +1,5 @@
-//! A real coordinator process SIGKILLed in the middle of a round, then restarted: the round resumes from the last
-//! persisted stage boundary plus the stored messages, completes, and publishes exactly one model version and
+//! A real coordinator process SIGKILLed in the middle of a round, then restarted: the round resumes from the server
+//! snapshot persisted at the last stage boundary plus the current stage's stored messages, completes, and publishes exactly one model version and
 //! exactly one ledger entry per aggregated participant. Also: two coordinator processes on one Postgres database
 //! never double-drive a round. Participants run the sans-IO secure-aggregation client over HTTP (reqwest).
 
@@ -69,6 +69,28 @@ async fn answer(http: &Http, sims: &mut [Sim], who: &[usize], stage: RoundStage)
     }
 }
 
+/// Stored messages of a round per stage (advertise_keys, share_keys, masked_input_collection, unmasking).
+async fn stored_messages(db: &TestDb, rid: i64) -> [usize; 4] {
+    let mut out = [0; 4];
+    for (i, stage) in [
+        RoundStage::AdvertiseKeys,
+        RoundStage::ShareKeys,
+        RoundStage::MaskedInputCollection,
+        RoundStage::Unmasking,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        out[i] = db
+            .store
+            .stage_messages(rid, stage.as_str())
+            .await
+            .unwrap()
+            .len();
+    }
+    out
+}
+
 async fn crash_and_resume(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mut cluster = Cluster {
@@ -124,6 +146,8 @@ async fn crash_and_resume(backend: Backend) {
     wait_stage(&http, &op, rid, "masked_input_collection").await;
     answer(&http, &mut sims, &[0, 1], RoundStage::MaskedInputCollection).await;
     a.kill();
+    // Only the current stage's messages are stored; earlier stages live on in the server snapshot.
+    assert_eq!(stored_messages(&db, rid).await, [0, 0, 2, 0]);
 
     let b = cluster.start();
     let http = Http::new(&b.base_url);
@@ -137,6 +161,8 @@ async fn crash_and_resume(backend: Backend) {
     answer(&http, &mut sims, &[0], RoundStage::Unmasking).await;
     let mut b = b;
     b.kill();
+    // The masked inputs are gone: the sum the resumed round unmasks comes from the snapshot alone.
+    assert_eq!(stored_messages(&db, rid).await, [0, 0, 0, 1]);
     let c = cluster.start();
     let http = Http::new(&c.base_url);
     answer(&http, &mut sims, &[1, 2], RoundStage::Unmasking).await;

@@ -322,3 +322,108 @@ async fn budgets(db: &TestDb) {
     server.await.unwrap().unwrap();
 }
 both_backends!(over_budget_participants_are_not_selected, budgets);
+
+/// A server snapshot that does not decode when a driver resumes the round: the round is aborted with the reason,
+/// nothing is published, nobody is charged, and its messages are gone.
+async fn corrupt_snapshot(db: &TestDb) {
+    let limits = Limits {
+        lease_ttl: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let state = confide_coordinator::start(db.store.clone(), limits.clone())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let server = tokio::spawn(confide_coordinator::serve(
+        listener,
+        state.clone(),
+        async move { stopped.cancelled().await },
+    ));
+    let http = Http::new(&format!("http://{addr}"));
+    let op = db.store.create_operator_token("op").await.unwrap();
+    let (sid, mut sims) = setup(&http, &op, "corrupt", 60, 3).await;
+    let (status, round) = http
+        .post_json(&format!("/v1/studies/{sid}/rounds"), Some(&op), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{round}");
+    let rid = round["id"].as_i64().unwrap();
+    // Everyone advertises and shares keys; one masked input arrives.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while db.store.get_round(rid).await.unwrap().stage != "masked_input_collection" {
+        for s in sims.iter_mut() {
+            s.step(&http).await;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "round did not reach masked_input_collection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sims[0].step(&http).await,
+        Some(confide_common::api::RoundStage::MaskedInputCollection)
+    );
+    assert_eq!(
+        db.store
+            .stage_messages(rid, "masked_input_collection")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The process stops (releasing the lease); the snapshot is damaged; a new process resumes the round.
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    let snapshot = db.store.server_snapshot(rid).await.unwrap().unwrap();
+    support::overwrite_server_snapshot(db, rid, &snapshot[..snapshot.len() / 2]).await;
+    let state = confide_coordinator::start(db.store.clone(), limits)
+        .await
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let round = loop {
+        let r = db.store.get_round(rid).await.unwrap();
+        if r.outcome.is_some() {
+            break r;
+        }
+        assert!(std::time::Instant::now() < until, "round was not aborted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(round.outcome.as_deref(), Some("aborted"));
+    let reason = round.reason.unwrap_or_default();
+    assert!(
+        reason.contains("cannot resume the round") && reason.contains("snapshot is unreadable"),
+        "{reason}"
+    );
+    assert_eq!(
+        db.store.list_model_versions(sid).await.unwrap().len(),
+        1,
+        "nothing published"
+    );
+    assert!(
+        db.store.ledger(sid).await.unwrap().is_empty(),
+        "nobody charged"
+    );
+    assert!(
+        db.store
+            .stage_messages(rid, "masked_input_collection")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(db.store.server_snapshot(rid).await.unwrap(), None);
+    let metrics = state.metrics.render().unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "confide_rounds_total{{outcome=\"aborted\",study=\"{sid}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    state.shutdown.cancel();
+}
+both_backends!(
+    a_corrupt_snapshot_aborts_the_round_cleanly,
+    corrupt_snapshot
+);

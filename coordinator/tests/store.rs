@@ -2,7 +2,7 @@
 
 mod support;
 
-use confide_coordinator::store::{NewRound, Publication, StageTransition, StoreError};
+use confide_coordinator::store::{Charge, NewRound, Publication, StageTransition, StoreError};
 use support::TestDb;
 
 fn new_round(study_id: i64, selected: Vec<i64>) -> NewRound {
@@ -134,7 +134,10 @@ async fn round_lifecycle(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(round.round_number, 1);
-    assert_eq!(round.server_state.as_deref(), Some(&[1u8, 2, 3][..]));
+    assert_eq!(
+        s.server_snapshot(round.id).await.unwrap().as_deref(),
+        Some(&[1u8, 2, 3][..])
+    );
     assert!(matches!(
         s.create_round(&new_round(study, vec![p1])).await,
         Err(StoreError::Conflict(_))
@@ -190,8 +193,37 @@ async fn round_lifecycle(db: &TestDb) {
         vec![(p1, b"m1".to_vec()), (p2, b"m2".to_vec())]
     );
     assert_eq!(
-        s.stage_senders(round.id, "advertise_keys").await.unwrap(),
+        s.stage_message_senders(round.id, "advertise_keys")
+            .await
+            .unwrap(),
         vec![p1, p2]
+    );
+    assert_eq!(
+        s.stage_message(round.id, "advertise_keys", p2)
+            .await
+            .unwrap(),
+        Some(b"m2".to_vec())
+    );
+    assert_eq!(
+        s.stage_message(round.id, "share_keys", p2).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.sent_in_stage(round.id, "advertise_keys", p1)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        s.sent_in_stage(round.id, "advertise_keys", p2 + 100)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        s.sent_in_stage(round.id, "share_keys", p1).await.unwrap(),
+        None,
+        "not the round's stage"
     );
 
     // stage boundary
@@ -207,21 +239,17 @@ async fn round_lifecycle(db: &TestDb) {
     assert!(s.advance_stage(&t).await.unwrap());
     assert!(!s.advance_stage(&t).await.unwrap(), "a stage closes once");
     let r = s.get_round(round.id).await.unwrap();
+    assert_eq!((r.stage.as_str(), r.stage_deadline), ("share_keys", 123));
     assert_eq!(
-        (
-            r.stage.as_str(),
-            r.server_state.as_deref(),
-            r.stage_deadline
-        ),
-        ("share_keys", Some(&[9u8][..]), 123)
+        s.server_snapshot(round.id).await.unwrap().as_deref(),
+        Some(&[9u8][..])
     );
-    assert_eq!(
+    assert!(
         s.stage_messages(round.id, "advertise_keys")
             .await
             .unwrap()
-            .len(),
-        2,
-        "kept for replay"
+            .is_empty(),
+        "a closed stage's messages are deleted with the boundary: the snapshot holds them"
     );
     assert_eq!(
         s.broadcasts(round.id, "share_keys", p1).await.unwrap(),
@@ -258,6 +286,11 @@ async fn round_lifecycle(db: &TestDb) {
             .unwrap()
             .is_empty()
     );
+    assert_eq!(
+        s.server_snapshot(round.id).await.unwrap(),
+        None,
+        "a finished round keeps no server state"
+    );
     assert!(s.active_rounds().await.unwrap().is_empty());
     assert_eq!(s.list_model_versions(study).await.unwrap().len(), 1);
     assert!(s.ledger(study).await.unwrap().is_empty());
@@ -286,19 +319,25 @@ async fn publish(db: &TestDb) {
         .await
         .unwrap();
     let events = serde_json::json!([{"subsampled_gaussian": {"sampling_rate": 0.1, "noise_multiplier": 1.0, "steps": 10}}]);
+    let charge = |epsilon_after: f64, ledger_rows: i64| Charge {
+        participant: p1,
+        events: events.clone(),
+        epsilon_after,
+        ledger_rows,
+    };
     let p = Publication {
         round_id: round.id,
         from_stage: "unmasking".into(),
         weights: b"weights-v1".to_vec(),
         optimizer_state: Some(b"adam".to_vec()),
         completed: vec![p1],
-        charges: vec![(p1, events.clone())],
+        charges: vec![charge(1.0, 0)],
+        epsilon_budget: 3.0,
     };
     // wrong stage: nothing written
     let before = s.state_fingerprint().await.unwrap();
-    let allow = |_: i64, ledger: &[serde_json::Value]| Ok(ledger.len() as f64);
     assert!(matches!(
-        s.publish_round(&p, &allow).await,
+        s.publish_round(&p).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(before, s.state_fingerprint().await.unwrap());
@@ -306,19 +345,29 @@ async fn publish(db: &TestDb) {
         from_stage: "advertise_keys".into(),
         ..p
     };
-    // a refusing budget check rolls everything back
-    let refuse = |pid: i64, _: &[serde_json::Value]| Err(format!("participant {pid} over budget"));
-    match s.publish_round(&p, &refuse).await {
-        Err(StoreError::Refused(msg)) => assert!(msg.contains("over budget")),
+    // a charge over the budget rolls everything back
+    let over = Publication {
+        charges: vec![charge(3.5, 0)],
+        ..p.clone()
+    };
+    match s.publish_round(&over).await {
+        Err(StoreError::Refused(msg)) => assert!(msg.contains("> budget 3"), "{msg}"),
         other => panic!("expected refusal, got {other:?}"),
     }
     assert_eq!(before, s.state_fingerprint().await.unwrap());
-    assert_eq!(s.publish_round(&p, &allow).await.unwrap(), 1);
+    // ε computed from a ledger that is not the stored one (here: one entry that does not exist) is stale
+    let stale = Publication {
+        charges: vec![charge(1.0, 1)],
+        ..p.clone()
+    };
+    assert!(matches!(
+        s.publish_round(&stale).await,
+        Err(StoreError::Stale(_))
+    ));
+    assert_eq!(before, s.state_fingerprint().await.unwrap());
+    assert_eq!(s.publish_round(&p).await.unwrap(), 1);
     assert!(
-        matches!(
-            s.publish_round(&p, &allow).await,
-            Err(StoreError::Conflict(_))
-        ),
+        matches!(s.publish_round(&p).await, Err(StoreError::Conflict(_))),
         "published once"
     );
     let ledger = s.ledger(study).await.unwrap();
@@ -348,7 +397,7 @@ async fn publish(db: &TestDb) {
     assert_eq!(s.optimizer_state(study, 0).await.unwrap(), None);
     let r = s.get_round(round.id).await.unwrap();
     assert_eq!(r.outcome.as_deref(), Some("completed"));
-    // the check sees the whole ledger in the next round
+    // the next round's charge is checked against the ledger that now has one entry
     let round2 = s
         .create_round(&new_round(study, vec![p1, p2]))
         .await
@@ -357,7 +406,15 @@ async fn publish(db: &TestDb) {
         round_id: round2.id,
         ..p
     };
-    assert_eq!(s.publish_round(&p, &allow).await.unwrap(), 2);
+    assert!(matches!(
+        s.publish_round(&p).await,
+        Err(StoreError::Stale(_))
+    ));
+    let p = Publication {
+        charges: vec![charge(2.0, 1)],
+        ..p
+    };
+    assert_eq!(s.publish_round(&p).await.unwrap(), 2);
     assert_eq!(s.ledger(study).await.unwrap()[1].epsilon_after, 2.0);
     // max_rounds = 2 reached
     assert!(matches!(

@@ -61,6 +61,7 @@ macro_rules! control_message {
 
 /// A participant's two X25519 public keys (stage AdvertiseKeys, client → server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdvertiseKeys {
     #[serde(default = "wire_version")]
     pub version: u16,
@@ -96,6 +97,7 @@ pub struct KeyDirectory {
 
 /// A ciphertext of shares for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EncryptedShares {
     pub recipient: ParticipantId,
     #[serde(with = "b64_vec")]
@@ -104,6 +106,7 @@ pub struct EncryptedShares {
 
 /// A participant's encrypted shares for each neighbour in U1 (stage ShareKeys, client → server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShareKeys {
     #[serde(default = "wire_version")]
     pub version: u16,
@@ -243,6 +246,7 @@ pub struct UnmaskingRequest {
 
 /// A revealed Shamir share of `owner`'s secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RevealedShare {
     pub owner: ParticipantId,
     #[serde(with = "b64_share")]
@@ -252,6 +256,7 @@ pub struct RevealedShare {
 /// The shares a survivor reveals (stage Unmasking, client → server): self-mask shares of neighbours in U3 and
 /// mask-key shares of neighbours in U2 ∖ U3 — never both for one neighbour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UnmaskingResponse {
     #[serde(default = "wire_version")]
     pub version: u16,
@@ -418,5 +423,9 @@ mod tests {
             Err(SecAggError::Malformed(_))
         ));
         assert!(AdvertiseKeys::from_json("{").is_err());
+        // What a participant sends is checked field by field: an unknown field is refused, not ignored.
+        let extra = json.replacen('{', "{\"colour\":\"blue\",", 1);
+        let err = AdvertiseKeys::from_json(&extra).unwrap_err().to_string();
+        assert!(err.contains("unknown field `colour`"), "{err}");
     }
 }

@@ -15,8 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use confide_common::api;
 use tokio::sync::Notify;
+use tower_http::LatencyUnit;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 use utoipa::OpenApi;
 
 use crate::error::ApiError;
@@ -91,10 +93,20 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
-        match state.store.operator_for_token(token).await? {
-            Some(name) => Ok(Self { name }),
-            None => Err(ApiError::Unauthorized("unknown operator token".into())),
+        if let Some(name) = state.store.operator_for_token(token).await? {
+            return Ok(Self { name });
         }
+        if state
+            .store
+            .participant_for_credential(token)
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::Forbidden(
+                "this route needs an operator token; a participant credential was given".into(),
+            ));
+        }
+        Err(ApiError::Unauthorized("unknown operator token".into()))
     }
 }
 
@@ -102,12 +114,17 @@ impl FromRequestParts<AppState> for Participant {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
-        match state.store.participant_for_credential(token).await? {
-            Some(p) => Ok(Self(p)),
-            None => Err(ApiError::Unauthorized(
-                "unknown participant credential".into(),
-            )),
+        if let Some(p) = state.store.participant_for_credential(token).await? {
+            return Ok(Self(p));
         }
+        if state.store.operator_for_token(token).await?.is_some() {
+            return Err(ApiError::Forbidden(
+                "this route needs a participant credential; an operator token was given".into(),
+            ));
+        }
+        Err(ApiError::Unauthorized(
+            "unknown participant credential".into(),
+        ))
     }
 }
 
@@ -177,6 +194,13 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::Rejected(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
 }
 
 /// Counts and times every request by matched route and status.
@@ -264,13 +288,24 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .merge(api)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(move |req: &Request| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        // One span per request carrying its id (also echoed in `x-request-id`); every request is logged once when
+        // answered, with status and latency. Paths carry only ids and stage names; bodies are never logged.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 

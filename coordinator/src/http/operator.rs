@@ -10,7 +10,6 @@ use confide_common::api::{
 };
 
 use super::{AppState, Operator, created};
-use crate::budget;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::rounds;
 use crate::store::{StudyRow, now_ms};
@@ -54,6 +53,7 @@ pub async fn create_study(
         .create_study(&req.name, &config_json, &weights)
         .await?;
     tracing::info!(study = row.id, name = %row.name, "study created");
+    state.metrics.init_study(row.id);
     Ok(created(study_info(&state, &row).await?))
 }
 
@@ -262,6 +262,7 @@ pub async fn download_model_version(
     _op: Operator,
     ApiPath((study_id, version)): ApiPath<(i64, i64)>,
 ) -> Result<Response, ApiError> {
+    state.store.get_study(study_id).await?;
     let (bytes, sha) = state.store.model_weights(study_id, version).await?;
     Ok(safetensors_response(bytes, sha))
 }
@@ -276,25 +277,17 @@ pub async fn privacy_report(
     ApiPath(study_id): ApiPath<i64>,
 ) -> Result<ApiJson<PrivacyReport>, ApiError> {
     let study = Study::from_row(&state.store.get_study(study_id).await?)?;
-    let ledger = state.store.ledger(study_id).await?;
-    let mut participants = Vec::new();
-    for p in state.store.list_participants(study_id).await? {
-        let events: Vec<serde_json::Value> = ledger
-            .iter()
-            .filter(|l| l.participant_id == p.id)
-            .map(|l| serde_json::from_str(&l.events_json))
-            .collect::<Result<_, _>>()
-            .map_err(ApiError::internal)?;
-        let spent =
-            budget::epsilon(&events, study.config.budget.delta).map_err(ApiError::Internal)?;
-        participants.push(ParticipantPrivacy {
-            participant_id: p.id,
-            name: p.name,
-            epsilon_spent: spent,
-            epsilon_budget: study.config.budget.epsilon,
-            rounds_charged: events.len() as i64,
-        });
-    }
+    let participants = rounds::privacy_of(&state, study_id)
+        .await?
+        .into_iter()
+        .map(|p| ParticipantPrivacy {
+            participant_id: p.participant.id,
+            name: p.participant.name,
+            epsilon_spent: p.epsilon_spent,
+            epsilon_budget: p.epsilon_budget,
+            rounds_charged: p.rounds_charged as i64,
+        })
+        .collect();
     Ok(ApiJson(PrivacyReport {
         study_id,
         delta: study.config.budget.delta,

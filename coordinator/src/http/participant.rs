@@ -49,7 +49,8 @@ pub struct PollQuery {
     pub wait_secs: u64,
 }
 
-/// Long-poll for work: answers as soon as this participant has a stage to answer, or `idle` after `wait_secs`.
+/// Long-poll for work: answers as soon as this participant has a stage to answer, or `idle` after `wait_secs`
+/// (at once when the coordinator shuts down).
 #[utoipa::path(get, path = "/v1/participant/task", tag = "participant", params(PollQuery),
     security(("participant_credential" = [])),
     responses((status = 200, body = TaskResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
@@ -65,11 +66,15 @@ pub async fn poll_task(
         let task = rounds::task_for(&state, &p).await?;
         let due = matches!(&task, TaskResponse::Round(t) if !t.submitted);
         let now = Instant::now();
-        if due || now >= until {
+        // On shutdown the current answer goes out at once, so that the process can exit promptly.
+        if due || now >= until || state.shutdown.is_cancelled() {
             return Ok(ApiJson(task));
         }
         // Woken by this process's changes at once; another process's changes are seen within 500 ms.
-        let _ = tokio::time::timeout((until - now).min(Duration::from_millis(500)), changed).await;
+        tokio::select! {
+            _ = tokio::time::timeout((until - now).min(Duration::from_millis(500)), changed) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
     }
 }
 

@@ -59,6 +59,43 @@ impl TestDb {
     }
 }
 
+/// Overwrites a round's stored server snapshot behind the Store's back (to test what a corrupt one does).
+pub async fn overwrite_server_snapshot(db: &TestDb, round_id: i64, bytes: &[u8]) {
+    use sqlx::Connection;
+    let sql = "UPDATE rounds SET server_state = $1 WHERE id = $2";
+    match &db.schema {
+        None => {
+            let path = db.url.trim_start_matches("sqlite:");
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+                .await
+                .expect("open sqlite");
+            let done = sqlx::query(sql)
+                .bind(bytes)
+                .bind(round_id)
+                .execute(&mut c)
+                .await
+                .expect("update");
+            assert_eq!(done.rows_affected(), 1);
+        }
+        Some(schema) => {
+            let mut c = sqlx::PgConnection::connect(&db.url)
+                .await
+                .expect("open postgres");
+            sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
+                .execute(&mut c)
+                .await
+                .expect("search_path");
+            let done = sqlx::query(sql)
+                .bind(bytes)
+                .bind(round_id)
+                .execute(&mut c)
+                .await
+                .expect("update");
+            assert_eq!(done.rows_affected(), 1);
+        }
+    }
+}
+
 fn hex_suffix() -> String {
     let b: [u8; 6] = rand::random();
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -99,6 +136,16 @@ pub struct CoordinatorProcess {
 impl CoordinatorProcess {
     /// Starts `serve` on a free loopback port against `url` (and `schema`), logging to `log`.
     pub fn start(url: &str, schema: Option<&str>, log: std::path::PathBuf) -> Self {
+        Self::start_with(url, schema, log, &[])
+    }
+
+    /// Like [`CoordinatorProcess::start`], with more arguments (e.g. `--log-json`).
+    pub fn start_with(
+        url: &str,
+        schema: Option<&str>,
+        log: std::path::PathBuf,
+        extra: &[&str],
+    ) -> Self {
         use std::io::BufRead;
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -113,6 +160,7 @@ impl CoordinatorProcess {
         if let Some(s) = schema {
             cmd.args(["--database-schema", s]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().expect("spawn coordinator");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
@@ -137,12 +185,22 @@ impl CoordinatorProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM and wait (graceful shutdown).
-    pub fn terminate(&mut self) {
+    /// SIGTERM, then waits up to `limit` for the process to exit; its exit status, or None if it did not exit.
+    pub async fn terminate_within(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let _ = self.child.wait();
+        let until = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        None
     }
 
     pub fn log_text(&self) -> String {
