@@ -67,7 +67,7 @@ expect_problem "foreign datasource uid" "is not the provisioned datasource uid" 
 expect_problem "broken dashboard JSON" "invalid JSON" \
   "$edit
 sub('dashboards/grafana/confide-privacy.json', '{', '{,')"
-expect_problem "stale data slice" "stale or missing slices" \
+expect_problem "stale data slice" "stale or missing files" \
   "$edit
 sub('deploy/participants/hospital-c/data.csv', '\n1', '\n0')"
 [ "$fails" = 0 ] || { echo "selftest-check-compose: $fails failure(s)" >&2; exit 1; }
