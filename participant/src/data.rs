@@ -170,6 +170,17 @@ impl Standardization {
         }
     }
 
+    /// Reads statistics fixed in advance (the JSON `confide-participant stats` writes); `check` them against the data.
+    pub fn read(path: &Path) -> Result<Standardization, DataError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| DataError::Stats(format!("{file}: invalid statistics JSON: {e}")))
+    }
+
     /// Checks that the statistics describe exactly `data`'s features and are usable.
     pub fn check(&self, data: &Dataset) -> Result<(), DataError> {
         if self.feature_names != data.feature_names {

@@ -424,12 +424,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
     }
     if !args.no_standardize {
         let stats = match &args.stats {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                serde_json::from_str::<Standardization>(&text)
-                    .with_context(|| format!("{}: invalid statistics JSON", path.display()))?
-            }
+            Some(path) => Standardization::read(path)?,
             None => Standardization::compute(&data),
         };
         stats.check(&data)?;
@@ -501,12 +496,7 @@ fn train(args: TrainArgs) -> Result<()> {
     };
     if !args.no_standardize {
         let stats = match &args.stats {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                serde_json::from_str::<Standardization>(&text)
-                    .with_context(|| format!("{}: invalid statistics JSON", path.display()))?
-            }
+            Some(path) => Standardization::read(path)?,
             None => Standardization::compute(&train_set),
         };
         stats.check(&train_set)?;

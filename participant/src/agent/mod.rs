@@ -167,14 +167,7 @@ pub fn load_data(cfg: &config::DataConfig) -> Result<Dataset, AgentError> {
         },
     )?;
     let stats = match &cfg.stats {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                AgentError::Fatal(format!("reading statistics {}: {e}", path.display()))
-            })?;
-            serde_json::from_str::<Standardization>(&text).map_err(|e| {
-                AgentError::Fatal(format!("{}: invalid statistics JSON: {e}", path.display()))
-            })?
-        }
+        Some(path) => Standardization::read(path)?,
         None => {
             tracing::warn!(
                 "no standardisation statistics given (--stats): standardising with the mean and std of the local \
