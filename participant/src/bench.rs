@@ -10,7 +10,8 @@ use tch::{Kind, Tensor};
 
 use crate::dp::GaussianNoise;
 use crate::dpsgd::{
-    DpSgdParams, Optimizer, OptimizerConfig, check_supported, noisy_gradient, plain_gradient,
+    DpSgdParams, Optimizer, OptimizerConfig, PhaseTime, Stopwatch, check_supported,
+    noisy_gradient_timed, plain_gradient_timed,
 };
 use crate::model::Network;
 use crate::train::TrainError;
@@ -29,6 +30,10 @@ pub struct BenchReport {
     pub ratio: f64,
     /// Time to draw one step's noise vector (included in the DP step), in milliseconds.
     pub noise_ms_per_step: f64,
+    /// Where a plain step's time goes (mean over the measured steps, same run).
+    pub plain_phases: Vec<PhaseTime>,
+    /// Where a DP step's time goes (mean over the measured steps, same run).
+    pub dp_phases: Vec<PhaseTime>,
 }
 
 /// Runs `steps` plain and `steps` DP steps (after `warmup` of each) with SGD + momentum,
@@ -66,7 +71,6 @@ pub fn bench_dpsgd(
     let mut plain_opt = Optimizer::new(sgd, plain_net.params().len());
     let mut dp_opt = Optimizer::new(sgd, dp_net.params().len());
     let mut noise = GaussianNoise::from_os_entropy()?;
-    let mut buffer = Vec::new();
     let params = DpSgdParams {
         sampling_rate: 0.01,
         clip_norm: 1.0,
@@ -74,17 +78,31 @@ pub fn bench_dpsgd(
     };
     let expected = batch_size as f64;
 
-    let mut plain_step = || {
-        let (g, _) = plain_gradient(&plain_net, &x, &y);
+    let mut plain_clock = Stopwatch::started();
+    let mut dp_clock = Stopwatch::started();
+    let mut plain_step = |clock: &mut Stopwatch| {
+        clock.resume();
+        let (g, _) = plain_gradient_timed(&plain_net, &x, &y, clock);
         plain_opt.step(plain_net.params_mut(), &g);
+        clock.lap("optimizer");
     };
-    let mut dp_step = || {
-        let (g, _) = noisy_gradient(&dp_net, &x, &y, &params, expected, &mut noise, &mut buffer);
+    let mut dp_step = |clock: &mut Stopwatch| {
+        clock.resume();
+        let (g, _) = noisy_gradient_timed(
+            &dp_net,
+            &x,
+            &y,
+            &params,
+            expected,
+            &mut noise,
+            clock,
+        );
         dp_opt.step(dp_net.params_mut(), &g);
+        clock.lap("optimizer");
     };
     for _ in 0..warmup {
-        plain_step();
-        dp_step();
+        plain_step(&mut Stopwatch::disabled());
+        dp_step(&mut Stopwatch::disabled());
     }
     let blocks = steps.clamp(1, 10);
     let mut plain_time = Duration::ZERO;
@@ -95,12 +113,12 @@ pub fn bench_dpsgd(
         done += k;
         let t = Instant::now();
         for _ in 0..k {
-            plain_step();
+            plain_step(&mut plain_clock);
         }
         plain_time += t.elapsed();
         let t = Instant::now();
         for _ in 0..k {
-            dp_step();
+            dp_step(&mut dp_clock);
         }
         dp_time += t.elapsed();
     }
@@ -126,5 +144,7 @@ pub fn bench_dpsgd(
         dp_steps_per_second: dp_sps,
         ratio: plain_sps / dp_sps,
         noise_ms_per_step: noise_ms,
+        plain_phases: plain_clock.per_step(steps),
+        dp_phases: dp_clock.per_step(steps),
     })
 }

@@ -93,7 +93,6 @@ pub struct LocalTrainer {
     y: Tensor,
     n: usize,
     noise: GaussianNoise,
-    noise_buffer: Vec<f32>,
     sampler: ChaCha20Rng,
     steps: u64,
 }
@@ -158,7 +157,6 @@ impl LocalTrainer {
             y: labels_tensor(&train.labels),
             n: train.len(),
             noise,
-            noise_buffer: Vec::new(),
             sampler,
             steps: 0,
         })
@@ -187,7 +185,6 @@ impl LocalTrainer {
                 &params,
                 q * self.n as f64,
                 &mut self.noise,
-                &mut self.noise_buffer,
             ),
             Mode::NonPrivate { .. } => {
                 let (g, loss) = plain_gradient(&self.net, &xb, &yb);

@@ -165,12 +165,11 @@ fn dp_step_with_no_noise_and_no_clipping_equals_plain_step() {
         let mut opt_plain = Optimizer::new(sgd, plain.params().len());
         let mut opt_private = Optimizer::new(sgd, private.params().len());
         let mut noise = GaussianNoise::from_seed([1; 32]);
-        let mut buffer = Vec::new();
         for _ in 0..3 {
             let (g_plain, _) = plain_gradient(&plain, &x, &y);
             // The expected batch size equals the actual one here, so the divisions agree.
             let (g_private, stats) =
-                noisy_gradient(&private, &x, &y, &params, 16.0, &mut noise, &mut buffer);
+                noisy_gradient(&private, &x, &y, &params, 16.0, &mut noise);
             assert_eq!(stats.batch_size, 16);
             assert_eq!(stats.clipped_fraction, 0.0);
             for (a, b) in g_private.iter().zip(&g_plain) {
@@ -206,7 +205,7 @@ fn noise_has_std_sigma_c_over_expected_batch() {
         noise_multiplier: 1.5,
     };
     let mut noise = GaussianNoise::from_seed([2; 32]);
-    let (g, stats) = noisy_gradient(&net, &x, &y, &params, 4.0, &mut noise, &mut Vec::new());
+    let (g, stats) = noisy_gradient(&net, &x, &y, &params, 4.0, &mut noise);
     assert_eq!(stats.batch_size, 0);
     let all = Tensor::cat(&g.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
     let std = all.std(true).double_value(&[]);
