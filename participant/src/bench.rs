@@ -88,15 +88,7 @@ pub fn bench_dpsgd(
     };
     let mut dp_step = |clock: &mut Stopwatch| {
         clock.resume();
-        let (g, _) = noisy_gradient_timed(
-            &dp_net,
-            &x,
-            &y,
-            &params,
-            expected,
-            &mut noise,
-            clock,
-        );
+        let (g, _) = noisy_gradient_timed(&dp_net, &x, &y, &params, expected, &mut noise, clock);
         dp_opt.step(dp_net.params_mut(), &g);
         clock.lap("optimizer");
     };

@@ -45,6 +45,30 @@ fn cnn() -> ModelSpec {
     }
 }
 
+/// A single-channel input (as for grey images), whose patches take a different path.
+fn cnn_single_channel() -> ModelSpec {
+    ModelSpec::Cnn {
+        input_shape: [1, 5, 5],
+        conv: vec![
+            ConvBlock {
+                out_channels: 3,
+                kernel_size: 3,
+                padding: 1,
+                pool: Some(2),
+            },
+            ConvBlock {
+                out_channels: 2,
+                kernel_size: 2,
+                padding: 1,
+                pool: None,
+            },
+        ],
+        hidden: vec![],
+        activation: Activation::Tanh,
+        num_classes: 2,
+    }
+}
+
 fn batch(spec: &ModelSpec, n: i64, seed: i64) -> (Tensor, Tensor) {
     tch::manual_seed(seed);
     let x = Tensor::randn(
@@ -93,7 +117,7 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn per_example_norms_equal_batch_of_one_norms() {
-    for spec in [mlp(), cnn()] {
+    for spec in [mlp(), cnn(), cnn_single_channel()] {
         let net = Network::new(&spec, &spec.initial_parameters(3)).unwrap();
         let (x, y) = batch(&spec, 9, 1);
         let ghost = clipped_gradient_sum(&net, &x, &y, f64::INFINITY);
@@ -119,7 +143,7 @@ fn per_example_norms_equal_batch_of_one_norms() {
 
 #[test]
 fn clipped_sum_equals_explicit_per_example_loop() {
-    for spec in [mlp(), cnn()] {
+    for spec in [mlp(), cnn(), cnn_single_channel()] {
         let net = Network::new(&spec, &spec.initial_parameters(5)).unwrap();
         let (x, y) = batch(&spec, 12, 2);
         let per_example = per_example_gradients(&net, &x, &y);
@@ -168,8 +192,7 @@ fn dp_step_with_no_noise_and_no_clipping_equals_plain_step() {
         for _ in 0..3 {
             let (g_plain, _) = plain_gradient(&plain, &x, &y);
             // The expected batch size equals the actual one here, so the divisions agree.
-            let (g_private, stats) =
-                noisy_gradient(&private, &x, &y, &params, 16.0, &mut noise);
+            let (g_private, stats) = noisy_gradient(&private, &x, &y, &params, 16.0, &mut noise);
             assert_eq!(stats.batch_size, 16);
             assert_eq!(stats.clipped_fraction, 0.0);
             for (a, b) in g_private.iter().zip(&g_plain) {

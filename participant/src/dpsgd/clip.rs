@@ -4,7 +4,7 @@
 //! `L` being the *sum* of per-example losses, so row `i` of `δ` belongs to example `i` alone):
 //! - `Linear` (`z = a Wᵀ + b`): example `i`'s weight gradient is `δᵢ aᵢᵀ`, so
 //!   `‖∇W‖² = ‖aᵢ‖²‖δᵢ‖²` and `‖∇b‖² = ‖δᵢ‖²`.
-//! - `Conv2d`: with the patch matrix `Pᵢ` (`[L, C·k·k]`, one row per output position) and `δᵢ` as
+//! - `Conv2d`: with the patch matrix `Pᵢ` (`[L, k·k·C]`, one row per output position) and `δᵢ` as
 //!   `[out, L]`, the weight gradient is `δᵢ Pᵢ` and `‖∇W‖² = ⟨Pᵢ Pᵢᵀ, δᵢᵀ δᵢ⟩ = Σ (δᵢ (Pᵢ Pᵢᵀ)) ⊙ δᵢ`
 //!   (the "ghost norm": an `L × L` Gram matrix instead of an `out × C·k·k` gradient); `∇b = Σ_l δᵢ[:, l]`.
 //!
@@ -110,7 +110,8 @@ fn split_flat(flat: &Tensor, layout: &[ParameterInfo]) -> Vec<Tensor> {
         .iter()
         .map(|p| {
             let shape: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
-            flat.narrow(0, p.offset as i64, p.len() as i64).view(shape.as_slice())
+            flat.narrow(0, p.offset as i64, p.len() as i64)
+                .view(shape.as_slice())
         })
         .collect()
 }
@@ -119,35 +120,66 @@ fn split_flat(flat: &Tensor, layout: &[ParameterInfo]) -> Vec<Tensor> {
 struct Prepared {
     /// Index of the layer's weight in the parameter list (its bias follows).
     param: usize,
-    /// Linear: `a` `[B, in]`; Conv2d: the patches `P` as `[B·L, C·k·k]`.
+    /// Linear: `a` `[B, in]`; Conv2d: the patches `P` as `[B·L, k·k·C + 1]`.
     activations: Tensor,
     /// Linear: `δ` `[B, out]`; Conv2d: `δ` as `[B, out, L]`.
     deltas: Tensor,
     sq_norm: Tensor,
 }
 
-/// Patch matrices of a stride-1 convolution with square kernel `k` and zero padding `pad`:
-/// `[B, C, H, W]` → `[B, L, C·k·k]`, row `l` the receptive field of output position `l` in the
-/// (channel, kernel row, kernel column) order of the weight. One strided copy (no im2col, whose
-/// CPU kernel runs one parallel region per example).
-fn patches(a: &Tensor, k: i64, pad: i64) -> Tensor {
+/// What the ghost norm and the clipped sum of a stride-1 convolution need from its input: the
+/// per-example Gram matrices `P Pᵀ` (`[B, L, L]`) of the patch matrices `P` (`[L, F]`, row `l`
+/// the receptive field of output position `l`, then a constant 1 so that the bias rides along
+/// with the weight), and all patches as one `[B·L, F]` matrix for the clipped-sum product.
+/// Features are ordered (kernel row, kernel column, channel), then the 1. Built without im2col
+/// (whose CPU kernel runs one parallel region per example): a single-channel input goes through
+/// one convolution with the identity kernel (plus a constant output channel), a multi-channel one
+/// through one copy of its padded channels-last form.
+fn patches(a: &Tensor, k: i64, pad: i64) -> (Tensor, Tensor) {
     let size = a.size();
     let (b, c, h, w) = (size[0], size[1], size[2], size[3]);
-    let padded = if pad > 0 {
-        a.constant_pad_nd([pad, pad, pad, pad])
-    } else {
-        a.contiguous()
-    };
     let (hp, wp) = (h + 2 * pad, w + 2 * pad);
     let (ho, wo) = (hp - k + 1, wp - k + 1);
-    padded
+    let features = k * k * c;
+    let options = (Kind::Float, tch::Device::Cpu);
+    if c == 1 {
+        // Output channel j < k·k copies kernel position j; channel k·k is the constant 1.
+        let kernel = Tensor::zeros([features + 1, 1, k, k], options);
+        let _ = kernel
+            .narrow(0, 0, features)
+            .copy_(&Tensor::eye(features, options).view([features, 1, k, k]));
+        let bias = Tensor::zeros([features + 1], options);
+        let _ = bias.narrow(0, features, 1).fill_(1.0);
+        // [B, F, L]: Pᵀ per example.
+        let u = a
+            .conv2d(&kernel, Some(&bias), [1, 1], [pad, pad], [1, 1], 1)
+            .view([b, features + 1, ho * wo]);
+        let gram = u.transpose(1, 2).bmm(&u);
+        // [F, B·L] (rows of L contiguous values move as blocks), used transposed.
+        let all = u.permute([1, 0, 2]).contiguous().view([features + 1, -1]);
+        return (gram, all.tr());
+    }
+    // [B, Hp, Wp, C]: a kernel row's k·C values are then contiguous.
+    let padded = a
+        .permute([0, 2, 3, 1])
+        .constant_pad_nd([0, 0, pad, pad, pad, pad])
+        .contiguous();
+    let p = Tensor::empty([b, ho * wo, features + 1], options);
+    let stride = features + 1;
+    let _ = p
         .as_strided(
-            [b, ho, wo, c, k, k],
-            [c * hp * wp, wp, 1, hp * wp, wp, 1],
+            [b, ho, wo, k, k * c],
+            [ho * wo * stride, wo * stride, stride, k * c, 1],
             None,
         )
-        .contiguous()
-        .view([b, ho * wo, c * k * k])
+        .copy_(&padded.as_strided(
+            [b, ho, wo, k, k * c],
+            [hp * wp * c, wp * c, c, wp * c, 1],
+            None,
+        ));
+    let _ = p.narrow(2, features, 1).fill_(1.0);
+    let gram = p.bmm(&p.transpose(1, 2));
+    (gram, p.view([-1, features + 1]))
 }
 
 fn prepare(net: &Network, r: &Recorded, delta: Tensor) -> Prepared {
@@ -162,24 +194,18 @@ fn prepare(net: &Network, r: &Recorded, delta: Tensor) -> Prepared {
         } => {
             let size = delta.size();
             let (batch, out) = (size[0], size[1]);
-            let p = patches(&r.input, kernel_size as i64, padding as i64);
+            let (gram, all_patches) = patches(&r.input, kernel_size as i64, padding as i64);
             let d = delta.view([batch, out, -1]);
-            // ‖∇W‖² = Σ (δ (P Pᵀ)) ⊙ δ per example.
-            let gram = p.bmm(&p.transpose(1, 2));
+            // ‖∇W‖² + ‖∇b‖² = Σ (δ (P Pᵀ)) ⊙ δ per example (P with its column of ones).
             let mut dg = d.bmm(&gram);
-            let sq_w = dg
+            let sq_norm = dg
                 .g_mul_(&d)
                 .sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float);
-            let sq_b = d
-                .sum_dim_intlist([2i64].as_slice(), false, Kind::Float)
-                .square()
-                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
-            let ckk = p.size()[2];
             Prepared {
                 param,
-                activations: p.view([-1, ckk]),
+                activations: all_patches,
                 deltas: d,
-                sq_norm: sq_w + sq_b,
+                sq_norm,
             }
         }
         _ => {
@@ -213,11 +239,17 @@ impl Prepared {
                 .deltas
                 .permute([1, 0, 2])
                 .mul_out(&scaled, &factors.view([1, -1, 1]));
-            let _ = bias.g_add_(&scaled.sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float));
-            // [out, B·L] × [B·L, C·k·k] into the [out, C, k, k] weight viewed as a matrix.
-            let _ = weight
-                .view([out, -1])
-                .addmm_(&scaled.view([out, -1]), &self.activations);
+            // [out, B·L] × [B·L, k·k·C + 1]: the weight in (row, column, channel) order
+            // (reordered to the weight's [out, C, k, k]), then the bias.
+            let sum = scaled.view([out, -1]).mm(&self.activations);
+            let w = weight.size();
+            let features = w[1] * w[2] * w[3];
+            let _ = weight.g_add_(
+                &sum.narrow(1, 0, features)
+                    .view([out, w[2], w[3], w[1]])
+                    .permute([0, 3, 1, 2]),
+            );
+            let _ = bias.g_add_(&sum.select(1, features));
         } else {
             let scaled = &self.deltas * factors.view([-1, 1]);
             let _ = bias.g_add_(&scaled.sum_dim_intlist([0i64].as_slice(), false, Kind::Float));

@@ -19,8 +19,8 @@ use thiserror::Error;
 
 use crate::model::{Network, cross_entropy_sum};
 pub use clip::{ClippedBatch, clipped_gradient_sum, clipped_gradient_sum_into};
-pub use phases::{PhaseTime, Stopwatch};
 pub use optimizer::{Optimizer, OptimizerConfig};
+pub use phases::{PhaseTime, Stopwatch};
 
 /// A model the clipper cannot handle, reported before training starts.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

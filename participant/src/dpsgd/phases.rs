@@ -9,7 +9,8 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 pub struct Stopwatch {
     last: Option<Instant>,
-    laps: Vec<(&'static str, Duration)>,
+    /// Per phase: total time and the shortest single lap.
+    laps: Vec<(&'static str, Duration, Duration)>,
 }
 
 impl Stopwatch {
@@ -31,9 +32,12 @@ impl Stopwatch {
         if let Some(last) = self.last {
             let now = Instant::now();
             let spent = now - last;
-            match self.laps.iter_mut().find(|(p, _)| *p == phase) {
-                Some((_, total)) => *total += spent,
-                None => self.laps.push((phase, spent)),
+            match self.laps.iter_mut().find(|(p, _, _)| *p == phase) {
+                Some((_, total, fastest)) => {
+                    *total += spent;
+                    *fastest = (*fastest).min(spent);
+                }
+                None => self.laps.push((phase, spent, spent)),
             }
             self.last = Some(now);
         }
@@ -50,9 +54,10 @@ impl Stopwatch {
     pub fn per_step(&self, steps: u64) -> Vec<PhaseTime> {
         self.laps
             .iter()
-            .map(|(phase, total)| PhaseTime {
+            .map(|(phase, total, fastest)| PhaseTime {
                 phase,
                 ms_per_step: total.as_secs_f64() * 1e3 / steps.max(1) as f64,
+                fastest_ms: fastest.as_secs_f64() * 1e3,
             })
             .collect()
     }
@@ -62,5 +67,8 @@ impl Stopwatch {
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseTime {
     pub phase: &'static str,
+    /// Mean wall time per step.
     pub ms_per_step: f64,
+    /// The shortest time this phase took in any one step (least disturbed by other load).
+    pub fastest_ms: f64,
 }
