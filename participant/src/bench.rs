@@ -1,6 +1,6 @@
 //! `bench dpsgd`: plain SGD steps against DP-SGD steps (ghost clipping + OS-seeded noise) for the
-//! same model, on the same synthetic batch, measured in one run. Blocks of the two kinds alternate so
-//! that a change in machine load hits both alike.
+//! same model, on the same synthetic batch, measured in one run. Steps of the two kinds alternate so
+//! that a change in machine load hits both alike; each phase of a step is timed as well.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,13 @@ pub struct BenchReport {
     pub dp_steps_per_second: f64,
     /// DP step time over plain step time (`plain_steps_per_second / dp_steps_per_second`).
     pub ratio: f64,
+    /// Median wall time of one plain step.
+    pub plain_median_ms: f64,
+    /// Median wall time of one DP step.
+    pub dp_median_ms: f64,
+    /// `dp_median_ms / plain_median_ms`: on a shared machine, less swayed than `ratio` by the occasional step
+    /// that waited for the CPU.
+    pub median_ratio: f64,
     /// Time to draw one step's noise vector (included in the DP step), in milliseconds.
     pub noise_ms_per_step: f64,
     /// Where a plain step's time goes (mean over the measured steps, same run).
@@ -46,6 +53,7 @@ pub fn bench_dpsgd(
 ) -> Result<BenchReport, TrainError> {
     spec.validate()?;
     check_supported(spec)?;
+    crate::memory::keep_freed_memory_for_reuse();
     if batch_size == 0 || steps == 0 {
         return Err(TrainError::InvalidParams(
             "batch size and steps must be at least 1".into(),
@@ -96,24 +104,21 @@ pub fn bench_dpsgd(
         plain_step(&mut Stopwatch::disabled());
         dp_step(&mut Stopwatch::disabled());
     }
-    let blocks = steps.clamp(1, 10);
-    let mut plain_time = Duration::ZERO;
-    let mut dp_time = Duration::ZERO;
-    let mut done = 0;
-    for block in 0..blocks {
-        let k = (steps * (block + 1)) / blocks - done;
-        done += k;
+    // Single steps alternate, so that a change in machine load hits both kinds alike.
+    let mut plain_times = Vec::with_capacity(steps as usize);
+    let mut dp_times = Vec::with_capacity(steps as usize);
+    for _ in 0..steps {
         let t = Instant::now();
-        for _ in 0..k {
-            plain_step(&mut plain_clock);
-        }
-        plain_time += t.elapsed();
+        plain_step(&mut plain_clock);
+        plain_times.push(t.elapsed());
         let t = Instant::now();
-        for _ in 0..k {
-            dp_step(&mut dp_clock);
-        }
-        dp_time += t.elapsed();
+        dp_step(&mut dp_clock);
+        dp_times.push(t.elapsed());
     }
+    let plain_time: Duration = plain_times.iter().sum();
+    let dp_time: Duration = dp_times.iter().sum();
+    let plain_median = median_ms(&mut plain_times);
+    let dp_median = median_ms(&mut dp_times);
 
     let mut noise_only = GaussianNoise::from_os_entropy()?;
     let mut v = vec![0f32; spec.num_parameters()];
@@ -135,8 +140,23 @@ pub fn bench_dpsgd(
         plain_steps_per_second: plain_sps,
         dp_steps_per_second: dp_sps,
         ratio: plain_sps / dp_sps,
+        plain_median_ms: plain_median,
+        dp_median_ms: dp_median,
+        median_ratio: dp_median / plain_median,
         noise_ms_per_step: noise_ms,
         plain_phases: plain_clock.per_step(steps),
         dp_phases: dp_clock.per_step(steps),
     })
+}
+
+/// Median of `times` in milliseconds (`times` non-empty; sorted in place).
+fn median_ms(times: &mut [Duration]) -> f64 {
+    times.sort_unstable();
+    let mid = times.len() / 2;
+    let median = if times.len() % 2 == 0 {
+        (times[mid - 1] + times[mid]) / 2
+    } else {
+        times[mid]
+    };
+    median.as_secs_f64() * 1e3
 }

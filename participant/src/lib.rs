@@ -6,10 +6,12 @@
 //! - [`dpsgd`]: Poisson sampling, ghost-norm clipping, noise, SGD/Adam.
 //! - [`train`]: the local training loop; [`train::train_round`] is what the agent calls per round.
 //! - [`bench`]: plain vs DP step speed.
+//! - [`memory`]: allocator settings that keep a training loop from remapping memory every step.
 
 pub mod bench;
 pub mod data;
 pub mod dpsgd;
+pub mod memory;
 pub mod model;
 pub mod train;
 

@@ -209,14 +209,14 @@ fn prepare(net: &Network, r: &Recorded, delta: Tensor) -> Prepared {
             }
         }
         _ => {
-            // Linear on [B, in].
+            // Linear on [B, in]: ‖∇W‖² + ‖∇b‖² = ‖δ‖²(‖a‖² + 1), each norm one fused reduction.
             let sq_a = r
                 .input
-                .square()
-                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+                .norm_scalaropt_dim(2, [1i64].as_slice(), false)
+                .square();
             let sq_d = delta
-                .square()
-                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+                .norm_scalaropt_dim(2, [1i64].as_slice(), false)
+                .square();
             Prepared {
                 param,
                 activations: r.input.shallow_clone(),
@@ -251,8 +251,9 @@ impl Prepared {
             );
             let _ = bias.g_add_(&sum.select(1, features));
         } else {
+            // bias += δᵀ f, weight += (f ⊙ δ)ᵀ a.
+            let _ = bias.addmv_(&self.deltas.tr(), factors);
             let scaled = &self.deltas * factors.view([-1, 1]);
-            let _ = bias.g_add_(&scaled.sum_dim_intlist([0i64].as_slice(), false, Kind::Float));
             let _ = weight.addmm_(&scaled.tr(), &self.activations);
         }
     }
