@@ -153,7 +153,7 @@ pub fn bench_dpsgd(
 fn median_ms(times: &mut [Duration]) -> f64 {
     times.sort_unstable();
     let mid = times.len() / 2;
-    let median = if times.len() % 2 == 0 {
+    let median = if times.len().is_multiple_of(2) {
         (times[mid - 1] + times[mid]) / 2
     } else {
         times[mid]

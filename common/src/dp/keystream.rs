@@ -265,8 +265,8 @@ mod tests {
         reference.next_group(&mut groups[0]);
         reference.next_group(&mut groups[1]);
         assert_eq!(first, groups[0]);
-        for i in 0..GROUP_WORDS {
-            assert_eq!(blocks.next_u32(), groups[1][i]);
+        for &want in &groups[1] {
+            assert_eq!(blocks.next_u32(), want);
         }
     }
 }

@@ -333,8 +333,9 @@ fn ziggurat_block<const ADD: bool, R: Rng>(
             set &= set - 1;
         }
     }
-    for i in words.len() - tail..words.len() {
-        if rejected[i] != 0 {
+    let tail_start = words.len() - tail;
+    for (i, &flag) in rejected.iter().enumerate().skip(tail_start) {
+        if flag != 0 {
             finish(i);
         }
     }

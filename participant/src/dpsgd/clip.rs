@@ -4,16 +4,23 @@
 //! `L` being the *sum* of per-example losses, so row `i` of `δ` belongs to example `i` alone):
 //! - `Linear` (`z = a Wᵀ + b`): example `i`'s weight gradient is `δᵢ aᵢᵀ`, so
 //!   `‖∇W‖² = ‖aᵢ‖²‖δᵢ‖²` and `‖∇b‖² = ‖δᵢ‖²`.
-//! - `Conv2d`: with the patch matrix `Pᵢ` (`[L, k·k·C]`, one row per output position) and `δᵢ` as
-//!   `[out, L]`, the weight gradient is `δᵢ Pᵢ` and `‖∇W‖² = ⟨Pᵢ Pᵢᵀ, δᵢᵀ δᵢ⟩ = Σ (δᵢ (Pᵢ Pᵢᵀ)) ⊙ δᵢ`
-//!   (the "ghost norm": an `L × L` Gram matrix instead of an `out × C·k·k` gradient); `∇b = Σ_l δᵢ[:, l]`.
+//! - `Conv2d`: with the patch matrix `Pᵢ` (`[L, k·k·C + 1]`: one row per output position, its
+//!   receptive field followed by a 1 that carries the bias) and `δᵢ` as `[out, L]`, the weight and
+//!   bias gradient together is `δᵢ Pᵢ` and `‖∇W‖² + ‖∇b‖² = ⟨Pᵢ Pᵢᵀ, δᵢᵀ δᵢ⟩ = Σ (δᵢ (Pᵢ Pᵢᵀ)) ⊙ δᵢ`
+//!   (the "ghost norm": an `L × L` Gram matrix instead of an `out × (C·k·k + 1)` gradient).
 //!
 //! The norms over *all* layers give clip factors `cᵢ = min(1, C / (‖gᵢ‖ + 1e-6))` (Opacus'
-//! formula), and the clipped sum `Σᵢ cᵢ gᵢ` of each layer is one product: `(c ⊙ δ)ᵀ a` for Linear,
-//! `(c ⊙ δ) P` over all examples and positions for Conv2d (book-keeping: `a`, `P` and `δ` are
-//! kept from the single forward/backward pass; the weight-gradient products of a normal backward
-//! pass are never computed). The product accumulates (`addmm_`) into a caller-provided base, so
+//! formula), and the clipped sum `Σᵢ cᵢ gᵢ` of each layer is one product: `(c ⊙ δ)ᵀ a` (and
+//! `δᵀ c` for the bias) for Linear, `(c ⊙ δ) P` over all examples and positions for Conv2d
+//! (book-keeping: `a`, `P` and `δ` are kept from the single forward/backward pass; the
+//! weight-gradient products of a normal backward pass are never computed, and no per-example
+//! gradient is ever formed). The products accumulate (`addmm_`) into a caller-provided base, so
 //! the Gaussian noise of a DP step is added by the matrix product itself, not by a separate pass.
+//!
+//! Measured costs that shaped this (2 cores): torch's CPU `im2col` runs one parallel region per
+//! example, so patches come from one identity-kernel convolution (single-channel input) or one
+//! strided copy of the channels-last input; the Gram matrices of the first digits-CNN layer are
+//! 4 MB per batch, which is why training keeps freed memory for reuse ([`crate::memory`]).
 
 use confide_common::model::{Layer, ParameterInfo};
 use tch::{Kind, Tensor};
@@ -83,10 +90,10 @@ pub fn clipped_gradient_sum_into(
         .zip(deltas)
         .map(|(r, d)| prepare(net, r, d))
         .collect();
-    let mut sq_norms = prepared[0].sq_norm.shallow_clone();
-    for p in &prepared[1..] {
-        sq_norms = sq_norms + &p.sq_norm;
-    }
+    let sq_norms = prepared.iter().fold(
+        Tensor::zeros([batch], (Kind::Float, tch::Device::Cpu)),
+        |sum, p| sum + &p.sq_norm,
+    );
     let norms = sq_norms.sqrt();
     // scale · min(1, C / (‖g‖ + ε)).
     let factors = ((&norms + NORM_EPSILON).reciprocal() * clip_norm).clamp_max(1.0) * scale;
@@ -145,7 +152,7 @@ fn patches(a: &Tensor, k: i64, pad: i64) -> (Tensor, Tensor) {
     if c == 1 {
         // Output channel j < k·k copies kernel position j; channel k·k is the constant 1.
         let kernel = Tensor::zeros([features + 1, 1, k, k], options);
-        let _ = kernel
+        kernel
             .narrow(0, 0, features)
             .copy_(&Tensor::eye(features, options).view([features, 1, k, k]));
         let bias = Tensor::zeros([features + 1], options);
@@ -166,17 +173,16 @@ fn patches(a: &Tensor, k: i64, pad: i64) -> (Tensor, Tensor) {
         .contiguous();
     let p = Tensor::empty([b, ho * wo, features + 1], options);
     let stride = features + 1;
-    let _ = p
-        .as_strided(
-            [b, ho, wo, k, k * c],
-            [ho * wo * stride, wo * stride, stride, k * c, 1],
-            None,
-        )
-        .copy_(&padded.as_strided(
-            [b, ho, wo, k, k * c],
-            [hp * wp * c, wp * c, c, wp * c, 1],
-            None,
-        ));
+    p.as_strided(
+        [b, ho, wo, k, k * c],
+        [ho * wo * stride, wo * stride, stride, k * c, 1],
+        None,
+    )
+    .copy_(&padded.as_strided(
+        [b, ho, wo, k, k * c],
+        [hp * wp * c, wp * c, c, wp * c, 1],
+        None,
+    ));
     let _ = p.narrow(2, features, 1).fill_(1.0);
     let gram = p.bmm(&p.transpose(1, 2));
     (gram, p.view([-1, features + 1]))
