@@ -237,6 +237,41 @@ fn noise_has_std_sigma_c_over_expected_batch() {
 }
 
 #[test]
+fn noise_drawn_on_torch_threads_is_the_samplers_noise() {
+    // 20,010 parameters: two chunks, so the draw runs on torch's OpenMP team; it must be exactly what the
+    // sampler gives for the same seed, every element drawn.
+    tch::set_num_threads(2);
+    let spec = ModelSpec::LogisticRegression {
+        input_dim: 2000,
+        num_classes: 10,
+    };
+    let net = Network::new(&spec, &spec.initial_parameters(0)).unwrap();
+    let x = Tensor::zeros([0, 2000], (Kind::Float, tch::Device::Cpu));
+    let y = Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu));
+    let params = DpSgdParams {
+        sampling_rate: 0.01,
+        clip_norm: 2.0,
+        noise_multiplier: 1.5,
+    };
+    let (g, _) = noisy_gradient(
+        &net,
+        &x,
+        &y,
+        &params,
+        4.0,
+        &mut GaussianNoise::from_seed([4; 32]),
+    );
+    let got: Vec<f32> = g
+        .iter()
+        .flat_map(|t| Vec::<f32>::try_from(t.reshape([-1])).unwrap())
+        .collect();
+    let mut want = vec![0.0f32; spec.num_parameters()];
+    GaussianNoise::from_seed([4; 32]).fill_f32(&mut want, 1.5 * 2.0 / 4.0);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "noise differs from the sampler's");
+}
+
+#[test]
 fn poisson_sampling_frequency_matches_rate() {
     let mut rng = ChaCha20Rng::seed_from_u64(11);
     let (n, q, draws) = (2000usize, 0.05, 400);

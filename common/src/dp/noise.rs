@@ -17,6 +17,8 @@ use chacha20::ChaCha20Rng;
 use rand::rngs::SysRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
+use std::sync::{Mutex, PoisonError};
+
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
@@ -81,11 +83,55 @@ impl GaussianNoise {
     /// # Panics
     /// If `std_dev` is negative, NaN or infinite.
     pub fn fill_f32(&mut self, out: &mut [f32], std_dev: f64) {
-        check_std_dev(std_dev);
-        let tables = ziggurat_tables();
-        self.for_each_chunk(out, |rng, chunk| {
-            ziggurat_fill::<false>(tables, rng, chunk, std_dev);
+        self.fill_f32_with(out, std_dev, |chunks, fill| {
+            // A single chunk is filled on this thread (after `parallel_for` returns).
+            if chunks > 1 {
+                (0..chunks).into_par_iter().for_each(fill);
+            }
         });
+    }
+
+    /// [`Self::fill_f32`] with the chunks spread over threads by `parallel_for`, which is handed the number of
+    /// chunks and a function that fills chunk `i` (safe to call from any thread, in any order). A caller that
+    /// already has a thread team busy-waiting for work (torch's OpenMP threads) can run the chunks there instead
+    /// of waking rayon's threads to compete with it. The output depends only on the master generator, never on
+    /// how the chunks were run, and every chunk is filled: any that `parallel_for` left out are filled here.
+    ///
+    /// # Panics
+    /// If `std_dev` is negative, NaN or infinite.
+    pub fn fill_f32_with<P>(&mut self, out: &mut [f32], std_dev: f64, parallel_for: P)
+    where
+        P: FnOnce(usize, &(dyn Fn(usize) + Sync)),
+    {
+        check_std_dev(std_dev);
+        if out.is_empty() {
+            return;
+        }
+        let tables = ziggurat_tables();
+        let mut key = [0u8; 32];
+        self.master.fill_bytes(&mut key);
+        // A chunk's slice leaves its slot only once filled, so a chunk whose filling was interrupted (by a
+        // panic on some thread) is filled again, with the same values, by the check below.
+        let chunks: Vec<Mutex<Option<&mut [f32]>>> = out
+            .chunks_mut(CHUNK_LEN)
+            .map(|c| Mutex::new(Some(c)))
+            .collect();
+        let fill = |index: usize| {
+            let Some(slot) = chunks.get(index) else {
+                return;
+            };
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(chunk) = slot.as_deref_mut() {
+                let mut rng = ChaCha20Blocks::new(&key, index as u64);
+                ziggurat_fill::<false>(tables, &mut rng, chunk, std_dev);
+                *slot = None;
+            }
+        };
+        parallel_for(chunks.len(), &fill);
+        for index in 0..chunks.len() {
+            fill(index);
+        }
+        key.zeroize();
     }
 
     /// Draws a fresh key from the master generator and runs `f` on every chunk with the chunk's own stream.
@@ -516,6 +562,28 @@ mod tests {
             .expect("thread pool")
             .install(|| GaussianNoise::from_seed([5; 32]).fill_f32(&mut b, 1.0));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn fill_is_the_same_however_the_chunks_are_run() {
+        let n = 4 * CHUNK_LEN + 99;
+        let mut want = vec![0.0f32; n];
+        GaussianNoise::from_seed([12; 32]).fill_f32(&mut want, 0.8);
+        // Serially in reverse order.
+        let mut got = vec![0.0f32; n];
+        GaussianNoise::from_seed([12; 32]).fill_f32_with(&mut got, 0.8, |chunks, fill| {
+            (0..chunks).rev().for_each(fill)
+        });
+        assert_eq!(got, want);
+        // Some chunks run twice, some never: each is still filled exactly once, with the same values.
+        let mut got = vec![f32::NAN; n];
+        GaussianNoise::from_seed([12; 32]).fill_f32_with(&mut got, 0.8, |chunks, fill| {
+            assert_eq!(chunks, 5);
+            fill(1);
+            fill(1);
+            fill(3);
+        });
+        assert_eq!(got, want);
     }
 
     #[test]

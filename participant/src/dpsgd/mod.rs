@@ -14,6 +14,7 @@ pub mod phases;
 use crate::dp::GaussianNoise;
 use confide_common::model::{Layer, ModelSpec};
 use rand::{Rng, RngExt};
+use rayon::prelude::*;
 use tch::Tensor;
 use thiserror::Error;
 
@@ -171,7 +172,13 @@ fn noise_vector(noise: &mut GaussianNoise, len: usize, std_dev: f64) -> Tensor {
     // elements, so its data pointer is valid and aligned for `len` f32 values; nothing else refers
     // to its storage until this function returns, so the slice is the only access meanwhile.
     let data = unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<f32>(), len) };
-    noise.fill_f32(data, std_dev);
+    // On torch's own OpenMP team, which is spinning between torch operations anyway (see `crate::omp`).
+    let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
+    noise.fill_f32_with(data, std_dev, |chunks, fill| {
+        if chunks > 1 && !crate::omp::parallel_for(chunks, threads, fill) {
+            (0..chunks).into_par_iter().for_each(fill);
+        }
+    });
     tensor
 }
 
