@@ -47,30 +47,33 @@ pub struct ClippedBatch {
 /// (`f64::INFINITY` = no clipping). The network must contain only Linear and Conv2d parameters
 /// (see [`super::check_supported`]).
 pub fn clipped_gradient_sum(net: &Network, x: &Tensor, y: &Tensor, clip_norm: f64) -> ClippedBatch {
-    let base = Tensor::zeros(
-        [net.num_parameters() as i64],
-        (Kind::Float, tch::Device::Cpu),
-    );
+    let base = || {
+        Tensor::zeros(
+            [net.num_parameters() as i64],
+            (Kind::Float, tch::Device::Cpu),
+        )
+    };
     clipped_gradient_sum_into(net, x, y, clip_norm, 1.0, base, &mut Stopwatch::disabled())
 }
 
-/// `base + scale · Σᵢ cᵢ gᵢ`, with `base` a flat `[num_parameters]` f32 tensor in layout order
-/// whose storage the result takes over (each returned gradient is a view of it). Phases are
-/// charged to `clock`.
+/// `base + scale · Σᵢ cᵢ gᵢ`, with `base()` a flat `[num_parameters]` f32 tensor in layout order
+/// whose storage the result takes over (each returned gradient is a view of it). `base` is called
+/// after the forward and backward passes, right before the products that read it: a noise vector
+/// drawn then is still in cache, and has not pushed the weights out of it before the forward pass.
+/// Phases are charged to `clock` (the call to `base` as "noise draw").
 pub fn clipped_gradient_sum_into(
     net: &Network,
     x: &Tensor,
     y: &Tensor,
     clip_norm: f64,
     scale: f64,
-    base: Tensor,
+    base: impl FnOnce() -> Tensor,
     clock: &mut Stopwatch,
 ) -> ClippedBatch {
-    let mut grads = split_flat(&base, net.layout());
     let batch = y.size()[0];
     if batch == 0 {
         return ClippedBatch {
-            clipped_sum: grads,
+            clipped_sum: split_flat(&base(), net.layout()),
             norms: Tensor::zeros([0], (Kind::Float, tch::Device::Cpu)),
             loss_sum: 0.0,
         };
@@ -99,6 +102,8 @@ pub fn clipped_gradient_sum_into(
     let factors = ((&norms + NORM_EPSILON).reciprocal() * clip_norm).clamp_max(1.0) * scale;
     clock.lap("per-example norms");
 
+    let mut grads = split_flat(&base(), net.layout());
+    clock.lap("noise draw");
     for p in &prepared {
         let (w, b) = grads.split_at_mut(p.param + 1);
         p.add_clipped_sum(&factors, &mut w[p.param], &mut b[0]);

@@ -124,8 +124,7 @@ pub fn noisy_gradient_timed(
     } else {
         params.noise_multiplier * params.clip_norm / expected_batch
     };
-    let base = noise_vector(noise, net.num_parameters(), std_dev);
-    clock.lap("noise draw");
+    let base = || noise_vector(noise, net.num_parameters(), std_dev);
     let batch = clipped_gradient_sum_into(
         net,
         x,
