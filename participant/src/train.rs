@@ -93,7 +93,6 @@ pub struct LocalTrainer {
     y: Tensor,
     n: usize,
     noise: GaussianNoise,
-    noise_buffer: Vec<f32>,
     sampler: ChaCha20Rng,
     steps: u64,
 }
@@ -145,6 +144,7 @@ impl LocalTrainer {
             return Err(TrainError::LabelOutOfRange { num_classes });
         }
         let net = Network::new(spec, initial)?;
+        crate::memory::keep_freed_memory_for_reuse();
         let sampler = match sampler_seed {
             Some(seed) => ChaCha20Rng::seed_from_u64(seed),
             None => ChaCha20Rng::try_from_rng(&mut rand::rngs::SysRng)
@@ -158,7 +158,6 @@ impl LocalTrainer {
             y: labels_tensor(&train.labels),
             n: train.len(),
             noise,
-            noise_buffer: Vec::new(),
             sampler,
             steps: 0,
         })
@@ -187,7 +186,6 @@ impl LocalTrainer {
                 &params,
                 q * self.n as f64,
                 &mut self.noise,
-                &mut self.noise_buffer,
             ),
             Mode::NonPrivate { .. } => {
                 let (g, loss) = plain_gradient(&self.net, &xb, &yb);

@@ -45,6 +45,30 @@ fn cnn() -> ModelSpec {
     }
 }
 
+/// A single-channel input (as for grey images), whose patches take a different path.
+fn cnn_single_channel() -> ModelSpec {
+    ModelSpec::Cnn {
+        input_shape: [1, 5, 5],
+        conv: vec![
+            ConvBlock {
+                out_channels: 3,
+                kernel_size: 3,
+                padding: 1,
+                pool: Some(2),
+            },
+            ConvBlock {
+                out_channels: 2,
+                kernel_size: 2,
+                padding: 1,
+                pool: None,
+            },
+        ],
+        hidden: vec![],
+        activation: Activation::Tanh,
+        num_classes: 2,
+    }
+}
+
 fn batch(spec: &ModelSpec, n: i64, seed: i64) -> (Tensor, Tensor) {
     tch::manual_seed(seed);
     let x = Tensor::randn(
@@ -93,7 +117,7 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn per_example_norms_equal_batch_of_one_norms() {
-    for spec in [mlp(), cnn()] {
+    for spec in [mlp(), cnn(), cnn_single_channel()] {
         let net = Network::new(&spec, &spec.initial_parameters(3)).unwrap();
         let (x, y) = batch(&spec, 9, 1);
         let ghost = clipped_gradient_sum(&net, &x, &y, f64::INFINITY);
@@ -119,7 +143,7 @@ fn per_example_norms_equal_batch_of_one_norms() {
 
 #[test]
 fn clipped_sum_equals_explicit_per_example_loop() {
-    for spec in [mlp(), cnn()] {
+    for spec in [mlp(), cnn(), cnn_single_channel()] {
         let net = Network::new(&spec, &spec.initial_parameters(5)).unwrap();
         let (x, y) = batch(&spec, 12, 2);
         let per_example = per_example_gradients(&net, &x, &y);
@@ -165,12 +189,10 @@ fn dp_step_with_no_noise_and_no_clipping_equals_plain_step() {
         let mut opt_plain = Optimizer::new(sgd, plain.params().len());
         let mut opt_private = Optimizer::new(sgd, private.params().len());
         let mut noise = GaussianNoise::from_seed([1; 32]);
-        let mut buffer = Vec::new();
         for _ in 0..3 {
             let (g_plain, _) = plain_gradient(&plain, &x, &y);
             // The expected batch size equals the actual one here, so the divisions agree.
-            let (g_private, stats) =
-                noisy_gradient(&private, &x, &y, &params, 16.0, &mut noise, &mut buffer);
+            let (g_private, stats) = noisy_gradient(&private, &x, &y, &params, 16.0, &mut noise);
             assert_eq!(stats.batch_size, 16);
             assert_eq!(stats.clipped_fraction, 0.0);
             for (a, b) in g_private.iter().zip(&g_plain) {
@@ -206,12 +228,47 @@ fn noise_has_std_sigma_c_over_expected_batch() {
         noise_multiplier: 1.5,
     };
     let mut noise = GaussianNoise::from_seed([2; 32]);
-    let (g, stats) = noisy_gradient(&net, &x, &y, &params, 4.0, &mut noise, &mut Vec::new());
+    let (g, stats) = noisy_gradient(&net, &x, &y, &params, 4.0, &mut noise);
     assert_eq!(stats.batch_size, 0);
     let all = Tensor::cat(&g.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
     let std = all.std(true).double_value(&[]);
     let want = 1.5 * 2.0 / 4.0;
     assert!((std - want).abs() < 0.05 * want, "std {std}, want {want}");
+}
+
+#[test]
+fn noise_drawn_on_torch_threads_is_the_samplers_noise() {
+    // 20,010 parameters: two chunks, so the draw runs on torch's OpenMP team; it must be exactly what the
+    // sampler gives for the same seed, every element drawn.
+    tch::set_num_threads(2);
+    let spec = ModelSpec::LogisticRegression {
+        input_dim: 2000,
+        num_classes: 10,
+    };
+    let net = Network::new(&spec, &spec.initial_parameters(0)).unwrap();
+    let x = Tensor::zeros([0, 2000], (Kind::Float, tch::Device::Cpu));
+    let y = Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu));
+    let params = DpSgdParams {
+        sampling_rate: 0.01,
+        clip_norm: 2.0,
+        noise_multiplier: 1.5,
+    };
+    let (g, _) = noisy_gradient(
+        &net,
+        &x,
+        &y,
+        &params,
+        4.0,
+        &mut GaussianNoise::from_seed([4; 32]),
+    );
+    let got: Vec<f32> = g
+        .iter()
+        .flat_map(|t| Vec::<f32>::try_from(t.reshape([-1])).unwrap())
+        .collect();
+    let mut want = vec![0.0f32; spec.num_parameters()];
+    GaussianNoise::from_seed([4; 32]).fill_f32(&mut want, 1.5 * 2.0 / 4.0);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "noise differs from the sampler's");
 }
 
 #[test]

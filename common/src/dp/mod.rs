@@ -7,6 +7,7 @@
 pub mod analytic_gaussian;
 pub mod calibrate;
 mod error;
+mod keystream;
 pub mod ledger;
 pub mod noise;
 pub mod pld;

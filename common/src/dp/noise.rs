@@ -4,18 +4,26 @@
 //! `rand_distr::StandardNormal` (64 random bits per draw, full f64 resolution); bulk f32 calls use a 128-layer
 //! ziggurat (Marsaglia & Tsang 2000, with independent bits for layer, sign and position as Doornik 2005 advises)
 //! that needs only 32 random bits per draw in its fast path — f32 output cannot hold more resolution, and the
-//! ChaCha20 keystream is the dominant cost. Bulk calls ([`GaussianNoise::add_to_f32`], [`GaussianNoise::fill_f32`])
+//! ChaCha20 keystream is the dominant cost. The bulk path takes the keystream sixteen ChaCha20 blocks (256 words)
+//! at a time (AVX-512 when the CPU has it, see `keystream`), runs the fast path over the whole group in one
+//! branch-free loop (vectorised with AVX-512 or AVX2 when the CPU has them; same IEEE operations, so the same
+//! output bit for bit), and only then finishes the few draws (≈ 2.8 %) that fell outside the rectangles, with
+//! further words of the same stream. Bulk calls ([`GaussianNoise::add_to_f32`], [`GaussianNoise::fill_f32`])
 //! draw a fresh 256-bit key from the master generator and give every chunk of the output its own
 //! ChaCha20 stream under that key, so chunks are filled in parallel (rayon) yet the result depends only
-//! on the master generator's state, not on thread scheduling.
+//! on the master generator's state, not on thread scheduling or the CPU.
 
 use chacha20::ChaCha20Rng;
 use rand::rngs::SysRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
+use std::sync::{Mutex, PoisonError};
+
 use rayon::prelude::*;
+use zeroize::Zeroize;
 
 use super::DpError;
+use super::keystream::{ChaCha20Blocks, GROUP_WORDS};
 
 /// Elements per parallel chunk; each chunk draws from its own ChaCha20 stream.
 const CHUNK_LEN: usize = 1 << 14;
@@ -66,9 +74,7 @@ impl GaussianNoise {
         check_std_dev(std_dev);
         let tables = ziggurat_tables();
         self.for_each_chunk(out, |rng, chunk| {
-            for x in chunk {
-                *x = (f64::from(*x) + std_dev * ziggurat32(tables, rng)) as f32;
-            }
+            ziggurat_fill::<true>(tables, rng, chunk, std_dev);
         });
     }
 
@@ -77,19 +83,61 @@ impl GaussianNoise {
     /// # Panics
     /// If `std_dev` is negative, NaN or infinite.
     pub fn fill_f32(&mut self, out: &mut [f32], std_dev: f64) {
-        check_std_dev(std_dev);
-        let tables = ziggurat_tables();
-        self.for_each_chunk(out, |rng, chunk| {
-            for x in chunk {
-                *x = (std_dev * ziggurat32(tables, rng)) as f32;
+        self.fill_f32_with(out, std_dev, |chunks, fill| {
+            // A single chunk is filled on this thread (after `parallel_for` returns).
+            if chunks > 1 {
+                (0..chunks).into_par_iter().for_each(fill);
             }
         });
+    }
+
+    /// [`Self::fill_f32`] with the chunks spread over threads by `parallel_for`, which is handed the number of
+    /// chunks and a function that fills chunk `i` (safe to call from any thread, in any order). A caller that
+    /// already has a thread team busy-waiting for work (torch's OpenMP threads) can run the chunks there instead
+    /// of waking rayon's threads to compete with it. The output depends only on the master generator, never on
+    /// how the chunks were run, and every chunk is filled: any that `parallel_for` left out are filled here.
+    ///
+    /// # Panics
+    /// If `std_dev` is negative, NaN or infinite.
+    pub fn fill_f32_with<P>(&mut self, out: &mut [f32], std_dev: f64, parallel_for: P)
+    where
+        P: FnOnce(usize, &(dyn Fn(usize) + Sync)),
+    {
+        check_std_dev(std_dev);
+        if out.is_empty() {
+            return;
+        }
+        let tables = ziggurat_tables();
+        let mut key = [0u8; 32];
+        self.master.fill_bytes(&mut key);
+        // A chunk's slice leaves its slot only once filled, so a chunk whose filling was interrupted (by a
+        // panic on some thread) is filled again, with the same values, by the check below.
+        let chunks: Vec<Mutex<Option<&mut [f32]>>> = out
+            .chunks_mut(CHUNK_LEN)
+            .map(|c| Mutex::new(Some(c)))
+            .collect();
+        let fill = |index: usize| {
+            let Some(slot) = chunks.get(index) else {
+                return;
+            };
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(chunk) = slot.as_deref_mut() {
+                let mut rng = ChaCha20Blocks::new(&key, index as u64);
+                ziggurat_fill::<false>(tables, &mut rng, chunk, std_dev);
+                *slot = None;
+            }
+        };
+        parallel_for(chunks.len(), &fill);
+        for index in 0..chunks.len() {
+            fill(index);
+        }
+        key.zeroize();
     }
 
     /// Draws a fresh key from the master generator and runs `f` on every chunk with the chunk's own stream.
     fn for_each_chunk<F>(&mut self, out: &mut [f32], f: F)
     where
-        F: Fn(&mut ChaCha20Rng, &mut [f32]) + Sync,
+        F: Fn(&mut ChaCha20Blocks, &mut [f32]) + Sync,
     {
         if out.is_empty() {
             return;
@@ -97,8 +145,7 @@ impl GaussianNoise {
         let mut key = [0u8; 32];
         self.master.fill_bytes(&mut key);
         let run = |(index, chunk): (usize, &mut [f32])| {
-            let mut rng = ChaCha20Rng::from_seed(key);
-            rng.set_stream(index as u64);
+            let mut rng = ChaCha20Blocks::new(&key, index as u64);
             f(&mut rng, chunk);
         };
         if out.len() <= CHUNK_LEN {
@@ -106,8 +153,12 @@ impl GaussianNoise {
         } else {
             out.par_chunks_mut(CHUNK_LEN).enumerate().for_each(run);
         }
+        key.zeroize();
     }
 }
+
+/// 2⁻²⁴: scale of the 24 position bits of a 32-bit draw.
+const POSITION_SCALE: f64 = 1.0 / (1u32 << 24) as f64;
 
 /// Number of ziggurat layers.
 const LAYERS: usize = 128;
@@ -118,8 +169,84 @@ const ZIG_V: f64 = 9.912_563_035_262_17e-3;
 /// Layer edges x[0..=128]: x[0] = V/f(R) (width of the base strip, which carries the tail), x[1] = R, …,
 /// x[128] = 0, and the density f(x) = exp(−x²/2) at each edge.
 struct ZigguratTables {
+    #[cfg(test)]
     x: [f64; LAYERS + 1],
     f: [f64; LAYERS + 1],
+    /// `x[i]·2⁻²⁴`: a draw's value is `position · w[i]` for its 24-bit integer position.
+    w: [f64; LAYERS],
+    /// The fast-path test as an integer: `position < k[i]` exactly when `position · w[i] < x[i + 1]`.
+    k: [u32; LAYERS],
+    /// Linear bounds of the density over each layer's wedge (index 0 unused: the base layer has a tail).
+    wedges: [Wedge; LAYERS],
+}
+
+/// Relative margin by which a point must clear a linear bound of the density before the bound decides
+/// instead of `exp` (the bounds are a few f64 operations, accurate to ~1e-15).
+const BOUND_MARGIN: f64 = 1e-9;
+
+/// A layer's wedge: `x_lo ≤ x < x_hi` with heights `f_lo = f(x_hi) ≤ y ≤ f_hi = f(x_lo)`, `f(x) = exp(−x²/2)`.
+/// `f` is convex for `x ≥ 1` and concave for `x ≤ 1`, so there the chord between the corners bounds it from one
+/// side and the tangents at the two ends from the other. Most wedge points fall outside the thin band between
+/// the two bounds and are decided without evaluating `exp`.
+#[derive(Clone, Copy, Default)]
+struct Wedge {
+    x_lo: f64,
+    x_hi: f64,
+    f_lo: f64,
+    f_hi: f64,
+    /// `(f_hi − f_lo) / (x_hi − x_lo)`: the chord falls by this per unit of `x`.
+    chord_slope: f64,
+    /// `|f'(x_hi)| = x_hi·f_lo` and `|f'(x_lo)| = x_lo·f_hi`.
+    tangent_slope_hi: f64,
+    tangent_slope_lo: f64,
+    convex: bool,
+    concave: bool,
+}
+
+impl Wedge {
+    fn new(x_lo: f64, x_hi: f64) -> Self {
+        let (f_lo, f_hi) = (gauss_unnormalised(x_hi), gauss_unnormalised(x_lo));
+        Wedge {
+            x_lo,
+            x_hi,
+            f_lo,
+            f_hi,
+            chord_slope: (f_hi - f_lo) / (x_hi - x_lo),
+            tangent_slope_hi: x_hi * f_lo,
+            tangent_slope_lo: x_lo * f_hi,
+            convex: x_lo >= 1.0,
+            concave: x_hi <= 1.0,
+        }
+    }
+
+    /// `Some(y < f(x))` when a bound settles it, `None` when only `exp` can.
+    #[inline]
+    fn decide(&self, x: f64, y: f64) -> Option<bool> {
+        if !(self.convex || self.concave) {
+            return None;
+        }
+        let chord = self.f_lo + self.chord_slope * (self.x_hi - x);
+        let tangent_hi = self.f_lo + self.tangent_slope_hi * (self.x_hi - x);
+        let tangent_lo = self.f_hi - self.tangent_slope_lo * (x - self.x_lo);
+        if self.convex {
+            // max(tangents) ≤ f ≤ chord.
+            if y > chord * (1.0 + BOUND_MARGIN) {
+                return Some(false);
+            }
+            if y < tangent_hi.max(tangent_lo) * (1.0 - BOUND_MARGIN) {
+                return Some(true);
+            }
+        } else {
+            // chord ≤ f ≤ min(tangents).
+            if y < chord * (1.0 - BOUND_MARGIN) {
+                return Some(true);
+            }
+            if y > tangent_hi.min(tangent_lo) * (1.0 + BOUND_MARGIN) {
+                return Some(false);
+            }
+        }
+        None
+    }
 }
 
 fn gauss_unnormalised(x: f64) -> f64 {
@@ -141,7 +268,35 @@ fn ziggurat_tables() -> &'static ZigguratTables {
             *fi = gauss_unnormalised(*xi);
         }
         f[0] = gauss_unnormalised(ZIG_R);
-        ZigguratTables { x, f }
+        let mut w = [0.0; LAYERS];
+        let mut k = [0u32; LAYERS];
+        for i in 0..LAYERS {
+            w[i] = x[i] * POSITION_SCALE;
+            // The smallest position whose value reaches the next edge (values grow with the position).
+            let below = |j: u32| f64::from(j) * w[i] < x[i + 1];
+            let (mut lo, mut hi) = (0u32, 1u32 << 24);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if below(mid) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            k[i] = lo;
+        }
+        let mut wedges = [Wedge::default(); LAYERS];
+        for i in 1..LAYERS {
+            wedges[i] = Wedge::new(x[i + 1], x[i]);
+        }
+        ZigguratTables {
+            #[cfg(test)]
+            x,
+            f,
+            w,
+            k,
+            wedges,
+        }
     })
 }
 
@@ -150,18 +305,17 @@ fn open01<R: Rng>(rng: &mut R) -> f64 {
     ((rng.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
 }
 
-/// One N(0, 1) draw from a 32-bit ziggurat: 7 bits choose the layer, 1 bit the sign, 24 bits the position.
-#[inline]
-fn ziggurat32<R: Rng>(t: &ZigguratTables, rng: &mut R) -> f64 {
+/// One N(0, 1) draw from a 32-bit ziggurat that starts from the word `u` (7 bits choose the layer, 1 bit the
+/// sign, 24 bits the position) and takes any further random bits it needs from `rng`.
+fn ziggurat32_from<R: Rng>(t: &ZigguratTables, mut u: u32, rng: &mut R) -> f64 {
     loop {
-        let u = rng.next_u32();
         let layer = (u & 0x7f) as usize;
         // Bit 7 becomes the IEEE sign bit: no unpredictable branch.
         let sign_bit = u64::from(u & 0x80) << 56;
-        let position = f64::from(u >> 8) * (1.0 / (1u32 << 24) as f64);
-        let x = position * t.x[layer];
+        let position = u >> 8;
+        let x = f64::from(position) * t.w[layer];
         let sign = f64::from_bits(1.0f64.to_bits() | sign_bit);
-        if x < t.x[layer + 1] {
+        if position < t.k[layer] {
             return f64::from_bits(x.to_bits() | sign_bit);
         }
         if layer == 0 {
@@ -176,10 +330,156 @@ fn ziggurat32<R: Rng>(t: &ZigguratTables, rng: &mut R) -> f64 {
         }
         // Wedge: accept if a uniform height in the layer falls under the density.
         let y = t.f[layer] + open01(rng) * (t.f[layer + 1] - t.f[layer]);
-        if y < gauss_unnormalised(x) {
+        let under = match t.wedges[layer].decide(x, y) {
+            Some(under) => under,
+            None => y < gauss_unnormalised(x),
+        };
+        if under {
             return sign * x;
         }
+        u = rng.next_u32();
     }
+}
+
+/// Keystream words turned into normals per refill: one group of sixteen ChaCha20 blocks.
+const BLOCK_LEN: usize = GROUP_WORDS;
+
+/// Sets `out[i]` to `std_dev·zᵢ` (or, with `ADD`, adds it to `out[i]` in f64 and rounds once), zᵢ being the
+/// ziggurat draw that starts from `words[i]`. The fast path runs over the whole block first; the draws it
+/// rejects are then finished one by one with further bits from `rng`.
+fn ziggurat_block<const ADD: bool, R: Rng>(
+    t: &ZigguratTables,
+    words: &[u32],
+    out: &mut [f32],
+    std_dev: f64,
+    rng: &mut R,
+) {
+    let mut rejected = [0u8; BLOCK_LEN];
+    let rejected = &mut rejected[..words.len()];
+    if !fast_pass::<ADD>(t, words, out, std_dev, rejected) {
+        return;
+    }
+    // Eight flags at a time: ≈ 2.8 % are set, so most groups of eight are skipped at once.
+    let mut finish = |i: usize| {
+        let z = std_dev * ziggurat32_from(t, words[i], rng);
+        out[i] = if ADD {
+            (f64::from(out[i]) + z) as f32
+        } else {
+            z as f32
+        };
+    };
+    let groups = rejected.chunks_exact(8);
+    let tail = groups.remainder().len();
+    for (group, flags) in groups.enumerate() {
+        let mut set = u64::from_le_bytes([
+            flags[0], flags[1], flags[2], flags[3], flags[4], flags[5], flags[6], flags[7],
+        ]);
+        while set != 0 {
+            finish(group * 8 + (set.trailing_zeros() / 8) as usize);
+            set &= set - 1;
+        }
+    }
+    let tail_start = words.len() - tail;
+    for (i, &flag) in rejected.iter().enumerate().skip(tail_start) {
+        if flag != 0 {
+            finish(i);
+        }
+    }
+}
+
+/// The fast path over a block, using the widest vector unit the CPU has: sets `rejected[i]` to 1 for each draw
+/// the fast path rejects (whose `out[i]` is left unchanged with `ADD`, arbitrary without), and to 0 otherwise.
+/// Returns whether any draw was rejected.
+fn fast_pass<const ADD: bool>(
+    t: &ZigguratTables,
+    words: &[u32],
+    out: &mut [f32],
+    std_dev: f64,
+    rejected: &mut [u8],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512dq")
+        {
+            // SAFETY: the CPU has the features `fast_pass_avx512` is compiled for (checked just above).
+            return unsafe { fast_pass_avx512::<ADD>(t, words, out, std_dev, rejected) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { fast_pass_avx2::<ADD>(t, words, out, std_dev, rejected) };
+        }
+    }
+    fast_pass_portable::<ADD>(t, words, out, std_dev, rejected)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq")]
+fn fast_pass_avx512<const ADD: bool>(
+    t: &ZigguratTables,
+    words: &[u32],
+    out: &mut [f32],
+    std_dev: f64,
+    rejected: &mut [u8],
+) -> bool {
+    fast_pass_portable::<ADD>(t, words, out, std_dev, rejected)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn fast_pass_avx2<const ADD: bool>(
+    t: &ZigguratTables,
+    words: &[u32],
+    out: &mut [f32],
+    std_dev: f64,
+    rejected: &mut [u8],
+) -> bool {
+    fast_pass_portable::<ADD>(t, words, out, std_dev, rejected)
+}
+
+/// Branch-free so that the compiler vectorises it (table lookups become gathers).
+#[inline(always)]
+fn fast_pass_portable<const ADD: bool>(
+    t: &ZigguratTables,
+    words: &[u32],
+    out: &mut [f32],
+    std_dev: f64,
+    rejected: &mut [u8],
+) -> bool {
+    let mut any = false;
+    for ((o, &u), flag) in out.iter_mut().zip(words).zip(rejected.iter_mut()) {
+        let layer = (u & 0x7f) as usize;
+        let position = u >> 8;
+        let sign_bit = u64::from(u & 0x80) << 56;
+        let x = f64::from(position) * t.w[layer];
+        let z = std_dev * f64::from_bits(x.to_bits() | sign_bit);
+        let accepted = position < t.k[layer];
+        if ADD {
+            let sum = (f64::from(*o) + z) as f32;
+            *o = if accepted { sum } else { *o };
+        } else {
+            *o = z as f32;
+        }
+        *flag = u8::from(!accepted);
+        any |= !accepted;
+    }
+    any
+}
+
+/// Fills or adds to `out` block by block from `rng`'s keystream (see [`ziggurat_block`]).
+fn ziggurat_fill<const ADD: bool>(
+    t: &ZigguratTables,
+    rng: &mut ChaCha20Blocks,
+    out: &mut [f32],
+    std_dev: f64,
+) {
+    let mut words = [0u32; BLOCK_LEN];
+    for block in out.chunks_mut(BLOCK_LEN) {
+        rng.next_group(&mut words);
+        ziggurat_block::<ADD, _>(t, &words[..block.len()], block, std_dev, rng);
+    }
+    words.zeroize();
 }
 
 fn check_std_dev(std_dev: f64) {
@@ -265,6 +565,28 @@ mod tests {
     }
 
     #[test]
+    fn fill_is_the_same_however_the_chunks_are_run() {
+        let n = 4 * CHUNK_LEN + 99;
+        let mut want = vec![0.0f32; n];
+        GaussianNoise::from_seed([12; 32]).fill_f32(&mut want, 0.8);
+        // Serially in reverse order.
+        let mut got = vec![0.0f32; n];
+        GaussianNoise::from_seed([12; 32]).fill_f32_with(&mut got, 0.8, |chunks, fill| {
+            (0..chunks).rev().for_each(fill)
+        });
+        assert_eq!(got, want);
+        // Some chunks run twice, some never: each is still filled exactly once, with the same values.
+        let mut got = vec![f32::NAN; n];
+        GaussianNoise::from_seed([12; 32]).fill_f32_with(&mut got, 0.8, |chunks, fill| {
+            assert_eq!(chunks, 5);
+            fill(1);
+            fill(1);
+            fill(3);
+        });
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn os_seeded_generators_differ() {
         let mut a = GaussianNoise::from_os_entropy().expect("OS entropy");
         let mut b = GaussianNoise::from_os_entropy().expect("OS entropy");
@@ -281,6 +603,86 @@ mod tests {
         }
         let top = t.x[LAYERS - 1] * (1.0 - gauss_unnormalised(t.x[LAYERS - 1]));
         assert!((top - ZIG_V).abs() < 1e-6, "top layer area {top}");
+    }
+
+    #[test]
+    fn wedge_bounds_decide_as_exp_does() {
+        let t = ziggurat_tables();
+        let mut rng = ChaCha20Rng::from_seed([6; 32]);
+        let (mut decided, mut total) = (0u64, 0u64);
+        for (layer, wedge) in t.wedges.iter().enumerate().skip(1) {
+            assert_eq!(wedge.x_hi, t.x[layer]);
+            assert_eq!(wedge.x_lo, t.x[layer + 1]);
+            assert_eq!((wedge.f_lo, wedge.f_hi), (t.f[layer], t.f[layer + 1]));
+            for _ in 0..20_000 {
+                let x = wedge.x_lo + open01(&mut rng) * (wedge.x_hi - wedge.x_lo);
+                let y = wedge.f_lo + open01(&mut rng) * (wedge.f_hi - wedge.f_lo);
+                total += 1;
+                if let Some(under) = wedge.decide(x, y) {
+                    decided += 1;
+                    assert_eq!(
+                        under,
+                        y < gauss_unnormalised(x),
+                        "layer {layer}: x {x}, y {y}"
+                    );
+                }
+            }
+            // Points on the curve itself are never decided by a bound.
+            let x = 0.5 * (wedge.x_lo + wedge.x_hi);
+            assert_eq!(
+                wedge.decide(x, gauss_unnormalised(x)),
+                None,
+                "layer {layer}"
+            );
+        }
+        // Nearly every wedge point is settled without exp.
+        assert!(decided as f64 > 0.9 * total as f64, "{decided} of {total}");
+    }
+
+    #[test]
+    fn integer_fast_path_test_is_the_float_test() {
+        // position < k[i] ⇔ position·2⁻²⁴·x[i] < x[i+1] (Marsaglia–Tsang's test), and the value is the same product.
+        let t = ziggurat_tables();
+        let mut rng = ChaCha20Rng::from_seed([4; 32]);
+        for i in 0..LAYERS {
+            let k = t.k[i];
+            let mut positions = vec![0, (1 << 24) - 1];
+            positions.extend(
+                [k.saturating_sub(1), k, k.saturating_add(1)]
+                    .into_iter()
+                    .filter(|&j| j < 1 << 24),
+            );
+            positions.extend((0..200).map(|_| rng.next_u32() >> 8));
+            for j in positions {
+                let float_value = (f64::from(j) * POSITION_SCALE) * t.x[i];
+                assert_eq!(f64::from(j) * t.w[i], float_value, "layer {i} position {j}");
+                assert_eq!(j < k, float_value < t.x[i + 1], "layer {i} position {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn vectorised_fast_path_matches_the_portable_one_bit_for_bit() {
+        let t = ziggurat_tables();
+        let mut rng = ChaCha20Rng::from_seed([8; 32]);
+        let words: Vec<u32> = (0..BLOCK_LEN + 13).map(|_| rng.next_u32()).collect();
+        let start: Vec<f32> = (0..words.len()).map(|i| i as f32 * 0.25 - 7.0).collect();
+        for std_dev in [1.0, 0.37] {
+            let flags = || vec![7u8; words.len()];
+            let (mut a, mut b, mut fa, mut fb) = (start.clone(), start.clone(), flags(), flags());
+            let ra = fast_pass::<true>(t, &words, &mut a, std_dev, &mut fa);
+            let rb = fast_pass_portable::<true>(t, &words, &mut b, std_dev, &mut fb);
+            assert_eq!((ra, a, &fa), (rb, b, &fb));
+            let want: Vec<u8> = words
+                .iter()
+                .map(|&u| u8::from((u >> 8) >= t.k[(u & 0x7f) as usize]))
+                .collect();
+            assert_eq!(fa, want);
+            let (mut a, mut b, mut fa, mut fb) = (start.clone(), start.clone(), flags(), flags());
+            let ra = fast_pass::<false>(t, &words, &mut a, std_dev, &mut fa);
+            let rb = fast_pass_portable::<false>(t, &words, &mut b, std_dev, &mut fb);
+            assert_eq!((ra, a, &fa), (rb, b, &fb));
+        }
     }
 
     #[test]

@@ -9,16 +9,19 @@
 
 pub mod clip;
 pub mod optimizer;
+pub mod phases;
 
 use crate::dp::GaussianNoise;
 use confide_common::model::{Layer, ModelSpec};
 use rand::{Rng, RngExt};
+use rayon::prelude::*;
 use tch::Tensor;
 use thiserror::Error;
 
 use crate::model::{Network, cross_entropy_sum};
-pub use clip::{ClippedBatch, clipped_gradient_sum};
+pub use clip::{ClippedBatch, clipped_gradient_sum, clipped_gradient_sum_into};
 pub use optimizer::{Optimizer, OptimizerConfig};
+pub use phases::{PhaseTime, Stopwatch};
 
 /// A model the clipper cannot handle, reported before training starts.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -82,7 +85,6 @@ pub struct StepStats {
 }
 
 /// Noisy, clipped gradients for `net` on a batch: `(Σ clipped + N(0, σ²C²)) / expected_batch`.
-/// `noise_buffer` is reused across steps to avoid reallocating the noise vector.
 pub fn noisy_gradient(
     net: &Network,
     x: &Tensor,
@@ -90,34 +92,50 @@ pub fn noisy_gradient(
     params: &DpSgdParams,
     expected_batch: f64,
     noise: &mut GaussianNoise,
-    noise_buffer: &mut Vec<f32>,
 ) -> (Vec<Tensor>, StepStats) {
-    let batch = clipped_gradient_sum(net, x, y, params.clip_norm);
-    let n = batch.norms.size()[0] as usize;
-    let std_dev = params.noise_multiplier * params.clip_norm;
-    let _guard = tch::no_grad_guard();
-    let grads = if std_dev > 0.0 {
-        noise_buffer.resize(net.num_parameters(), 0.0);
-        noise.fill_f32(noise_buffer, std_dev);
-        let noise_tensor = Tensor::from_slice(noise_buffer);
-        batch
-            .clipped_sum
-            .iter()
-            .zip(net.layout())
-            .map(|(g, p)| {
-                let part = noise_tensor
-                    .narrow(0, p.offset as i64, p.len() as i64)
-                    .reshape(g.size().as_slice());
-                (g + part) / expected_batch
-            })
-            .collect()
+    noisy_gradient_timed(
+        net,
+        x,
+        y,
+        params,
+        expected_batch,
+        noise,
+        &mut Stopwatch::disabled(),
+    )
+}
+
+/// [`noisy_gradient`], charging its phases to `clock`.
+///
+/// Computed as `Σᵢ (cᵢ / qN) gᵢ + N(0, (σC / qN)²)`: the noise is drawn straight into the gradient
+/// vector and the clipped sum is accumulated onto it by the book-keeping products, so neither the
+/// noise addition nor the division is a separate pass over the parameters.
+pub fn noisy_gradient_timed(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    params: &DpSgdParams,
+    expected_batch: f64,
+    noise: &mut GaussianNoise,
+    clock: &mut Stopwatch,
+) -> (Vec<Tensor>, StepStats) {
+    // σ = 0 means no noise even with C = ∞ (tests), where σC would be NaN.
+    let std_dev = if params.noise_multiplier == 0.0 {
+        0.0
     } else {
-        batch
-            .clipped_sum
-            .iter()
-            .map(|g| g / expected_batch)
-            .collect()
+        params.noise_multiplier * params.clip_norm / expected_batch
     };
+    let base = || noise_vector(noise, net.num_parameters(), std_dev);
+    let batch = clipped_gradient_sum_into(
+        net,
+        x,
+        y,
+        params.clip_norm,
+        1.0 / expected_batch,
+        base,
+        clock,
+    );
+    let n = batch.norms.size()[0] as usize;
+    let grads = batch.clipped_sum;
     let clipped = if n == 0 {
         0.0
     } else {
@@ -137,16 +155,52 @@ pub fn noisy_gradient(
         },
         clipped_fraction: clipped,
     };
+    clock.lap("step statistics");
     (grads, stats)
+}
+
+/// A fresh `[len]` f32 tensor of independent `N(0, std_dev²)` draws from `noise` (zeros if
+/// `std_dev` is 0), written straight into the tensor's storage.
+fn noise_vector(noise: &mut GaussianNoise, len: usize, std_dev: f64) -> Tensor {
+    let options = (tch::Kind::Float, tch::Device::Cpu);
+    if std_dev == 0.0 || len == 0 {
+        return Tensor::zeros([len as i64], options);
+    }
+    let tensor = Tensor::empty([len as i64], options);
+    // SAFETY: `tensor` was just allocated by torch as a contiguous CPU f32 tensor of `len > 0`
+    // elements, so its data pointer is valid and aligned for `len` f32 values; nothing else refers
+    // to its storage until this function returns, so the slice is the only access meanwhile.
+    let data = unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<f32>(), len) };
+    // On torch's own OpenMP team, which is spinning between torch operations anyway (see `crate::omp`).
+    let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
+    noise.fill_f32_with(data, std_dev, |chunks, fill| {
+        if chunks > 1 && !crate::omp::parallel_for(chunks, threads, fill) {
+            (0..chunks).into_par_iter().for_each(fill);
+        }
+    });
+    tensor
 }
 
 /// The ordinary (non-private) mean gradient of the cross-entropy loss on a batch.
 pub fn plain_gradient(net: &Network, x: &Tensor, y: &Tensor) -> (Vec<Tensor>, f64) {
+    plain_gradient_timed(net, x, y, &mut Stopwatch::disabled())
+}
+
+/// [`plain_gradient`], charging its phases to `clock`.
+pub fn plain_gradient_timed(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    clock: &mut Stopwatch,
+) -> (Vec<Tensor>, f64) {
     let n = y.size()[0];
     if n == 0 {
         return (net.params().iter().map(Tensor::zeros_like).collect(), 0.0);
     }
     let loss = cross_entropy_sum(&net.forward(x), y) / n as f64;
+    clock.lap("forward");
     let grads = Tensor::run_backward(&[&loss], net.params(), false, false);
-    (grads, loss.double_value(&[]))
+    let loss = loss.double_value(&[]);
+    clock.lap("backward");
+    (grads, loss)
 }
