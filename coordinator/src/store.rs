@@ -843,6 +843,52 @@ impl Store {
         Ok(())
     }
 
+    /// The stage of a round that has not finished; NotFound / Conflict otherwise.
+    async fn unfinished_round_stage(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        round_id: i64,
+    ) -> StoreResult<String> {
+        let round = sqlx::query("SELECT stage, outcome FROM rounds WHERE id = $1")
+            .bind(round_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound("round"))?;
+        let outcome: Option<String> = round.try_get("outcome")?;
+        if let Some(outcome) = outcome {
+            return Err(StoreError::Conflict(format!(
+                "round {round_id} is finished ({outcome})"
+            )));
+        }
+        Ok(round.try_get("stage")?)
+    }
+
+    /// Whether `participant` is in the round's set `set`. On Postgres the member row is locked, so that a message
+    /// and a decline of the same participant (which lock the same `selected` row) serialise; SQLite has a single
+    /// writer anyway.
+    async fn lock_round_member(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        round_id: i64,
+        set: &str,
+        participant: i64,
+    ) -> StoreResult<bool> {
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = $2 AND participant_id = $3 FOR UPDATE"
+            }
+            Backend::Sqlite => {
+                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = $2 AND participant_id = $3"
+            }
+        };
+        let member = sqlx::query(sql)
+            .bind(round_id)
+            .bind(set)
+            .bind(participant)
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(member.is_some())
+    }
+
     /// Stores a participant's message for the round's current stage. Refused if the round is finished or in another
     /// stage, or the participant is not in `eligible_set` of this round; a second message is a conflict.
     pub async fn record_message(
@@ -854,40 +900,16 @@ impl Store {
         body: &[u8],
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let round = sqlx::query("SELECT stage, outcome FROM rounds WHERE id = $1")
-            .bind(round_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound("round"))?;
-        let current: String = round.try_get("stage")?;
-        let outcome: Option<String> = round.try_get("outcome")?;
-        if let Some(outcome) = outcome {
-            return Err(StoreError::Conflict(format!(
-                "round {round_id} is finished ({outcome})"
-            )));
-        }
+        let current = Self::unfinished_round_stage(&mut tx, round_id).await?;
         if current != stage {
             return Err(StoreError::Conflict(format!(
                 "round {round_id} is in stage {current}, not {stage}"
             )));
         }
-        // On Postgres the member row is locked so a concurrent decline (which locks the same row) serialises with
-        // this message; SQLite has a single writer anyway.
-        let member_sql = match self.backend {
-            Backend::Postgres => {
-                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = $2 AND participant_id = $3 FOR UPDATE"
-            }
-            Backend::Sqlite => {
-                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = $2 AND participant_id = $3"
-            }
-        };
-        let member = sqlx::query(member_sql)
-            .bind(round_id)
-            .bind(eligible_set)
-            .bind(participant)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if member.is_none() {
+        if !self
+            .lock_round_member(&mut tx, round_id, eligible_set, participant)
+            .await?
+        {
             return Err(StoreError::Refused(format!(
                 "participant {participant} is not in this stage's set of round {round_id}"
             )));
@@ -935,33 +957,12 @@ impl Store {
         reason: &str,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let round = sqlx::query("SELECT stage, outcome FROM rounds WHERE id = $1")
-            .bind(round_id)
-            .fetch_optional(&mut *tx)
+        let current = Self::unfinished_round_stage(&mut tx, round_id).await?;
+        // Same lock as `record_message` takes for an AdvertiseKeys message.
+        if !self
+            .lock_round_member(&mut tx, round_id, "selected", participant)
             .await?
-            .ok_or(StoreError::NotFound("round"))?;
-        let current: String = round.try_get("stage")?;
-        let outcome: Option<String> = round.try_get("outcome")?;
-        if let Some(outcome) = outcome {
-            return Err(StoreError::Conflict(format!(
-                "round {round_id} is finished ({outcome})"
-            )));
-        }
-        // Same lock as `record_message` takes for an AdvertiseKeys message (Postgres).
-        let member_sql = match self.backend {
-            Backend::Postgres => {
-                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = 'selected' AND participant_id = $2 FOR UPDATE"
-            }
-            Backend::Sqlite => {
-                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = 'selected' AND participant_id = $2"
-            }
-        };
-        let member = sqlx::query(member_sql)
-            .bind(round_id)
-            .bind(participant)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if member.is_none() {
+        {
             return Err(StoreError::Refused(format!(
                 "participant {participant} was not selected for round {round_id}"
             )));
