@@ -50,17 +50,34 @@ enum Command {
     Stats(StatsArgs),
 }
 
+/// The CSV columns every data command reads.
 #[derive(Args)]
-struct StatsArgs {
+struct CsvArgs {
     /// CSV file with a header line.
     #[arg(long)]
     data: PathBuf,
-    /// Name of the label column (left out of the statistics).
+    /// Name of the label column (integer classes 0..num_classes).
     #[arg(long)]
     label: String,
     /// Feature columns, comma-separated (default: every column but the label).
     #[arg(long, value_delimiter = ',')]
     features: Option<Vec<String>>,
+}
+
+impl CsvArgs {
+    fn options(&self, num_classes: usize) -> CsvOptions {
+        CsvOptions {
+            label: self.label.clone(),
+            features: self.features.clone(),
+            num_classes,
+        }
+    }
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    csv: CsvArgs,
     /// Write the JSON here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -80,15 +97,8 @@ enum OptimizerKind {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// CSV file with a header line.
-    #[arg(long)]
-    data: PathBuf,
-    /// Name of the label column (integer classes 0..num_classes).
-    #[arg(long)]
-    label: String,
-    /// Feature columns, comma-separated (default: every column but the label).
-    #[arg(long, value_delimiter = ',')]
-    features: Option<Vec<String>>,
+    #[command(flatten)]
+    csv: CsvArgs,
     /// Model spec JSON file (see examples/models).
     #[arg(long)]
     model: PathBuf,
@@ -162,15 +172,8 @@ struct EvaluateArgs {
     /// Model file (safetensors written by Confide: the model spec is in its metadata).
     #[arg(long)]
     model: PathBuf,
-    /// CSV file with a header line.
-    #[arg(long)]
-    data: PathBuf,
-    /// Label column (integer classes).
-    #[arg(long)]
-    label: String,
-    /// Feature columns, comma-separated (default: every column but the label).
-    #[arg(long, value_delimiter = ',')]
-    features: Option<Vec<String>>,
+    #[command(flatten)]
+    csv: CsvArgs,
     /// Standardisation statistics JSON ({feature_names, mean, std}); use the ones the model was trained with.
     /// Default: statistics of the evaluated file itself.
     #[arg(long, conflicts_with = "no_standardize")]
@@ -246,13 +249,9 @@ fn main() {
 
 fn stats(args: StatsArgs) -> Result<()> {
     let data = read_csv(
-        &args.data,
-        &CsvOptions {
-            label: args.label,
-            features: args.features,
-            // Only the features matter here; any integer label is accepted.
-            num_classes: usize::MAX,
-        },
+        &args.csv.data,
+        // Only the features matter here; any integer label is accepted.
+        &args.csv.options(usize::MAX),
     )?;
     let json = serde_json::to_string_pretty(&Standardization::compute(&data))?;
     match &args.out {
@@ -405,18 +404,11 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         })?;
     let params =
         decode_safetensors(&spec, &bytes).with_context(|| format!("{}", args.model.display()))?;
-    let mut data = read_csv(
-        &args.data,
-        &CsvOptions {
-            label: args.label.clone(),
-            features: args.features.clone(),
-            num_classes: spec.num_classes(),
-        },
-    )?;
+    let mut data = read_csv(&args.csv.data, &args.csv.options(spec.num_classes()))?;
     if data.num_features() != spec.input_dim() {
         bail!(
             "{}: {} feature columns selected, the model {} expects {}",
-            args.data.display(),
+            args.csv.data.display(),
             data.num_features(),
             args.model.display(),
             spec.input_dim()
@@ -465,16 +457,12 @@ fn train(args: TrainArgs) -> Result<()> {
     if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
         bail!("--test-fraction must be in (0, 1)");
     }
-    let csv_options = CsvOptions {
-        label: args.label.clone(),
-        features: args.features.clone(),
-        num_classes: spec.num_classes(),
-    };
-    let data = read_csv(&args.data, &csv_options)?;
+    let csv_options = args.csv.options(spec.num_classes());
+    let data = read_csv(&args.csv.data, &csv_options)?;
     if data.num_features() != spec.input_dim() {
         bail!(
             "{}: {} feature columns selected, the model {} expects {}",
-            args.data.display(),
+            args.csv.data.display(),
             data.num_features(),
             args.model.display(),
             spec.input_dim()
@@ -487,7 +475,7 @@ fn train(args: TrainArgs) -> Result<()> {
                 bail!(
                     "{}: feature columns differ from those of {}",
                     path.display(),
-                    args.data.display()
+                    args.csv.data.display()
                 );
             }
             (data, test)
