@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dp::{AccountantKind, PrivacyEvent};
+
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
@@ -32,6 +34,10 @@ pub struct DpParams {
     pub local_epochs: u32,
     /// Per-example gradient clipping norm C (> 0).
     pub clip_norm: f64,
+    /// The public constant every DP-SGD step divides its noisy clipped sum by (> 0): the study's expected batch
+    /// size. A site never divides by its own q·N, because its record count N is private (under add/remove
+    /// neighbouring it is exactly what must stay hidden) and would show in the update's noise scale.
+    pub expected_batch_size: f64,
 }
 
 /// Neighbour graph of the secure aggregation.
@@ -55,8 +61,11 @@ pub enum GraphParams {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QuantisationParams {
-    /// Each update coordinate is clipped to [-clip_range, clip_range] before quantisation.
-    pub clip_range: f64,
+    /// Each update coordinate is clipped to [-clip_range, clip_range] before quantisation. Absent: derived at
+    /// study creation from the DP-SGD parameters and the local optimiser (`confide_common::plan::update_bound`),
+    /// and stored; the study's warnings say when a given range is below that bound (updates likely clamped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_range: Option<f64>,
     /// Ring size exponent k (Z_{2^k}, 2..=32); the levels per side are the finest for which the sum of the
     /// round's inputs cannot overflow.
     pub bits: u32,
@@ -202,15 +211,22 @@ pub struct CreateStudyRequest {
     /// Model specification (the `confide_common::model` JSON).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub model_spec: serde_json::Value,
-    /// Seed for the initial weights when none are uploaded.
+    /// Seed for the initial weights when `initial_weights` is absent.
     #[serde(default)]
     pub initial_weights_seed: u64,
+    /// Initial weights: a safetensors file (base64), e.g. to compare one step with another DP-SGD implementation.
+    /// Its tensors must match `model_spec` (names, shapes, F32, finite); bounded by the coordinator's model-size
+    /// limit. Not echoed back: the study's model version 0 is these weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_weights: Option<String>,
     pub dp: DpParams,
     pub secagg: SecAggParams,
     pub budget: BudgetParams,
     /// Number of rounds the study runs.
     pub rounds: u32,
-    /// A round needs at least this many selected participants (and that many must survive to the aggregate).
+    /// A round needs at least this many selected participants (≥ 3), and publishes only if at least
+    /// max(min_participants, the secure-aggregation threshold, 3) inputs were aggregated; otherwise it aborts with
+    /// the reason, publishing and charging nothing.
     pub min_participants: u32,
     #[serde(default)]
     pub deadlines: StageDeadlines,
@@ -231,6 +247,9 @@ pub struct StudyInfo {
     pub latest_model_version: i64,
     pub rounds_completed: i64,
     pub active_round: Option<i64>,
+    /// What in the configuration is likely to hurt the study (e.g. a quantisation range that will clamp updates).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// `POST /v1/studies/{id}/enrolment-tokens`.
@@ -409,7 +428,7 @@ pub struct ParticipantPrivacy {
 pub struct PrivacyReport {
     pub study_id: i64,
     pub delta: f64,
-    pub accountant: String,
+    pub accountant: AccountantKind,
     pub participants: Vec<ParticipantPrivacy>,
 }
 
@@ -441,9 +460,8 @@ pub struct RoundTask {
     /// The study's local optimiser: every participant trains with it.
     pub local_training: LocalTraining,
     pub secagg: SecAggParams,
-    /// The privacy events this round will charge if the participant's input is aggregated (ledger JSON).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub planned_events: serde_json::Value,
+    /// The privacy events this round will charge if the participant's input is aggregated.
+    pub planned_events: Vec<PrivacyEvent>,
     /// Number of model parameters (length of the update vector before quantisation and the weight coordinate).
     pub num_parameters: i64,
     /// This participant's secure-aggregation id in the round.

@@ -5,8 +5,10 @@
 //! - [`dp`]: privacy accounting (RDP, PLD, analytic Gaussian), calibration and the privacy ledger.
 //! - [`api`]: HTTP wire types of the coordinator API (serde only).
 //! - [`model`]: model specifications and the flat parameter-vector layout both sides agree on.
+//! - [`plan`]: what a study's round asks of every participant (steps, charged events, update range).
 
 pub mod api;
 pub mod dp;
 pub mod model;
+pub mod plan;
 pub mod secagg;

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use confide_common::api::RoundStage;
+use confide_common::dp::PrivacyLedger;
 use confide_common::model::{decode_safetensors, encode_safetensors};
 use confide_common::secagg::messages::ControlMessage;
 use confide_common::secagg::{
@@ -295,6 +296,23 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
                 .round_participants
                 .with_label_values(&[sid.as_str(), stage.as_str()])
                 .set(completed.len() as f64);
+            // The minimum-aggregate rule, as early as it can fail: a set only shrinks, and the coordinator must not
+            // even learn (by unmasking) a sum of fewer inputs than the study allows.
+            let needed = study.min_aggregate(plan.secagg.threshold) as usize;
+            if server.outcome().is_none() && completed.len() < needed {
+                rounds::abort(
+                    state,
+                    &round,
+                    &format!(
+                        "only {} participant(s) completed {}, a round publishes only with at least {needed} inputs \
+                         (max of min_participants, the secure-aggregation threshold and 3)",
+                        completed.len(),
+                        stage.as_str()
+                    ),
+                )
+                .await?;
+                return Ok(Step::Finished);
+            }
             match server.outcome() {
                 None => {
                     let next = api_stage(server.stage());
@@ -454,6 +472,16 @@ async fn publish(
             .map(|_| ())
             .map_err(DriveError::from)
     };
+    // The minimum-aggregate rule: fewer inputs would let the few who contributed read each other's updates.
+    let needed = study.min_aggregate(plan.secagg.threshold) as usize;
+    if in_aggregate.len() < needed {
+        return abort(format!(
+            "only {} input(s) reached the aggregate, a round publishes only with at least {needed} \
+             (max of min_participants, the secure-aggregation threshold and 3); nothing published or charged",
+            in_aggregate.len()
+        ))
+        .await;
+    }
     let dequantised = match plan.quantisation.dequantize(sum) {
         Ok(d) => d,
         Err(e) => return abort(format!("dequantisation failed: {e}")).await,
@@ -499,16 +527,17 @@ async fn publish(
     let mut attempts = 0;
     let result = loop {
         attempts += 1;
-        let mut ledgers =
-            crate::budget::ledgers_by_participant(&state.store.ledger(round.study_id).await?)
-                .map_err(DriveError::Other)?;
-        let mut rows = Vec::with_capacity(in_aggregate.len());
-        let with_round: Vec<Vec<serde_json::Value>> = in_aggregate
+        let rows = state.store.ledger(round.study_id).await?;
+        let ledger_rows: Vec<i64> = in_aggregate
+            .iter()
+            .map(|p| rows.iter().filter(|r| r.participant_id == *p).count() as i64)
+            .collect();
+        let mut ledgers = crate::budget::ledgers_by_participant(rows);
+        let with_round: Vec<PrivacyLedger> = in_aggregate
             .iter()
             .map(|p| {
                 let mut ledger = ledgers.remove(p).unwrap_or_default();
-                rows.push(ledger.len() as i64);
-                ledger.push(plan.planned_events.clone());
+                ledger.events.extend_from_slice(&plan.planned_events);
                 ledger
             })
             .collect();
@@ -518,7 +547,7 @@ async fn publish(
         };
         publication.charges = in_aggregate
             .iter()
-            .zip(epsilons.into_iter().zip(rows))
+            .zip(epsilons.into_iter().zip(ledger_rows))
             .map(|(p, (epsilon_after, ledger_rows))| Charge {
                 participant: *p,
                 events: plan.planned_events.clone(),

@@ -81,9 +81,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             StoreError::Conflict(m) | StoreError::Stale(m) => Self::Conflict(m),
             StoreError::Refused(m) => Self::Unprocessable(m),
-            StoreError::UnsupportedUrl(_) | StoreError::Database(_) | StoreError::Migrate(_) => {
-                Self::internal(e)
-            }
+            StoreError::UnsupportedUrl(_)
+            | StoreError::Database(_)
+            | StoreError::Migrate(_)
+            | StoreError::Corrupt(_) => Self::internal(e),
         }
     }
 }

@@ -39,6 +39,10 @@ enum Command {
         /// Largest JSON request body in bytes.
         #[arg(long, default_value_t = 4 << 20)]
         max_json_body: usize,
+        /// Largest model a study may declare or upload, in bytes of f32 parameters (initial weights travel as
+        /// base64 in the create-study body, which may be 4/3 of this plus 1 MiB).
+        #[arg(long, env = "CONFIDE_MAX_MODEL_BYTES", default_value_t = 256 << 20)]
+        max_model_bytes: usize,
         /// Round lease lifetime in milliseconds: another process takes over a round whose driver died after this.
         #[arg(long, env = "CONFIDE_LEASE_TTL_MS", default_value_t = 6000)]
         lease_ttl_ms: u64,
@@ -117,10 +121,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve {
             listen,
             max_json_body,
+            max_model_bytes,
             lease_ttl_ms,
         } => {
             let limits = Limits {
                 json_body_bytes: max_json_body,
+                model_bytes: max_model_bytes,
                 lease_ttl: std::time::Duration::from_millis(lease_ttl_ms.max(100)),
                 ..Limits::default()
             };

@@ -8,6 +8,8 @@ use confide_common::api::{
     ExcludedParticipant, RoundInfo, RoundStage, RoundTask, StageSet, StartRoundRequest,
     TaskResponse,
 };
+use confide_common::dp::{PrivacyEvent, PrivacyLedger};
+use confide_common::plan;
 use confide_common::secagg::messages::{ControlMessage, MASKED_INPUT_HEADER_LEN};
 use confide_common::secagg::{
     self, AdvertiseKeys, MaskedInput, QuantizationParams, SecAggServer, SecurityRequirements,
@@ -28,7 +30,7 @@ pub struct RoundPlan {
     pub selected: Vec<i64>,
     pub excluded: Vec<ExcludedParticipant>,
     /// Privacy events charged to each participant whose input ends up in the aggregate.
-    pub planned_events: serde_json::Value,
+    pub planned_events: Vec<PrivacyEvent>,
     pub secagg: secagg::SecAggParams,
     pub quantisation: QuantizationParams,
     pub num_parameters: usize,
@@ -106,15 +108,14 @@ pub async fn start_round(
             ids.iter().copied().collect()
         }
     };
-    let planned = budget::planned_events(&study.config.dp);
-    let mut ledgers = budget::ledgers_by_participant(&state.store.ledger(study_id).await?)
-        .map_err(ApiError::Internal)?;
+    let planned = plan::planned_events(&study.config.dp);
+    let mut ledgers = budget::ledgers_by_participant(state.store.ledger(study_id).await?);
     let candidates: Vec<i64> = candidates.into_iter().collect();
-    let with_round: Vec<Vec<serde_json::Value>> = candidates
+    let with_round: Vec<PrivacyLedger> = candidates
         .iter()
         .map(|p| {
             let mut ledger = ledgers.remove(p).unwrap_or_default();
-            ledger.push(planned.clone());
+            ledger.events.extend_from_slice(&planned);
             ledger
         })
         .collect();
@@ -184,8 +185,16 @@ pub async fn start_round(
             .validate()
             .map_err(|e| ApiError::Unprocessable(format!("secagg.threshold {t}: {e}")))?;
     }
+    if n < study.min_aggregate(params.threshold) {
+        return Err(ApiError::Unprocessable(format!(
+            "round refused: {n} participant(s) can take part, a round must aggregate at least {} inputs \
+             (max of min_participants, the secure-aggregation threshold {} and 3)",
+            study.min_aggregate(params.threshold),
+            params.threshold
+        )));
+    }
     let quantisation = QuantizationParams::for_participants(
-        sa.quantisation.clip_range as f32,
+        study.clip_range() as f32,
         sa.quantisation.bits,
         n,
         sa.quantisation.max_weight,
@@ -600,14 +609,17 @@ pub struct PrivacyOf {
 /// ε spent (PLD over the whole ledger, computed off the async runtime) and budget of every participant of a study.
 pub async fn privacy_of(state: &AppState, study_id: i64) -> Result<Vec<PrivacyOf>, ApiError> {
     let study = Study::from_row(&state.store.get_study(study_id).await?)?;
-    let mut ledgers = budget::ledgers_by_participant(&state.store.ledger(study_id).await?)
-        .map_err(ApiError::Internal)?;
+    let rows = state.store.ledger(study_id).await?;
     let participants = state.store.list_participants(study_id).await?;
-    let ledgers: Vec<Vec<serde_json::Value>> = participants
+    let rounds: Vec<usize> = participants
+        .iter()
+        .map(|p| rows.iter().filter(|r| r.participant_id == p.id).count())
+        .collect();
+    let mut ledgers = budget::ledgers_by_participant(rows);
+    let ledgers: Vec<PrivacyLedger> = participants
         .iter()
         .map(|p| ledgers.remove(&p.id).unwrap_or_default())
         .collect();
-    let rounds: Vec<usize> = ledgers.iter().map(Vec::len).collect();
     let spent = budget::epsilons(ledgers, study.config.budget.delta)
         .await
         .map_err(ApiError::Internal)?;

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use confide_common::dp::PrivacyEvent;
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -40,6 +41,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value does not decode (e.g. a ledger entry written by an incompatible version).
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -159,7 +163,8 @@ pub struct LedgerRow {
     pub study_id: i64,
     pub participant_id: i64,
     pub round_id: i64,
-    pub events_json: String,
+    /// The privacy events charged for this round.
+    pub events: Vec<PrivacyEvent>,
     pub epsilon_after: f64,
 }
 
@@ -215,8 +220,8 @@ pub struct Publication {
 #[derive(Debug, Clone)]
 pub struct Charge {
     pub participant: i64,
-    /// The round's privacy events (JSON array).
-    pub events: serde_json::Value,
+    /// The round's privacy events.
+    pub events: Vec<PrivacyEvent>,
     /// ε over the participant's whole ledger including this charge.
     pub epsilon_after: f64,
     /// Rows of the participant's ledger in this study that `epsilon_after` was computed from.
@@ -1247,7 +1252,10 @@ impl Store {
             .bind(study_id)
             .bind(participant)
             .bind(p.round_id)
-            .bind(c.events.to_string())
+            .bind(
+                serde_json::to_string(&c.events)
+                    .map_err(|e| StoreError::Corrupt(format!("privacy events: {e}")))?,
+            )
             .bind(c.epsilon_after)
             .bind(now)
             .execute(&mut *tx)
@@ -1294,11 +1302,19 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let participant_id: i64 = r.try_get("participant_id")?;
+                let round_id: i64 = r.try_get("round_id")?;
+                let json: String = r.try_get("events_json")?;
+                let events = serde_json::from_str(&json).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "the ledger entry of participant {participant_id} for round {round_id}: {e}"
+                    ))
+                })?;
                 Ok(LedgerRow {
                     study_id: r.try_get("study_id")?,
-                    participant_id: r.try_get("participant_id")?,
-                    round_id: r.try_get("round_id")?,
-                    events_json: r.try_get("events_json")?,
+                    participant_id,
+                    round_id,
+                    events,
                     epsilon_after: r.try_get("epsilon_after")?,
                 })
             })

@@ -1,7 +1,11 @@
 //! Study configuration: validation at the boundary, the model it trains, and the privacy events a round charges.
 
-use confide_common::api::{CreateStudyRequest, DpParams, GraphParams, ServerOptimizer};
-use confide_common::model::{ModelSpec, encode_safetensors};
+use base64::Engine;
+use confide_common::api::{CreateStudyRequest, GraphParams, ServerOptimizer};
+use confide_common::model::{
+    ModelSpec, decode_safetensors, encode_safetensors, spec_from_safetensors,
+};
+use confide_common::plan::{planned_steps, update_bound};
 
 use crate::error::ApiError;
 
@@ -11,6 +15,9 @@ pub const MAX_NAME_LEN: usize = 100;
 pub const MAX_ROUNDS: u32 = 100_000;
 /// Most participants a study may select for one round.
 pub const MAX_PARTICIPANTS: u32 = 10_000;
+/// No aggregate of fewer inputs is ever published: with two, each participant could subtract its own update and
+/// read the other's.
+pub const MIN_AGGREGATE: u32 = 3;
 
 fn finite_positive(v: f64, what: &str) -> Result<(), ApiError> {
     if v.is_finite() && v > 0.0 {
@@ -41,6 +48,16 @@ pub struct Study {
     pub num_parameters: usize,
 }
 
+/// A create-study request that passed validation, with what follows from it.
+#[derive(Debug, Clone)]
+pub struct ValidatedStudy {
+    /// The configuration as stored: the quantisation range filled in, uploaded weights removed (they are version 0).
+    pub config: CreateStudyRequest,
+    pub spec: ModelSpec,
+    /// The initial model (safetensors): the uploaded weights, or weights generated from the seed.
+    pub weights: Vec<u8>,
+}
+
 impl Study {
     /// Parses a stored study (validated when it was created).
     pub fn from_row(row: &crate::store::StudyRow) -> Result<Self, ApiError> {
@@ -56,13 +73,58 @@ impl Study {
             num_parameters,
         })
     }
+
+    /// The quantisation range of the study's updates (stored at creation; derived for a study stored without one).
+    pub fn clip_range(&self) -> f64 {
+        self.config
+            .secagg
+            .quantisation
+            .clip_range
+            .unwrap_or_else(|| update_bound(&self.config.dp, &self.config.local_training))
+    }
+
+    /// Fewest inputs a round of this study must aggregate to publish: max(min_participants, threshold, 3).
+    pub fn min_aggregate(&self, threshold: u32) -> u32 {
+        self.config
+            .min_participants
+            .max(threshold)
+            .max(MIN_AGGREGATE)
+    }
 }
 
-/// Validates a create-study request; returns the model spec and the initial weights (safetensors).
-pub fn validate(req: &CreateStudyRequest) -> Result<(ModelSpec, Vec<u8>), ApiError> {
+/// What in a (valid) configuration is likely to hurt the study; shown with the study, never a refusal.
+pub fn warnings(config: &CreateStudyRequest) -> Vec<String> {
+    let mut out = Vec::new();
+    let bound = update_bound(&config.dp, &config.local_training);
+    if let Some(range) = config.secagg.quantisation.clip_range
+        && range < bound
+    {
+        out.push(format!(
+            "secagg.quantisation.clip_range = {range} is below {bound:.4}, the largest update coordinate this \
+             study's DP-SGD parameters allow (lr·(C·‖a‖₁ + 5·σC/B·‖a‖₂) for SGD with momentum weights a, \
+             3.17·lr per step for Adam): coordinates beyond the range are clamped, which biases the aggregate; \
+             omit clip_range to use the derived bound"
+        ));
+    }
+    out
+}
+
+/// Validates a create-study request (`max_model_bytes` bounds the model's size as f32 safetensors).
+pub fn validate(
+    req: &CreateStudyRequest,
+    max_model_bytes: usize,
+) -> Result<ValidatedStudy, ApiError> {
     validate_name(&req.name, "study name")?;
     let spec = ModelSpec::from_json(&req.model_spec.to_string())
         .map_err(|e| ApiError::Unprocessable(format!("invalid model_spec: {e}")))?;
+    let model_bytes = spec.num_parameters().saturating_mul(4);
+    if model_bytes > max_model_bytes {
+        return Err(ApiError::Unprocessable(format!(
+            "model_spec has {} parameters ({model_bytes} bytes as f32), over this coordinator's model-size limit \
+             of {max_model_bytes} bytes (--max-model-bytes)",
+            spec.num_parameters()
+        )));
+    }
     let dp = &req.dp;
     if !(dp.sampling_rate > 0.0 && dp.sampling_rate <= 1.0) {
         return Err(ApiError::Unprocessable(format!(
@@ -72,6 +134,7 @@ pub fn validate(req: &CreateStudyRequest) -> Result<(ModelSpec, Vec<u8>), ApiErr
     }
     finite_positive(dp.noise_multiplier, "dp.noise_multiplier")?;
     finite_positive(dp.clip_norm, "dp.clip_norm")?;
+    finite_positive(dp.expected_batch_size, "dp.expected_batch_size")?;
     if dp.local_epochs == 0 || dp.local_epochs > 1000 {
         return Err(ApiError::Unprocessable(
             "dp.local_epochs must be in 1..=1000".into(),
@@ -94,9 +157,10 @@ pub fn validate(req: &CreateStudyRequest) -> Result<(ModelSpec, Vec<u8>), ApiErr
             "rounds must be in 1..={MAX_ROUNDS}"
         )));
     }
-    if req.min_participants < 2 || req.min_participants > MAX_PARTICIPANTS {
+    if req.min_participants < MIN_AGGREGATE || req.min_participants > MAX_PARTICIPANTS {
         return Err(ApiError::Unprocessable(format!(
-            "min_participants must be in 2..={MAX_PARTICIPANTS} (secure aggregation needs at least two inputs)"
+            "min_participants must be in {MIN_AGGREGATE}..={MAX_PARTICIPANTS} (an aggregate of two inputs would let \
+             each participant read the other's update)"
         )));
     }
     let sa = &req.secagg;
@@ -124,7 +188,9 @@ pub fn validate(req: &CreateStudyRequest) -> Result<(ModelSpec, Vec<u8>), ApiErr
             }
         }
     }
-    finite_positive(sa.quantisation.clip_range, "secagg.quantisation.clip_range")?;
+    if let Some(range) = sa.quantisation.clip_range {
+        finite_positive(range, "secagg.quantisation.clip_range")?;
+    }
     if !(8..=32).contains(&sa.quantisation.bits) {
         return Err(ApiError::Unprocessable(
             "secagg.quantisation.bits must be in 8..=32".into(),
@@ -177,12 +243,62 @@ pub fn validate(req: &CreateStudyRequest) -> Result<(ModelSpec, Vec<u8>), ApiErr
             lt.momentum
         )));
     }
-    let params = spec.initial_parameters(req.initial_weights_seed);
-    let weights = encode_safetensors(&spec, &params).map_err(ApiError::internal)?;
-    Ok((spec, weights))
+    let weights = match &req.initial_weights {
+        Some(b64) => initial_weights(&spec, b64, max_model_bytes)?,
+        None => {
+            let params = spec.initial_parameters(req.initial_weights_seed);
+            encode_safetensors(&spec, &params).map_err(ApiError::internal)?
+        }
+    };
+    let mut config = req.clone();
+    config.initial_weights = None;
+    let bound = update_bound(&config.dp, &config.local_training);
+    if !(bound.is_finite() && bound > 0.0) {
+        return Err(ApiError::Unprocessable(format!(
+            "the DP-SGD parameters give no finite update bound ({bound}); give secagg.quantisation.clip_range"
+        )));
+    }
+    config.secagg.quantisation.clip_range = Some(sa.quantisation.clip_range.unwrap_or(bound));
+    Ok(ValidatedStudy {
+        config,
+        spec,
+        weights,
+    })
 }
 
-/// DP-SGD steps of one round: ceil(local_epochs / q) Poisson-sampled batches.
-pub fn planned_steps(dp: &DpParams) -> u64 {
-    (f64::from(dp.local_epochs) / dp.sampling_rate).ceil() as u64
+/// Decodes uploaded initial weights (base64 safetensors) and checks them against the study's model; returns them
+/// re-encoded in the canonical layout with the spec in the metadata.
+fn initial_weights(
+    spec: &ModelSpec,
+    b64: &str,
+    max_model_bytes: usize,
+) -> Result<Vec<u8>, ApiError> {
+    // base64 is 4/3 of the bytes; refuse before decoding anything oversized.
+    let limit = max_model_bytes.saturating_add(1 << 16);
+    if b64.len() / 4 * 3 > limit {
+        return Err(ApiError::Unprocessable(format!(
+            "initial_weights is larger than this coordinator's model-size limit of {max_model_bytes} bytes"
+        )));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| {
+            ApiError::Unprocessable(format!("initial_weights is not valid base64: {e}"))
+        })?;
+    if let Some(theirs) = spec_from_safetensors(&bytes)
+        .map_err(|e| ApiError::Unprocessable(format!("initial_weights: {e}")))?
+        && &theirs != spec
+    {
+        return Err(ApiError::Unprocessable(
+            "initial_weights carries a model spec in its metadata that differs from model_spec"
+                .into(),
+        ));
+    }
+    let params = decode_safetensors(spec, &bytes).map_err(|e| {
+        ApiError::Unprocessable(format!(
+            "initial_weights does not match model_spec: {e} (tensor names are '<layer>.weight|bias' in layer \
+             order, F32, torch's shapes)"
+        ))
+    })?;
+    encode_safetensors(spec, &params).map_err(ApiError::internal)
 }

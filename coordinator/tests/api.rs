@@ -42,6 +42,7 @@ impl Api {
     async fn new_with_token(db: &TestDb, token_name: &str) -> Self {
         let limits = Limits {
             json_body_bytes: 64 * 1024,
+            model_bytes: 16 * 1024,
             max_poll: std::time::Duration::from_secs(2),
             ..Limits::default()
         };
@@ -145,11 +146,11 @@ pub fn study_request(name: &str) -> Value {
         "name": name,
         "model_spec": {"kind": "logistic_regression", "input_dim": 4, "num_classes": 2},
         "initial_weights_seed": 7,
-        "dp": {"sampling_rate": 0.1, "noise_multiplier": 1.1, "local_epochs": 1, "clip_norm": 1.0},
+        "dp": {"sampling_rate": 0.1, "noise_multiplier": 1.1, "local_epochs": 1, "clip_norm": 1.0, "expected_batch_size": 8.0},
         "secagg": {"threshold": null, "graph": {"kind": "complete"}, "quantisation": {"clip_range": 1.0, "bits": 32}},
         "budget": {"epsilon": 5.0, "delta": 1e-5},
         "rounds": 3,
-        "min_participants": 2,
+        "min_participants": 3,
         "deadlines": {"advertise_keys_secs": 30, "share_keys_secs": 30, "masked_input_secs": 30, "unmasking_secs": 30}
     })
 }
@@ -270,6 +271,19 @@ async fn studies(db: &TestDb) {
         ("/budget/delta", json!(1.0), "delta"),
         ("/budget/epsilon", json!(-1.0), "epsilon"),
         ("/min_participants", json!(1), "min_participants"),
+        ("/min_participants", json!(2), "min_participants"),
+        ("/dp/expected_batch_size", json!(0.0), "expected_batch_size"),
+        (
+            "/dp/noise_multiplier",
+            json!(3e-5),
+            "one round of this study alone",
+        ),
+        ("/secagg/quantisation/clip_range", json!(-1.0), "clip_range"),
+        (
+            "/model_spec",
+            json!({"kind": "logistic_regression", "input_dim": 10_000, "num_classes": 2}),
+            "model-size limit",
+        ),
         ("/rounds", json!(0), "rounds"),
         ("/secagg/threshold", json!(5), "threshold"),
         ("/secagg/quantisation/bits", json!(40), "bits"),
@@ -493,11 +507,12 @@ async fn rounds(db: &TestDb) {
     let (p1, c1) = enrol(&api, study, "alpha").await;
     api.refused(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "needs at least 2",
+        "needs at least 3",
         api.op(Method::POST, &path, Some(json!({}))),
     )
     .await;
     let (p2, c2) = enrol(&api, study, "beta").await;
+    let (p3, _) = enrol(&api, study, "delta").await;
     let (_, c_other) = enrol(&api, other, "gamma").await;
     api.refused(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -545,7 +560,7 @@ async fn rounds(db: &TestDb) {
     let rid = round["id"].as_i64().unwrap();
     assert_eq!(round["stage"], "advertise_keys");
     assert_eq!(round["sets"][0]["stage"], "selected");
-    assert_eq!(round["sets"][0]["participants"], json!([p1, p2]));
+    assert_eq!(round["sets"][0]["participants"], json!([p1, p2, p3]));
     api.refused(
         StatusCode::CONFLICT,
         "already has an active round",
@@ -916,6 +931,7 @@ async fn bad_input_matrix(db: &TestDb) {
     let other = create_study(&api, "other").await;
     let (_, c1) = enrol(&api, s, "alpha").await;
     let (p2, c2) = enrol(&api, s, "beta").await;
+    enrol(&api, s, "delta").await;
     let (_, c_out) = enrol(&api, other, "gamma").await;
     let rounds_path = format!("/v1/studies/{s}/rounds");
     let old = api
@@ -975,6 +991,9 @@ async fn bad_input_matrix(db: &TestDb) {
     let json_ct = "application/json";
     let bin_ct = "application/octet-stream";
     let oversized = vec![b' '; 64 * 1024 + 1];
+    // The create-study body may also carry initial weights: its limit is the JSON limit plus the model-size limit
+    // (16 KiB in base64).
+    let oversized_study = vec![b' '; 64 * 1024 + 16 * 1024 * 4 / 3 + 1];
     let masked = |round: u64, sender: u32, len: usize| {
         confide_common::secagg::MaskedInput {
             round_id: round,
@@ -1151,7 +1170,11 @@ async fn bad_input_matrix(db: &TestDb) {
                 (
                     "oversized body",
                     json_ct,
-                    oversized.clone(),
+                    if template == "/v1/studies" {
+                        oversized_study.clone()
+                    } else {
+                        oversized.clone()
+                    },
                     413,
                     "too large",
                 ),
@@ -1202,7 +1225,7 @@ async fn bad_input_matrix(db: &TestDb) {
             format!("/v1/studies/{other}/rounds"),
             json!({}),
             422,
-            "needs at least 2",
+            "needs at least 3",
         ),
         (
             &post,

@@ -16,7 +16,7 @@ fn study_request() -> Value {
     json!({
         "name": "crash",
         "model_spec": {"kind": "logistic_regression", "input_dim": 3, "num_classes": 2},
-        "dp": {"sampling_rate": 0.05, "noise_multiplier": 1.2, "local_epochs": 1, "clip_norm": 1.0},
+        "dp": {"sampling_rate": 0.05, "noise_multiplier": 1.2, "local_epochs": 1, "clip_norm": 1.0, "expected_batch_size": 8.0},
         "secagg": {"graph": {"kind": "complete"}, "quantisation": {"clip_range": 2.0, "bits": 32, "max_weight": 10}},
         "budget": {"epsilon": 10.0, "delta": 1e-5},
         "rounds": 5,

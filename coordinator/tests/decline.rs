@@ -17,11 +17,11 @@ fn study(name: &str) -> Value {
     json!({
         "name": name,
         "model_spec": {"kind": "logistic_regression", "input_dim": 3, "num_classes": 2},
-        "dp": {"sampling_rate": 0.1, "noise_multiplier": 1.0, "local_epochs": 1, "clip_norm": 1.0},
-        "secagg": {"threshold": 2, "graph": {"kind": "complete"}, "quantisation": {"clip_range": 2.0, "bits": 32}},
+        "dp": {"sampling_rate": 0.1, "noise_multiplier": 1.0, "local_epochs": 1, "clip_norm": 1.0, "expected_batch_size": 8.0},
+        "secagg": {"threshold": 3, "graph": {"kind": "complete"}, "quantisation": {"clip_range": 2.0, "bits": 32}},
         "budget": {"epsilon": 10.0, "delta": 1e-5},
         "rounds": 3,
-        "min_participants": 2,
+        "min_participants": 3,
         "deadlines": {"advertise_keys_secs": 120, "share_keys_secs": 120, "masked_input_secs": 120, "unmasking_secs": 120}
     })
 }
@@ -130,11 +130,11 @@ async fn declines(db: &TestDb) {
         .await;
     let other_sid = other["id"].as_i64().unwrap();
     let mut sims = Vec::new();
-    for i in 0..4 {
+    for i in 0..5 {
         sims.push(enrol(&w, sid, &format!("h{i}")).await);
     }
     let outsider = enrol(&w, other_sid, "elsewhere").await;
-    let selected: Vec<i64> = sims[..3].iter().map(|s| s.id).collect();
+    let selected: Vec<i64> = sims[..4].iter().map(|s| s.id).collect();
     let (status, round) = w
         .http
         .post_json(
@@ -195,8 +195,8 @@ async fn declines(db: &TestDb) {
         "not found",
     )
     .await;
-    let c3 = sims[3].cred.clone();
-    decline(db, &w, Some(&c3), rid, reason.clone(), 403, "not selected").await;
+    let c4 = sims[4].cred.clone();
+    decline(db, &w, Some(&c4), rid, reason.clone(), 403, "not selected").await;
     // h1 advertises its keys; then it can no longer decline.
     assert!(sims[1].step(&w.http).await.is_some());
     let c1 = sims[1].cred.clone();
@@ -254,8 +254,9 @@ async fn declines(db: &TestDb) {
     assert!(text.contains("declined"), "{text}");
     assert_eq!(before, db.store.state_fingerprint().await.unwrap());
 
-    // h2 advertises: with h0's decline counted as its answer the stage closes now, not at its 120 s deadline.
+    // h2 and h3 advertise: with h0's decline counted as its answer the stage closes now, not at its 120 s deadline.
     assert!(sims[2].step(&w.http).await.is_some());
+    assert!(sims[3].step(&w.http).await.is_some());
     wait_until(15, "advertise_keys to close early", || async {
         w.http.get_json(&format!("/v1/rounds/{rid}"), &w.op).await.1["stage"] == "share_keys"
     })
@@ -268,7 +269,7 @@ async fn declines(db: &TestDb) {
         .find(|s| s["stage"] == "advertise_keys")
         .unwrap()["participants"]
         .clone();
-    assert_eq!(u1, json!([sims[1].id, sims[2].id]), "{status}");
+    assert_eq!(u1, json!([sims[1].id, sims[2].id, sims[3].id]), "{status}");
     // Wrong stage now.
     let c2 = sims[2].cred.clone();
     decline(
@@ -334,6 +335,7 @@ async fn local_training(db: &TestDb) {
     let sid = s["id"].as_i64().unwrap();
     let a = enrol(&w, sid, "a").await;
     let _b = enrol(&w, sid, "b").await;
+    let _c = enrol(&w, sid, "c").await;
     let (status, _) = w
         .http
         .post_json(

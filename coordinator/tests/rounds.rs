@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use confide_common::dp::{AccountantKind, PrivacyLedger};
 use confide_common::model::{ModelSpec, decode_safetensors};
 use confide_common::secagg::QuantizationParams;
 use confide_coordinator::Limits;
@@ -18,11 +19,11 @@ pub fn study_request(name: &str, masked_input_secs: u64) -> Value {
         "name": name,
         "model_spec": {"kind": "logistic_regression", "input_dim": 3, "num_classes": 2},
         "initial_weights_seed": 11,
-        "dp": {"sampling_rate": 0.05, "noise_multiplier": 1.2, "local_epochs": 1, "clip_norm": 1.0},
+        "dp": {"sampling_rate": 0.05, "noise_multiplier": 1.2, "local_epochs": 1, "clip_norm": 1.0, "expected_batch_size": 8.0},
         "secagg": {"graph": {"kind": "complete"}, "quantisation": {"clip_range": 2.0, "bits": 32, "max_weight": 1000}},
         "budget": {"epsilon": 10.0, "delta": 1e-5},
         "rounds": 5,
-        "min_participants": 2,
+        "min_participants": 3,
         "deadlines": {"advertise_keys_secs": 60, "share_keys_secs": 60, "masked_input_secs": masked_input_secs, "unmasking_secs": 60},
         "server_optimizer": {"kind": "fed_avg", "learning_rate": 0.5}
     })
@@ -65,6 +66,11 @@ pub async fn setup(
         .await;
     assert_eq!(status, 201, "{study}");
     let sid = study["id"].as_i64().unwrap();
+    (sid, enrol_sims(http, op, sid, n).await)
+}
+
+/// Enrols `n` simulated participants in a study.
+pub async fn enrol_sims(http: &Http, op: &str, sid: i64, n: usize) -> Vec<Sim> {
     let mut sims = Vec::new();
     for i in 0..n {
         let (_, tok) = http
@@ -92,7 +98,7 @@ pub async fn setup(
             1 + i as u32,
         ));
     }
-    (sid, sims)
+    sims
 }
 
 pub async fn round_status(http: &Http, op: &str, rid: i64) -> Value {
@@ -118,7 +124,7 @@ async fn full_rounds(db: &TestDb) {
     ));
     let http = Http::new(&format!("http://{addr}"));
     let op = db.store.create_operator_token("op").await.unwrap();
-    let (sid, mut sims) = setup(&http, &op, "e2e", 3, 3).await;
+    let (sid, mut sims) = setup(&http, &op, "e2e", 3, 4).await;
     let spec = ModelSpec::from_json(&study_request("x", 1)["model_spec"].to_string()).unwrap();
 
     // Round 1: everyone takes part.
@@ -160,7 +166,7 @@ async fn full_rounds(db: &TestDb) {
             .unwrap_or_else(|| panic!("{status}"));
         assert_eq!(
             s["participants"].as_array().unwrap().len(),
-            3,
+            4,
             "{set}: {status}"
         );
     }
@@ -198,7 +204,7 @@ async fn full_rounds(db: &TestDb) {
     let eps = report["participants"][0]["epsilon_spent"].as_f64().unwrap();
     assert!(eps > 0.0 && eps < 10.0, "{report}");
 
-    // Round 2: the last participant drops after ShareKeys; the round completes with the two survivors, who alone
+    // Round 2: the last participant drops after ShareKeys; the round completes with the three survivors, who alone
     // are charged.
     let (status, round) = http
         .post_json(&format!("/v1/studies/{sid}/rounds"), Some(&op), &json!({}))
@@ -212,7 +218,7 @@ async fn full_rounds(db: &TestDb) {
     loop {
         for (i, s) in sims.iter_mut().enumerate() {
             let task = s.task(&http).await;
-            let dropped = i == 2
+            let dropped = i == 3
                 && task.as_ref().is_some_and(|t| {
                     t.stage != confide_common::api::RoundStage::AdvertiseKeys
                         && t.stage != confide_common::api::RoundStage::ShareKeys
@@ -231,10 +237,10 @@ async fn full_rounds(db: &TestDb) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(sims[2].sent_input.is_none());
+    assert!(sims[3].sent_input.is_none());
     let (v1, _) = db.store.model_weights(sid, 1).await.unwrap();
     let v1 = decode_safetensors(&spec, &v1).unwrap();
-    let inputs: Vec<&Vec<u32>> = sims[..2]
+    let inputs: Vec<&Vec<u32>> = sims[..3]
         .iter()
         .map(|s| s.sent_input.as_ref().unwrap())
         .collect();
@@ -249,7 +255,7 @@ async fn full_rounds(db: &TestDb) {
         .filter(|l| l.round_id == rid2)
         .map(|l| l.participant_id)
         .collect();
-    assert_eq!(charged, vec![sims[0].id, sims[1].id]);
+    assert_eq!(charged, vec![sims[0].id, sims[1].id, sims[2].id]);
     let metrics = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
@@ -271,6 +277,40 @@ both_backends!(
     full_rounds
 );
 
+/// Runs the simulated participants until the round finishes; `drop_after_share_keys` stop answering once their
+/// task is past ShareKeys. Returns the round's status.
+async fn run_round(
+    http: &Http,
+    op: &str,
+    sims: &mut [Sim],
+    rid: i64,
+    drop_after_share_keys: &[usize],
+) -> Value {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        for (i, s) in sims.iter_mut().enumerate() {
+            let task = s.task(http).await;
+            let dropped = drop_after_share_keys.contains(&i)
+                && task.as_ref().is_some_and(|t| {
+                    t.stage != confide_common::api::RoundStage::AdvertiseKeys
+                        && t.stage != confide_common::api::RoundStage::ShareKeys
+                });
+            if !dropped {
+                s.step(http).await;
+            }
+        }
+        let status = round_status(http, op, rid).await;
+        if !status["outcome"].is_null() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for round {rid}: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn budgets(db: &TestDb) {
     let state = confide_coordinator::start(db.store.clone(), Limits::default())
         .await
@@ -286,27 +326,45 @@ async fn budgets(db: &TestDb) {
     ));
     let http = Http::new(&format!("http://{addr}"));
     let op = db.store.create_operator_token("op").await.unwrap();
-    // A budget below one round's cost: nobody can be selected, the round is refused with the reason.
+
+    // A budget below one round's cost: the study itself is refused, with the reason, and nothing is stored.
+    let before = db.store.state_fingerprint().await.unwrap();
     let mut req = study_request("tight", 5);
     req["budget"]["epsilon"] = json!(0.01);
-    let (status, study) = http.post_json("/v1/studies", Some(&op), &req).await;
-    assert_eq!(status, 201);
-    let sid = study["id"].as_i64().unwrap();
-    for i in 0..2 {
-        let (_, tok) = http
-            .post_json(
-                &format!("/v1/studies/{sid}/enrolment-tokens"),
-                Some(&op),
-                &json!({"label": "x"}),
-            )
-            .await;
-        http.post_json(
-            "/v1/participant/enrol",
-            None,
-            &json!({"token": tok["token"], "name": format!("p{i}")}),
-        )
-        .await;
+    let (status, err) = http.post_json("/v1/studies", Some(&op), &req).await;
+    assert_eq!(status, 422, "{err}");
+    let msg = err["error"].as_str().unwrap();
+    assert!(msg.contains("one round of this study alone"), "{msg}");
+    assert_eq!(before, db.store.state_fingerprint().await.unwrap());
+
+    // A noise multiplier so small that the old accountant reported ε = 0 (grid overflow): refused as well.
+    let mut req = study_request("tiny-sigma", 5);
+    req["dp"]["noise_multiplier"] = json!(3e-5);
+    req["dp"]["sampling_rate"] = json!(1.0);
+    let (status, err) = http.post_json("/v1/studies", Some(&op), &req).await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(before, db.store.state_fingerprint().await.unwrap());
+
+    // A budget for one round and a half: round 1 runs, round 2 is refused at selection with the reasons.
+    let one_round = PrivacyLedger {
+        events: confide_common::plan::planned_events(
+            &serde_json::from_value(study_request("x", 5)["dp"].clone()).unwrap(),
+        ),
     }
+    .epsilon(1e-5, AccountantKind::Pld)
+    .unwrap();
+    let mut req = study_request("one-round", 5);
+    req["budget"]["epsilon"] = json!(one_round * 1.5);
+    let (status, study) = http.post_json("/v1/studies", Some(&op), &req).await;
+    assert_eq!(status, 201, "{study}");
+    let sid = study["id"].as_i64().unwrap();
+    let mut sims = enrol_sims(&http, &op, sid, 3).await;
+    let (status, round) = http
+        .post_json(&format!("/v1/studies/{sid}/rounds"), Some(&op), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{round}");
+    let done = run_round(&http, &op, &mut sims, round["id"].as_i64().unwrap(), &[]).await;
+    assert_eq!(done["outcome"], "completed", "{done}");
     let before = db.store.state_fingerprint().await.unwrap();
     let (status, err) = http
         .post_json(&format!("/v1/studies/{sid}/rounds"), Some(&op), &json!({}))
@@ -322,6 +380,62 @@ async fn budgets(db: &TestDb) {
     server.await.unwrap().unwrap();
 }
 both_backends!(over_budget_participants_are_not_selected, budgets);
+
+/// The minimum-aggregate rule: a study with min_participants 3 whose third participant drops after ShareKeys
+/// aborts the round before unmasking — nothing published, nobody charged, the reason shown.
+async fn min_aggregate(db: &TestDb) {
+    let state = confide_coordinator::start(db.store.clone(), Limits::default())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let server = tokio::spawn(confide_coordinator::serve(
+        listener,
+        state.clone(),
+        async move { stopped.cancelled().await },
+    ));
+    let http = Http::new(&format!("http://{addr}"));
+    let op = db.store.create_operator_token("op").await.unwrap();
+    // min_participants 2 is refused outright.
+    let mut req = study_request("pair", 1);
+    req["min_participants"] = json!(2);
+    let (status, err) = http.post_json("/v1/studies", Some(&op), &req).await;
+    assert_eq!(status, 422, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("min_participants"));
+
+    let (sid, mut sims) = setup(&http, &op, "three", 1, 3).await;
+    let (status, round) = http
+        .post_json(&format!("/v1/studies/{sid}/rounds"), Some(&op), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{round}");
+    let rid = round["id"].as_i64().unwrap();
+    let done = run_round(&http, &op, &mut sims, rid, &[2]).await;
+    assert_eq!(done["outcome"], "aborted", "{done}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("only 2 participant(s) completed masked_input_collection"),
+        "{reason}"
+    );
+    // The coordinator never asked for unmasking shares: it did not learn the sum of the two inputs.
+    assert!(
+        !done["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == "unmasking"),
+        "{done}"
+    );
+    assert!(db.store.ledger(sid).await.unwrap().is_empty());
+    assert!(db.store.model_weights(sid, 1).await.is_err());
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
+both_backends!(
+    a_round_of_fewer_than_three_inputs_publishes_nothing,
+    min_aggregate
+);
 
 /// A server snapshot that does not decode when a driver resumes the round: the round is aborted with the reason,
 /// nothing is published, nobody is charged, and its messages are gone.

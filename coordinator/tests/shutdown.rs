@@ -20,11 +20,11 @@ fn study_request() -> Value {
     json!({
         "name": "shutdown",
         "model_spec": {"kind": "logistic_regression", "input_dim": 3, "num_classes": 2},
-        "dp": {"sampling_rate": 0.05, "noise_multiplier": 1.2, "local_epochs": 1, "clip_norm": 1.0},
+        "dp": {"sampling_rate": 0.05, "noise_multiplier": 1.2, "local_epochs": 1, "clip_norm": 1.0, "expected_batch_size": 8.0},
         "secagg": {"graph": {"kind": "complete"}, "quantisation": {"clip_range": 2.0, "bits": 32}},
         "budget": {"epsilon": 10.0, "delta": 1e-5},
         "rounds": 5,
-        "min_participants": 2,
+        "min_participants": 3,
         "deadlines": {"advertise_keys_secs": 600, "share_keys_secs": 600, "masked_input_secs": 600, "unmasking_secs": 600}
     })
 }
@@ -46,7 +46,7 @@ async fn sigterm_during_long_poll(backend: Backend) {
     assert_eq!(status, 201, "{study}");
     let sid = study["id"].as_i64().unwrap();
     let mut sims = Vec::new();
-    for i in 0..2 {
+    for i in 0..3 {
         let (_, tok) = http
             .post_json(
                 &format!("/v1/studies/{sid}/enrolment-tokens"),
@@ -127,6 +127,7 @@ async fn sigterm_during_long_poll(backend: Backend) {
     })
     .await;
     assert_eq!(sims[1].step(&http).await, Some(RoundStage::AdvertiseKeys));
+    assert_eq!(sims[2].step(&http).await, Some(RoundStage::AdvertiseKeys));
     wait_until(20, "B to close advertise_keys", || async {
         db.store.get_round(rid).await.unwrap().stage == "share_keys"
     })

@@ -318,7 +318,11 @@ async fn publish(db: &TestDb) {
         .create_round(&new_round(study, vec![p1, p2]))
         .await
         .unwrap();
-    let events = serde_json::json!([{"subsampled_gaussian": {"sampling_rate": 0.1, "noise_multiplier": 1.0, "steps": 10}}]);
+    let events = vec![confide_common::dp::PrivacyEvent::SubsampledGaussian {
+        sampling_rate: 0.1,
+        noise_multiplier: 1.0,
+        steps: 10,
+    }];
     let charge = |epsilon_after: f64, ledger_rows: i64| Charge {
         participant: p1,
         events: events.clone(),
@@ -380,10 +384,7 @@ async fn publish(db: &TestDb) {
         ),
         (p1, round.id, 1.0)
     );
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&ledger[0].events_json).unwrap(),
-        events
-    );
+    assert_eq!(ledger[0].events, events);
     let (w, _) = s.model_weights(study, 1).await.unwrap();
     assert_eq!(w, b"weights-v1");
     assert_eq!(

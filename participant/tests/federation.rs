@@ -30,6 +30,8 @@ const DATA: &str = concat!(
 const Q: f64 = 0.2;
 const SIGMA: f64 = 1.0;
 const LOCAL_EPOCHS: u32 = 1;
+/// The study's public DP-SGD divisor (about q × a site's records here).
+const EXPECTED_BATCH: f64 = 20.0;
 
 /// An in-process coordinator serving on a loopback port.
 struct Coordinator {
@@ -186,7 +188,7 @@ fn study_request(
         "name": name,
         "model_spec": {"kind": "logistic_regression", "input_dim": 30, "num_classes": 2},
         "initial_weights_seed": 3,
-        "dp": {"sampling_rate": Q, "noise_multiplier": SIGMA, "local_epochs": LOCAL_EPOCHS, "clip_norm": 1.0},
+        "dp": {"sampling_rate": Q, "noise_multiplier": SIGMA, "local_epochs": LOCAL_EPOCHS, "clip_norm": 1.0, "expected_batch_size": EXPECTED_BATCH},
         "secagg": {"threshold": threshold, "graph": {"kind": "complete"},
                    "quantisation": {"clip_range": 4.0, "bits": 32, "max_weight": 1000}},
         "budget": {"epsilon": 100.0, "delta": 1e-5},

@@ -34,8 +34,8 @@ pub enum DemoDataset {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Number of hospitals (participant agents).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=32))]
+    /// Number of hospitals (participant agents); at least 3, the fewest inputs a round may publish.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(3..=32))]
     participants: u32,
     /// Federated rounds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=200))]
@@ -92,8 +92,6 @@ struct Preset {
     momentum: f64,
     /// Epochs of the centralised non-private baseline.
     baseline_epochs: u64,
-    /// Each update coordinate is clipped to ±this before quantisation.
-    update_clip_range: f64,
 }
 
 fn preset(dataset: DemoDataset) -> Preset {
@@ -109,7 +107,6 @@ fn preset(dataset: DemoDataset) -> Preset {
             learning_rate: 0.1,
             momentum: 0.9,
             baseline_epochs: 30,
-            update_clip_range: 4.0,
         },
         DemoDataset::Digits => Preset {
             file: "digits_8x8.csv",
@@ -122,7 +119,6 @@ fn preset(dataset: DemoDataset) -> Preset {
             learning_rate: 0.2,
             momentum: 0.9,
             baseline_epochs: 30,
-            update_clip_range: 2.0,
         },
     }
 }
@@ -493,6 +489,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
     std::fs::write(&model_path, p.model_spec).context("writing the model spec")?;
 
     let steps_per_round = (f64::from(p.local_epochs) / p.sampling_rate).ceil() as u64;
+    let slice_len = slices.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let expected_batch_size = (p.sampling_rate * slice_len as f64).max(1.0);
     let sigma = calibrate_sigma(
         target_epsilon,
         args.delta,
@@ -548,16 +546,19 @@ async fn demo(args: DemoArgs) -> Result<()> {
             "noise_multiplier": sigma,
             "local_epochs": p.local_epochs,
             "clip_norm": p.clip_norm,
+            // Public: the study plans for hospitals of about the demo's slice size (no site divides by its own N).
+            "expected_batch_size": expected_batch_size,
         },
         "local_training": {"optimizer": "sgd", "learning_rate": p.learning_rate, "momentum": p.momentum},
         "secagg": {
             "threshold": null,
             "graph": {"kind": "complete"},
-            "quantisation": {"clip_range": p.update_clip_range, "bits": 32},
+            // No clip_range: the coordinator derives it from the DP-SGD parameters, so updates are never clamped.
+            "quantisation": {"bits": 32},
         },
         "budget": {"epsilon": target_epsilon, "delta": args.delta},
         "rounds": args.rounds,
-        "min_participants": 2.max(n as u32 / 2),
+        "min_participants": 3.max(n as u32 / 2),
         "deadlines": {
             "advertise_keys_secs": 300,
             "share_keys_secs": 60,

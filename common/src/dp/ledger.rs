@@ -8,6 +8,7 @@ use super::rdp::RdpAccountant;
 
 /// One privacy-relevant release, in units of a sensitivity-1 mechanism.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PrivacyEvent {
     /// `steps` steps of DP-SGD: Poisson sampling with rate q, Gaussian noise with multiplier σ (noise std / clip norm).
@@ -69,6 +70,7 @@ impl PrivacyEvent {
 
 /// Which accountant turns a ledger into (ε, δ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AccountantKind {
     /// Privacy-loss-distribution accountant: tight (to the discretisation) and pessimistic. The default.

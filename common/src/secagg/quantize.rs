@@ -115,6 +115,12 @@ impl QuantizationParams {
         (1u64 << self.bits) - 1
     }
 
+    /// How many coordinates of `update` lie outside [−clip, clip] and would be clamped by [`Self::quantize`].
+    /// Data-dependent: for the site's own log, never to be sent.
+    pub fn clamped_count(&self, update: &[f32]) -> usize {
+        update.iter().filter(|v| v.abs() > self.clip).count()
+    }
+
     /// Quantises an update and appends the weight coordinate; the result has `update.len() + 1` ring elements.
     /// Non-finite coordinates are refused rather than silently clipped.
     pub fn quantize<R: CryptoRng + ?Sized>(
@@ -193,6 +199,13 @@ mod tests {
         let q = QuantizationParams::for_participants(1.0, 16, 100, 10).unwrap();
         assert_eq!(q.levels, 32767 / 100);
         assert!(QuantizationParams::new(1.0, q.levels + 1, 16, 100, 10).is_err());
+    }
+
+    #[test]
+    fn clamped_coordinates_are_counted() {
+        let q = QuantizationParams::for_participants(2.0, 32, 3, 1).unwrap();
+        assert_eq!(q.clamped_count(&[0.0, 2.0, -2.0, 2.5, -3.0, 1.9]), 2);
+        assert_eq!(q.clamped_count(&[]), 0);
     }
 
     #[test]

@@ -30,6 +30,8 @@ use crate::store::{ParticipantRow, Store};
 pub struct Limits {
     /// Largest JSON body (operator requests, control messages).
     pub json_body_bytes: usize,
+    /// Largest model (f32 safetensors bytes) a study may declare or upload as initial weights.
+    pub model_bytes: usize,
     /// Longest long-poll a participant may ask for.
     pub max_poll: Duration,
     /// How long a round lease lasts without renewal; a crashed process's rounds are taken over after this.
@@ -40,6 +42,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             json_body_bytes: 4 << 20,
+            model_bytes: 256 << 20,
             max_poll: Duration::from_secs(60),
             lease_ttl: Duration::from_secs(6),
         }
@@ -230,10 +233,14 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let json_limit = state.limits.json_body_bytes;
+    // A study may carry its initial weights (base64): its body limit follows the model-size limit.
+    let study_limit = json_limit.saturating_add(state.limits.model_bytes.saturating_mul(4) / 3);
     let api = Router::new()
         .route(
             "/v1/studies",
-            post(operator::create_study).get(operator::list_studies),
+            post(operator::create_study)
+                .layer(DefaultBodyLimit::max(study_limit))
+                .get(operator::list_studies),
         )
         .route("/v1/studies/{study_id}", get(operator::get_study))
         .route(

@@ -9,7 +9,11 @@ use confide_common::api::{
     StartRoundRequest, StudyInfo,
 };
 
+use confide_common::dp::{AccountantKind, PrivacyLedger};
+use confide_common::plan;
+
 use super::{AppState, Operator, created};
+use crate::budget;
 use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::rounds;
 use crate::store::{StudyRow, now_ms};
@@ -23,6 +27,7 @@ pub(crate) async fn study_info(state: &AppState, row: &StudyRow) -> Result<Study
     let study = Study::from_row(row)?;
     let latest = state.store.latest_model_version(row.id).await?;
     let rounds = state.store.list_rounds(row.id).await?;
+    let warnings = study::warnings(&study.config);
     Ok(StudyInfo {
         id: row.id,
         config: study.config,
@@ -33,10 +38,13 @@ pub(crate) async fn study_info(state: &AppState, row: &StudyRow) -> Result<Study
             .filter(|r| r.outcome.as_deref() == Some("completed"))
             .count() as i64,
         active_round: rounds.iter().find(|r| r.outcome.is_none()).map(|r| r.id),
+        warnings,
     })
 }
 
-/// Create a study: model spec (initial weights generated from `initial_weights_seed`), DP, SecAgg, budget.
+/// Create a study: model spec and initial weights (uploaded, or generated from `initial_weights_seed`), DP, SecAgg,
+/// budget. Refused (422) when one round alone would spend more than the budget; `warnings` in the answer say what
+/// is likely to hurt the study (e.g. a quantisation range that clamps updates).
 #[utoipa::path(post, path = "/v1/studies", tag = "operator", request_body = CreateStudyRequest,
     security(("operator_token" = [])),
     responses((status = 201, body = StudyInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -46,13 +54,33 @@ pub async fn create_study(
     _op: Operator,
     ApiJson(req): ApiJson<CreateStudyRequest>,
 ) -> Result<Response, ApiError> {
-    let (_spec, weights) = study::validate(&req)?;
-    let config_json = serde_json::to_string(&req).map_err(ApiError::internal)?;
+    let valid = study::validate(&req, state.limits.model_bytes)?;
+    let config = &valid.config;
+    let first_round = budget::epsilon_with(
+        PrivacyLedger::new(),
+        plan::planned_events(&config.dp),
+        config.budget.delta,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::Unprocessable(format!("the study's privacy cannot be accounted: {e}"))
+    })?;
+    if first_round > config.budget.epsilon {
+        return Err(ApiError::Unprocessable(format!(
+            "one round of this study alone would spend ε = {first_round:.4} at δ = {}, over the budget ε = {}: \
+             raise dp.noise_multiplier, lower dp.sampling_rate or dp.local_epochs, or raise the budget",
+            config.budget.delta, config.budget.epsilon
+        )));
+    }
+    let config_json = serde_json::to_string(config).map_err(ApiError::internal)?;
     let row = state
         .store
-        .create_study(&req.name, &config_json, &weights)
+        .create_study(&config.name, &config_json, &valid.weights)
         .await?;
     tracing::info!(study = row.id, name = %row.name, "study created");
+    for warning in study::warnings(config) {
+        tracing::warn!(study = row.id, %warning, "study created with a warning");
+    }
     state.metrics.init_study(row.id);
     Ok(created(study_info(&state, &row).await?))
 }
@@ -291,7 +319,7 @@ pub async fn privacy_report(
     Ok(ApiJson(PrivacyReport {
         study_id,
         delta: study.config.budget.delta,
-        accountant: "pld".into(),
+        accountant: AccountantKind::Pld,
         participants,
     }))
 }

@@ -752,8 +752,7 @@ fn os_rng() -> Result<ChaCha20Rng, AgentError> {
 /// whose q and σ are the study's. Anything else is refused (the agent would otherwise spend differently from
 /// what is charged and checked).
 pub fn training_plan(task: &RoundTask) -> Result<(RoundPlan, Vec<PrivacyEvent>), String> {
-    let planned: Vec<PrivacyEvent> = serde_json::from_value(task.planned_events.clone())
-        .map_err(|e| format!("unreadable planned privacy events: {e}"))?;
+    let planned: Vec<PrivacyEvent> = task.planned_events.clone();
     let [event] = planned.as_slice() else {
         return Err(format!(
             "the round plans {} privacy events; this agent takes part only in rounds of one DP-SGD run",
@@ -887,7 +886,7 @@ mod tests {
     use confide_common::model::encode_safetensors;
     use confide_common::secagg::{GraphKind, SecAggParams};
 
-    fn task(planned: serde_json::Value) -> RoundTask {
+    fn task(planned: Vec<PrivacyEvent>) -> RoundTask {
         RoundTask {
             round_id: 4,
             study_id: 1,
@@ -902,13 +901,14 @@ mod tests {
                 noise_multiplier: 1.5,
                 local_epochs: 1,
                 clip_norm: 0.7,
+                expected_batch_size: 10.0,
             },
             local_training: LocalTraining::default(),
             secagg: confide_common::api::SecAggParams {
                 threshold: None,
                 graph: GraphParams::Complete,
                 quantisation: QuantisationParams {
-                    clip_range: 1.0,
+                    clip_range: Some(1.0),
                     bits: 32,
                     max_weight: 10,
                 },
@@ -931,8 +931,12 @@ mod tests {
 
     #[test]
     fn the_plan_is_exactly_the_charged_events() {
-        let ok = serde_json::json!([{"kind": "subsampled_gaussian", "sampling_rate": 0.2,
-                                     "noise_multiplier": 1.5, "steps": 5}]);
+        let sg = |sampling_rate, noise_multiplier, steps| PrivacyEvent::SubsampledGaussian {
+            sampling_rate,
+            noise_multiplier,
+            steps,
+        };
+        let ok = vec![sg(0.2, 1.5, 5)];
         let (plan, events) = training_plan(&task(ok)).unwrap();
         assert_eq!(
             (plan.sampling_rate, plan.noise_multiplier, plan.steps),
@@ -949,20 +953,12 @@ mod tests {
         assert_eq!(events.len(), 1);
 
         for (planned, needle) in [
-            (serde_json::json!([]), "0 privacy events"),
-            (serde_json::json!({"x": 1}), "unreadable"),
+            (vec![], "0 privacy events"),
+            (vec![sg(0.2, 1.5, 5), sg(0.2, 1.5, 5)], "2 privacy events"),
+            (vec![sg(0.2, 0.5, 5)], "do not match"),
+            (vec![sg(0.2, 1.5, 0)], "invalid planned"),
             (
-                serde_json::json!([{"kind": "subsampled_gaussian", "sampling_rate": 0.2,
-                                     "noise_multiplier": 0.5, "steps": 5}]),
-                "do not match",
-            ),
-            (
-                serde_json::json!([{"kind": "subsampled_gaussian", "sampling_rate": 0.2,
-                                     "noise_multiplier": 1.5, "steps": 0}]),
-                "invalid planned",
-            ),
-            (
-                serde_json::json!([{"kind": "zcdp_gaussian", "rho": 0.1}]),
+                vec![PrivacyEvent::ZcdpGaussian { rho: 0.1 }],
                 "not a DP-SGD run",
             ),
         ] {
@@ -973,7 +969,7 @@ mod tests {
 
     #[test]
     fn the_model_must_match_the_round() {
-        let t = task(serde_json::json!([]));
+        let t = task(vec![]);
         let spec =
             ModelSpec::from_json(r#"{"kind":"logistic_regression","input_dim":3,"num_classes":2}"#)
                 .unwrap();
