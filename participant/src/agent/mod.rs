@@ -1,10 +1,11 @@
 //! The participant agent: enrols once, then long-polls the coordinator for work and takes part in rounds.
 //!
 //! Per round, in the order the coordinator's stages ask for it:
-//! 1. **AdvertiseKeys** — check the task's planned privacy events against the *local* ledger and budget (declining
-//!    the round with the reason if they would exceed it), download the model and verify its sha256 against the
-//!    task, train with DP-SGD exactly as the planned events say, compute Δ = local − global, start the sans-IO
-//!    secure-aggregation client and send its public keys.
+//! 1. **AdvertiseKeys** — check the task's planned privacy events against the *local* ledger and budget of the
+//!    dataset this agent serves (everything any study ever charged to it; declining the round with the reason if
+//!    they would exceed it), download the model and verify its sha256 against the task, train with DP-SGD exactly
+//!    as the planned events say, compute Δ = local − global (warning locally if quantisation will clamp some of
+//!    it), start the sans-IO secure-aggregation client and send its public keys.
 //! 2. **ShareKeys** — answer the key directory with the encrypted shares.
 //! 3. **MaskedInputCollection** — quantise Δ with weight 1, mask it, charge the local ledger durably, and only
 //!    then send the masked input.
@@ -19,8 +20,10 @@
 //! Logs never contain records, updates, keys or shares: only round numbers, stages, sizes, ε and durations.
 
 pub mod config;
+pub mod dataset;
 pub mod debug;
 pub mod ledger;
+pub mod saturation;
 pub mod state;
 
 use std::collections::HashSet;
@@ -41,15 +44,13 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::data::{CsvOptions, DataError, Dataset, Standardization, read_csv};
+use crate::data::{DataError, Dataset};
 use crate::dpsgd::OptimizerConfig;
 use crate::train::{RoundPlan, train_round};
 use config::AgentConfig;
-use ledger::{Budget, Charge, LEDGER_FILE, LedgerError, LocalLedger};
+use dataset::Statistics;
+use ledger::{Budget, Charge, ChargeKey, LedgerError, LocalLedger};
 use state::{Identity, StateDir, StateError};
-
-/// Labels are checked against the model's classes when a round's model arrives; until then any integer is read.
-const MAX_LABEL_CLASSES: usize = 1 << 20;
 /// Pause before polling again while the current round has nothing for this agent to do.
 const SIT_OUT_PAUSE: Duration = Duration::from_secs(1);
 
@@ -112,7 +113,6 @@ impl Outgoing {
 /// This agent's part in one round. Dropping it forgets the secure-aggregation secrets.
 struct Session {
     round_id: i64,
-    study_id: i64,
     round_number: i64,
     client: SecAggClient,
     quantisation: QuantizationParams,
@@ -141,6 +141,7 @@ pub struct Agent {
     client: CoordinatorClient,
     identity: Identity,
     data: Arc<Dataset>,
+    statistics: Statistics,
     session: Option<Session>,
     pending: Option<Outgoing>,
     /// A round this agent does not (or no longer) take part in.
@@ -156,31 +157,6 @@ fn http_client() -> Result<reqwest::Client, AgentError> {
         .map_err(|e| AgentError::Fatal(format!("HTTP client: {e}")))
 }
 
-/// Reads and standardises the site's records once at start-up (a bad file stops the agent before it enrols).
-pub fn load_data(cfg: &config::DataConfig) -> Result<Dataset, AgentError> {
-    let mut data = read_csv(
-        &cfg.path,
-        &CsvOptions {
-            label: cfg.label.clone(),
-            features: cfg.features.clone(),
-            num_classes: MAX_LABEL_CLASSES,
-        },
-    )?;
-    let stats = match &cfg.stats {
-        Some(path) => Standardization::read(path)?,
-        None => {
-            tracing::warn!(
-                "no standardisation statistics given (--stats): standardising with the mean and std of the local \
-                 data; those statistics are NOT covered by the differential-privacy guarantee"
-            );
-            Standardization::compute(&data)
-        }
-    };
-    stats.check(&data)?;
-    stats.apply(&mut data);
-    Ok(data)
-}
-
 impl Agent {
     /// Opens the state directory, loads the data, and enrols unless an identity is stored. Returns `None` if
     /// shut down while enrolling.
@@ -189,13 +165,14 @@ impl Agent {
         shutdown: CancellationToken,
     ) -> Result<Option<Self>, AgentError> {
         let state = StateDir::open(&cfg.state_dir)?;
-        let data = load_data(&cfg.data)?;
+        let data = dataset::load(&cfg.data)?;
         tracing::info!(
-            records = data.len(),
-            features = data.num_features(),
+            dataset = %cfg.data.dataset_id,
+            records = data.records.len(),
+            features = data.records.num_features(),
             "local data loaded"
         );
-        let ledger = LocalLedger::open(&state.file(LEDGER_FILE)).await?;
+        let ledger = dataset::open_ledger(&cfg, &data.fingerprint).await?;
         state::restrict_files(state.path())
             .map_err(|e| AgentError::Fatal(format!("state directory permissions: {e}")))?;
         let http = http_client()?;
@@ -232,21 +209,28 @@ impl Agent {
             None => identity.coordinator_url.clone(),
         };
         let client = CoordinatorClient::with_http(&url, &identity.credential, http);
+        let epsilon_spent = ledger.epsilon_with(&[], cfg.budget.delta).await?;
         tracing::info!(
             participant = identity.participant_id,
             study = identity.study_id,
             coordinator = %url,
+            dataset = %cfg.data.dataset_id,
+            epsilon_spent,
             epsilon_budget = cfg.budget.epsilon,
             delta = cfg.budget.delta,
-            "agent ready"
+            "agent ready (ε spent by this dataset in every study so far)"
         );
+        if data.statistics == Statistics::OwnRecords {
+            dataset::warn_non_private_statistics();
+        }
         Ok(Some(Self {
             cfg,
             state,
             ledger,
             client,
             identity,
-            data: Arc::new(data),
+            data: Arc::new(data.records),
+            statistics: data.statistics,
             session: None,
             pending: None,
             sitting_out: None,
@@ -485,11 +469,8 @@ impl Agent {
             Err(reason) => return Ok(self.decline(task, reason)),
         };
         let budget = self.cfg.budget;
-        self.ledger.set_budget(task.study_id, budget).await?;
-        let epsilon_after = self
-            .ledger
-            .epsilon_with(task.study_id, &planned, budget.delta)
-            .await?;
+        // Everything this dataset ever spent, in every study, plus this round.
+        let epsilon_after = self.ledger.epsilon_with(&planned, budget.delta).await?;
         if epsilon_after > budget.epsilon {
             let reason = format!(
                 "local privacy budget: this round would bring the site's ε to {epsilon_after:.4}, over its budget \
@@ -504,6 +485,9 @@ impl Agent {
             epsilon_budget = budget.epsilon,
             "local budget allows the round"
         );
+        if self.statistics == Statistics::OwnRecords {
+            dataset::warn_non_private_statistics();
+        }
 
         let download = match self
             .client
@@ -578,6 +562,7 @@ impl Agent {
             .zip(&global)
             .map(|(l, g)| l - g)
             .collect();
+        saturation::warn_if_saturated(task.round_number, &task.quantisation, &update);
 
         let mut rng = os_rng()?;
         let (client, msg) = match SecAggClient::new(
@@ -594,7 +579,6 @@ impl Agent {
         };
         self.session = Some(Session {
             round_id: task.round_id,
-            study_id: task.study_id,
             round_number: task.round_number,
             client,
             quantisation: task.quantisation,
@@ -670,16 +654,12 @@ impl Agent {
             Err(e) => return Ok(self.protocol_error(task, e)),
         };
         session.update.clear();
-        let (study, round_id, round_number) =
-            (session.study_id, session.round_id, session.round_number);
+        let (round_id, round_number) = (session.round_id, session.round_number);
         let planned = session.planned.clone();
         // The spend is durable BEFORE the masked input leaves this machine (one transaction, once per round).
         let budget: Budget = self.cfg.budget;
-        match self
-            .ledger
-            .charge(study, round_id, round_number, &planned, budget)
-            .await?
-        {
+        let key = ChargeKey::new(&self.identity, round_id, round_number);
+        match self.ledger.charge(&key, &planned, budget).await? {
             Charge::Charged { epsilon_after } => {
                 tracing::info!(
                     round = round_number,
@@ -777,6 +757,12 @@ pub fn training_plan(task: &RoundTask) -> Result<(RoundPlan, Vec<PrivacyEvent>),
             task.dp.sampling_rate, task.dp.noise_multiplier
         ));
     }
+    let expected_batch_size = task.dp.expected_batch_size;
+    if !(expected_batch_size.is_finite() && expected_batch_size > 0.0) {
+        return Err(format!(
+            "the study's expected batch size {expected_batch_size} is not a finite number > 0"
+        ));
+    }
     let lt = task.local_training;
     let optimizer = match lt.optimizer {
         LocalOptimizer::Sgd => OptimizerConfig::Sgd {
@@ -791,6 +777,7 @@ pub fn training_plan(task: &RoundTask) -> Result<(RoundPlan, Vec<PrivacyEvent>),
             sampling_rate,
             clip_norm: task.dp.clip_norm,
             noise_multiplier,
+            expected_batch_size,
             steps,
             optimizer,
         },
@@ -943,6 +930,8 @@ mod tests {
             (0.2, 1.5, 5)
         );
         assert_eq!(plan.clip_norm, 0.7);
+        // The study's public divisor, whatever this site's record count.
+        assert_eq!(plan.expected_batch_size, 10.0);
         assert_eq!(
             plan.optimizer,
             OptimizerConfig::Sgd {
