@@ -11,7 +11,7 @@ use std::path::Path;
 
 use confide_common::dp::{AccountantKind, noise_multiplier_for_target};
 use confide_common::model::ModelSpec;
-use confide_participant::data::{CsvOptions, Standardization, read_csv};
+use confide_participant::data::{CsvOptions, Dataset, Standardization, read_csv};
 use confide_participant::dpsgd::OptimizerConfig;
 use confide_participant::model::{Network, features_tensor, labels_tensor};
 use confide_participant::train::{RoundPlan, train_round};
@@ -117,11 +117,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:<26} {:>14} {:>13} {:>10}",
         "local optimiser", "mean accuracy", "min accuracy", "mean loss"
     );
+    let expected_batch_size = q * sites.iter().map(Dataset::len).max().unwrap_or(1) as f64;
     for (name, optimizer) in configs {
         let plan = RoundPlan {
             sampling_rate: q,
             clip_norm: 1.0,
             noise_multiplier: sigma,
+            // A public divisor as a study would declare it: q × the sites' (equal) size.
+            expected_batch_size,
             steps,
             optimizer,
         };

@@ -83,8 +83,8 @@ pub fn bench_dpsgd(
         sampling_rate: 0.01,
         clip_norm: 1.0,
         noise_multiplier: 1.0,
+        expected_batch_size: batch_size as f64,
     };
-    let expected = batch_size as f64;
 
     let mut plain_clock = Stopwatch::started();
     let mut dp_clock = Stopwatch::started();
@@ -96,7 +96,7 @@ pub fn bench_dpsgd(
     };
     let mut dp_step = |clock: &mut Stopwatch| {
         clock.resume();
-        let (g, _) = noisy_gradient_timed(&dp_net, &x, &y, &params, expected, &mut noise, clock);
+        let (g, _) = noisy_gradient_timed(&dp_net, &x, &y, &params, &mut noise, clock);
         dp_opt.step(dp_net.params_mut(), &g);
         clock.lap("optimizer");
     };

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 /// Largest CSV file read (bytes); bigger files are rejected before reading.
@@ -235,6 +236,15 @@ pub struct CsvOptions {
 
 /// Reads and checks a CSV file (see [`parse_csv`]).
 pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError> {
+    Ok(read_csv_with_fingerprint(path, options)?.0)
+}
+
+/// [`read_csv`], also returning the sha256 (hex) of exactly the bytes that were parsed: the content
+/// fingerprint under which the agent's privacy ledger knows this data.
+pub fn read_csv_with_fingerprint(
+    path: &Path,
+    options: &CsvOptions,
+) -> Result<(Dataset, String), DataError> {
     let file = path.display().to_string();
     let io = |source| DataError::Io {
         file: file.clone(),
@@ -247,8 +257,13 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError>
             source: std::io::Error::other(format!("file is larger than {MAX_FILE_BYTES} bytes")),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    parse_csv(&file, &text, options)
+    let bytes = std::fs::read(path).map_err(io)?;
+    let fingerprint = hex::encode(Sha256::digest(&bytes));
+    let text = String::from_utf8(bytes).map_err(|e| DataError::Io {
+        file: file.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+    })?;
+    Ok((parse_csv(&file, &text, options)?, fingerprint))
 }
 
 /// Parses CSV text with a header line. Fields are separated by commas; surrounding whitespace and

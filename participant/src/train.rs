@@ -79,9 +79,24 @@ impl Mode {
                     "noise needs a finite clip norm".into(),
                 ));
             }
+            if !(p.expected_batch_size.is_finite() && p.expected_batch_size > 0.0) {
+                return Err(TrainError::InvalidParams(format!(
+                    "expected batch size must be a finite number > 0, got {}",
+                    p.expected_batch_size
+                )));
+            }
         }
         Ok(())
     }
+}
+
+/// What a run has spent on its records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PrivacySpent {
+    /// A differential-privacy guarantee: ε follows from these events (none before the first step: ε = 0).
+    Events(Vec<PrivacyEvent>),
+    /// No guarantee at all, ε = ∞: a non-private baseline, or clipping without noise (σ = 0).
+    NoGuarantee,
 }
 
 /// A model being trained on one site's records.
@@ -179,14 +194,8 @@ impl LocalTrainer {
         let xb = self.x.index_select(0, &index);
         let yb = self.y.index_select(0, &index);
         let (grads, stats) = match self.mode {
-            Mode::Private(params) => noisy_gradient(
-                &self.net,
-                &xb,
-                &yb,
-                &params,
-                q * self.n as f64,
-                &mut self.noise,
-            ),
+            // Divided by the public B of the parameters, never by q·N: N is private.
+            Mode::Private(params) => noisy_gradient(&self.net, &xb, &yb, &params, &mut self.noise),
             Mode::NonPrivate { .. } => {
                 let (g, loss) = plain_gradient(&self.net, &xb, &yb);
                 (
@@ -208,16 +217,22 @@ impl LocalTrainer {
         self.steps
     }
 
-    /// The privacy spent so far: one subsampled-Gaussian event (none for a non-private run, which
-    /// has no guarantee at all, and none before the first step).
-    pub fn privacy_events(&self) -> Vec<PrivacyEvent> {
+    /// The privacy spent so far: one subsampled-Gaussian event once a noisy step was taken; no
+    /// guarantee at all for a non-private run or one without noise.
+    pub fn privacy_spent(&self) -> PrivacySpent {
         match self.mode {
-            Mode::Private(p) if self.steps > 0 => vec![PrivacyEvent::SubsampledGaussian {
-                sampling_rate: p.sampling_rate,
-                noise_multiplier: p.noise_multiplier,
-                steps: self.steps,
-            }],
-            _ => Vec::new(),
+            Mode::Private(p) if p.noise_multiplier > 0.0 => {
+                PrivacySpent::Events(if self.steps == 0 {
+                    Vec::new()
+                } else {
+                    vec![PrivacyEvent::SubsampledGaussian {
+                        sampling_rate: p.sampling_rate,
+                        noise_multiplier: p.noise_multiplier,
+                        steps: self.steps,
+                    }]
+                })
+            }
+            _ => PrivacySpent::NoGuarantee,
         }
     }
 
@@ -241,6 +256,8 @@ pub struct RoundPlan {
     pub sampling_rate: f64,
     pub clip_norm: f64,
     pub noise_multiplier: f64,
+    /// The study's public divisor of every step's noisy clipped sum (never the site's own q·N).
+    pub expected_batch_size: f64,
     pub steps: u64,
     pub optimizer: OptimizerConfig,
 }
@@ -274,6 +291,7 @@ pub fn train_round(
         sampling_rate: plan.sampling_rate,
         clip_norm: plan.clip_norm,
         noise_multiplier: plan.noise_multiplier,
+        expected_batch_size: plan.expected_batch_size,
     });
     if plan.noise_multiplier.is_nan() || plan.noise_multiplier <= 0.0 || !plan.clip_norm.is_finite()
     {
@@ -287,9 +305,14 @@ pub fn train_round(
     for _ in 0..plan.steps {
         loss += trainer.step().mean_loss;
     }
+    let PrivacySpent::Events(events) = trainer.privacy_spent() else {
+        return Err(TrainError::InvalidParams(
+            "a private round must spend a DP guarantee".into(),
+        ));
+    };
     Ok(LocalUpdate {
         parameters: trainer.parameters(),
-        events: trainer.privacy_events(),
+        events,
         steps: trainer.steps_done(),
         mean_loss: loss / plan.steps as f64,
     })

@@ -130,7 +130,8 @@ fn budget_of_an_empty_state_dir() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{:?}", text(&out));
-    assert_eq!(text(&out).0.trim(), "[]");
+    let v: serde_json::Value = serde_json::from_str(&text(&out).0).unwrap();
+    assert_eq!(v, serde_json::json!({"datasets": [], "studies": []}));
     let out = bin()
         .args(["budget", "--state-dir"])
         .arg(dir.path())
@@ -175,14 +176,53 @@ fn run_refuses_bad_configuration_before_contacting_anyone() {
     let e = run(&["--config", config.to_str().unwrap()], &[]);
     assert!(e.contains("not read from the config file"), "{e}");
 
+    // Without statistics fixed in advance: refused, saying how to get them.
+    let config = write(
+        dir.path(),
+        "nostats.toml",
+        "coordinator_url = \"http://127.0.0.1:9\"\nstate_dir = \"state\"\nname = \"h\"\n\
+         [data]\npath = \"d.csv\"\ndataset_id = \"h-records\"\nlabel = \"y\"\n\
+         [budget]\nepsilon = 1.0\ndelta = 1e-5\n",
+    );
+    let e = run(&["--config", config.to_str().unwrap()], &[]);
+    assert!(
+        e.contains("no standardisation statistics")
+            && e.contains("confide-participant stats")
+            && e.contains("--allow-non-private-statistics"),
+        "{e}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "refused before anything"
+    );
+    // Allowed explicitly: it goes on (to the enrolment, which needs a token) with a loud warning.
+    let e = run(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--allow-non-private-statistics",
+        ],
+        &[],
+    );
+    assert!(e.contains("NON-PRIVATE STATISTICS"), "{e}");
+    assert!(e.contains("enrol with --enrolment-token"), "{e}");
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+
     // Valid configuration (file + env), but never enrolled and no token.
+    write(
+        dir.path(),
+        "stats.json",
+        r#"{"feature_names":["a","b"],"mean":[0,0],"std":[1,1]}"#,
+    );
     let config = write(
         dir.path(),
         "ok.toml",
         "coordinator_url = \"http://127.0.0.1:9\"\nstate_dir = \"state\"\nname = \"h\"\n\
-         [data]\npath = \"d.csv\"\nlabel = \"y\"\n[budget]\nepsilon = 1.0\ndelta = 1e-5\n",
+         [data]\npath = \"d.csv\"\ndataset_id = \"h-records\"\nlabel = \"y\"\nstats = \"stats.json\"\n\
+         [budget]\nepsilon = 1.0\ndelta = 1e-5\n",
     );
     let e = run(&["--config", config.to_str().unwrap()], &[]);
+    assert!(!e.contains("NON-PRIVATE"), "{e}");
     assert!(e.contains("enrol with --enrolment-token"), "{e}");
     assert!(dir.path().join("state").is_dir(), "state dir created");
     use std::os::unix::fs::PermissionsExt;
@@ -197,5 +237,36 @@ fn run_refuses_bad_configuration_before_contacting_anyone() {
         &[("CONFIDE_ENROLMENT_TOKEN", "t")],
     );
     assert!(e.contains("no column named 'nope'"), "{e}");
-    let _ = data;
+
+    // The data's content is registered with its dataset id: the same bytes under another id are refused...
+    let e = run(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--dataset-id",
+            "renamed",
+        ],
+        &[],
+    );
+    assert!(
+        e.contains("already registered in the privacy ledger as dataset 'h-records'"),
+        "{e}"
+    );
+    // ...while new bytes under the known id are served with a loud warning (the past spend stands).
+    std::fs::write(&data, separable(21)).unwrap();
+    let e = run(&["--config", config.to_str().unwrap()], &[]);
+    assert!(e.contains("THE DATA FILE CHANGED"), "{e}");
+    assert!(e.contains("enrol with --enrolment-token"), "{e}");
+    // `budget --config` finds the ledger and shows the dataset.
+    let out = bin()
+        .args(["budget", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("Per dataset") && stdout.contains("h-records"),
+        "{stdout}"
+    );
 }

@@ -8,7 +8,9 @@ use confide_participant::dpsgd::{
     plain_gradient, poisson_sample,
 };
 use confide_participant::model::{Network, cross_entropy_sum};
-use confide_participant::train::{LocalTrainer, Mode, TrainError};
+use confide_participant::train::{
+    LocalTrainer, Mode, PrivacySpent, RoundPlan, TrainError, train_round,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use tch::{Kind, Tensor};
@@ -181,6 +183,8 @@ fn dp_step_with_no_noise_and_no_clipping_equals_plain_step() {
             sampling_rate: 0.5,
             clip_norm: f64::INFINITY,
             noise_multiplier: 0.0,
+            // The expected batch size equals the actual one here, so the divisions agree.
+            expected_batch_size: 16.0,
         };
         let sgd = OptimizerConfig::Sgd {
             learning_rate: 0.1,
@@ -191,8 +195,7 @@ fn dp_step_with_no_noise_and_no_clipping_equals_plain_step() {
         let mut noise = GaussianNoise::from_seed([1; 32]);
         for _ in 0..3 {
             let (g_plain, _) = plain_gradient(&plain, &x, &y);
-            // The expected batch size equals the actual one here, so the divisions agree.
-            let (g_private, stats) = noisy_gradient(&private, &x, &y, &params, 16.0, &mut noise);
+            let (g_private, stats) = noisy_gradient(&private, &x, &y, &params, &mut noise);
             assert_eq!(stats.batch_size, 16);
             assert_eq!(stats.clipped_fraction, 0.0);
             for (a, b) in g_private.iter().zip(&g_plain) {
@@ -226,14 +229,61 @@ fn noise_has_std_sigma_c_over_expected_batch() {
         sampling_rate: 0.01,
         clip_norm: 2.0,
         noise_multiplier: 1.5,
+        expected_batch_size: 4.0,
     };
     let mut noise = GaussianNoise::from_seed([2; 32]);
-    let (g, stats) = noisy_gradient(&net, &x, &y, &params, 4.0, &mut noise);
+    let (g, stats) = noisy_gradient(&net, &x, &y, &params, &mut noise);
     assert_eq!(stats.batch_size, 0);
     let all = Tensor::cat(&g.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
     let std = all.std(true).double_value(&[]);
     let want = 1.5 * 2.0 / 4.0;
     assert!((std - want).abs() < 0.05 * want, "std {std}, want {want}");
+}
+
+#[test]
+fn the_agents_update_noise_does_not_reveal_the_record_count() {
+    // A round as the agent trains it: the study's public divisor B = 40, whatever the site's N. Zero features make
+    // every weight gradient exactly 0, so the weight coordinates of the update are pure noise with std lr·σC/B.
+    // Dividing by the site's own q·N (32 for 64 records, 32.5 for 65) would put N into that spread.
+    let spec = ModelSpec::LogisticRegression {
+        input_dim: 2000,
+        num_classes: 2,
+    };
+    let plan = RoundPlan {
+        sampling_rate: 0.5,
+        clip_norm: 1.0,
+        noise_multiplier: 1.0,
+        expected_batch_size: 40.0,
+        steps: 1,
+        optimizer: OptimizerConfig::Sgd {
+            learning_rate: 1.0,
+            momentum: 0.0,
+        },
+    };
+    let global = vec![0.0f32; spec.num_parameters()];
+    let want = 1.0 * 1.0 / 40.0;
+    for records in [64usize, 65] {
+        let data = Dataset {
+            feature_names: (0..2000).map(|i| format!("f{i}")).collect(),
+            features: vec![0.0; records * 2000],
+            labels: (0..records as i64).map(|i| i % 2).collect(),
+        };
+        let update = train_round(&spec, &global, &data, &plan).unwrap();
+        // Layout: the 2 × 2000 weights first, then the 2 biases (which carry signal).
+        let weights = &update.parameters[..4000];
+        let mean = weights.iter().map(|&v| f64::from(v)).sum::<f64>() / 4000.0;
+        let var = weights
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / 3999.0;
+        let std = var.sqrt();
+        // 4000 draws: the estimate's relative error is about 1.1 %; q·N would be off by 23–25 %.
+        assert!(
+            (std - want).abs() < 0.05 * want,
+            "{records} records: noise std {std}, want σC/B = {want}"
+        );
+    }
 }
 
 #[test]
@@ -252,13 +302,13 @@ fn noise_drawn_on_torch_threads_is_the_samplers_noise() {
         sampling_rate: 0.01,
         clip_norm: 2.0,
         noise_multiplier: 1.5,
+        expected_batch_size: 4.0,
     };
     let (g, _) = noisy_gradient(
         &net,
         &x,
         &y,
         &params,
-        4.0,
         &mut GaussianNoise::from_seed([4; 32]),
     );
     let got: Vec<f32> = g
@@ -327,6 +377,7 @@ fn validator_rejects_layers_the_clipper_cannot_handle() {
         sampling_rate: 0.5,
         clip_norm: 1.0,
         noise_multiplier: 1.0,
+        expected_batch_size: 2.0,
     });
     let sgd = OptimizerConfig::Sgd {
         learning_rate: 0.1,
@@ -348,7 +399,7 @@ fn validator_rejects_layers_the_clipper_cannot_handle() {
     )
     .unwrap();
     t.step();
-    assert!(t.privacy_events().is_empty());
+    assert_eq!(t.privacy_spent(), PrivacySpent::NoGuarantee);
 }
 
 #[test]
@@ -359,6 +410,7 @@ fn trainer_checks_data_against_the_model() {
         sampling_rate: 0.5,
         clip_norm: 1.0,
         noise_multiplier: 1.0,
+        expected_batch_size: 2.0,
     });
     let sgd = OptimizerConfig::Sgd {
         learning_rate: 0.1,
@@ -399,6 +451,7 @@ fn trainer_checks_data_against_the_model() {
         sampling_rate: 1.5,
         clip_norm: 1.0,
         noise_multiplier: 1.0,
+        expected_batch_size: 2.0,
     });
     let ok_data = Dataset {
         labels: vec![0],
@@ -457,6 +510,7 @@ fn private_training_learns_a_separable_problem() {
         sampling_rate: 0.05,
         clip_norm: 1.0,
         noise_multiplier: 1.0,
+        expected_batch_size: 100.0,
     });
     let mut trainer = LocalTrainer::new(
         &spec,
@@ -477,5 +531,5 @@ fn private_training_learns_a_separable_problem() {
     let (acc, _) = trainer.evaluate(&data);
     assert!(acc > 0.95, "accuracy {acc}");
     assert_eq!(trainer.steps_done(), 40);
-    assert_eq!(trainer.privacy_events().len(), 1);
+    assert!(matches!(trainer.privacy_spent(), PrivacySpent::Events(e) if e.len() == 1));
 }

@@ -12,13 +12,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use confide_common::api::{CreateStudyRequest, RoundInfo, StartRoundRequest};
-use confide_common::dp::PrivacyEvent;
+use confide_common::dp::ledger::epsilon;
+use confide_common::dp::{AccountantKind, PrivacyEvent};
 use confide_common::model::{ModelSpec, decode_safetensors};
 use confide_common::secagg::QuantizationParams;
 use confide_coordinator::client::CoordinatorClient;
 use confide_coordinator::{AppState, Limits, Store};
-use confide_participant::agent::ledger::epsilon_of;
-use confide_participant::agent::state::read_identity;
+use confide_participant::agent::ledger::LEDGER_FILE;
+use confide_participant::agent::state::{IDENTITY_FILE, read_identity};
 use confide_participant::data::{CsvOptions, Standardization, read_csv};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -27,11 +28,16 @@ const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../data/breast_cancer_wisconsin.csv"
 );
+/// Records in `DATA` (split into disjoint per-site slices).
+const DATA_RECORDS: usize = 569;
 const Q: f64 = 0.2;
 const SIGMA: f64 = 1.0;
 const LOCAL_EPOCHS: u32 = 1;
-/// The study's public DP-SGD divisor (about q × a site's records here).
-const EXPECTED_BATCH: f64 = 20.0;
+
+/// The study's public DP-SGD divisor: q × a site's records when the data is split among `sites`.
+fn expected_batch(sites: usize) -> f64 {
+    Q * (DATA_RECORDS / sites) as f64
+}
 
 /// An in-process coordinator serving on a loopback port.
 struct Coordinator {
@@ -102,8 +108,10 @@ impl Coordinator {
 /// A participant agent child process.
 struct AgentProc {
     name: String,
+    study: i64,
     child: Child,
     state_dir: PathBuf,
+    ledger: PathBuf,
     log: PathBuf,
 }
 
@@ -146,10 +154,11 @@ impl AgentProc {
         }
     }
 
+    /// `budget --json` of the agent's ledger: `{"datasets": [..], "studies": [..]}`.
     fn budget_json(&self) -> Value {
         let out = Command::new(env!("CARGO_BIN_EXE_confide-participant"))
-            .args(["budget", "--json", "--state-dir"])
-            .arg(&self.state_dir)
+            .args(["budget", "--json", "--ledger"])
+            .arg(&self.ledger)
             .output()
             .unwrap();
         assert!(
@@ -178,22 +187,25 @@ struct Federation {
     stats: PathBuf,
 }
 
+/// A study for `sites` agents, each with a 1/`sites` slice of the data.
 fn study_request(
     name: &str,
+    sites: usize,
     rounds: u32,
     threshold: u32,
     deadlines: [u64; 4],
 ) -> CreateStudyRequest {
+    let expected_batch = expected_batch(sites);
     serde_json::from_value(json!({
         "name": name,
         "model_spec": {"kind": "logistic_regression", "input_dim": 30, "num_classes": 2},
         "initial_weights_seed": 3,
-        "dp": {"sampling_rate": Q, "noise_multiplier": SIGMA, "local_epochs": LOCAL_EPOCHS, "clip_norm": 1.0, "expected_batch_size": EXPECTED_BATCH},
+        "dp": {"sampling_rate": Q, "noise_multiplier": SIGMA, "local_epochs": LOCAL_EPOCHS, "clip_norm": 1.0, "expected_batch_size": expected_batch},
         "secagg": {"threshold": threshold, "graph": {"kind": "complete"},
                    "quantisation": {"clip_range": 4.0, "bits": 32, "max_weight": 1000}},
         "budget": {"epsilon": 100.0, "delta": 1e-5},
         "rounds": rounds,
-        "min_participants": threshold,
+        "min_participants": threshold.max(3),
         "deadlines": {"advertise_keys_secs": deadlines[0], "share_keys_secs": deadlines[1],
                       "masked_input_secs": deadlines[2], "unmasking_secs": deadlines[3]},
         "server_optimizer": {"kind": "fed_avg", "learning_rate": 1.0},
@@ -202,18 +214,16 @@ fn study_request(
     .expect("study request")
 }
 
-/// ε (PLD, δ = 1e-5) of `rounds` rounds of the test studies' DP-SGD.
-fn epsilon_of_rounds(rounds: u64) -> f64 {
+/// ε (PLD, δ = 1e-5) of `rounds` rounds of the test studies' DP-SGD, charged one round at a time as the ledgers
+/// store them.
+fn epsilon_of_rounds(rounds: usize) -> f64 {
     let steps = (f64::from(LOCAL_EPOCHS) / Q).ceil() as u64;
-    epsilon_of(
-        &[PrivacyEvent::SubsampledGaussian {
-            sampling_rate: Q,
-            noise_multiplier: SIGMA,
-            steps: steps * rounds,
-        }],
-        1e-5,
-    )
-    .unwrap()
+    let round = PrivacyEvent::SubsampledGaussian {
+        sampling_rate: Q,
+        noise_multiplier: SIGMA,
+        steps,
+    };
+    epsilon(&vec![round; rounds], 1e-5, AccountantKind::Pld).unwrap()
 }
 
 /// Options of one agent.
@@ -221,6 +231,10 @@ fn epsilon_of_rounds(rounds: u64) -> f64 {
 struct AgentOpts {
     epsilon: Option<f64>,
     crash_at: Option<&'static str>,
+    /// State directory (default: `site-<k>/state-<study>`).
+    state_dir: Option<PathBuf>,
+    /// Ledger file (default: in the state directory).
+    ledger: Option<PathBuf>,
 }
 
 impl Federation {
@@ -269,13 +283,16 @@ impl Federation {
         CoordinatorClient::new(&self.coordinator().url(), &self.op_token)
     }
 
-    /// Writes `n` disjoint slices of the data set and starts one agent per slice, each with a fresh enrolment token.
+    /// Writes `n` disjoint slices of the data set and starts one agent per slice in the current study, each with a
+    /// fresh enrolment token. Site k's slice (and dataset id `site-k-records`) is the same in every study.
     async fn spawn_agents(&mut self, opts: &[AgentOpts]) {
         let text = std::fs::read_to_string(DATA).unwrap();
         let mut lines = text.lines();
         let header = lines.next().unwrap();
         let rows: Vec<&str> = lines.collect();
+        assert_eq!(rows.len(), DATA_RECORDS);
         let n = opts.len();
+        let study = self.study;
         for (k, o) in opts.iter().enumerate() {
             let name = format!("site-{k}");
             let site = self.dir.path().join(&name);
@@ -290,7 +307,7 @@ impl Federation {
             let token = self
                 .op()
                 .create_enrolment_token(
-                    self.study,
+                    study,
                     &confide_common::api::CreateEnrolmentTokenRequest {
                         label: name.clone(),
                         expires_in_secs: None,
@@ -299,16 +316,26 @@ impl Federation {
                 .await
                 .unwrap()
                 .token;
-            let state_dir = site.join("state");
-            let log = site.join("agent.log");
+            let state_dir = o
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| site.join(format!("state-{study}")));
+            let ledger = o
+                .ledger
+                .clone()
+                .unwrap_or_else(|| state_dir.join(LEDGER_FILE));
+            let log = site.join(format!("agent-{study}.log"));
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_confide-participant"));
             cmd.arg("run")
                 .args(["--coordinator-url", &self.coordinator().url()])
                 .arg("--state-dir")
                 .arg(&state_dir)
                 .args(["--name", &name, "--label", "malignant"])
+                .args(["--dataset-id", &format!("{name}-records")])
                 .arg("--data")
                 .arg(&data)
+                .arg("--ledger")
+                .arg(&ledger)
                 .arg("--stats")
                 .arg(&self.stats)
                 .args(["--epsilon", &o.epsilon.unwrap_or(50.0).to_string()])
@@ -325,24 +352,35 @@ impl Federation {
                 .env("RUST_LOG", "info")
                 .env_remove("CONFIDE_CONFIG")
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap());
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                        .unwrap(),
+                );
             if let Some(point) = o.crash_at {
                 cmd.env("CONFIDE_AGENT_CRASH_AT", point);
             }
             let child = cmd.spawn().expect("spawn agent");
             self.agents.push(AgentProc {
                 name,
+                study,
                 child,
                 state_dir,
+                ledger,
                 log,
             });
         }
-        let want = self.agents.len();
+        let want = self.agents.iter().filter(|a| a.study == study).count();
         // Enrolled at the coordinator and the identity stored by the agent (written just after the answer).
         self.wait("every agent to enrol", 60, async |f| {
-            f.agents.iter().all(|a| a.participant_id().is_some())
+            f.agents
+                .iter()
+                .filter(|a| a.study == study)
+                .all(|a| a.participant_id().is_some())
                 && f.op()
-                    .list_participants(f.study)
+                    .list_participants(study)
                     .await
                     .map(|p| p.len())
                     .unwrap_or(0)
@@ -354,7 +392,7 @@ impl Federation {
     fn logs(&self) -> String {
         self.agents
             .iter()
-            .map(|a| format!("---- {} ----\n{}", a.name, a.log_text()))
+            .map(|a| format!("---- {} (study {}) ----\n{}", a.name, a.study, a.log_text()))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -502,7 +540,7 @@ impl Federation {
 /// (noised, quantised) updates; both ledgers charge every agent three times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_agents_three_rounds_publish_fedavg() {
-    let mut f = Federation::new("five", study_request("five", 3, 3, [60, 30, 30, 30])).await;
+    let mut f = Federation::new("five", study_request("five", 5, 3, 3, [60, 30, 30, 30])).await;
     f.spawn_agents(&vec![AgentOpts::default(); 5]).await;
     for _ in 0..3 {
         let round = f.start_round().await;
@@ -516,8 +554,11 @@ async fn five_agents_three_rounds_publish_fedavg() {
     }
     for a in &f.agents {
         let b = a.budget_json();
-        assert_eq!(b[0]["rounds_charged"], 3, "{b}");
-        let spent = b[0]["epsilon_spent"].as_f64().unwrap();
+        let dataset = &b["datasets"][0];
+        assert_eq!(dataset["dataset_id"], format!("{}-records", a.name), "{b}");
+        assert_eq!(dataset["rounds_charged"], 3, "{b}");
+        assert_eq!(b["studies"][0]["study_id"], f.study, "{b}");
+        let spent = dataset["epsilon_spent"].as_f64().unwrap();
         assert!(
             (spent - expected).abs() < 1e-9,
             "local ε {spent}, expected {expected}"
@@ -534,7 +575,7 @@ async fn five_agents_three_rounds_publish_fedavg() {
 /// with exactly the aggregate of the four whose masked inputs arrived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropouts_after_share_keys_and_during_unmasking() {
-    let mut f = Federation::new("drops", study_request("drops", 1, 3, [60, 30, 6, 6])).await;
+    let mut f = Federation::new("drops", study_request("drops", 5, 1, 3, [60, 30, 6, 6])).await;
     let mut opts = vec![AgentOpts::default(); 5];
     opts[0].crash_at = Some("after_share_keys");
     opts[1].crash_at = Some("before_unmasking_response");
@@ -571,25 +612,30 @@ async fn dropouts_after_share_keys_and_during_unmasking() {
 }
 
 /// (iii) An agent whose local budget allows one round but not two declines the second; the coordinator shows why,
-/// does not wait for the AdvertiseKeys deadline (120 s), and the round completes without it.
+/// does not wait for the AdvertiseKeys deadline (120 s), and the round completes without it (three remain, the
+/// coordinator's minimum aggregate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spent_local_budget_declines_and_the_round_goes_on() {
-    let mut f = Federation::new("budget", study_request("budget", 2, 2, [120, 30, 30, 30])).await;
+    let mut f = Federation::new(
+        "budget",
+        study_request("budget", 4, 2, 3, [120, 30, 30, 30]),
+    )
+    .await;
     let one = epsilon_of_rounds(1);
     let two = epsilon_of_rounds(2);
-    let mut opts = vec![AgentOpts::default(); 3];
-    opts[2].epsilon = Some((one + two) / 2.0);
+    let mut opts = vec![AgentOpts::default(); 4];
+    opts[3].epsilon = Some((one + two) / 2.0);
     f.spawn_agents(&opts).await;
-    let frugal = f.agents[2].participant_id().unwrap();
+    let frugal = f.agents[3].participant_id().unwrap();
 
     let first = f.start_round().await;
     let info = f.finished(first, 60).await;
-    assert_eq!(f.check_published_model(&info).await.len(), 3);
+    assert_eq!(f.check_published_model(&info).await.len(), 4);
 
     let second = f.start_round().await;
     let info = f.finished(second, 60).await;
     let in_sum = f.check_published_model(&info).await;
-    assert_eq!(in_sum.len(), 2);
+    assert_eq!(in_sum.len(), 3);
     assert!(!in_sum.contains(&frugal));
     let excluded = info
         .excluded
@@ -603,10 +649,13 @@ async fn spent_local_budget_declines_and_the_round_goes_on() {
         "{}",
         excluded.reason
     );
-    let b = f.agents[2].budget_json();
-    assert_eq!(b[0]["rounds_charged"], 1, "{b}");
-    assert!(b[0]["epsilon_spent"].as_f64().unwrap() <= (one + two) / 2.0);
-    assert_eq!(f.agents[0].budget_json()[0]["rounds_charged"], 2);
+    let b = f.agents[3].budget_json();
+    assert_eq!(b["datasets"][0]["rounds_charged"], 1, "{b}");
+    assert!(b["datasets"][0]["epsilon_spent"].as_f64().unwrap() <= (one + two) / 2.0);
+    assert_eq!(
+        f.agents[0].budget_json()["datasets"][0]["rounds_charged"],
+        2
+    );
     let report = f.op().privacy_report(f.study).await.unwrap();
     let frugal_report = report
         .participants
@@ -637,7 +686,11 @@ async fn spent_local_budget_declines_and_the_round_goes_on() {
 /// exact aggregates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_survive_a_coordinator_restart_mid_round() {
-    let mut f = Federation::new("restart", study_request("restart", 2, 2, [60, 60, 60, 60])).await;
+    let mut f = Federation::new(
+        "restart",
+        study_request("restart", 3, 2, 2, [60, 60, 60, 60]),
+    )
+    .await;
     f.spawn_agents(&vec![AgentOpts::default(); 3]).await;
     let first = f.start_round().await;
     f.restart_coordinator().await;
@@ -675,8 +728,108 @@ async fn agents_survive_a_coordinator_restart_mid_round() {
     assert_eq!(study.rounds_completed, 2);
     let mut per_agent = BTreeMap::new();
     for a in &f.agents {
-        per_agent.insert(a.name.clone(), a.budget_json()[0]["rounds_charged"].clone());
+        per_agent.insert(
+            a.name.clone(),
+            a.budget_json()["datasets"][0]["rounds_charged"].clone(),
+        );
     }
     assert!(per_agent.values().all(|v| v == 2), "{per_agent:?}");
+    f.shutdown().await;
+}
+
+/// (v) The budget belongs to the dataset, not to the study or the enrolment. Four sites spend one round in study A.
+/// Then study B is created on the same data: three sites join it with a second agent each (study A's agents keep
+/// running) that shares the dataset's ledger file; the fourth, whose budget allows one round, re-enrols in B the way
+/// the agent's own error message suggests (identity.json moved away, new token). B's first round starts from what
+/// A spent: the fourth site declines it, and the three others complete it, charged to the same datasets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_study_on_the_same_data_starts_from_what_is_spent() {
+    let mut f = Federation::new(
+        "study-a",
+        study_request("study-a", 4, 1, 3, [120, 30, 30, 30]),
+    )
+    .await;
+    let one = epsilon_of_rounds(1);
+    let two = epsilon_of_rounds(2);
+    let mut opts = vec![AgentOpts::default(); 4];
+    opts[3].epsilon = Some((one + two) / 2.0);
+    f.spawn_agents(&opts).await;
+    let study_a = f.study;
+    let round = f.start_round().await;
+    let info = f.finished(round, 60).await;
+    assert_eq!(f.check_published_model(&info).await.len(), 4);
+
+    // The fourth site stops and moves its identity away to enrol anew; its ledger stays where it was.
+    let mut frugal_a = f.agents.remove(3);
+    assert!(frugal_a.terminate().success());
+    let frugal_state = frugal_a.state_dir.clone();
+    std::fs::rename(
+        frugal_state.join(IDENTITY_FILE),
+        frugal_state.join("identity-study-a.json"),
+    )
+    .unwrap();
+
+    let study_b = f
+        .op()
+        .create_study(&study_request("study-b", 4, 1, 3, [120, 30, 30, 30]))
+        .await
+        .expect("create study B")
+        .id;
+    f.study = study_b;
+    let mut opts: Vec<AgentOpts> = f.agents[..3]
+        .iter()
+        .map(|a| AgentOpts {
+            ledger: Some(a.ledger.clone()),
+            ..AgentOpts::default()
+        })
+        .collect();
+    opts.push(AgentOpts {
+        epsilon: Some((one + two) / 2.0),
+        state_dir: Some(frugal_state),
+        ..AgentOpts::default()
+    });
+    f.spawn_agents(&opts).await;
+    let frugal_b = f.agents.last().unwrap().participant_id().unwrap();
+
+    let round = f.start_round().await;
+    let info = f.finished(round, 60).await;
+    let in_sum = f.check_published_model(&info).await;
+    assert_eq!(in_sum.len(), 3);
+    assert!(!in_sum.contains(&frugal_b));
+    let excluded = info
+        .excluded
+        .iter()
+        .find(|e| e.participant_id == frugal_b)
+        .expect("the re-enrolled site declined");
+    assert!(
+        excluded
+            .reason
+            .starts_with("declined: local privacy budget"),
+        "{}",
+        excluded.reason
+    );
+    // Its one dataset: one round spent (in A), nothing in B.
+    let b = f.agents.last().unwrap().budget_json();
+    assert_eq!(b["datasets"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(b["datasets"][0]["dataset_id"], "site-3-records", "{b}");
+    assert_eq!(b["datasets"][0]["rounds_charged"], 1, "{b}");
+    assert_eq!(b["studies"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(b["studies"][0]["study_id"], study_a, "{b}");
+    // The others: one ledger per dataset holding both studies, ε of both rounds together.
+    for a in f.agents.iter().filter(|a| a.study == study_b).take(3) {
+        let b = a.budget_json();
+        let dataset = &b["datasets"][0];
+        assert_eq!(dataset["rounds_charged"], 2, "{b}");
+        assert_eq!(dataset["studies"], 2, "{b}");
+        let spent = dataset["epsilon_spent"].as_f64().unwrap();
+        assert_eq!(spent, two, "{b}");
+        let studies: Vec<i64> = b["studies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["study_id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(studies, [study_a, study_b], "{b}");
+    }
     f.shutdown().await;
 }

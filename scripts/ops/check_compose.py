@@ -421,6 +421,12 @@ def check_deploy(compose: dict, base: pathlib.Path) -> None:
             state = conf.get("state_dir")
             if state and not any(k == "volume" and dst == state for k, _s, dst, _r in volume_entries(svc)):
                 problem(f"service {name}: state directory {state} is not on a named volume (identity and ledger would be lost)")
+            if not (conf.get("data") or {}).get("dataset_id"):
+                problem(f"{rel(cfg)}: no [data] dataset_id (the agent refuses to start without the dataset its budget belongs to)")
+            ledger = (conf.get("budget") or {}).get("ledger")
+            if ledger and not any(k == "volume" and dst and ledger.startswith(dst.rstrip("/") + "/")
+                                  for k, _s, dst, _r in volume_entries(svc)):
+                problem(f"service {name}: privacy ledger {ledger} is not on a named volume (a lost ledger resets the dataset's spent ε)")
 
 
 def main() -> int:

@@ -33,6 +33,12 @@ def sub(path, old, new, count=1):
 '
 expect_problem "missing bind-mount source" "bind mount source ./deploy/participants/hospital-b does not exist" \
   "import shutil; shutil.rmtree('deploy/participants/hospital-b')"
+expect_problem "participant without a dataset id" "no [data] dataset_id" \
+  "$edit
+sub('deploy/participants/hospital-a/participant.toml', 'dataset_id = ', '# dataset_id = ')"
+expect_problem "privacy ledger off the volumes" "privacy ledger /tmp/ledger.sqlite is not on a named volume" \
+  "$edit
+sub('deploy/participants/hospital-a/participant.toml', '# ledger = \"/var/lib/confide-ledger/ledger.sqlite\"', 'ledger = \"/tmp/ledger.sqlite\"')"
 expect_problem "undeclared named volume" "named volume grafana-data is not declared" \
   "$edit
 sub('docker-compose.yml', '  grafana-data:\n', '')"

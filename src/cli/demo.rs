@@ -597,6 +597,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
             .arg(&state_dir)
             .arg("--name")
             .arg(&name)
+            // The hospital's records: its privacy budget belongs to them, whatever study they serve.
+            .arg("--dataset-id")
+            .arg(format!("{name}-{}", dataset_name(args.dataset)))
             .arg("--data")
             .arg(work.join(format!("{name}.csv")))
             .arg("--label")

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::ledger::Budget;
+use super::ledger::{Budget, LEDGER_FILE};
 
 /// Largest model the agent downloads unless configured otherwise (bytes).
 pub const DEFAULT_MAX_MODEL_BYTES: u64 = 256 << 20;
@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_MODEL_BYTES: u64 = 256 << 20;
 pub const DEFAULT_POLL_WAIT_SECS: u64 = 30;
 /// Default cap of the exponential backoff after errors.
 pub const DEFAULT_MAX_BACKOFF_SECS: f64 = 30.0;
+/// Longest dataset id accepted.
+pub const MAX_DATASET_ID_LEN: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,23 +53,36 @@ pub struct RunArgs {
     /// CSV file of the site's records (header line; never leaves this machine).
     #[arg(long = "data", env = "CONFIDE_DATA")]
     pub data_path: Option<PathBuf>,
+    /// The name of the dataset the agent serves (e.g. "hospital-a-oncology-2026"). The privacy budget belongs to
+    /// it: every study that uses these records spends from one ledger, and re-enrolling never resets it. The
+    /// data file's sha256 is registered with it; the same content under another id is refused.
+    #[arg(long, env = "CONFIDE_DATASET_ID")]
+    pub dataset_id: Option<String>,
     /// Label column (integer classes).
     #[arg(long, env = "CONFIDE_LABEL")]
     pub label: Option<String>,
     /// Feature columns, comma-separated (default: every column but the label).
     #[arg(long, env = "CONFIDE_FEATURES", value_delimiter = ',')]
     pub features: Option<Vec<String>>,
-    /// Standardisation statistics JSON ({feature_names, mean, std}) fixed in advance, e.g. by the study. Without it
-    /// the agent standardises with statistics of its own data, which are NOT covered by the DP guarantee (they stay
-    /// on this machine but shape the update it sends).
+    /// Standardisation statistics JSON ({feature_names, mean, std}) fixed in advance by the study, e.g. computed on
+    /// public reference data with `confide-participant stats`. Required unless --allow-non-private-statistics.
     #[arg(long, env = "CONFIDE_STATS")]
     pub stats: Option<PathBuf>,
+    /// Without --stats, standardise with the mean and std of this site's own records. Those statistics are NOT
+    /// covered by the DP guarantee (they stay here but shape every update sent): the agent warns at start and
+    /// every round.
+    #[arg(long, env = "CONFIDE_ALLOW_NON_PRIVATE_STATISTICS")]
+    pub allow_non_private_statistics: bool,
     /// Local privacy budget ε for every study this agent takes part in.
     #[arg(long = "epsilon", env = "CONFIDE_BUDGET_EPSILON")]
     pub budget_epsilon: Option<f64>,
     /// δ at which the local budget ε is computed.
     #[arg(long = "delta", env = "CONFIDE_BUDGET_DELTA")]
     pub budget_delta: Option<f64>,
+    /// The privacy ledger (SQLite) [default: <state dir>/ledger.sqlite]. Agents serving the same dataset in
+    /// different studies must share one ledger file, so that all of them spend from one budget.
+    #[arg(long, env = "CONFIDE_LEDGER")]
+    pub ledger: Option<PathBuf>,
     /// Largest model (safetensors bytes) the agent downloads [default: 268435456].
     #[arg(long, env = "CONFIDE_MAX_MODEL_BYTES")]
     pub max_model_bytes: Option<u64>,
@@ -102,9 +117,11 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct FileData {
     pub path: Option<PathBuf>,
+    pub dataset_id: Option<String>,
     pub label: Option<String>,
     pub features: Option<Vec<String>>,
     pub stats: Option<PathBuf>,
+    pub allow_non_private_statistics: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -112,6 +129,7 @@ pub struct FileData {
 pub struct FileBudget {
     pub epsilon: Option<f64>,
     pub delta: Option<f64>,
+    pub ledger: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -130,13 +148,17 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Where the data is and how to read it.
+/// Where the data is, what it is called and how to read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataConfig {
     pub path: PathBuf,
+    /// The dataset whose ledger and budget this agent spends.
+    pub dataset_id: String,
     pub label: String,
     pub features: Option<Vec<String>>,
     pub stats: Option<PathBuf>,
+    /// Standardise with the records' own statistics when `stats` is absent (no DP guarantee covers them).
+    pub allow_non_private_statistics: bool,
 }
 
 /// The resolved configuration of `run`.
@@ -149,6 +171,8 @@ pub struct AgentConfig {
     pub enrolment_token: Option<String>,
     pub data: DataConfig,
     pub budget: Budget,
+    /// The privacy ledger file of the dataset (may be shared by several agents).
+    pub ledger: PathBuf,
     pub max_model_bytes: u64,
     pub poll_wait: Duration,
     pub max_backoff: Duration,
@@ -167,6 +191,7 @@ impl std::fmt::Debug for AgentConfig {
             )
             .field("data", &self.data)
             .field("budget", &self.budget)
+            .field("ledger", &self.ledger)
             .field("max_model_bytes", &self.max_model_bytes)
             .field("poll_wait", &self.poll_wait)
             .field("max_backoff", &self.max_backoff)
@@ -189,6 +214,38 @@ pub fn parse_file(file: &str, text: &str) -> Result<FileConfig, ConfigError> {
         }
     }
     toml::from_str(text).map_err(|e| err(e.to_string()))
+}
+
+/// Why the agent refuses to start without statistics, and how to get them.
+const NO_STATISTICS: &str = "no standardisation statistics (--stats, CONFIDE_STATS or '[data] stats'): the agent \
+     does not standardise with the mean and std of its own records, which no differential-privacy guarantee covers. \
+     Use the study's statistics file: computed on public reference data with `confide-participant stats --data \
+     REFERENCE.csv --label LABEL --out stats.json` (or, once the study offers it, from its federated statistics \
+     round). To standardise with this site's own statistics anyway, knowingly: --allow-non-private-statistics \
+     (or '[data] allow_non_private_statistics = true')";
+
+/// A dataset id names a budget in the ledger and in logs: 1..=100 printable characters, no surrounding spaces.
+pub fn check_dataset_id(id: &str) -> Result<(), ConfigError> {
+    if id.is_empty()
+        || id.trim() != id
+        || id.chars().count() > MAX_DATASET_ID_LEN
+        || id.chars().any(char::is_control)
+    {
+        return Err(ConfigError::Invalid(format!(
+            "dataset id must be 1..={MAX_DATASET_ID_LEN} printable characters without surrounding spaces, got {id:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The ledger file a config file names (`[budget] ledger`, else `<state_dir>/ledger.sqlite`), paths relative to
+/// the file's directory `base`; `None` without a state directory.
+pub fn ledger_path(file: &FileConfig, base: Option<&Path>) -> Option<PathBuf> {
+    match (&file.budget.ledger, &file.state_dir) {
+        (Some(l), _) => Some(relative_to(base, l.clone())),
+        (None, Some(d)) => Some(relative_to(base, d.clone()).join(LEDGER_FILE)),
+        (None, None) => None,
+    }
 }
 
 fn relative_to(base: Option<&Path>, p: PathBuf) -> PathBuf {
@@ -238,6 +295,13 @@ impl AgentConfig {
                 .clone()
                 .or(rel(file.data.path))
                 .ok_or_else(|| missing("--data", "CONFIDE_DATA", "[data] path"))?,
+            dataset_id: args
+                .dataset_id
+                .clone()
+                .or(file.data.dataset_id)
+                .ok_or_else(|| {
+                    missing("--dataset-id", "CONFIDE_DATASET_ID", "[data] dataset_id")
+                })?,
             label: args
                 .label
                 .clone()
@@ -245,7 +309,18 @@ impl AgentConfig {
                 .ok_or_else(|| missing("--label", "CONFIDE_LABEL", "[data] label"))?,
             features: args.features.clone().or(file.data.features),
             stats: args.stats.clone().or(rel(file.data.stats)),
+            allow_non_private_statistics: args.allow_non_private_statistics
+                || file.data.allow_non_private_statistics.unwrap_or(false),
         };
+        check_dataset_id(&data.dataset_id)?;
+        if data.stats.is_none() && !data.allow_non_private_statistics {
+            return Err(ConfigError::Invalid(NO_STATISTICS.into()));
+        }
+        let ledger = args
+            .ledger
+            .clone()
+            .or(rel(file.budget.ledger))
+            .unwrap_or_else(|| state_dir.join(LEDGER_FILE));
         let budget = Budget {
             epsilon: args.budget_epsilon.or(file.budget.epsilon).ok_or_else(|| {
                 missing("--epsilon", "CONFIDE_BUDGET_EPSILON", "[budget] epsilon")
@@ -318,6 +393,7 @@ impl AgentConfig {
                 .filter(|t| !t.trim().is_empty()),
             data,
             budget,
+            ledger,
             max_model_bytes,
             poll_wait: Duration::from_secs(poll_wait_secs),
             max_backoff: Duration::from_secs_f64(max_backoff_secs),
@@ -337,7 +413,9 @@ name = "hospital-a"
 
 [data]
 path = "data.csv"
+dataset_id = "hospital-a-records"
 label = "malignant"
+stats = "stats.json"
 
 [budget]
 epsilon = 1.0
@@ -367,6 +445,14 @@ delta = 1e-5
             }
         );
         assert_eq!(c.poll_wait, Duration::from_secs(DEFAULT_POLL_WAIT_SECS));
+        assert_eq!(c.data.dataset_id, "hospital-a-records");
+        assert_eq!(c.data.stats, Some(PathBuf::from("/etc/c/stats.json")));
+        assert!(!c.data.allow_non_private_statistics);
+        assert_eq!(
+            c.ledger,
+            PathBuf::from("/var/lib/confide-participant/ledger.sqlite"),
+            "the ledger defaults to the state directory"
+        );
         let flags = RunArgs {
             coordinator_url: Some("http://127.0.0.1:9".into()),
             budget_epsilon: Some(0.5),
@@ -397,6 +483,65 @@ delta = 1e-5
             let c =
                 AgentConfig::resolve(&args).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(c.name.is_some(), "{}: a name to enrol with", path.display());
+        }
+    }
+
+    #[test]
+    fn dataset_id_and_statistics_are_required_and_the_ledger_can_be_shared() {
+        let without = |key: &str| {
+            let text: String = DEPLOY
+                .lines()
+                .filter(|l| !l.starts_with(key))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            parse_file("p.toml", &text).unwrap()
+        };
+        let e = AgentConfig::merge(&RunArgs::default(), without("dataset_id"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--dataset-id") && e.contains("CONFIDE_DATASET_ID"),
+            "{e}"
+        );
+        // No statistics: refused, with how to get them.
+        let e = AgentConfig::merge(&RunArgs::default(), without("stats"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("confide-participant stats") && e.contains("--allow-non-private-statistics"),
+            "{e}"
+        );
+        let allowed = RunArgs {
+            allow_non_private_statistics: true,
+            ..RunArgs::default()
+        };
+        let c = AgentConfig::merge(&allowed, without("stats"), None).unwrap();
+        assert!(c.data.allow_non_private_statistics && c.data.stats.is_none());
+        let mut file = without("stats");
+        file.data.allow_non_private_statistics = Some(true);
+        assert!(AgentConfig::merge(&RunArgs::default(), file, None).is_ok());
+        // A shared ledger, relative to the config file; the flag wins.
+        let mut file = parse_file("p.toml", DEPLOY).unwrap();
+        file.budget.ledger = Some("../shared/ledger.sqlite".into());
+        let c = AgentConfig::merge(&RunArgs::default(), file.clone(), Some(Path::new("/etc/c")))
+            .unwrap();
+        assert_eq!(c.ledger, PathBuf::from("/etc/c/../shared/ledger.sqlite"));
+        assert_eq!(
+            ledger_path(&file, Some(Path::new("/etc/c"))),
+            Some(c.ledger)
+        );
+        let flag = RunArgs {
+            ledger: Some("/l.sqlite".into()),
+            dataset_id: Some("other".into()),
+            ..RunArgs::default()
+        };
+        let c = AgentConfig::merge(&flag, file, None).unwrap();
+        assert_eq!(
+            (c.ledger.to_str(), c.data.dataset_id.as_str()),
+            (Some("/l.sqlite"), "other")
+        );
+        for bad in ["", " padded", "a\nb", &"x".repeat(101)] {
+            assert!(check_dataset_id(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -1,10 +1,11 @@
 //! The participant agent: enrols once, then long-polls the coordinator for work and takes part in rounds.
 //!
 //! Per round, in the order the coordinator's stages ask for it:
-//! 1. **AdvertiseKeys** — check the task's planned privacy events against the *local* ledger and budget (declining
-//!    the round with the reason if they would exceed it), download the model and verify its sha256 against the
-//!    task, train with DP-SGD exactly as the planned events say, compute Δ = local − global, start the sans-IO
-//!    secure-aggregation client and send its public keys.
+//! 1. **AdvertiseKeys** — check the task's planned privacy events against the *local* ledger and budget of the
+//!    dataset this agent serves (everything any study ever charged to it; declining the round with the reason if
+//!    they would exceed it), download the model and verify its sha256 against the task, train with DP-SGD exactly
+//!    as the planned events say, compute Δ = local − global (warning locally if quantisation will clamp some of
+//!    it), start the sans-IO secure-aggregation client and send its public keys.
 //! 2. **ShareKeys** — answer the key directory with the encrypted shares.
 //! 3. **MaskedInputCollection** — quantise Δ with weight 1, mask it, charge the local ledger durably, and only
 //!    then send the masked input.
@@ -19,8 +20,11 @@
 //! Logs never contain records, updates, keys or shares: only round numbers, stages, sizes, ε and durations.
 
 pub mod config;
+pub mod dataset;
 pub mod debug;
 pub mod ledger;
+pub mod round_plan;
+pub mod saturation;
 pub mod state;
 
 use std::collections::HashSet;
@@ -28,9 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confide_client::{ClientError, CoordinatorClient};
-use confide_common::api::{LocalOptimizer, RoundStage, RoundTask, TaskResponse};
+use confide_common::api::{RoundStage, RoundTask, TaskResponse};
 use confide_common::dp::PrivacyEvent;
-use confide_common::model::{ModelSpec, decode_safetensors, spec_from_safetensors};
 use confide_common::secagg::messages::ControlMessage;
 use confide_common::secagg::{
     KeyDirectory, QuantizationParams, RoutedShares, SecAggClient, UnmaskingRequest,
@@ -41,15 +44,14 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::data::{CsvOptions, DataError, Dataset, Standardization, read_csv};
-use crate::dpsgd::OptimizerConfig;
-use crate::train::{RoundPlan, train_round};
+use crate::data::{DataError, Dataset};
+use crate::train::train_round;
 use config::AgentConfig;
-use ledger::{Budget, Charge, LEDGER_FILE, LedgerError, LocalLedger};
+use dataset::Statistics;
+use ledger::{Budget, Charge, ChargeKey, LedgerError, LocalLedger};
+use round_plan::decode_model;
+pub use round_plan::training_plan;
 use state::{Identity, StateDir, StateError};
-
-/// Labels are checked against the model's classes when a round's model arrives; until then any integer is read.
-const MAX_LABEL_CLASSES: usize = 1 << 20;
 /// Pause before polling again while the current round has nothing for this agent to do.
 const SIT_OUT_PAUSE: Duration = Duration::from_secs(1);
 
@@ -112,7 +114,6 @@ impl Outgoing {
 /// This agent's part in one round. Dropping it forgets the secure-aggregation secrets.
 struct Session {
     round_id: i64,
-    study_id: i64,
     round_number: i64,
     client: SecAggClient,
     quantisation: QuantizationParams,
@@ -141,6 +142,7 @@ pub struct Agent {
     client: CoordinatorClient,
     identity: Identity,
     data: Arc<Dataset>,
+    statistics: Statistics,
     session: Option<Session>,
     pending: Option<Outgoing>,
     /// A round this agent does not (or no longer) take part in.
@@ -156,31 +158,6 @@ fn http_client() -> Result<reqwest::Client, AgentError> {
         .map_err(|e| AgentError::Fatal(format!("HTTP client: {e}")))
 }
 
-/// Reads and standardises the site's records once at start-up (a bad file stops the agent before it enrols).
-pub fn load_data(cfg: &config::DataConfig) -> Result<Dataset, AgentError> {
-    let mut data = read_csv(
-        &cfg.path,
-        &CsvOptions {
-            label: cfg.label.clone(),
-            features: cfg.features.clone(),
-            num_classes: MAX_LABEL_CLASSES,
-        },
-    )?;
-    let stats = match &cfg.stats {
-        Some(path) => Standardization::read(path)?,
-        None => {
-            tracing::warn!(
-                "no standardisation statistics given (--stats): standardising with the mean and std of the local \
-                 data; those statistics are NOT covered by the differential-privacy guarantee"
-            );
-            Standardization::compute(&data)
-        }
-    };
-    stats.check(&data)?;
-    stats.apply(&mut data);
-    Ok(data)
-}
-
 impl Agent {
     /// Opens the state directory, loads the data, and enrols unless an identity is stored. Returns `None` if
     /// shut down while enrolling.
@@ -189,13 +166,14 @@ impl Agent {
         shutdown: CancellationToken,
     ) -> Result<Option<Self>, AgentError> {
         let state = StateDir::open(&cfg.state_dir)?;
-        let data = load_data(&cfg.data)?;
+        let data = dataset::load(&cfg.data)?;
         tracing::info!(
-            records = data.len(),
-            features = data.num_features(),
+            dataset = %cfg.data.dataset_id,
+            records = data.records.len(),
+            features = data.records.num_features(),
             "local data loaded"
         );
-        let ledger = LocalLedger::open(&state.file(LEDGER_FILE)).await?;
+        let ledger = dataset::open_ledger(&cfg, &data.fingerprint).await?;
         state::restrict_files(state.path())
             .map_err(|e| AgentError::Fatal(format!("state directory permissions: {e}")))?;
         let http = http_client()?;
@@ -232,21 +210,28 @@ impl Agent {
             None => identity.coordinator_url.clone(),
         };
         let client = CoordinatorClient::with_http(&url, &identity.credential, http);
+        let epsilon_spent = ledger.epsilon_with(&[], cfg.budget.delta).await?;
         tracing::info!(
             participant = identity.participant_id,
             study = identity.study_id,
             coordinator = %url,
+            dataset = %cfg.data.dataset_id,
+            epsilon_spent,
             epsilon_budget = cfg.budget.epsilon,
             delta = cfg.budget.delta,
-            "agent ready"
+            "agent ready (ε spent by this dataset in every study so far)"
         );
+        if data.statistics == Statistics::OwnRecords {
+            dataset::warn_non_private_statistics();
+        }
         Ok(Some(Self {
             cfg,
             state,
             ledger,
             client,
             identity,
-            data: Arc::new(data),
+            data: Arc::new(data.records),
+            statistics: data.statistics,
             session: None,
             pending: None,
             sitting_out: None,
@@ -485,11 +470,8 @@ impl Agent {
             Err(reason) => return Ok(self.decline(task, reason)),
         };
         let budget = self.cfg.budget;
-        self.ledger.set_budget(task.study_id, budget).await?;
-        let epsilon_after = self
-            .ledger
-            .epsilon_with(task.study_id, &planned, budget.delta)
-            .await?;
+        // Everything this dataset ever spent, in every study, plus this round.
+        let epsilon_after = self.ledger.epsilon_with(&planned, budget.delta).await?;
         if epsilon_after > budget.epsilon {
             let reason = format!(
                 "local privacy budget: this round would bring the site's ε to {epsilon_after:.4}, over its budget \
@@ -504,6 +486,9 @@ impl Agent {
             epsilon_budget = budget.epsilon,
             "local budget allows the round"
         );
+        if self.statistics == Statistics::OwnRecords {
+            dataset::warn_non_private_statistics();
+        }
 
         let download = match self
             .client
@@ -578,6 +563,7 @@ impl Agent {
             .zip(&global)
             .map(|(l, g)| l - g)
             .collect();
+        saturation::warn_if_saturated(task.round_number, &task.quantisation, &update);
 
         let mut rng = os_rng()?;
         let (client, msg) = match SecAggClient::new(
@@ -594,7 +580,6 @@ impl Agent {
         };
         self.session = Some(Session {
             round_id: task.round_id,
-            study_id: task.study_id,
             round_number: task.round_number,
             client,
             quantisation: task.quantisation,
@@ -670,16 +655,12 @@ impl Agent {
             Err(e) => return Ok(self.protocol_error(task, e)),
         };
         session.update.clear();
-        let (study, round_id, round_number) =
-            (session.study_id, session.round_id, session.round_number);
+        let (round_id, round_number) = (session.round_id, session.round_number);
         let planned = session.planned.clone();
         // The spend is durable BEFORE the masked input leaves this machine (one transaction, once per round).
         let budget: Budget = self.cfg.budget;
-        match self
-            .ledger
-            .charge(study, round_id, round_number, &planned, budget)
-            .await?
-        {
+        let key = ChargeKey::new(&self.identity, round_id, round_number);
+        match self.ledger.charge(&key, &planned, budget).await? {
             Charge::Charged { epsilon_after } => {
                 tracing::info!(
                     round = round_number,
@@ -748,75 +729,6 @@ fn os_rng() -> Result<ChaCha20Rng, AgentError> {
         .map_err(|e| AgentError::Fatal(format!("OS randomness unavailable: {e}")))
 }
 
-/// The local training of a round, derived from the events the coordinator will charge: exactly one DP-SGD run
-/// whose q and σ are the study's. Anything else is refused (the agent would otherwise spend differently from
-/// what is charged and checked).
-pub fn training_plan(task: &RoundTask) -> Result<(RoundPlan, Vec<PrivacyEvent>), String> {
-    let planned: Vec<PrivacyEvent> = task.planned_events.clone();
-    let [event] = planned.as_slice() else {
-        return Err(format!(
-            "the round plans {} privacy events; this agent takes part only in rounds of one DP-SGD run",
-            planned.len()
-        ));
-    };
-    event
-        .validate()
-        .map_err(|e| format!("invalid planned privacy event: {e}"))?;
-    let PrivacyEvent::SubsampledGaussian {
-        sampling_rate,
-        noise_multiplier,
-        steps,
-    } = *event
-    else {
-        return Err("the round's planned privacy event is not a DP-SGD run".into());
-    };
-    if sampling_rate != task.dp.sampling_rate || noise_multiplier != task.dp.noise_multiplier {
-        return Err(format!(
-            "the planned events (q = {sampling_rate}, σ = {noise_multiplier}) do not match the study's DP-SGD \
-             parameters (q = {}, σ = {})",
-            task.dp.sampling_rate, task.dp.noise_multiplier
-        ));
-    }
-    let lt = task.local_training;
-    let optimizer = match lt.optimizer {
-        LocalOptimizer::Sgd => OptimizerConfig::Sgd {
-            learning_rate: lt.learning_rate,
-            momentum: lt.momentum,
-        },
-        LocalOptimizer::Adam => OptimizerConfig::adam(lt.learning_rate),
-    };
-    optimizer.validate()?;
-    Ok((
-        RoundPlan {
-            sampling_rate,
-            clip_norm: task.dp.clip_norm,
-            noise_multiplier,
-            steps,
-            optimizer,
-        },
-        planned,
-    ))
-}
-
-/// The model spec (from the safetensors metadata) and the flat weights, checked against the task.
-fn decode_model(bytes: &[u8], task: &RoundTask) -> Result<(ModelSpec, Vec<f32>), String> {
-    let spec = spec_from_safetensors(bytes)
-        .map_err(|e| format!("unreadable model: {e}"))?
-        .ok_or("the model file carries no model spec")?;
-    let weights = decode_safetensors(&spec, bytes).map_err(|e| format!("unreadable model: {e}"))?;
-    if weights.len() as i64 != task.num_parameters
-        || task.protocol.vector_len as usize != weights.len() + 1
-    {
-        return Err(format!(
-            "the model has {} parameters, the round expects {} (vector length {})",
-            weights.len(),
-            task.num_parameters,
-            task.protocol.vector_len
-        ));
-    }
-    Ok((spec, weights))
-}
-
 /// Enrols with the one-time token and stores the identity. `None` if shut down meanwhile.
 async fn enrol(
     cfg: &AgentConfig,
@@ -882,115 +794,6 @@ async fn enrol(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use confide_common::api::{DpParams, GraphParams, LocalTraining, QuantisationParams};
-    use confide_common::model::encode_safetensors;
-    use confide_common::secagg::{GraphKind, SecAggParams};
-
-    fn task(planned: Vec<PrivacyEvent>) -> RoundTask {
-        RoundTask {
-            round_id: 4,
-            study_id: 1,
-            round_number: 2,
-            stage: RoundStage::AdvertiseKeys,
-            submitted: false,
-            stage_deadline_ms: 0,
-            model_version: 1,
-            model_sha256: String::new(),
-            dp: DpParams {
-                sampling_rate: 0.2,
-                noise_multiplier: 1.5,
-                local_epochs: 1,
-                clip_norm: 0.7,
-                expected_batch_size: 10.0,
-            },
-            local_training: LocalTraining::default(),
-            secagg: confide_common::api::SecAggParams {
-                threshold: None,
-                graph: GraphParams::Complete,
-                quantisation: QuantisationParams {
-                    clip_range: Some(1.0),
-                    bits: 32,
-                    max_weight: 10,
-                },
-            },
-            planned_events: planned,
-            num_parameters: 8,
-            participant_index: 0,
-            protocol: SecAggParams {
-                round_id: 9,
-                participants: 3,
-                threshold: 2,
-                graph: GraphKind::Complete,
-                graph_seed: [0; 32],
-                vector_len: 9,
-                bits: 32,
-            },
-            quantisation: QuantizationParams::for_participants(1.0, 32, 3, 10).unwrap(),
-        }
-    }
-
-    #[test]
-    fn the_plan_is_exactly_the_charged_events() {
-        let sg = |sampling_rate, noise_multiplier, steps| PrivacyEvent::SubsampledGaussian {
-            sampling_rate,
-            noise_multiplier,
-            steps,
-        };
-        let ok = vec![sg(0.2, 1.5, 5)];
-        let (plan, events) = training_plan(&task(ok)).unwrap();
-        assert_eq!(
-            (plan.sampling_rate, plan.noise_multiplier, plan.steps),
-            (0.2, 1.5, 5)
-        );
-        assert_eq!(plan.clip_norm, 0.7);
-        assert_eq!(
-            plan.optimizer,
-            OptimizerConfig::Sgd {
-                learning_rate: 0.1,
-                momentum: 0.9
-            }
-        );
-        assert_eq!(events.len(), 1);
-
-        for (planned, needle) in [
-            (vec![], "0 privacy events"),
-            (vec![sg(0.2, 1.5, 5), sg(0.2, 1.5, 5)], "2 privacy events"),
-            (vec![sg(0.2, 0.5, 5)], "do not match"),
-            (vec![sg(0.2, 1.5, 0)], "invalid planned"),
-            (
-                vec![PrivacyEvent::ZcdpGaussian { rho: 0.1 }],
-                "not a DP-SGD run",
-            ),
-        ] {
-            let e = training_plan(&task(planned)).unwrap_err();
-            assert!(e.contains(needle), "{e}");
-        }
-    }
-
-    #[test]
-    fn the_model_must_match_the_round() {
-        let t = task(vec![]);
-        let spec =
-            ModelSpec::from_json(r#"{"kind":"logistic_regression","input_dim":3,"num_classes":2}"#)
-                .unwrap();
-        let bytes = encode_safetensors(&spec, &spec.initial_parameters(1)).unwrap();
-        let (s, w) = decode_model(&bytes, &t).unwrap();
-        assert_eq!((s, w.len()), (spec, 8));
-        let bigger =
-            ModelSpec::from_json(r#"{"kind":"logistic_regression","input_dim":4,"num_classes":2}"#)
-                .unwrap();
-        let bytes = encode_safetensors(&bigger, &bigger.initial_parameters(1)).unwrap();
-        assert!(
-            decode_model(&bytes, &t)
-                .unwrap_err()
-                .contains("round expects 8")
-        );
-        assert!(
-            decode_model(b"junk", &t)
-                .unwrap_err()
-                .contains("unreadable")
-        );
-    }
 
     #[test]
     fn backoff_grows_with_jitter_up_to_the_cap() {

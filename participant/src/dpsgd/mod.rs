@@ -3,9 +3,13 @@
 //! One step: draw a Poisson sample (each record independently with probability `q`, so the batch
 //! size varies), clip every example's gradient to norm `C` ([`clip`], without materialising
 //! per-example gradients), add `N(0, σ²C²)` to the clipped sum (the one noise sampler,
-//! [`GaussianNoise`], seeded from the OS in real runs), divide by the *expected* batch size `qN`
-//! and hand the result to the optimiser ([`optimizer`]). An empty sample still takes a step with
-//! pure noise, as the privacy analysis assumes.
+//! [`GaussianNoise`], seeded from the OS in real runs), divide by a *public* expected batch size
+//! `B` ([`DpSgdParams::expected_batch_size`]) and hand the result to the optimiser ([`optimizer`]).
+//! An empty sample still takes a step with pure noise, as the privacy analysis assumes.
+//!
+//! `B` is a parameter, never computed here from the records: Opacus divides by `qN`, but a site's
+//! record count `N` is private, and dividing by it scales the noise by `1/N`, so `N` could be read
+//! off the spread of a single update.
 
 pub mod clip;
 pub mod optimizer;
@@ -72,6 +76,9 @@ pub struct DpSgdParams {
     pub clip_norm: f64,
     /// Noise multiplier `σ`: the noise standard deviation is `σC`.
     pub noise_multiplier: f64,
+    /// The public divisor `B` of the noisy clipped sum (a study's declared expected batch size).
+    /// Not derived from the site's records: it sets the noise scale of the update, `σC/B`.
+    pub expected_batch_size: f64,
 }
 
 /// What one step did (for progress reporting; contains no per-record information).
@@ -84,29 +91,21 @@ pub struct StepStats {
     pub clipped_fraction: f64,
 }
 
-/// Noisy, clipped gradients for `net` on a batch: `(Σ clipped + N(0, σ²C²)) / expected_batch`.
+/// Noisy, clipped gradients for `net` on a batch: `(Σ clipped + N(0, σ²C²)) / B`, with `B` the
+/// public [`DpSgdParams::expected_batch_size`].
 pub fn noisy_gradient(
     net: &Network,
     x: &Tensor,
     y: &Tensor,
     params: &DpSgdParams,
-    expected_batch: f64,
     noise: &mut GaussianNoise,
 ) -> (Vec<Tensor>, StepStats) {
-    noisy_gradient_timed(
-        net,
-        x,
-        y,
-        params,
-        expected_batch,
-        noise,
-        &mut Stopwatch::disabled(),
-    )
+    noisy_gradient_timed(net, x, y, params, noise, &mut Stopwatch::disabled())
 }
 
 /// [`noisy_gradient`], charging its phases to `clock`.
 ///
-/// Computed as `Σᵢ (cᵢ / qN) gᵢ + N(0, (σC / qN)²)`: the noise is drawn straight into the gradient
+/// Computed as `Σᵢ (cᵢ / B) gᵢ + N(0, (σC / B)²)`: the noise is drawn straight into the gradient
 /// vector and the clipped sum is accumulated onto it by the book-keeping products, so neither the
 /// noise addition nor the division is a separate pass over the parameters.
 pub fn noisy_gradient_timed(
@@ -114,10 +113,10 @@ pub fn noisy_gradient_timed(
     x: &Tensor,
     y: &Tensor,
     params: &DpSgdParams,
-    expected_batch: f64,
     noise: &mut GaussianNoise,
     clock: &mut Stopwatch,
 ) -> (Vec<Tensor>, StepStats) {
+    let expected_batch = params.expected_batch_size;
     // σ = 0 means no noise even with C = ∞ (tests), where σC would be NaN.
     let std_dev = if params.noise_multiplier == 0.0 {
         0.0

@@ -1,0 +1,49 @@
+//! The `confide-participant` commands that need more than a few lines: `train` and `budget`.
+
+pub mod budget;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use confide_common::model::ModelSpec;
+use confide_participant::data::CsvOptions;
+
+/// The CSV columns every data command reads.
+#[derive(Args)]
+pub struct CsvArgs {
+    /// CSV file with a header line.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Name of the label column (integer classes 0..num_classes).
+    #[arg(long)]
+    pub label: String,
+    /// Feature columns, comma-separated (default: every column but the label).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Option<Vec<String>>,
+}
+
+impl CsvArgs {
+    pub fn options(&self, num_classes: usize) -> CsvOptions {
+        CsvOptions {
+            label: self.label.clone(),
+            features: self.features.clone(),
+            num_classes,
+        }
+    }
+}
+
+pub fn read_spec(path: &Path) -> Result<ModelSpec> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading model spec {}", path.display()))?;
+    ModelSpec::from_json(&text).with_context(|| format!("model spec {}", path.display()))
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
