@@ -1,0 +1,383 @@
+//! Rounds: creation with the selected members, lookups, leases, stage boundaries and aborts.
+
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Backend, Store, StoreError, StoreResult, map_unique, now_ms};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundRow {
+    pub id: i64,
+    pub study_id: i64,
+    pub round_number: i64,
+    pub stage: String,
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    pub base_version: i64,
+    pub plan_json: String,
+    pub stage_started_at: i64,
+    pub stage_deadline: i64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A round to create: who was selected, the plan (JSON) and the server's initial state.
+#[derive(Debug, Clone)]
+pub struct NewRound {
+    pub study_id: i64,
+    pub stage: String,
+    pub base_version: i64,
+    pub plan_json: String,
+    pub selected: Vec<i64>,
+    pub server_state: Option<Vec<u8>>,
+    pub stage_deadline: i64,
+    /// Rounds the study may run in total; creation is refused once reached.
+    pub max_rounds: i64,
+}
+
+/// A stage boundary: the new stage, the server state after closing the old one, the new set of members and what
+/// the server tells them. Applied only if the round is still in `from_stage` and unfinished.
+#[derive(Debug, Clone)]
+pub struct StageTransition {
+    pub round_id: i64,
+    pub from_stage: String,
+    pub to_stage: String,
+    pub server_state: Vec<u8>,
+    pub stage_deadline: i64,
+    /// Members of the set that completed `from_stage` (recorded under `from_stage`).
+    pub completed: Vec<i64>,
+    /// (recipient, body); recipient 0 means everyone.
+    pub broadcasts: Vec<(i64, Vec<u8>)>,
+}
+
+impl Store {
+    /// Every column but the server snapshot, which only a (re)starting driver reads ([`Store::server_snapshot`]).
+    const ROUND_COLUMNS: &'static str = "id, study_id, round_number, stage, outcome, reason, base_version, plan_json, stage_started_at, stage_deadline, started_at, finished_at";
+
+    fn round_from_row(r: &AnyRow) -> StoreResult<RoundRow> {
+        Ok(RoundRow {
+            id: r.try_get("id")?,
+            study_id: r.try_get("study_id")?,
+            round_number: r.try_get("round_number")?,
+            stage: r.try_get("stage")?,
+            outcome: r.try_get("outcome")?,
+            reason: r.try_get("reason")?,
+            base_version: r.try_get("base_version")?,
+            plan_json: r.try_get("plan_json")?,
+            stage_started_at: r.try_get("stage_started_at")?,
+            stage_deadline: r.try_get("stage_deadline")?,
+            started_at: r.try_get("started_at")?,
+            finished_at: r.try_get("finished_at")?,
+        })
+    }
+
+    /// Creates a round with its selected members. Refused if the study has an unfinished round or has run all its
+    /// rounds (completed ones count).
+    pub async fn create_round(&self, new: &NewRound) -> StoreResult<RoundRow> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Take the study's write lock first so concurrent starts serialise.
+        sqlx::query("UPDATE studies SET updated_at = $2 WHERE id = $1")
+            .bind(new.study_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(round_number), 0) AS last,
+                    CAST(COUNT(CASE WHEN outcome = 'completed' THEN 1 END) AS BIGINT) AS completed,
+                    CAST(COUNT(CASE WHEN outcome IS NULL THEN 1 END) AS BIGINT) AS active
+             FROM rounds WHERE study_id = $1",
+        )
+        .bind(new.study_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let last: i64 = row.try_get("last")?;
+        let completed: i64 = row.try_get("completed")?;
+        let active: i64 = row.try_get("active")?;
+        if active > 0 {
+            return Err(StoreError::Conflict(
+                "the study already has an active round".into(),
+            ));
+        }
+        if completed >= new.max_rounds {
+            return Err(StoreError::Refused(format!(
+                "the study has completed all its {} rounds",
+                new.max_rounds
+            )));
+        }
+        let sql = format!(
+            "INSERT INTO rounds (study_id, round_number, stage, base_version, plan_json, server_state, stage_started_at,
+                                 stage_deadline, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7) RETURNING {}",
+            Self::ROUND_COLUMNS
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(new.study_id)
+            .bind(last + 1)
+            .bind(new.stage.as_str())
+            .bind(new.base_version)
+            .bind(new.plan_json.as_str())
+            .bind(new.server_state.clone())
+            .bind(now)
+            .bind(new.stage_deadline)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| map_unique(e, "the study already has an active round"))?;
+        let round = Self::round_from_row(&row)?;
+        for p in &new.selected {
+            Self::insert_member(&mut tx, round.id, "selected", *p, now).await?;
+        }
+        tx.commit().await?;
+        Ok(round)
+    }
+
+    pub(super) async fn insert_member(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        round_id: i64,
+        stage: &str,
+        participant: i64,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO round_members (round_id, participant_id, stage, joined_at) VALUES ($1, $2, $3, $4)")
+            .bind(round_id)
+            .bind(participant)
+            .bind(stage)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_round(&self, id: i64) -> StoreResult<RoundRow> {
+        let sql = format!("SELECT {} FROM rounds WHERE id = $1", Self::ROUND_COLUMNS);
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("round"))?;
+        Self::round_from_row(&row)
+    }
+
+    /// The secure-aggregation server snapshot persisted at the round's last stage boundary (None once finished).
+    pub async fn server_snapshot(&self, round_id: i64) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT server_state FROM rounds WHERE id = $1")
+            .bind(round_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("round"))?;
+        Ok(row.try_get("server_state")?)
+    }
+
+    pub async fn list_rounds(&self, study_id: i64) -> StoreResult<Vec<RoundRow>> {
+        let sql = format!(
+            "SELECT {} FROM rounds WHERE study_id = $1 ORDER BY round_number",
+            Self::ROUND_COLUMNS
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(study_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::round_from_row).collect()
+    }
+
+    /// Unfinished rounds of all studies.
+    pub async fn active_rounds(&self) -> StoreResult<Vec<RoundRow>> {
+        let sql = format!(
+            "SELECT {} FROM rounds WHERE outcome IS NULL ORDER BY id",
+            Self::ROUND_COLUMNS
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::round_from_row).collect()
+    }
+
+    /// Finished rounds per (study, outcome), for metrics.
+    pub async fn round_outcome_counts(&self) -> StoreResult<Vec<(i64, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT study_id, outcome, CAST(COUNT(*) AS BIGINT) AS n FROM rounds WHERE outcome IS NOT NULL GROUP BY study_id, outcome",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("study_id")?,
+                    r.try_get("outcome")?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// (stage, participant) pairs of a round, in stage then participant order.
+    pub async fn round_members(&self, round_id: i64) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT stage, participant_id FROM round_members WHERE round_id = $1 ORDER BY joined_at, stage, participant_id",
+        )
+        .bind(round_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("stage")?, r.try_get("participant_id")?)))
+            .collect()
+    }
+
+    /// Takes or renews the driving lease of an unfinished round. True if `owner` now holds it.
+    pub async fn acquire_round_lease(
+        &self,
+        round_id: i64,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let now = now_ms();
+        let res = sqlx::query(
+            "UPDATE rounds SET lease_owner = $2, lease_expires_at = $3
+             WHERE id = $1 AND outcome IS NULL AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < $4)",
+        )
+        .bind(round_id)
+        .bind(owner)
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Gives up a lease (graceful shutdown) so another process can take over at once.
+    pub async fn release_round_lease(&self, round_id: i64, owner: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE rounds SET lease_owner = NULL, lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2")
+            .bind(round_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The stage of a round that has not finished; NotFound / Conflict otherwise.
+    pub(super) async fn unfinished_round_stage(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        round_id: i64,
+    ) -> StoreResult<String> {
+        let round = sqlx::query("SELECT stage, outcome FROM rounds WHERE id = $1")
+            .bind(round_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound("round"))?;
+        let outcome: Option<String> = round.try_get("outcome")?;
+        if let Some(outcome) = outcome {
+            return Err(StoreError::Conflict(format!(
+                "round {round_id} is finished ({outcome})"
+            )));
+        }
+        Ok(round.try_get("stage")?)
+    }
+
+    /// Whether `participant` is in the round's set `set`. On Postgres the member row is locked, so that a message
+    /// and a decline of the same participant (which lock the same `selected` row) serialise; SQLite has a single
+    /// writer anyway.
+    pub(super) async fn lock_round_member(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        round_id: i64,
+        set: &str,
+        participant: i64,
+    ) -> StoreResult<bool> {
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = $2 AND participant_id = $3 FOR UPDATE"
+            }
+            Backend::Sqlite => {
+                "SELECT 1 AS one FROM round_members WHERE round_id = $1 AND stage = $2 AND participant_id = $3"
+            }
+        };
+        let member = sqlx::query(sql)
+            .bind(round_id)
+            .bind(set)
+            .bind(participant)
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(member.is_some())
+    }
+
+    pub(super) async fn finish_stage(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        round_id: i64,
+        from_stage: &str,
+        completed: &[i64],
+        now: i64,
+    ) -> StoreResult<()> {
+        for p in completed {
+            Self::insert_member(tx, round_id, from_stage, *p, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a stage boundary atomically: the new stage and server snapshot, the set that completed the old stage,
+    /// the new stage's broadcasts, and the deletion of the old stage's messages (the snapshot holds everything the
+    /// server took from them; masked inputs survive only inside its running sum). Returns false (and changes
+    /// nothing) if the round is no longer in `from_stage` or is finished.
+    pub async fn advance_stage(&self, t: &StageTransition) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let res = sqlx::query(
+            "UPDATE rounds SET stage = $3, server_state = $4, stage_started_at = $5, stage_deadline = $6
+             WHERE id = $1 AND stage = $2 AND outcome IS NULL",
+        )
+        .bind(t.round_id)
+        .bind(t.from_stage.as_str())
+        .bind(t.to_stage.as_str())
+        .bind(t.server_state.as_slice())
+        .bind(now)
+        .bind(t.stage_deadline)
+        .execute(&mut *tx)
+        .await?;
+        if res.rows_affected() != 1 {
+            return Ok(false);
+        }
+        Self::finish_stage(&mut tx, t.round_id, &t.from_stage, &t.completed, now).await?;
+        sqlx::query("DELETE FROM round_messages WHERE round_id = $1 AND stage = $2")
+            .bind(t.round_id)
+            .bind(t.from_stage.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for (recipient, body) in &t.broadcasts {
+            sqlx::query("INSERT INTO round_broadcasts (round_id, stage, recipient_id, body) VALUES ($1, $2, $3, $4)")
+                .bind(t.round_id)
+                .bind(t.to_stage.as_str())
+                .bind(*recipient)
+                .bind(body.as_slice())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Aborts an unfinished round: nothing is published and nothing is charged. False if already finished.
+    pub async fn abort_round(&self, round_id: i64, reason: &str) -> StoreResult<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let res = sqlx::query(
+            "UPDATE rounds SET outcome = 'aborted', reason = $2, finished_at = $3, stage = 'finished', server_state = NULL,
+                               lease_owner = NULL
+             WHERE id = $1 AND outcome IS NULL",
+        )
+        .bind(round_id)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if res.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM round_messages WHERE round_id = $1")
+            .bind(round_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

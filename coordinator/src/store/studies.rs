@@ -1,0 +1,165 @@
+//! Studies and their model versions (safetensors weights, sha256, server optimiser state).
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, StoreResult, map_unique, now_ms, sha256_hex};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyRow {
+    pub id: i64,
+    pub name: String,
+    pub config_json: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelVersionRow {
+    pub study_id: i64,
+    pub version: i64,
+    pub round_id: Option<i64>,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Creates a study and its version-0 model in one transaction.
+    pub async fn create_study(
+        &self,
+        name: &str,
+        config_json: &str,
+        initial_weights: &[u8],
+    ) -> StoreResult<StudyRow> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO studies (name, config_json, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(config_json)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| map_unique(e, &format!("a study named {name:?} already exists")))?;
+        let id: i64 = row.try_get("id")?;
+        sqlx::query(
+            "INSERT INTO model_versions (study_id, version, round_id, sha256, weights, created_at) VALUES ($1, 0, NULL, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(sha256_hex(initial_weights))
+        .bind(initial_weights)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(StudyRow {
+            id,
+            name: name.to_string(),
+            config_json: config_json.to_string(),
+            created_at: now,
+        })
+    }
+
+    fn study_from_row(r: &AnyRow) -> StoreResult<StudyRow> {
+        Ok(StudyRow {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            config_json: r.try_get("config_json")?,
+            created_at: r.try_get("created_at")?,
+        })
+    }
+
+    pub async fn list_studies(&self) -> StoreResult<Vec<StudyRow>> {
+        let rows = sqlx::query("SELECT id, name, config_json, created_at FROM studies ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::study_from_row).collect()
+    }
+
+    /// Ids of every study (cheap; for metrics of studies another process created).
+    pub async fn study_ids(&self) -> StoreResult<Vec<i64>> {
+        let rows = sqlx::query("SELECT id FROM studies ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    pub async fn get_study(&self, id: i64) -> StoreResult<StudyRow> {
+        let row =
+            sqlx::query("SELECT id, name, config_json, created_at FROM studies WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound("study"))?;
+        Self::study_from_row(&row)
+    }
+
+    fn model_from_row(r: &AnyRow) -> StoreResult<ModelVersionRow> {
+        Ok(ModelVersionRow {
+            study_id: r.try_get("study_id")?,
+            version: r.try_get("version")?,
+            round_id: r.try_get("round_id")?,
+            sha256: r.try_get("sha256")?,
+            size_bytes: r.try_get("size_bytes")?,
+            created_at: r.try_get("created_at")?,
+        })
+    }
+
+    pub async fn list_model_versions(&self, study_id: i64) -> StoreResult<Vec<ModelVersionRow>> {
+        let rows = sqlx::query(
+            "SELECT study_id, version, round_id, sha256, CAST(LENGTH(weights) AS BIGINT) AS size_bytes, created_at
+             FROM model_versions WHERE study_id = $1 ORDER BY version",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::model_from_row).collect()
+    }
+
+    pub async fn latest_model_version(&self, study_id: i64) -> StoreResult<ModelVersionRow> {
+        let row = sqlx::query(
+            "SELECT study_id, version, round_id, sha256, CAST(LENGTH(weights) AS BIGINT) AS size_bytes, created_at
+             FROM model_versions WHERE study_id = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(study_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("model version"))?;
+        Self::model_from_row(&row)
+    }
+
+    /// The safetensors bytes and sha256 of one model version.
+    pub async fn model_weights(
+        &self,
+        study_id: i64,
+        version: i64,
+    ) -> StoreResult<(Vec<u8>, String)> {
+        let row = sqlx::query(
+            "SELECT weights, sha256 FROM model_versions WHERE study_id = $1 AND version = $2",
+        )
+        .bind(study_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("model version"))?;
+        Ok((row.try_get("weights")?, row.try_get("sha256")?))
+    }
+
+    /// The server optimiser state stored with a model version (None for FedAvg or version 0).
+    pub async fn optimizer_state(
+        &self,
+        study_id: i64,
+        version: i64,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query(
+            "SELECT optimizer_state FROM model_versions WHERE study_id = $1 AND version = $2",
+        )
+        .bind(study_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("model version"))?;
+        Ok(row.try_get("optimizer_state")?)
+    }
+}
