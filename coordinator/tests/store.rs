@@ -424,3 +424,47 @@ async fn publish(db: &TestDb) {
     ));
 }
 both_backends!(publish_is_one_transaction, publish);
+
+/// A database migrated by the coordinator before `sqlx::migrate!` (a hand-listed `Migrator` of the same files, the
+/// same versions, names and checksums) opens without error: existing deployments keep their databases.
+#[tokio::test]
+async fn databases_migrated_by_the_hand_listed_migrator_still_open() {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let old = Migrator::with_migrations(
+        [
+            (
+                1,
+                "init",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                2,
+                "round_declines",
+                include_str!("../../migrations/sqlite/0002_round_declines.sql"),
+            ),
+        ]
+        .into_iter()
+        .map(|(version, name, sql)| {
+            Migration::new(
+                version,
+                name.into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect(),
+    );
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    old.run(&pool).await.unwrap();
+    pool.close().await;
+    let store = confide_coordinator::Store::connect(&format!("sqlite:{}", path.display()), None)
+        .await
+        .expect("the embedded migrations accept the old migration history");
+    store.close().await;
+}

@@ -1,7 +1,6 @@
 //! The privacy ledger and the publication of a round's model together with its charges.
 
 use confide_common::dp::PrivacyEvent;
-use sqlx::Row;
 
 use super::{Backend, Store, StoreError, StoreResult, map_unique, now_ms, sha256_hex};
 
@@ -13,6 +12,36 @@ pub struct LedgerRow {
     /// The privacy events charged for this round.
     pub events: Vec<PrivacyEvent>,
     pub epsilon_after: f64,
+}
+
+/// A ledger row as stored, its events still JSON.
+#[derive(sqlx::FromRow)]
+struct LedgerRecord {
+    study_id: i64,
+    participant_id: i64,
+    round_id: i64,
+    events_json: String,
+    epsilon_after: f64,
+}
+
+impl TryFrom<LedgerRecord> for LedgerRow {
+    type Error = StoreError;
+
+    fn try_from(r: LedgerRecord) -> StoreResult<Self> {
+        let events = serde_json::from_str(&r.events_json).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "the ledger entry of participant {} for round {}: {e}",
+                r.participant_id, r.round_id
+            ))
+        })?;
+        Ok(Self {
+            study_id: r.study_id,
+            participant_id: r.participant_id,
+            round_id: r.round_id,
+            events,
+            epsilon_after: r.epsilon_after,
+        })
+    }
 }
 
 /// The outcome of a completed round: the new model and, per aggregated participant, the events it is charged.
@@ -55,7 +84,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         // Conditional update first: it takes the round's (and, on SQLite, the database's) write lock.
-        let row = sqlx::query(
+        let study_id: i64 = sqlx::query_scalar(
             "UPDATE rounds SET outcome = 'completed', stage = 'finished', finished_at = $3, server_state = NULL,
                                lease_owner = NULL
              WHERE id = $1 AND stage = $2 AND outcome IS NULL RETURNING study_id",
@@ -66,7 +95,6 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::Conflict(format!("round {} is not in stage {}", p.round_id, p.from_stage)))?;
-        let study_id: i64 = row.try_get("study_id")?;
         // Serialise spends per study (Postgres row lock; SQLite already holds the write lock).
         let lock = match self.backend {
             Backend::Postgres => "SELECT id FROM studies WHERE id = $1 FOR UPDATE",
@@ -82,14 +110,13 @@ impl Store {
                     c.epsilon_after, p.epsilon_budget
                 )));
             }
-            let row = sqlx::query(
+            let rows: i64 = sqlx::query_scalar(
                 "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM privacy_ledger WHERE study_id = $1 AND participant_id = $2",
             )
             .bind(study_id)
             .bind(participant)
             .fetch_one(&mut *tx)
             .await?;
-            let rows: i64 = row.try_get("n")?;
             if rows != c.ledger_rows {
                 return Err(StoreError::Stale(format!(
                     "the ledger of participant {participant} has {rows} entries, its ε was computed from {}",
@@ -113,13 +140,13 @@ impl Store {
             .await
             .map_err(|e| map_unique(e, "participant already charged for this round"))?;
         }
-        let row = sqlx::query(
+        let latest: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) AS v FROM model_versions WHERE study_id = $1",
         )
         .bind(study_id)
         .fetch_one(&mut *tx)
         .await?;
-        let version: i64 = row.try_get::<i64, _>("v")? + 1;
+        let version = latest + 1;
         sqlx::query(
             "INSERT INTO model_versions (study_id, version, round_id, sha256, weights, optimizer_state, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -145,30 +172,12 @@ impl Store {
 
     /// The whole privacy ledger of a study, in charge order.
     pub async fn ledger(&self, study_id: i64) -> StoreResult<Vec<LedgerRow>> {
-        let rows = sqlx::query(
+        let records: Vec<LedgerRecord> = sqlx::query_as(
             "SELECT study_id, participant_id, round_id, events_json, epsilon_after FROM privacy_ledger WHERE study_id = $1 ORDER BY id",
         )
         .bind(study_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let participant_id: i64 = r.try_get("participant_id")?;
-                let round_id: i64 = r.try_get("round_id")?;
-                let json: String = r.try_get("events_json")?;
-                let events = serde_json::from_str(&json).map_err(|e| {
-                    StoreError::Corrupt(format!(
-                        "the ledger entry of participant {participant_id} for round {round_id}: {e}"
-                    ))
-                })?;
-                Ok(LedgerRow {
-                    study_id: r.try_get("study_id")?,
-                    participant_id,
-                    round_id,
-                    events,
-                    epsilon_after: r.try_get("epsilon_after")?,
-                })
-            })
-            .collect()
+        records.into_iter().map(LedgerRow::try_from).collect()
     }
 }

@@ -1,7 +1,5 @@
 //! A round's traffic: participants' messages per stage, the server's broadcasts, and declines.
 
-use sqlx::Row;
-
 use super::{Store, StoreError, StoreResult, map_unique, now_ms};
 
 impl Store {
@@ -123,15 +121,12 @@ impl Store {
 
     /// Participants who declined a round and why: (participant, reason), in participant order.
     pub async fn round_declines(&self, round_id: i64) -> StoreResult<Vec<(i64, String)>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT participant_id, reason FROM round_declines WHERE round_id = $1 ORDER BY participant_id",
         )
         .bind(round_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("participant_id")?, r.try_get("reason")?)))
-            .collect()
+        .await?)
     }
 
     /// Messages of a stage in arrival order: (participant, body).
@@ -140,16 +135,13 @@ impl Store {
         round_id: i64,
         stage: &str,
     ) -> StoreResult<Vec<(i64, Vec<u8>)>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT participant_id, body FROM round_messages WHERE round_id = $1 AND stage = $2 ORDER BY received_at, participant_id",
         )
         .bind(round_id)
         .bind(stage)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("participant_id")?, r.try_get("body")?)))
-            .collect()
+        .await?)
     }
 
     /// Whether `participant` has sent its message for `stage`, read in one statement with the round's stage: None if
@@ -160,7 +152,7 @@ impl Store {
         stage: &str,
         participant: i64,
     ) -> StoreResult<Option<bool>> {
-        let row = sqlx::query(
+        let (current, n): (String, i64) = sqlx::query_as(
             "SELECT r.stage AS current,
                     CAST((SELECT COUNT(*) FROM round_messages m
                           WHERE m.round_id = r.id AND m.stage = $2 AND m.participant_id = $3) AS BIGINT) AS n
@@ -172,23 +164,18 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound("round"))?;
-        let current: String = row.try_get("current")?;
-        let n: i64 = row.try_get("n")?;
         Ok((current == stage).then_some(n > 0))
     }
 
     /// Senders of a stage's stored messages in arrival order (without the bodies, which can be large).
     pub async fn stage_message_senders(&self, round_id: i64, stage: &str) -> StoreResult<Vec<i64>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT participant_id FROM round_messages WHERE round_id = $1 AND stage = $2 ORDER BY received_at, participant_id",
         )
         .bind(round_id)
         .bind(stage)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get("participant_id")?))
-            .collect()
+        .await?)
     }
 
     /// One participant's stored message for a stage (None if it sent none or the stage's messages are gone).
@@ -198,15 +185,14 @@ impl Store {
         stage: &str,
         participant: i64,
     ) -> StoreResult<Option<Vec<u8>>> {
-        let row = sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT body FROM round_messages WHERE round_id = $1 AND stage = $2 AND participant_id = $3",
         )
         .bind(round_id)
         .bind(stage)
         .bind(participant)
         .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| r.try_get("body")).transpose()?)
+        .await?)
     }
 
     /// What the server told `recipient` (or everyone) at the start of `stage`.
@@ -216,7 +202,7 @@ impl Store {
         stage: &str,
         recipient: i64,
     ) -> StoreResult<Vec<Vec<u8>>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT body FROM round_broadcasts WHERE round_id = $1 AND stage = $2 AND (recipient_id = 0 OR recipient_id = $3)
              ORDER BY recipient_id",
         )
@@ -224,7 +210,6 @@ impl Store {
         .bind(stage)
         .bind(recipient)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok(r.try_get("body")?)).collect()
+        .await?)
     }
 }

@@ -24,15 +24,14 @@ pub use participants::ParticipantRow;
 pub use rounds::{NewRound, RoundRow, StageTransition};
 pub use studies::{ModelVersionRow, StudyRow};
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Executor, SqlSafeStr};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -84,52 +83,16 @@ pub fn new_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The migrations of each database kind, in order (version, name, SQL). Applied ones are never edited: a schema
-/// change is a new file.
-fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 2] {
-    match backend {
-        Backend::Sqlite => [
-            (
-                1,
-                "init",
-                include_str!("../../../migrations/sqlite/0001_init.sql"),
-            ),
-            (
-                2,
-                "round_declines",
-                include_str!("../../../migrations/sqlite/0002_round_declines.sql"),
-            ),
-        ],
-        Backend::Postgres => [
-            (
-                1,
-                "init",
-                include_str!("../../../migrations/postgres/0001_init.sql"),
-            ),
-            (
-                2,
-                "round_declines",
-                include_str!("../../../migrations/postgres/0002_round_declines.sql"),
-            ),
-        ],
-    }
-}
+/// The migrations of each database kind (`migrations/sqlite`, `migrations/postgres`), embedded at build time.
+/// Applied ones are never edited: a schema change is a new file.
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
-fn migrator(backend: Backend) -> Migrator {
-    Migrator::with_migrations(
-        migrations(backend)
-            .into_iter()
-            .map(|(version, name, sql)| {
-                Migration::new(
-                    version,
-                    Cow::Borrowed(name),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
+fn migrator(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+        Backend::Postgres => &POSTGRES_MIGRATIONS,
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -1,11 +1,8 @@
 //! Participants: enrolment (spending a one-time token) and credential lookup.
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
 use super::{Store, StoreError, StoreResult, map_unique, new_secret, now_ms, sha256_hex};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ParticipantRow {
     pub id: i64,
     pub study_id: i64,
@@ -19,7 +16,7 @@ impl Store {
         let now = now_ms();
         let credential = new_secret();
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
+        let (token_id, study_id): (i64, i64) = sqlx::query_as(
             "UPDATE enrolment_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
              RETURNING id, study_id",
         )
@@ -28,9 +25,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::Refused("enrolment token is unknown, expired or already used".into()))?;
-        let token_id: i64 = row.try_get("id")?;
-        let study_id: i64 = row.try_get("study_id")?;
-        let row = sqlx::query(
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO participants (study_id, name, credential_hash, enrolled_at) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(study_id)
@@ -40,7 +35,6 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| map_unique(e, &format!("a participant named {name:?} is already enrolled in this study")))?;
-        let id: i64 = row.try_get("id")?;
         sqlx::query("UPDATE enrolment_tokens SET participant_id = $1 WHERE id = $2")
             .bind(id)
             .bind(token_id)
@@ -58,33 +52,24 @@ impl Store {
         ))
     }
 
-    fn participant_from_row(r: &AnyRow) -> StoreResult<ParticipantRow> {
-        Ok(ParticipantRow {
-            id: r.try_get("id")?,
-            study_id: r.try_get("study_id")?,
-            name: r.try_get("name")?,
-            enrolled_at: r.try_get("enrolled_at")?,
-        })
-    }
-
     pub async fn participant_for_credential(
         &self,
         credential: &str,
     ) -> StoreResult<Option<ParticipantRow>> {
-        let row = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, study_id, name, enrolled_at FROM participants WHERE credential_hash = $1",
         )
         .bind(sha256_hex(credential.as_bytes()))
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Self::participant_from_row).transpose()
+        .await?)
     }
 
     pub async fn list_participants(&self, study_id: i64) -> StoreResult<Vec<ParticipantRow>> {
-        let rows = sqlx::query("SELECT id, study_id, name, enrolled_at FROM participants WHERE study_id = $1 ORDER BY id")
-            .bind(study_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Self::participant_from_row).collect()
+        Ok(sqlx::query_as(
+            "SELECT id, study_id, name, enrolled_at FROM participants WHERE study_id = $1 ORDER BY id",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

@@ -2,12 +2,9 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
 use super::{Backend, Store, StoreError, StoreResult, map_unique, now_ms};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RoundRow {
     pub id: i64,
     pub study_id: i64,
@@ -56,23 +53,6 @@ impl Store {
     /// Every column but the server snapshot, which only a (re)starting driver reads ([`Store::server_snapshot`]).
     const ROUND_COLUMNS: &'static str = "id, study_id, round_number, stage, outcome, reason, base_version, plan_json, stage_started_at, stage_deadline, started_at, finished_at";
 
-    fn round_from_row(r: &AnyRow) -> StoreResult<RoundRow> {
-        Ok(RoundRow {
-            id: r.try_get("id")?,
-            study_id: r.try_get("study_id")?,
-            round_number: r.try_get("round_number")?,
-            stage: r.try_get("stage")?,
-            outcome: r.try_get("outcome")?,
-            reason: r.try_get("reason")?,
-            base_version: r.try_get("base_version")?,
-            plan_json: r.try_get("plan_json")?,
-            stage_started_at: r.try_get("stage_started_at")?,
-            stage_deadline: r.try_get("stage_deadline")?,
-            started_at: r.try_get("started_at")?,
-            finished_at: r.try_get("finished_at")?,
-        })
-    }
-
     /// Creates a round with its selected members. Refused if the study has an unfinished round or has run all its
     /// rounds (completed ones count).
     pub async fn create_round(&self, new: &NewRound) -> StoreResult<RoundRow> {
@@ -84,7 +64,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query(
+        let (last, completed, active): (i64, i64, i64) = sqlx::query_as(
             "SELECT COALESCE(MAX(round_number), 0) AS last,
                     CAST(COUNT(CASE WHEN outcome = 'completed' THEN 1 END) AS BIGINT) AS completed,
                     CAST(COUNT(CASE WHEN outcome IS NULL THEN 1 END) AS BIGINT) AS active
@@ -93,9 +73,6 @@ impl Store {
         .bind(new.study_id)
         .fetch_one(&mut *tx)
         .await?;
-        let last: i64 = row.try_get("last")?;
-        let completed: i64 = row.try_get("completed")?;
-        let active: i64 = row.try_get("active")?;
         if active > 0 {
             return Err(StoreError::Conflict(
                 "the study already has an active round".into(),
@@ -113,7 +90,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7) RETURNING {}",
             Self::ROUND_COLUMNS
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let round: RoundRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(new.study_id)
             .bind(last + 1)
             .bind(new.stage.as_str())
@@ -125,7 +102,6 @@ impl Store {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| map_unique(e, "the study already has an active round"))?;
-        let round = Self::round_from_row(&row)?;
         for p in &new.selected {
             Self::insert_member(&mut tx, round.id, "selected", *p, now).await?;
         }
@@ -152,22 +128,20 @@ impl Store {
 
     pub async fn get_round(&self, id: i64) -> StoreResult<RoundRow> {
         let sql = format!("SELECT {} FROM rounds WHERE id = $1", Self::ROUND_COLUMNS);
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or(StoreError::NotFound("round"))?;
-        Self::round_from_row(&row)
+            .ok_or(StoreError::NotFound("round"))
     }
 
     /// The secure-aggregation server snapshot persisted at the round's last stage boundary (None once finished).
     pub async fn server_snapshot(&self, round_id: i64) -> StoreResult<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT server_state FROM rounds WHERE id = $1")
+        sqlx::query_scalar("SELECT server_state FROM rounds WHERE id = $1")
             .bind(round_id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or(StoreError::NotFound("round"))?;
-        Ok(row.try_get("server_state")?)
+            .ok_or(StoreError::NotFound("round"))
     }
 
     pub async fn list_rounds(&self, study_id: i64) -> StoreResult<Vec<RoundRow>> {
@@ -175,11 +149,10 @@ impl Store {
             "SELECT {} FROM rounds WHERE study_id = $1 ORDER BY round_number",
             Self::ROUND_COLUMNS
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(study_id)
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Self::round_from_row).collect()
+            .await?)
     }
 
     /// Unfinished rounds of all studies.
@@ -188,41 +161,28 @@ impl Store {
             "SELECT {} FROM rounds WHERE outcome IS NULL ORDER BY id",
             Self::ROUND_COLUMNS
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Self::round_from_row).collect()
+            .await?)
     }
 
     /// Finished rounds per (study, outcome), for metrics.
     pub async fn round_outcome_counts(&self) -> StoreResult<Vec<(i64, String, i64)>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT study_id, outcome, CAST(COUNT(*) AS BIGINT) AS n FROM rounds WHERE outcome IS NOT NULL GROUP BY study_id, outcome",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("study_id")?,
-                    r.try_get("outcome")?,
-                    r.try_get("n")?,
-                ))
-            })
-            .collect()
+        .await?)
     }
 
     /// (stage, participant) pairs of a round, in stage then participant order.
     pub async fn round_members(&self, round_id: i64) -> StoreResult<Vec<(String, i64)>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT stage, participant_id FROM round_members WHERE round_id = $1 ORDER BY joined_at, stage, participant_id",
         )
         .bind(round_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("stage")?, r.try_get("participant_id")?)))
-            .collect()
+        .await?)
     }
 
     /// Takes or renews the driving lease of an unfinished round. True if `owner` now holds it.
@@ -261,18 +221,18 @@ impl Store {
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         round_id: i64,
     ) -> StoreResult<String> {
-        let round = sqlx::query("SELECT stage, outcome FROM rounds WHERE id = $1")
-            .bind(round_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or(StoreError::NotFound("round"))?;
-        let outcome: Option<String> = round.try_get("outcome")?;
+        let (stage, outcome): (String, Option<String>) =
+            sqlx::query_as("SELECT stage, outcome FROM rounds WHERE id = $1")
+                .bind(round_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or(StoreError::NotFound("round"))?;
         if let Some(outcome) = outcome {
             return Err(StoreError::Conflict(format!(
                 "round {round_id} is finished ({outcome})"
             )));
         }
-        Ok(round.try_get("stage")?)
+        Ok(stage)
     }
 
     /// Whether `participant` is in the round's set `set`. On Postgres the member row is locked, so that a message

@@ -1,11 +1,8 @@
 //! Studies and their model versions (safetensors weights, sha256, server optimiser state).
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
 use super::{Store, StoreError, StoreResult, map_unique, now_ms, sha256_hex};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StudyRow {
     pub id: i64,
     pub name: String,
@@ -13,7 +10,7 @@ pub struct StudyRow {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ModelVersionRow {
     pub study_id: i64,
     pub version: i64,
@@ -22,6 +19,9 @@ pub struct ModelVersionRow {
     pub size_bytes: i64,
     pub created_at: i64,
 }
+
+/// The columns of [`ModelVersionRow`] (the weights themselves are read only by [`Store::model_weights`]).
+const MODEL_VERSION_COLUMNS: &str = "study_id, version, round_id, sha256, CAST(LENGTH(weights) AS BIGINT) AS size_bytes, created_at";
 
 impl Store {
     /// Creates a study and its version-0 model in one transaction.
@@ -33,7 +33,7 @@ impl Store {
     ) -> StoreResult<StudyRow> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO studies (name, config_json, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING id",
         )
         .bind(name)
@@ -42,7 +42,6 @@ impl Store {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| map_unique(e, &format!("a study named {name:?} already exists")))?;
-        let id: i64 = row.try_get("id")?;
         sqlx::query(
             "INSERT INTO model_versions (study_id, version, round_id, sha256, weights, created_at) VALUES ($1, 0, NULL, $2, $3, $4)",
         )
@@ -61,72 +60,48 @@ impl Store {
         })
     }
 
-    fn study_from_row(r: &AnyRow) -> StoreResult<StudyRow> {
-        Ok(StudyRow {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            config_json: r.try_get("config_json")?,
-            created_at: r.try_get("created_at")?,
-        })
-    }
-
     pub async fn list_studies(&self) -> StoreResult<Vec<StudyRow>> {
-        let rows = sqlx::query("SELECT id, name, config_json, created_at FROM studies ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Self::study_from_row).collect()
+        Ok(
+            sqlx::query_as("SELECT id, name, config_json, created_at FROM studies ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Ids of every study (cheap; for metrics of studies another process created).
     pub async fn study_ids(&self) -> StoreResult<Vec<i64>> {
-        let rows = sqlx::query("SELECT id FROM studies ORDER BY id")
+        Ok(sqlx::query_scalar("SELECT id FROM studies ORDER BY id")
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+            .await?)
     }
 
     pub async fn get_study(&self, id: i64) -> StoreResult<StudyRow> {
-        let row =
-            sqlx::query("SELECT id, name, config_json, created_at FROM studies WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or(StoreError::NotFound("study"))?;
-        Self::study_from_row(&row)
-    }
-
-    fn model_from_row(r: &AnyRow) -> StoreResult<ModelVersionRow> {
-        Ok(ModelVersionRow {
-            study_id: r.try_get("study_id")?,
-            version: r.try_get("version")?,
-            round_id: r.try_get("round_id")?,
-            sha256: r.try_get("sha256")?,
-            size_bytes: r.try_get("size_bytes")?,
-            created_at: r.try_get("created_at")?,
-        })
+        sqlx::query_as("SELECT id, name, config_json, created_at FROM studies WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("study"))
     }
 
     pub async fn list_model_versions(&self, study_id: i64) -> StoreResult<Vec<ModelVersionRow>> {
-        let rows = sqlx::query(
-            "SELECT study_id, version, round_id, sha256, CAST(LENGTH(weights) AS BIGINT) AS size_bytes, created_at
-             FROM model_versions WHERE study_id = $1 ORDER BY version",
-        )
-        .bind(study_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Self::model_from_row).collect()
+        let sql = format!(
+            "SELECT {MODEL_VERSION_COLUMNS} FROM model_versions WHERE study_id = $1 ORDER BY version"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(study_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn latest_model_version(&self, study_id: i64) -> StoreResult<ModelVersionRow> {
-        let row = sqlx::query(
-            "SELECT study_id, version, round_id, sha256, CAST(LENGTH(weights) AS BIGINT) AS size_bytes, created_at
-             FROM model_versions WHERE study_id = $1 ORDER BY version DESC LIMIT 1",
-        )
-        .bind(study_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound("model version"))?;
-        Self::model_from_row(&row)
+        let sql = format!(
+            "SELECT {MODEL_VERSION_COLUMNS} FROM model_versions WHERE study_id = $1 ORDER BY version DESC LIMIT 1"
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(study_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("model version"))
     }
 
     /// The safetensors bytes and sha256 of one model version.
@@ -135,15 +110,14 @@ impl Store {
         study_id: i64,
         version: i64,
     ) -> StoreResult<(Vec<u8>, String)> {
-        let row = sqlx::query(
+        sqlx::query_as(
             "SELECT weights, sha256 FROM model_versions WHERE study_id = $1 AND version = $2",
         )
         .bind(study_id)
         .bind(version)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or(StoreError::NotFound("model version"))?;
-        Ok((row.try_get("weights")?, row.try_get("sha256")?))
+        .ok_or(StoreError::NotFound("model version"))
     }
 
     /// The server optimiser state stored with a model version (None for FedAvg or version 0).
@@ -152,14 +126,13 @@ impl Store {
         study_id: i64,
         version: i64,
     ) -> StoreResult<Option<Vec<u8>>> {
-        let row = sqlx::query(
+        sqlx::query_scalar(
             "SELECT optimizer_state FROM model_versions WHERE study_id = $1 AND version = $2",
         )
         .bind(study_id)
         .bind(version)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or(StoreError::NotFound("model version"))?;
-        Ok(row.try_get("optimizer_state")?)
+        .ok_or(StoreError::NotFound("model version"))
     }
 }

@@ -1,7 +1,5 @@
 //! Operator tokens and enrolment tokens (stored hashed; the secret is returned once).
 
-use sqlx::Row;
-
 use super::{Store, StoreResult, map_unique, new_secret, now_ms, sha256_hex};
 
 impl Store {
@@ -27,11 +25,12 @@ impl Store {
 
     /// The operator's name if the token is valid.
     pub async fn operator_for_token(&self, token: &str) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT name FROM operator_tokens WHERE token_hash = $1")
-            .bind(sha256_hex(token.as_bytes()))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("name")).transpose()?)
+        Ok(
+            sqlx::query_scalar("SELECT name FROM operator_tokens WHERE token_hash = $1")
+                .bind(sha256_hex(token.as_bytes()))
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Creates a one-time enrolment token for a study; returns the secret (stored hashed).
