@@ -84,7 +84,8 @@ impl From<StoreError> for ApiError {
             StoreError::UnsupportedUrl(_)
             | StoreError::Database(_)
             | StoreError::Migrate(_)
-            | StoreError::Corrupt(_) => Self::internal(e),
+            | StoreError::Corrupt(_)
+            | StoreError::Metrics(_) => Self::internal(e),
         }
     }
 }

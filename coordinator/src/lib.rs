@@ -30,6 +30,9 @@ pub use store::Store;
 /// Builds the shared state, reloads the metrics that describe stored state and resumes unfinished rounds.
 pub async fn start(store: Store, limits: Limits) -> Result<AppState, std::io::Error> {
     let metrics = metrics::Metrics::new().map_err(std::io::Error::other)?;
+    metrics
+        .register(store.metric_collectors())
+        .map_err(std::io::Error::other)?;
     let node: [u8; 8] = rand::random();
     let state = AppState {
         store,

@@ -217,6 +217,12 @@ async fn service_endpoints(db: &TestDb) {
     assert_eq!(r.status, StatusCode::OK);
     let text = String::from_utf8(r.body).unwrap();
     assert!(text.contains("confide_http_requests_total"), "{text}");
+    assert!(
+        text.contains(
+            "confide_db_transactions_total{name=\"create_operator_token\",outcome=\"committed\"} 1"
+        ),
+        "every write is counted by transaction name: {text}"
+    );
     api.refused(
         StatusCode::NOT_FOUND,
         "no such route",

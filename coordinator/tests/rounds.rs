@@ -468,7 +468,11 @@ async fn corrupt_snapshot(db: &TestDb) {
     let until = std::time::Instant::now() + Duration::from_secs(30);
     while db.store.get_round(rid).await.unwrap().stage != "masked_input_collection" {
         for s in sims.iter_mut() {
-            s.step(&http).await;
+            s.step_before(
+                &http,
+                confide_common::api::RoundStage::MaskedInputCollection,
+            )
+            .await;
         }
         assert!(
             std::time::Instant::now() < until,

@@ -82,92 +82,95 @@ impl Store {
     /// budget (`Refused`) or a participant's ledger changed meanwhile (`Stale`: compute ε again and retry).
     pub async fn publish_round(&self, p: &Publication) -> StoreResult<i64> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        // Conditional update first: it takes the round's (and, on SQLite, the database's) write lock.
-        let study_id: i64 = sqlx::query_scalar(
-            "UPDATE rounds SET outcome = 'completed', stage = 'finished', finished_at = $3, server_state = NULL,
-                               lease_owner = NULL
-             WHERE id = $1 AND stage = $2 AND outcome IS NULL RETURNING study_id",
-        )
-        .bind(p.round_id)
-        .bind(p.from_stage.as_str())
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::Conflict(format!("round {} is not in stage {}", p.round_id, p.from_stage)))?;
-        // Serialise spends per study (Postgres row lock; SQLite already holds the write lock).
-        let lock = match self.backend {
-            Backend::Postgres => "SELECT id FROM studies WHERE id = $1 FOR UPDATE",
-            Backend::Sqlite => "SELECT id FROM studies WHERE id = $1",
-        };
-        sqlx::query(lock).bind(study_id).fetch_one(&mut *tx).await?;
-        for c in &p.charges {
-            let participant = c.participant;
-            // NaN is refused too.
-            if c.epsilon_after.is_nan() || c.epsilon_after > p.epsilon_budget {
-                return Err(StoreError::Refused(format!(
-                    "participant {participant} would reach ε = {:.4} > budget {}",
-                    c.epsilon_after, p.epsilon_budget
-                )));
-            }
-            let rows: i64 = sqlx::query_scalar(
-                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM privacy_ledger WHERE study_id = $1 AND participant_id = $2",
-            )
-            .bind(study_id)
-            .bind(participant)
-            .fetch_one(&mut *tx)
-            .await?;
-            if rows != c.ledger_rows {
-                return Err(StoreError::Stale(format!(
-                    "the ledger of participant {participant} has {rows} entries, its ε was computed from {}",
-                    c.ledger_rows
-                )));
-            }
-            sqlx::query(
-                "INSERT INTO privacy_ledger (study_id, participant_id, round_id, events_json, epsilon_after, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(study_id)
-            .bind(participant)
-            .bind(p.round_id)
-            .bind(
-                serde_json::to_string(&c.events)
-                    .map_err(|e| StoreError::Corrupt(format!("privacy events: {e}")))?,
-            )
-            .bind(c.epsilon_after)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_unique(e, "participant already charged for this round"))?;
-        }
-        let latest: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) AS v FROM model_versions WHERE study_id = $1",
-        )
-        .bind(study_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let version = latest + 1;
-        sqlx::query(
-            "INSERT INTO model_versions (study_id, version, round_id, sha256, weights, optimizer_state, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(study_id)
-        .bind(version)
-        .bind(p.round_id)
-        .bind(sha256_hex(&p.weights))
-        .bind(p.weights.as_slice())
-        .bind(p.optimizer_state.clone())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        Self::finish_stage(&mut tx, p.round_id, &p.from_stage, &p.completed, now).await?;
-        // The round is over: its messages (masked inputs included) must not linger.
-        sqlx::query("DELETE FROM round_messages WHERE round_id = $1")
-            .bind(p.round_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(version)
+        self.run_tx("publish_round", |tx| {
+            Box::pin(async move {
+                // Conditional update first: it takes the round's (and, on SQLite, the database's) write lock.
+                let study_id: i64 = sqlx::query_scalar(
+                    "UPDATE rounds SET outcome = 'completed', stage = 'finished', finished_at = $3, server_state = NULL,
+                                       lease_owner = NULL
+                     WHERE id = $1 AND stage = $2 AND outcome IS NULL RETURNING study_id",
+                )
+                .bind(p.round_id)
+                .bind(p.from_stage.as_str())
+                .bind(now)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(|| StoreError::Conflict(format!("round {} is not in stage {}", p.round_id, p.from_stage)))?;
+                // Serialise spends per study (Postgres row lock; SQLite already holds the write lock).
+                let lock = match self.backend {
+                    Backend::Postgres => "SELECT id FROM studies WHERE id = $1 FOR UPDATE",
+                    Backend::Sqlite => "SELECT id FROM studies WHERE id = $1",
+                };
+                sqlx::query(lock).bind(study_id).fetch_one(&mut **tx).await?;
+                for c in &p.charges {
+                    let participant = c.participant;
+                    // NaN is refused too.
+                    if c.epsilon_after.is_nan() || c.epsilon_after > p.epsilon_budget {
+                        return Err(StoreError::Refused(format!(
+                            "participant {participant} would reach ε = {:.4} > budget {}",
+                            c.epsilon_after, p.epsilon_budget
+                        )));
+                    }
+                    let rows: i64 = sqlx::query_scalar(
+                        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM privacy_ledger WHERE study_id = $1 AND participant_id = $2",
+                    )
+                    .bind(study_id)
+                    .bind(participant)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    if rows != c.ledger_rows {
+                        return Err(StoreError::Stale(format!(
+                            "the ledger of participant {participant} has {rows} entries, its ε was computed from {}",
+                            c.ledger_rows
+                        )));
+                    }
+                    sqlx::query(
+                        "INSERT INTO privacy_ledger (study_id, participant_id, round_id, events_json, epsilon_after, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(study_id)
+                    .bind(participant)
+                    .bind(p.round_id)
+                    .bind(
+                        serde_json::to_string(&c.events)
+                            .map_err(|e| StoreError::Corrupt(format!("privacy events: {e}")))?,
+                    )
+                    .bind(c.epsilon_after)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| map_unique(e, "participant already charged for this round"))?;
+                }
+                let latest: i64 = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(version), 0) AS v FROM model_versions WHERE study_id = $1",
+                )
+                .bind(study_id)
+                .fetch_one(&mut **tx)
+                .await?;
+                let version = latest + 1;
+                sqlx::query(
+                    "INSERT INTO model_versions (study_id, version, round_id, sha256, weights, optimizer_state, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(study_id)
+                .bind(version)
+                .bind(p.round_id)
+                .bind(sha256_hex(&p.weights))
+                .bind(p.weights.as_slice())
+                .bind(p.optimizer_state.clone())
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                Self::finish_stage(tx, p.round_id, &p.from_stage, &p.completed, now).await?;
+                // The round is over: its messages (masked inputs included) must not linger.
+                sqlx::query("DELETE FROM round_messages WHERE round_id = $1")
+                    .bind(p.round_id)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(version)
+            })
+        })
+        .await
     }
 
     /// The whole privacy ledger of a study, in charge order.

@@ -13,53 +13,56 @@ impl Store {
         participant: i64,
         body: &[u8],
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let current = Self::unfinished_round_stage(&mut tx, round_id).await?;
-        if current != stage {
-            return Err(StoreError::Conflict(format!(
-                "round {round_id} is in stage {current}, not {stage}"
-            )));
-        }
-        if !self
-            .lock_round_member(&mut tx, round_id, eligible_set, participant)
-            .await?
-        {
-            return Err(StoreError::Refused(format!(
-                "participant {participant} is not in this stage's set of round {round_id}"
-            )));
-        }
-        let declined = sqlx::query(
-            "SELECT 1 AS one FROM round_declines WHERE round_id = $1 AND participant_id = $2",
-        )
-        .bind(round_id)
-        .bind(participant)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if declined.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "participant {participant} declined round {round_id}"
-            )));
-        }
-        // Conditional on the stage still being current: a concurrent stage close makes this insert a no-op.
-        let res = sqlx::query(
-            "INSERT INTO round_messages (round_id, stage, participant_id, body, received_at)
-             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM rounds WHERE id = $1 AND stage = $2 AND outcome IS NULL)",
-        )
-        .bind(round_id)
-        .bind(stage)
-        .bind(participant)
-        .bind(body)
-        .bind(now_ms())
-        .execute(&mut *tx)
+        self.run_tx("record_message", |tx| {
+            Box::pin(async move {
+                let current = Self::unfinished_round_stage(tx, round_id).await?;
+                if current != stage {
+                    return Err(StoreError::Conflict(format!(
+                        "round {round_id} is in stage {current}, not {stage}"
+                    )));
+                }
+                if !self
+                    .lock_round_member(tx, round_id, eligible_set, participant)
+                    .await?
+                {
+                    return Err(StoreError::Refused(format!(
+                        "participant {participant} is not in this stage's set of round {round_id}"
+                    )));
+                }
+                let declined = sqlx::query(
+                    "SELECT 1 AS one FROM round_declines WHERE round_id = $1 AND participant_id = $2",
+                )
+                .bind(round_id)
+                .bind(participant)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if declined.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "participant {participant} declined round {round_id}"
+                    )));
+                }
+                // Conditional on the stage still being current: a concurrent stage close makes this insert a no-op.
+                let res = sqlx::query(
+                    "INSERT INTO round_messages (round_id, stage, participant_id, body, received_at)
+                     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM rounds WHERE id = $1 AND stage = $2 AND outcome IS NULL)",
+                )
+                .bind(round_id)
+                .bind(stage)
+                .bind(participant)
+                .bind(body)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| map_unique(e, &format!("participant {participant} already sent its {stage} message")))?;
+                if res.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "round {round_id} left stage {stage}"
+                    )));
+                }
+                Ok(())
+            })
+        })
         .await
-        .map_err(|e| map_unique(e, &format!("participant {participant} already sent its {stage} message")))?;
-        if res.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!(
-                "round {round_id} left stage {stage}"
-            )));
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Records that a selected participant declines a round: allowed only while the round is in AdvertiseKeys and
@@ -70,53 +73,56 @@ impl Store {
         participant: i64,
         reason: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let current = Self::unfinished_round_stage(&mut tx, round_id).await?;
-        // Same lock as `record_message` takes for an AdvertiseKeys message.
-        if !self
-            .lock_round_member(&mut tx, round_id, "selected", participant)
-            .await?
-        {
-            return Err(StoreError::Refused(format!(
-                "participant {participant} was not selected for round {round_id}"
-            )));
-        }
-        if current != "advertise_keys" {
-            return Err(StoreError::Conflict(format!(
-                "round {round_id} is in stage {current}: a round can only be declined during advertise_keys"
-            )));
-        }
-        let advertised = sqlx::query(
-            "SELECT 1 AS one FROM round_messages WHERE round_id = $1 AND stage = 'advertise_keys' AND participant_id = $2",
-        )
-        .bind(round_id)
-        .bind(participant)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if advertised.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "participant {participant} already advertised its keys in round {round_id}"
-            )));
-        }
-        // Conditional on the stage still being AdvertiseKeys: a concurrent stage close makes this a no-op.
-        let res = sqlx::query(
-            "INSERT INTO round_declines (round_id, participant_id, reason, declined_at)
-             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM rounds WHERE id = $1 AND stage = 'advertise_keys' AND outcome IS NULL)",
-        )
-        .bind(round_id)
-        .bind(participant)
-        .bind(reason)
-        .bind(now_ms())
-        .execute(&mut *tx)
+        self.run_tx("decline_round", |tx| {
+            Box::pin(async move {
+                let current = Self::unfinished_round_stage(tx, round_id).await?;
+                // Same lock as `record_message` takes for an AdvertiseKeys message.
+                if !self
+                    .lock_round_member(tx, round_id, "selected", participant)
+                    .await?
+                {
+                    return Err(StoreError::Refused(format!(
+                        "participant {participant} was not selected for round {round_id}"
+                    )));
+                }
+                if current != "advertise_keys" {
+                    return Err(StoreError::Conflict(format!(
+                        "round {round_id} is in stage {current}: a round can only be declined during advertise_keys"
+                    )));
+                }
+                let advertised = sqlx::query(
+                    "SELECT 1 AS one FROM round_messages WHERE round_id = $1 AND stage = 'advertise_keys' AND participant_id = $2",
+                )
+                .bind(round_id)
+                .bind(participant)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if advertised.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "participant {participant} already advertised its keys in round {round_id}"
+                    )));
+                }
+                // Conditional on the stage still being AdvertiseKeys: a concurrent stage close makes this a no-op.
+                let res = sqlx::query(
+                    "INSERT INTO round_declines (round_id, participant_id, reason, declined_at)
+                     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM rounds WHERE id = $1 AND stage = 'advertise_keys' AND outcome IS NULL)",
+                )
+                .bind(round_id)
+                .bind(participant)
+                .bind(reason)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| map_unique(e, &format!("participant {participant} already declined round {round_id}")))?;
+                if res.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "round {round_id} left stage advertise_keys"
+                    )));
+                }
+                Ok(())
+            })
+        })
         .await
-        .map_err(|e| map_unique(e, &format!("participant {participant} already declined round {round_id}")))?;
-        if res.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!(
-                "round {round_id} left stage advertise_keys"
-            )));
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Participants who declined a round and why: (participant, reason), in participant order.

@@ -2,13 +2,15 @@
 //!
 //! Queries are plain runtime SQL through sqlx's `Any` driver (no database needed at build time); the few statements
 //! whose SQL differs between the two databases branch on [`Backend`]. Secrets (operator tokens, enrolment tokens,
-//! participant credentials) are stored as sha256 hashes only. Every operation that must be atomic — enrolment,
-//! round creation, stage boundaries, and above all "check budget, record spend, publish model" — runs in one
-//! transaction; stage changes are conditional updates so two processes can never both apply one.
+//! participant credentials) are stored as sha256 hashes only. Every write runs in one transaction through
+//! [`Store::run_tx`] (commit, rollback, retry of serialisation failures and a busy database, metrics by name); what
+//! must be atomic — enrolment, round creation, stage boundaries, and above all "record the spend, publish the
+//! model" — is one such transaction, and stage changes are conditional updates so two processes can never both
+//! apply one.
 //!
 //! One file per group of tables: [`tokens`] (operator and enrolment tokens), [`participants`], [`studies`] (studies
 //! and model versions), [`rounds`] (rounds, members, leases, stage boundaries), [`messages`] (messages, broadcasts,
-//! declines), [`ledger`] (the privacy ledger and publication).
+//! declines), [`ledger`] (the privacy ledger and publication); [`tx`] runs transactions.
 
 mod ledger;
 mod messages;
@@ -18,6 +20,7 @@ mod studies;
 #[cfg(feature = "test-util")]
 mod test_util;
 mod tokens;
+mod tx;
 
 pub use ledger::{Charge, LedgerRow, Publication};
 pub use participants::ParticipantRow;
@@ -59,6 +62,8 @@ pub enum StoreError {
     /// A stored value does not decode (e.g. a ledger entry written by an incompatible version).
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -99,6 +104,7 @@ fn migrator(backend: Backend) -> &'static Migrator {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    tx_metrics: tx::TxMetrics,
 }
 
 fn map_unique(e: sqlx::Error, what: &str) -> StoreError {
@@ -200,7 +206,11 @@ impl Store {
                     .await?
             }
         };
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            tx_metrics: tx::TxMetrics::new()?,
+        };
         store.migrate().await?;
         Ok(store)
     }

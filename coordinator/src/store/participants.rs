@@ -15,32 +15,46 @@ impl Store {
     pub async fn enrol(&self, token: &str, name: &str) -> StoreResult<(ParticipantRow, String)> {
         let now = now_ms();
         let credential = new_secret();
-        let mut tx = self.pool.begin().await?;
-        let (token_id, study_id): (i64, i64) = sqlx::query_as(
-            "UPDATE enrolment_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
-             RETURNING id, study_id",
-        )
-        .bind(sha256_hex(token.as_bytes()))
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::Refused("enrolment token is unknown, expired or already used".into()))?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO participants (study_id, name, credential_hash, enrolled_at) VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(study_id)
-        .bind(name)
-        .bind(sha256_hex(credential.as_bytes()))
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| map_unique(e, &format!("a participant named {name:?} is already enrolled in this study")))?;
-        sqlx::query("UPDATE enrolment_tokens SET participant_id = $1 WHERE id = $2")
-            .bind(id)
-            .bind(token_id)
-            .execute(&mut *tx)
+        let (token_hash, credential_hash) = (
+            sha256_hex(token.as_bytes()),
+            sha256_hex(credential.as_bytes()),
+        );
+        let (token_hash, credential_hash) = (token_hash.as_str(), credential_hash.as_str());
+        let (id, study_id) = self
+            .run_tx("enrol", |tx| {
+                Box::pin(async move {
+                    let (token_id, study_id): (i64, i64) = sqlx::query_as(
+                        "UPDATE enrolment_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
+                         RETURNING id, study_id",
+                    )
+                    .bind(token_hash)
+                    .bind(now)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Refused("enrolment token is unknown, expired or already used".into())
+                    })?;
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO participants (study_id, name, credential_hash, enrolled_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                    )
+                    .bind(study_id)
+                    .bind(name)
+                    .bind(credential_hash)
+                    .bind(now)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(|e| {
+                        map_unique(e, &format!("a participant named {name:?} is already enrolled in this study"))
+                    })?;
+                    sqlx::query("UPDATE enrolment_tokens SET participant_id = $1 WHERE id = $2")
+                        .bind(id)
+                        .bind(token_id)
+                        .execute(&mut **tx)
+                        .await?;
+                    Ok((id, study_id))
+                })
+            })
             .await?;
-        tx.commit().await?;
         Ok((
             ParticipantRow {
                 id,

@@ -57,56 +57,59 @@ impl Store {
     /// rounds (completed ones count).
     pub async fn create_round(&self, new: &NewRound) -> StoreResult<RoundRow> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        // Take the study's write lock first so concurrent starts serialise.
-        sqlx::query("UPDATE studies SET updated_at = $2 WHERE id = $1")
-            .bind(new.study_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let (last, completed, active): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(MAX(round_number), 0) AS last,
-                    CAST(COUNT(CASE WHEN outcome = 'completed' THEN 1 END) AS BIGINT) AS completed,
-                    CAST(COUNT(CASE WHEN outcome IS NULL THEN 1 END) AS BIGINT) AS active
-             FROM rounds WHERE study_id = $1",
-        )
-        .bind(new.study_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if active > 0 {
-            return Err(StoreError::Conflict(
-                "the study already has an active round".into(),
-            ));
-        }
-        if completed >= new.max_rounds {
-            return Err(StoreError::Refused(format!(
-                "the study has completed all its {} rounds",
-                new.max_rounds
-            )));
-        }
-        let sql = format!(
-            "INSERT INTO rounds (study_id, round_number, stage, base_version, plan_json, server_state, stage_started_at,
-                                 stage_deadline, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7) RETURNING {}",
-            Self::ROUND_COLUMNS
-        );
-        let round: RoundRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(new.study_id)
-            .bind(last + 1)
-            .bind(new.stage.as_str())
-            .bind(new.base_version)
-            .bind(new.plan_json.as_str())
-            .bind(new.server_state.clone())
-            .bind(now)
-            .bind(new.stage_deadline)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| map_unique(e, "the study already has an active round"))?;
-        for p in &new.selected {
-            Self::insert_member(&mut tx, round.id, "selected", *p, now).await?;
-        }
-        tx.commit().await?;
-        Ok(round)
+        self.run_tx("create_round", |tx| {
+            Box::pin(async move {
+                // Take the study's write lock first so concurrent starts serialise.
+                sqlx::query("UPDATE studies SET updated_at = $2 WHERE id = $1")
+                    .bind(new.study_id)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                let (last, completed, active): (i64, i64, i64) = sqlx::query_as(
+                    "SELECT COALESCE(MAX(round_number), 0) AS last,
+                            CAST(COUNT(CASE WHEN outcome = 'completed' THEN 1 END) AS BIGINT) AS completed,
+                            CAST(COUNT(CASE WHEN outcome IS NULL THEN 1 END) AS BIGINT) AS active
+                     FROM rounds WHERE study_id = $1",
+                )
+                .bind(new.study_id)
+                .fetch_one(&mut **tx)
+                .await?;
+                if active > 0 {
+                    return Err(StoreError::Conflict(
+                        "the study already has an active round".into(),
+                    ));
+                }
+                if completed >= new.max_rounds {
+                    return Err(StoreError::Refused(format!(
+                        "the study has completed all its {} rounds",
+                        new.max_rounds
+                    )));
+                }
+                let sql = format!(
+                    "INSERT INTO rounds (study_id, round_number, stage, base_version, plan_json, server_state, stage_started_at,
+                                         stage_deadline, started_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7) RETURNING {}",
+                    Self::ROUND_COLUMNS
+                );
+                let round: RoundRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(new.study_id)
+                    .bind(last + 1)
+                    .bind(new.stage.as_str())
+                    .bind(new.base_version)
+                    .bind(new.plan_json.as_str())
+                    .bind(new.server_state.clone())
+                    .bind(now)
+                    .bind(new.stage_deadline)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(|e| map_unique(e, "the study already has an active round"))?;
+                for p in &new.selected {
+                    Self::insert_member(tx, round.id, "selected", *p, now).await?;
+                }
+                Ok(round)
+            })
+        })
+        .await
     }
 
     pub(super) async fn insert_member(
@@ -193,27 +196,39 @@ impl Store {
         ttl: Duration,
     ) -> StoreResult<bool> {
         let now = now_ms();
-        let res = sqlx::query(
-            "UPDATE rounds SET lease_owner = $2, lease_expires_at = $3
-             WHERE id = $1 AND outcome IS NULL AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < $4)",
-        )
-        .bind(round_id)
-        .bind(owner)
-        .bind(now + ttl.as_millis() as i64)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected() == 1)
+        self.run_tx("acquire_round_lease", |tx| {
+            Box::pin(async move {
+                let res = sqlx::query(
+                    "UPDATE rounds SET lease_owner = $2, lease_expires_at = $3
+                     WHERE id = $1 AND outcome IS NULL AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < $4)",
+                )
+                .bind(round_id)
+                .bind(owner)
+                .bind(now + ttl.as_millis() as i64)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                Ok(res.rows_affected() == 1)
+            })
+        })
+        .await
     }
 
     /// Gives up a lease (graceful shutdown) so another process can take over at once.
     pub async fn release_round_lease(&self, round_id: i64, owner: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE rounds SET lease_owner = NULL, lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2")
-            .bind(round_id)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.run_tx("release_round_lease", |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE rounds SET lease_owner = NULL, lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2",
+                )
+                .bind(round_id)
+                .bind(owner)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// The stage of a round that has not finished; NotFound / Conflict otherwise.
@@ -281,63 +296,69 @@ impl Store {
     /// nothing) if the round is no longer in `from_stage` or is finished.
     pub async fn advance_stage(&self, t: &StageTransition) -> StoreResult<bool> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let res = sqlx::query(
-            "UPDATE rounds SET stage = $3, server_state = $4, stage_started_at = $5, stage_deadline = $6
-             WHERE id = $1 AND stage = $2 AND outcome IS NULL",
-        )
-        .bind(t.round_id)
-        .bind(t.from_stage.as_str())
-        .bind(t.to_stage.as_str())
-        .bind(t.server_state.as_slice())
-        .bind(now)
-        .bind(t.stage_deadline)
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() != 1 {
-            return Ok(false);
-        }
-        Self::finish_stage(&mut tx, t.round_id, &t.from_stage, &t.completed, now).await?;
-        sqlx::query("DELETE FROM round_messages WHERE round_id = $1 AND stage = $2")
-            .bind(t.round_id)
-            .bind(t.from_stage.as_str())
-            .execute(&mut *tx)
-            .await?;
-        for (recipient, body) in &t.broadcasts {
-            sqlx::query("INSERT INTO round_broadcasts (round_id, stage, recipient_id, body) VALUES ($1, $2, $3, $4)")
+        self.run_tx("advance_stage", |tx| {
+            Box::pin(async move {
+                let res = sqlx::query(
+                    "UPDATE rounds SET stage = $3, server_state = $4, stage_started_at = $5, stage_deadline = $6
+                     WHERE id = $1 AND stage = $2 AND outcome IS NULL",
+                )
                 .bind(t.round_id)
+                .bind(t.from_stage.as_str())
                 .bind(t.to_stage.as_str())
-                .bind(*recipient)
-                .bind(body.as_slice())
-                .execute(&mut *tx)
+                .bind(t.server_state.as_slice())
+                .bind(now)
+                .bind(t.stage_deadline)
+                .execute(&mut **tx)
                 .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+                if res.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                Self::finish_stage(tx, t.round_id, &t.from_stage, &t.completed, now).await?;
+                sqlx::query("DELETE FROM round_messages WHERE round_id = $1 AND stage = $2")
+                    .bind(t.round_id)
+                    .bind(t.from_stage.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+                for (recipient, body) in &t.broadcasts {
+                    sqlx::query("INSERT INTO round_broadcasts (round_id, stage, recipient_id, body) VALUES ($1, $2, $3, $4)")
+                        .bind(t.round_id)
+                        .bind(t.to_stage.as_str())
+                        .bind(*recipient)
+                        .bind(body.as_slice())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
     }
 
     /// Aborts an unfinished round: nothing is published and nothing is charged. False if already finished.
     pub async fn abort_round(&self, round_id: i64, reason: &str) -> StoreResult<bool> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let res = sqlx::query(
-            "UPDATE rounds SET outcome = 'aborted', reason = $2, finished_at = $3, stage = 'finished', server_state = NULL,
-                               lease_owner = NULL
-             WHERE id = $1 AND outcome IS NULL",
-        )
-        .bind(round_id)
-        .bind(reason)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM round_messages WHERE round_id = $1")
-            .bind(round_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        self.run_tx("abort_round", |tx| {
+            Box::pin(async move {
+                let res = sqlx::query(
+                    "UPDATE rounds SET outcome = 'aborted', reason = $2, finished_at = $3, stage = 'finished', server_state = NULL,
+                                       lease_owner = NULL
+                     WHERE id = $1 AND outcome IS NULL",
+                )
+                .bind(round_id)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                if res.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query("DELETE FROM round_messages WHERE round_id = $1")
+                    .bind(round_id)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(true)
+            })
+        })
+        .await
     }
 }

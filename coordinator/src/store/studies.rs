@@ -32,26 +32,33 @@ impl Store {
         initial_weights: &[u8],
     ) -> StoreResult<StudyRow> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO studies (name, config_json, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING id",
-        )
-        .bind(name)
-        .bind(config_json)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| map_unique(e, &format!("a study named {name:?} already exists")))?;
-        sqlx::query(
-            "INSERT INTO model_versions (study_id, version, round_id, sha256, weights, created_at) VALUES ($1, 0, NULL, $2, $3, $4)",
-        )
-        .bind(id)
-        .bind(sha256_hex(initial_weights))
-        .bind(initial_weights)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let sha256 = sha256_hex(initial_weights);
+        let sha256 = sha256.as_str();
+        let id = self
+            .run_tx("create_study", |tx| {
+                Box::pin(async move {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO studies (name, config_json, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING id",
+                    )
+                    .bind(name)
+                    .bind(config_json)
+                    .bind(now)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(|e| map_unique(e, &format!("a study named {name:?} already exists")))?;
+                    sqlx::query(
+                        "INSERT INTO model_versions (study_id, version, round_id, sha256, weights, created_at) VALUES ($1, 0, NULL, $2, $3, $4)",
+                    )
+                    .bind(id)
+                    .bind(sha256)
+                    .bind(initial_weights)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                    Ok(id)
+                })
+            })
+            .await?;
         Ok(StudyRow {
             id,
             name: name.to_string(),

@@ -1,25 +1,30 @@
 //! Operator tokens and enrolment tokens (stored hashed; the secret is returned once).
 
-use super::{Store, StoreResult, map_unique, new_secret, now_ms, sha256_hex};
+use super::{Store, StoreError, StoreResult, map_unique, new_secret, now_ms, sha256_hex};
 
 impl Store {
     /// Creates an operator token; returns the secret, which is stored only hashed.
     pub async fn create_operator_token(&self, name: &str) -> StoreResult<String> {
         let token = new_secret();
-        sqlx::query(
-            "INSERT INTO operator_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)",
-        )
-        .bind(name)
-        .bind(sha256_hex(token.as_bytes()))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| {
-            map_unique(
-                e,
-                &format!("an operator token named {name:?} already exists"),
-            )
-        })?;
+        let hash = sha256_hex(token.as_bytes());
+        let hash = hash.as_str();
+        self.run_tx("create_operator_token", |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO operator_tokens (name, token_hash, created_at) VALUES ($1, $2, $3)",
+                )
+                .bind(name)
+                .bind(hash)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| {
+                    map_unique(e, &format!("an operator token named {name:?} already exists"))
+                })?;
+                Ok(())
+            })
+        })
+        .await?;
         Ok(token)
     }
 
@@ -40,17 +45,29 @@ impl Store {
         label: &str,
         expires_at: i64,
     ) -> StoreResult<String> {
-        self.get_study(study_id).await?;
         let token = new_secret();
-        sqlx::query(
-            "INSERT INTO enrolment_tokens (study_id, label, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(study_id)
-        .bind(label)
-        .bind(sha256_hex(token.as_bytes()))
-        .bind(now_ms())
-        .bind(expires_at)
-        .execute(&self.pool)
+        let hash = sha256_hex(token.as_bytes());
+        let hash = hash.as_str();
+        self.run_tx("create_enrolment_token", |tx| {
+            Box::pin(async move {
+                sqlx::query_scalar::<_, i64>("SELECT id FROM studies WHERE id = $1")
+                    .bind(study_id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound("study"))?;
+                sqlx::query(
+                    "INSERT INTO enrolment_tokens (study_id, label, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(study_id)
+                .bind(label)
+                .bind(hash)
+                .bind(now_ms())
+                .bind(expires_at)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            })
+        })
         .await?;
         Ok(token)
     }

@@ -105,6 +105,12 @@ impl Sim {
 
     /// Answers the current stage if it is due; returns the stage answered.
     pub async fn step(&mut self, http: &Http) -> Option<RoundStage> {
+        self.step_before(http, RoundStage::Finished).await
+    }
+
+    /// Answers the current stage if it is due and comes before `stop` (so that a test can hold everyone at a
+    /// stage however fast the coordinator moves); returns the stage answered.
+    pub async fn step_before(&mut self, http: &Http, stop: RoundStage) -> Option<RoundStage> {
         if let Some((path, ct, body, stage)) = self.pending.take() {
             return match http.post_raw(&path, &self.cred, ct, body.clone()).await {
                 Ok((status, _)) => (status == 202).then_some(stage),
@@ -115,7 +121,7 @@ impl Sim {
             };
         }
         let task = self.task(http).await?;
-        if task.submitted {
+        if task.submitted || task.stage as u8 >= stop as u8 {
             return None;
         }
         let rid = task.round_id;
