@@ -22,7 +22,7 @@ use confide_common::secagg::{
 };
 
 use crate::http::AppState;
-use crate::rounds::{self, RoundPlan, deadline_secs, stage_str};
+use crate::rounds::{self, RoundPlan, deadline_secs};
 use crate::store::{Charge, Publication, RoundRow, StageTransition, now_ms};
 use crate::study::Study;
 
@@ -236,16 +236,9 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
         }
         // New messages only (masked inputs are large), summed or recorded off the async runtime.
         let mut fresh = Vec::new();
-        for sender in state
-            .store
-            .stage_message_senders(round_id, stage_str(stage))
-            .await?
-        {
+        for sender in state.store.stage_message_senders(round_id, stage).await? {
             if !applied.contains(&sender)
-                && let Some(body) = state
-                    .store
-                    .stage_message(round_id, stage_str(stage), sender)
-                    .await?
+                && let Some(body) = state.store.stage_message(round_id, stage, sender).await?
             {
                 applied.insert(sender);
                 fresh.push((sender, body));
@@ -320,8 +313,8 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
                     let next_deadline = now_ms() + 1000 * deadline_secs(&study, next) as i64;
                     let t = StageTransition {
                         round_id,
-                        from_stage: stage_str(stage).into(),
-                        to_stage: stage_str(next).into(),
+                        from_stage: stage,
+                        to_stage: next,
                         server_state: server.encode(),
                         stage_deadline: next_deadline,
                         completed,
@@ -514,7 +507,7 @@ async fn publish(
     };
     let mut publication = Publication {
         round_id: round.id,
-        from_stage: stage_str(stage).into(),
+        from_stage: stage,
         weights: bytes,
         optimizer_state: new_state,
         completed,

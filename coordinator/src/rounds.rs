@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::budget;
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::store::{NewRound, ParticipantRow, RoundRow, StoreError, now_ms};
+use crate::store::{MemberSet, NewRound, ParticipantRow, RoundRow, StoreError, now_ms};
 use crate::study::Study;
 
 /// Everything fixed when a round starts, stored with it.
@@ -51,22 +51,6 @@ impl RoundPlan {
 
     pub fn participant_at(&self, index: u32) -> Option<i64> {
         self.selected.get(index as usize).copied()
-    }
-}
-
-/// Stage name as stored.
-pub fn stage_str(stage: RoundStage) -> &'static str {
-    stage.as_str()
-}
-
-/// The set (stored under this name in `round_members`) whose members may send a message in `stage`:
-/// the selected participants may advertise keys, U1 may share keys, U2 may send masked inputs, U3 may unmask.
-pub fn eligible_set(stage: RoundStage) -> &'static str {
-    match stage {
-        RoundStage::AdvertiseKeys => "selected",
-        RoundStage::ShareKeys => "advertise_keys",
-        RoundStage::MaskedInputCollection => "share_keys",
-        RoundStage::Unmasking | RoundStage::Finished => "masked_input_collection",
     }
 }
 
@@ -213,7 +197,7 @@ pub async fn start_round(
     let base = state.store.latest_model_version(study_id).await?;
     let new = NewRound {
         study_id,
-        stage: stage_str(RoundStage::AdvertiseKeys).into(),
+        stage: RoundStage::AdvertiseKeys,
         base_version: base.version,
         plan_json: serde_json::to_string(&plan).map_err(ApiError::internal)?,
         selected,
@@ -243,11 +227,11 @@ pub async fn round_info(state: &AppState, round: &RoundRow) -> Result<RoundInfo,
     let plan = RoundPlan::parse(round)?;
     let members = state.store.round_members(round.id).await?;
     let mut sets: Vec<StageSet> = Vec::new();
-    for (stage, participant) in members {
-        match sets.iter_mut().find(|s| s.stage == stage) {
+    for (set, participant) in members {
+        match sets.iter_mut().find(|s| s.stage == set.as_str()) {
             Some(set) => set.participants.push(participant),
             None => sets.push(StageSet {
-                stage,
+                stage: set.as_str().to_string(),
                 participants: vec![participant],
             }),
         }
@@ -311,7 +295,7 @@ pub async fn task_for(state: &AppState, p: &ParticipantRow) -> Result<TaskRespon
         let members = state.store.round_members(round.id).await?;
         let eligible = members
             .iter()
-            .any(|(s, m)| s == eligible_set(stage) && *m == p.id);
+            .any(|(s, m)| *s == MemberSet::eligible_in(stage) && *m == p.id);
         if !eligible {
             return Ok(TaskResponse::Idle);
         }
@@ -327,11 +311,7 @@ pub async fn task_for(state: &AppState, p: &ParticipantRow) -> Result<TaskRespon
         }
         // Read together with the round's stage: a stage that closed meanwhile has had its messages deleted, and
         // must not be reported as not yet answered.
-        match state
-            .store
-            .sent_in_stage(round.id, stage_str(stage), p.id)
-            .await?
-        {
+        match state.store.sent_in_stage(round.id, stage, p.id).await? {
             Some(submitted) => break (round, stage, plan, index, submitted),
             None => continue,
         }
@@ -386,7 +366,7 @@ pub async fn awaited(
         .round_members(round_id)
         .await?
         .into_iter()
-        .filter(|(s, p)| s == eligible_set(stage) && !declined.contains(p))
+        .filter(|(s, p)| *s == MemberSet::eligible_in(stage) && !declined.contains(p))
         .map(|(_, p)| p)
         .collect())
 }
@@ -529,7 +509,7 @@ pub async fn accept_message(
     }
     state
         .store
-        .record_message(round.id, stage_str(stage), eligible_set(stage), p.id, body)
+        .record_message(round.id, stage, MemberSet::eligible_in(stage), p.id, body)
         .await
         .map_err(|e| match e {
             StoreError::Refused(m) => ApiError::Forbidden(m),
@@ -558,10 +538,7 @@ pub async fn broadcast_for(
             "advertise_keys has no broadcast (the round parameters are in the task)".into(),
         ));
     }
-    let bodies = state
-        .store
-        .broadcasts(round.id, stage_str(stage), p.id)
-        .await?;
+    let bodies = state.store.broadcasts(round.id, stage, p.id).await?;
     match bodies.into_iter().last() {
         Some(body) => Ok(body),
         None => Err(ApiError::Conflict(format!(

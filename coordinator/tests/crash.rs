@@ -81,12 +81,7 @@ async fn stored_messages(db: &TestDb, rid: i64) -> [usize; 4] {
     .into_iter()
     .enumerate()
     {
-        out[i] = db
-            .store
-            .stage_messages(rid, stage.as_str())
-            .await
-            .unwrap()
-            .len();
+        out[i] = db.store.stage_messages(rid, stage).await.unwrap().len();
     }
     out
 }

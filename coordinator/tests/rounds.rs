@@ -486,7 +486,7 @@ async fn corrupt_snapshot(db: &TestDb) {
     );
     assert_eq!(
         db.store
-            .stage_messages(rid, "masked_input_collection")
+            .stage_messages(rid, confide_common::api::RoundStage::MaskedInputCollection)
             .await
             .unwrap()
             .len(),
@@ -526,7 +526,7 @@ async fn corrupt_snapshot(db: &TestDb) {
     );
     assert!(
         db.store
-            .stage_messages(rid, "masked_input_collection")
+            .stage_messages(rid, confide_common::api::RoundStage::MaskedInputCollection)
             .await
             .unwrap()
             .is_empty()

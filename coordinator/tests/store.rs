@@ -2,13 +2,16 @@
 
 mod support;
 
-use confide_coordinator::store::{Charge, NewRound, Publication, StageTransition, StoreError};
+use confide_common::api::RoundStage;
+use confide_coordinator::store::{
+    Charge, MemberSet, NewRound, Publication, StageTransition, StoreError,
+};
 use support::TestDb;
 
 fn new_round(study_id: i64, selected: Vec<i64>) -> NewRound {
     NewRound {
         study_id,
-        stage: "advertise_keys".into(),
+        stage: RoundStage::AdvertiseKeys,
         base_version: 0,
         plan_json: "{}".into(),
         selected,
@@ -162,66 +165,108 @@ async fn round_lifecycle(db: &TestDb) {
     );
 
     // messages
-    s.record_message(round.id, "advertise_keys", "selected", p1, b"m1")
-        .await
-        .unwrap();
+    s.record_message(
+        round.id,
+        RoundStage::AdvertiseKeys,
+        MemberSet::Selected,
+        p1,
+        b"m1",
+    )
+    .await
+    .unwrap();
     assert!(matches!(
-        s.record_message(round.id, "advertise_keys", "selected", p1, b"m1b")
-            .await,
+        s.record_message(
+            round.id,
+            RoundStage::AdvertiseKeys,
+            MemberSet::Selected,
+            p1,
+            b"m1b"
+        )
+        .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        s.record_message(round.id, "share_keys", "selected", p2, b"x")
-            .await,
+        s.record_message(
+            round.id,
+            RoundStage::ShareKeys,
+            MemberSet::Selected,
+            p2,
+            b"x"
+        )
+        .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        s.record_message(round.id, "advertise_keys", "nobody", p2, b"x")
-            .await,
+        s.record_message(
+            round.id,
+            RoundStage::AdvertiseKeys,
+            MemberSet::SharedKeys,
+            p2,
+            b"x"
+        )
+        .await,
         Err(StoreError::Refused(_))
     ));
     assert!(matches!(
-        s.record_message(999, "advertise_keys", "selected", p2, b"x")
-            .await,
+        s.record_message(
+            999,
+            RoundStage::AdvertiseKeys,
+            MemberSet::Selected,
+            p2,
+            b"x"
+        )
+        .await,
         Err(StoreError::NotFound(_))
     ));
-    s.record_message(round.id, "advertise_keys", "selected", p2, b"m2")
-        .await
-        .unwrap();
+    s.record_message(
+        round.id,
+        RoundStage::AdvertiseKeys,
+        MemberSet::Selected,
+        p2,
+        b"m2",
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        s.stage_messages(round.id, "advertise_keys").await.unwrap(),
+        s.stage_messages(round.id, RoundStage::AdvertiseKeys)
+            .await
+            .unwrap(),
         vec![(p1, b"m1".to_vec()), (p2, b"m2".to_vec())]
     );
     assert_eq!(
-        s.stage_message_senders(round.id, "advertise_keys")
+        s.stage_message_senders(round.id, RoundStage::AdvertiseKeys)
             .await
             .unwrap(),
         vec![p1, p2]
     );
     assert_eq!(
-        s.stage_message(round.id, "advertise_keys", p2)
+        s.stage_message(round.id, RoundStage::AdvertiseKeys, p2)
             .await
             .unwrap(),
         Some(b"m2".to_vec())
     );
     assert_eq!(
-        s.stage_message(round.id, "share_keys", p2).await.unwrap(),
+        s.stage_message(round.id, RoundStage::ShareKeys, p2)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        s.sent_in_stage(round.id, "advertise_keys", p1)
+        s.sent_in_stage(round.id, RoundStage::AdvertiseKeys, p1)
             .await
             .unwrap(),
         Some(true)
     );
     assert_eq!(
-        s.sent_in_stage(round.id, "advertise_keys", p2 + 100)
+        s.sent_in_stage(round.id, RoundStage::AdvertiseKeys, p2 + 100)
             .await
             .unwrap(),
         Some(false)
     );
     assert_eq!(
-        s.sent_in_stage(round.id, "share_keys", p1).await.unwrap(),
+        s.sent_in_stage(round.id, RoundStage::ShareKeys, p1)
+            .await
+            .unwrap(),
         None,
         "not the round's stage"
     );
@@ -229,8 +274,8 @@ async fn round_lifecycle(db: &TestDb) {
     // stage boundary
     let t = StageTransition {
         round_id: round.id,
-        from_stage: "advertise_keys".into(),
-        to_stage: "share_keys".into(),
+        from_stage: RoundStage::AdvertiseKeys,
+        to_stage: RoundStage::ShareKeys,
         server_state: vec![9],
         stage_deadline: 123,
         completed: vec![p1, p2],
@@ -245,34 +290,50 @@ async fn round_lifecycle(db: &TestDb) {
         Some(&[9u8][..])
     );
     assert!(
-        s.stage_messages(round.id, "advertise_keys")
+        s.stage_messages(round.id, RoundStage::AdvertiseKeys)
             .await
             .unwrap()
             .is_empty(),
         "a closed stage's messages are deleted with the boundary: the snapshot holds them"
     );
     assert_eq!(
-        s.broadcasts(round.id, "share_keys", p1).await.unwrap(),
+        s.broadcasts(round.id, RoundStage::ShareKeys, p1)
+            .await
+            .unwrap(),
         vec![b"all".to_vec()]
     );
     assert_eq!(
-        s.broadcasts(round.id, "share_keys", p2).await.unwrap(),
+        s.broadcasts(round.id, RoundStage::ShareKeys, p2)
+            .await
+            .unwrap(),
         vec![b"all".to_vec(), b"for p2".to_vec()]
     );
     let members = s.round_members(round.id).await.unwrap();
     assert_eq!(
         members
             .iter()
-            .filter(|(st, _)| st == "advertise_keys")
+            .filter(|(set, _)| *set == MemberSet::AdvertisedKeys)
             .count(),
         2
     );
-    assert_eq!(members.iter().filter(|(st, _)| st == "selected").count(), 2);
+    assert_eq!(
+        members
+            .iter()
+            .filter(|(set, _)| *set == MemberSet::Selected)
+            .count(),
+        2
+    );
 
     // abort: nothing published, nothing charged; the next round may start
-    s.record_message(round.id, "share_keys", "advertise_keys", p1, b"s1")
-        .await
-        .unwrap();
+    s.record_message(
+        round.id,
+        RoundStage::ShareKeys,
+        MemberSet::AdvertisedKeys,
+        p1,
+        b"s1",
+    )
+    .await
+    .unwrap();
     assert!(s.abort_round(round.id, "operator").await.unwrap());
     assert!(!s.abort_round(round.id, "again").await.unwrap());
     let r = s.get_round(round.id).await.unwrap();
@@ -281,7 +342,7 @@ async fn round_lifecycle(db: &TestDb) {
         (Some("aborted"), Some("operator"))
     );
     assert!(
-        s.stage_messages(round.id, "share_keys")
+        s.stage_messages(round.id, RoundStage::ShareKeys)
             .await
             .unwrap()
             .is_empty()
@@ -331,7 +392,7 @@ async fn publish(db: &TestDb) {
     };
     let p = Publication {
         round_id: round.id,
-        from_stage: "unmasking".into(),
+        from_stage: RoundStage::Unmasking,
         weights: b"weights-v1".to_vec(),
         optimizer_state: Some(b"adam".to_vec()),
         completed: vec![p1],
@@ -346,7 +407,7 @@ async fn publish(db: &TestDb) {
     ));
     assert_eq!(before, s.state_fingerprint().await.unwrap());
     let p = Publication {
-        from_stage: "advertise_keys".into(),
+        from_stage: RoundStage::AdvertiseKeys,
         ..p
     };
     // a charge over the budget rolls everything back

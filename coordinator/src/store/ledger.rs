@@ -1,5 +1,6 @@
 //! The privacy ledger and the publication of a round's model together with its charges.
 
+use confide_common::api::RoundStage;
 use confide_common::dp::PrivacyEvent;
 
 use super::{Backend, Store, StoreError, StoreResult, map_unique, now_ms, sha256_hex};
@@ -48,7 +49,7 @@ impl TryFrom<LedgerRecord> for LedgerRow {
 #[derive(Debug, Clone)]
 pub struct Publication {
     pub round_id: i64,
-    pub from_stage: String,
+    pub from_stage: RoundStage,
     pub weights: Vec<u8>,
     /// Server optimiser state after this round (FedAdam moments), kept with the model version.
     pub optimizer_state: Option<Vec<u8>>,
@@ -86,16 +87,17 @@ impl Store {
             Box::pin(async move {
                 // Conditional update first: it takes the round's (and, on SQLite, the database's) write lock.
                 let study_id: i64 = sqlx::query_scalar(
-                    "UPDATE rounds SET outcome = 'completed', stage = 'finished', finished_at = $3, server_state = NULL,
+                    "UPDATE rounds SET outcome = 'completed', stage = $4, finished_at = $3, server_state = NULL,
                                        lease_owner = NULL
                      WHERE id = $1 AND stage = $2 AND outcome IS NULL RETURNING study_id",
                 )
                 .bind(p.round_id)
                 .bind(p.from_stage.as_str())
                 .bind(now)
+                .bind(RoundStage::Finished.as_str())
                 .fetch_optional(&mut **tx)
                 .await?
-                .ok_or_else(|| StoreError::Conflict(format!("round {} is not in stage {}", p.round_id, p.from_stage)))?;
+                .ok_or_else(|| StoreError::Conflict(format!("round {} is not in stage {}", p.round_id, p.from_stage.as_str())))?;
                 // Serialise spends per study (Postgres row lock; SQLite already holds the write lock).
                 let lock = match self.backend {
                     Backend::Postgres => "SELECT id FROM studies WHERE id = $1 FOR UPDATE",
@@ -161,7 +163,7 @@ impl Store {
                 .bind(now)
                 .execute(&mut **tx)
                 .await?;
-                Self::finish_stage(tx, p.round_id, &p.from_stage, &p.completed, now).await?;
+                Self::finish_stage(tx, p.round_id, p.from_stage, &p.completed, now).await?;
                 // The round is over: its messages (masked inputs included) must not linger.
                 sqlx::query("DELETE FROM round_messages WHERE round_id = $1")
                     .bind(p.round_id)

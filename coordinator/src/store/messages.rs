@@ -1,28 +1,32 @@
 //! A round's traffic: participants' messages per stage, the server's broadcasts, and declines.
 
-use super::{Store, StoreError, StoreResult, map_unique, now_ms};
+use confide_common::api::RoundStage;
+
+use super::{MemberSet, Store, StoreError, StoreResult, map_unique, now_ms};
 
 impl Store {
     /// Stores a participant's message for the round's current stage. Refused if the round is finished or in another
-    /// stage, or the participant is not in `eligible_set` of this round; a second message is a conflict.
+    /// stage, or the participant is not in the round's `eligible` set; a second message is a conflict.
     pub async fn record_message(
         &self,
         round_id: i64,
-        stage: &str,
-        eligible_set: &str,
+        stage: RoundStage,
+        eligible: MemberSet,
         participant: i64,
         body: &[u8],
     ) -> StoreResult<()> {
+        let stage_name = stage.as_str();
         self.run_tx("record_message", |tx| {
             Box::pin(async move {
                 let current = Self::unfinished_round_stage(tx, round_id).await?;
                 if current != stage {
                     return Err(StoreError::Conflict(format!(
-                        "round {round_id} is in stage {current}, not {stage}"
+                        "round {round_id} is in stage {}, not {stage_name}",
+                        current.as_str()
                     )));
                 }
                 if !self
-                    .lock_round_member(tx, round_id, eligible_set, participant)
+                    .lock_round_member(tx, round_id, eligible, participant)
                     .await?
                 {
                     return Err(StoreError::Refused(format!(
@@ -47,16 +51,16 @@ impl Store {
                      SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM rounds WHERE id = $1 AND stage = $2 AND outcome IS NULL)",
                 )
                 .bind(round_id)
-                .bind(stage)
+                .bind(stage_name)
                 .bind(participant)
                 .bind(body)
                 .bind(now_ms())
                 .execute(&mut **tx)
                 .await
-                .map_err(|e| map_unique(e, &format!("participant {participant} already sent its {stage} message")))?;
+                .map_err(|e| map_unique(e, &format!("participant {participant} already sent its {stage_name} message")))?;
                 if res.rows_affected() != 1 {
                     return Err(StoreError::Conflict(format!(
-                        "round {round_id} left stage {stage}"
+                        "round {round_id} left stage {stage_name}"
                     )));
                 }
                 Ok(())
@@ -78,23 +82,25 @@ impl Store {
                 let current = Self::unfinished_round_stage(tx, round_id).await?;
                 // Same lock as `record_message` takes for an AdvertiseKeys message.
                 if !self
-                    .lock_round_member(tx, round_id, "selected", participant)
+                    .lock_round_member(tx, round_id, MemberSet::Selected, participant)
                     .await?
                 {
                     return Err(StoreError::Refused(format!(
                         "participant {participant} was not selected for round {round_id}"
                     )));
                 }
-                if current != "advertise_keys" {
+                if current != RoundStage::AdvertiseKeys {
                     return Err(StoreError::Conflict(format!(
-                        "round {round_id} is in stage {current}: a round can only be declined during advertise_keys"
+                        "round {round_id} is in stage {}: a round can only be declined during advertise_keys",
+                        current.as_str()
                     )));
                 }
                 let advertised = sqlx::query(
-                    "SELECT 1 AS one FROM round_messages WHERE round_id = $1 AND stage = 'advertise_keys' AND participant_id = $2",
+                    "SELECT 1 AS one FROM round_messages WHERE round_id = $1 AND stage = $3 AND participant_id = $2",
                 )
                 .bind(round_id)
                 .bind(participant)
+                .bind(RoundStage::AdvertiseKeys.as_str())
                 .fetch_optional(&mut **tx)
                 .await?;
                 if advertised.is_some() {
@@ -105,12 +111,13 @@ impl Store {
                 // Conditional on the stage still being AdvertiseKeys: a concurrent stage close makes this a no-op.
                 let res = sqlx::query(
                     "INSERT INTO round_declines (round_id, participant_id, reason, declined_at)
-                     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM rounds WHERE id = $1 AND stage = 'advertise_keys' AND outcome IS NULL)",
+                     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM rounds WHERE id = $1 AND stage = $5 AND outcome IS NULL)",
                 )
                 .bind(round_id)
                 .bind(participant)
                 .bind(reason)
                 .bind(now_ms())
+                .bind(RoundStage::AdvertiseKeys.as_str())
                 .execute(&mut **tx)
                 .await
                 .map_err(|e| map_unique(e, &format!("participant {participant} already declined round {round_id}")))?;
@@ -139,13 +146,13 @@ impl Store {
     pub async fn stage_messages(
         &self,
         round_id: i64,
-        stage: &str,
+        stage: RoundStage,
     ) -> StoreResult<Vec<(i64, Vec<u8>)>> {
         Ok(sqlx::query_as(
             "SELECT participant_id, body FROM round_messages WHERE round_id = $1 AND stage = $2 ORDER BY received_at, participant_id",
         )
         .bind(round_id)
-        .bind(stage)
+        .bind(stage.as_str())
         .fetch_all(&self.pool)
         .await?)
     }
@@ -155,7 +162,7 @@ impl Store {
     pub async fn sent_in_stage(
         &self,
         round_id: i64,
-        stage: &str,
+        stage: RoundStage,
         participant: i64,
     ) -> StoreResult<Option<bool>> {
         let (current, n): (String, i64) = sqlx::query_as(
@@ -165,21 +172,25 @@ impl Store {
              FROM rounds r WHERE r.id = $1",
         )
         .bind(round_id)
-        .bind(stage)
+        .bind(stage.as_str())
         .bind(participant)
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound("round"))?;
-        Ok((current == stage).then_some(n > 0))
+        Ok((current == stage.as_str()).then_some(n > 0))
     }
 
     /// Senders of a stage's stored messages in arrival order (without the bodies, which can be large).
-    pub async fn stage_message_senders(&self, round_id: i64, stage: &str) -> StoreResult<Vec<i64>> {
+    pub async fn stage_message_senders(
+        &self,
+        round_id: i64,
+        stage: RoundStage,
+    ) -> StoreResult<Vec<i64>> {
         Ok(sqlx::query_scalar(
             "SELECT participant_id FROM round_messages WHERE round_id = $1 AND stage = $2 ORDER BY received_at, participant_id",
         )
         .bind(round_id)
-        .bind(stage)
+        .bind(stage.as_str())
         .fetch_all(&self.pool)
         .await?)
     }
@@ -188,14 +199,14 @@ impl Store {
     pub async fn stage_message(
         &self,
         round_id: i64,
-        stage: &str,
+        stage: RoundStage,
         participant: i64,
     ) -> StoreResult<Option<Vec<u8>>> {
         Ok(sqlx::query_scalar(
             "SELECT body FROM round_messages WHERE round_id = $1 AND stage = $2 AND participant_id = $3",
         )
         .bind(round_id)
-        .bind(stage)
+        .bind(stage.as_str())
         .bind(participant)
         .fetch_optional(&self.pool)
         .await?)
@@ -205,7 +216,7 @@ impl Store {
     pub async fn broadcasts(
         &self,
         round_id: i64,
-        stage: &str,
+        stage: RoundStage,
         recipient: i64,
     ) -> StoreResult<Vec<Vec<u8>>> {
         Ok(sqlx::query_scalar(
@@ -213,7 +224,7 @@ impl Store {
              ORDER BY recipient_id",
         )
         .bind(round_id)
-        .bind(stage)
+        .bind(stage.as_str())
         .bind(recipient)
         .fetch_all(&self.pool)
         .await?)

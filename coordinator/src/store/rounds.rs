@@ -2,7 +2,77 @@
 
 use std::time::Duration;
 
+use confide_common::api::RoundStage;
+
 use super::{Backend, Store, StoreError, StoreResult, map_unique, now_ms};
+
+/// The sets of a round's members, stored by name in `round_members.stage`: who was selected, and who completed
+/// each stage (U1 … U4 of the protocol). A set is named in the database after the stage its members completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberSet {
+    /// Chosen at the round's start (within budget).
+    Selected,
+    /// U1: advertised their keys.
+    AdvertisedKeys,
+    /// U2: shared their keys.
+    SharedKeys,
+    /// U3: sent their masked input.
+    SentMaskedInput,
+    /// U4: answered the unmasking request.
+    Unmasked,
+}
+
+impl MemberSet {
+    pub const ALL: [Self; 5] = [
+        Self::Selected,
+        Self::AdvertisedKeys,
+        Self::SharedKeys,
+        Self::SentMaskedInput,
+        Self::Unmasked,
+    ];
+
+    /// The name stored in `round_members.stage` (and shown in the round status).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Selected => "selected",
+            Self::AdvertisedKeys => "advertise_keys",
+            Self::SharedKeys => "share_keys",
+            Self::SentMaskedInput => "masked_input_collection",
+            Self::Unmasked => "unmasking",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|set| set.as_str() == s)
+    }
+
+    /// The set of those who completed `stage`, recorded when it closes.
+    pub const fn completed(stage: RoundStage) -> Self {
+        match stage {
+            RoundStage::AdvertiseKeys => Self::AdvertisedKeys,
+            RoundStage::ShareKeys => Self::SharedKeys,
+            RoundStage::MaskedInputCollection => Self::SentMaskedInput,
+            RoundStage::Unmasking | RoundStage::Finished => Self::Unmasked,
+        }
+    }
+
+    /// The set whose members may send a message in `stage`: the selected may advertise keys, U1 may share keys,
+    /// U2 may send masked inputs, U3 may unmask.
+    pub const fn eligible_in(stage: RoundStage) -> Self {
+        match stage {
+            RoundStage::AdvertiseKeys => Self::Selected,
+            RoundStage::ShareKeys => Self::AdvertisedKeys,
+            RoundStage::MaskedInputCollection => Self::SharedKeys,
+            RoundStage::Unmasking | RoundStage::Finished => Self::SentMaskedInput,
+        }
+    }
+}
+
+/// A stage name as stored in `rounds.stage`, read back (an unknown one is data this version cannot read).
+pub(super) fn parse_stage(round_id: i64, stage: &str) -> StoreResult<RoundStage> {
+    RoundStage::parse(stage)
+        .ok_or_else(|| StoreError::Corrupt(format!("round {round_id} has stage {stage:?}")))
+}
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct RoundRow {
@@ -20,11 +90,18 @@ pub struct RoundRow {
     pub finished_at: Option<i64>,
 }
 
+impl RoundRow {
+    /// [`RoundRow::stage`] as the protocol stage it names.
+    pub fn current_stage(&self) -> StoreResult<RoundStage> {
+        parse_stage(self.id, &self.stage)
+    }
+}
+
 /// A round to create: who was selected, the plan (JSON) and the server's initial state.
 #[derive(Debug, Clone)]
 pub struct NewRound {
     pub study_id: i64,
-    pub stage: String,
+    pub stage: RoundStage,
     pub base_version: i64,
     pub plan_json: String,
     pub selected: Vec<i64>,
@@ -39,11 +116,11 @@ pub struct NewRound {
 #[derive(Debug, Clone)]
 pub struct StageTransition {
     pub round_id: i64,
-    pub from_stage: String,
-    pub to_stage: String,
+    pub from_stage: RoundStage,
+    pub to_stage: RoundStage,
     pub server_state: Vec<u8>,
     pub stage_deadline: i64,
-    /// Members of the set that completed `from_stage` (recorded under `from_stage`).
+    /// Members of the set that completed `from_stage` ([`MemberSet::completed`]).
     pub completed: Vec<i64>,
     /// (recipient, body); recipient 0 means everyone.
     pub broadcasts: Vec<(i64, Vec<u8>)>,
@@ -104,7 +181,7 @@ impl Store {
                     .await
                     .map_err(|e| map_unique(e, "the study already has an active round"))?;
                 for p in &new.selected {
-                    Self::insert_member(tx, round.id, "selected", *p, now).await?;
+                    Self::insert_member(tx, round.id, MemberSet::Selected, *p, now).await?;
                 }
                 Ok(round)
             })
@@ -115,14 +192,14 @@ impl Store {
     pub(super) async fn insert_member(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         round_id: i64,
-        stage: &str,
+        set: MemberSet,
         participant: i64,
         now: i64,
     ) -> StoreResult<()> {
         sqlx::query("INSERT INTO round_members (round_id, participant_id, stage, joined_at) VALUES ($1, $2, $3, $4)")
             .bind(round_id)
             .bind(participant)
-            .bind(stage)
+            .bind(set.as_str())
             .bind(now)
             .execute(&mut **tx)
             .await?;
@@ -178,14 +255,22 @@ impl Store {
         .await?)
     }
 
-    /// (stage, participant) pairs of a round, in stage then participant order.
-    pub async fn round_members(&self, round_id: i64) -> StoreResult<Vec<(String, i64)>> {
-        Ok(sqlx::query_as(
+    /// (set, participant) pairs of a round, in the order the sets were formed, then by participant.
+    pub async fn round_members(&self, round_id: i64) -> StoreResult<Vec<(MemberSet, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT stage, participant_id FROM round_members WHERE round_id = $1 ORDER BY joined_at, stage, participant_id",
         )
         .bind(round_id)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        rows.into_iter()
+            .map(|(set, participant)| match MemberSet::parse(&set) {
+                Some(set) => Ok((set, participant)),
+                None => Err(StoreError::Corrupt(format!(
+                    "round {round_id} has a member set {set:?}"
+                ))),
+            })
+            .collect()
     }
 
     /// Takes or renews the driving lease of an unfinished round. True if `owner` now holds it.
@@ -235,7 +320,7 @@ impl Store {
     pub(super) async fn unfinished_round_stage(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         round_id: i64,
-    ) -> StoreResult<String> {
+    ) -> StoreResult<RoundStage> {
         let (stage, outcome): (String, Option<String>) =
             sqlx::query_as("SELECT stage, outcome FROM rounds WHERE id = $1")
                 .bind(round_id)
@@ -247,17 +332,17 @@ impl Store {
                 "round {round_id} is finished ({outcome})"
             )));
         }
-        Ok(stage)
+        parse_stage(round_id, &stage)
     }
 
-    /// Whether `participant` is in the round's set `set`. On Postgres the member row is locked, so that a message
+    /// Whether `participant` is in the round's `set`. On Postgres the member row is locked, so that a message
     /// and a decline of the same participant (which lock the same `selected` row) serialise; SQLite has a single
     /// writer anyway.
     pub(super) async fn lock_round_member(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         round_id: i64,
-        set: &str,
+        set: MemberSet,
         participant: i64,
     ) -> StoreResult<bool> {
         let sql = match self.backend {
@@ -270,7 +355,7 @@ impl Store {
         };
         let member = sqlx::query(sql)
             .bind(round_id)
-            .bind(set)
+            .bind(set.as_str())
             .bind(participant)
             .fetch_optional(&mut **tx)
             .await?;
@@ -280,12 +365,13 @@ impl Store {
     pub(super) async fn finish_stage(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         round_id: i64,
-        from_stage: &str,
+        from_stage: RoundStage,
         completed: &[i64],
         now: i64,
     ) -> StoreResult<()> {
+        let set = MemberSet::completed(from_stage);
         for p in completed {
-            Self::insert_member(tx, round_id, from_stage, *p, now).await?;
+            Self::insert_member(tx, round_id, set, *p, now).await?;
         }
         Ok(())
     }
@@ -313,7 +399,7 @@ impl Store {
                 if res.rows_affected() != 1 {
                     return Ok(false);
                 }
-                Self::finish_stage(tx, t.round_id, &t.from_stage, &t.completed, now).await?;
+                Self::finish_stage(tx, t.round_id, t.from_stage, &t.completed, now).await?;
                 sqlx::query("DELETE FROM round_messages WHERE round_id = $1 AND stage = $2")
                     .bind(t.round_id)
                     .bind(t.from_stage.as_str())
@@ -340,13 +426,14 @@ impl Store {
         self.run_tx("abort_round", |tx| {
             Box::pin(async move {
                 let res = sqlx::query(
-                    "UPDATE rounds SET outcome = 'aborted', reason = $2, finished_at = $3, stage = 'finished', server_state = NULL,
+                    "UPDATE rounds SET outcome = 'aborted', reason = $2, finished_at = $3, stage = $4, server_state = NULL,
                                        lease_owner = NULL
                      WHERE id = $1 AND outcome IS NULL",
                 )
                 .bind(round_id)
                 .bind(reason)
                 .bind(now)
+                .bind(RoundStage::Finished.as_str())
                 .execute(&mut **tx)
                 .await?;
                 if res.rows_affected() != 1 {
@@ -360,5 +447,38 @@ impl Store {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_sets_keep_their_stored_names() {
+        let names: Vec<&str> = MemberSet::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "selected",
+                "advertise_keys",
+                "share_keys",
+                "masked_input_collection",
+                "unmasking"
+            ]
+        );
+        for set in MemberSet::ALL {
+            assert_eq!(MemberSet::parse(set.as_str()), Some(set));
+        }
+        assert_eq!(MemberSet::parse("nobody"), None);
+        // Who may speak in a stage is who completed the one before.
+        assert_eq!(
+            MemberSet::eligible_in(RoundStage::ShareKeys),
+            MemberSet::completed(RoundStage::AdvertiseKeys)
+        );
+        assert_eq!(
+            MemberSet::eligible_in(RoundStage::Unmasking),
+            MemberSet::completed(RoundStage::MaskedInputCollection)
+        );
     }
 }
