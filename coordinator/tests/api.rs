@@ -967,7 +967,7 @@ async fn bad_input_matrix(db: &TestDb) {
         let store = db.store.clone();
         async move {
             let row = store.get_round(round).await.unwrap();
-            confide_coordinator::rounds::RoundPlan::parse(&row).unwrap()
+            confide_coordinator::service::rounds::RoundPlan::parse(&row).unwrap()
         }
     };
     let (sa, old_sa) = (plan(rid).await.secagg, plan(old).await.secagg);

@@ -2,7 +2,8 @@
 
 mod support;
 
-use confide_common::api::RoundStage;
+use confide_common::api::{BudgetParams, RoundStage};
+use confide_coordinator::service::privacy::{self, PrivacyError};
 use confide_coordinator::store::{
     Charge, MemberSet, NewRound, Publication, StageTransition, StoreError,
 };
@@ -397,7 +398,6 @@ async fn publish(db: &TestDb) {
         optimizer_state: Some(b"adam".to_vec()),
         completed: vec![p1],
         charges: vec![charge(1.0, 0)],
-        epsilon_budget: 3.0,
     };
     // wrong stage: nothing written
     let before = s.state_fingerprint().await.unwrap();
@@ -410,14 +410,19 @@ async fn publish(db: &TestDb) {
         from_stage: RoundStage::AdvertiseKeys,
         ..p
     };
-    // a charge over the budget rolls everything back
+    // the privacy service refuses a charge over the budget before the store writes anything
+    let tight = BudgetParams {
+        epsilon: 1e-3,
+        delta: 1e-5,
+    };
     let over = Publication {
-        charges: vec![charge(3.5, 0)],
+        charges: Vec::new(),
         ..p.clone()
     };
-    match s.publish_round(&over).await {
-        Err(StoreError::Refused(msg)) => assert!(msg.contains("> budget 3"), "{msg}"),
-        other => panic!("expected refusal, got {other:?}"),
+    match privacy::publish_with_charges(s, over, study, &[p1], &events, &tight).await {
+        Err(PrivacyError::OverBudget(msg)) => assert!(msg.contains("> budget 0.001"), "{msg}"),
+        Err(e) => panic!("expected refusal, got {e:?}"),
+        Ok(v) => panic!("expected refusal, got version {v}"),
     }
     assert_eq!(before, s.state_fingerprint().await.unwrap());
     // ε computed from a ledger that is not the stored one (here: one entry that does not exist) is stale

@@ -57,14 +57,12 @@ pub struct Publication {
     pub completed: Vec<i64>,
     /// Exactly the participants whose input is in the aggregate.
     pub charges: Vec<Charge>,
-    /// Every charged participant's ε after its charge must be at most this.
-    pub epsilon_budget: f64,
 }
 
-/// What one participant is charged for a round. ε is computed before the publishing transaction (PLD composition
-/// is far too slow to hold a database lock for); the transaction checks that the participant's ledger still has
-/// exactly the `ledger_rows` rows it was computed from — ledger rows are only ever appended — so the budget check
-/// and the spend it guards hold together at commit.
+/// What one participant is charged for a round. ε is computed, and held against the budget, before the publishing
+/// transaction (PLD composition is far too slow to hold a database lock for); the transaction checks that the
+/// participant's ledger still has exactly the `ledger_rows` rows it was computed from — ledger rows are only ever
+/// appended — so the budget decision and the spend it allowed hold together at commit.
 #[derive(Debug, Clone)]
 pub struct Charge {
     pub participant: i64,
@@ -77,10 +75,10 @@ pub struct Charge {
 }
 
 impl Store {
-    /// Completes a round in ONE transaction: checks every charge against the budget and against the ledger it was
-    /// computed from (see [`Charge`]), records the charges, publishes the next model version and marks the round
-    /// completed. Nothing is written if the round is no longer in `from_stage` (`Conflict`), a charge exceeds the
-    /// budget (`Refused`) or a participant's ledger changed meanwhile (`Stale`: compute ε again and retry).
+    /// Completes a round in ONE transaction: checks every charge against the ledger it was computed from (see
+    /// [`Charge`]; whether it fits the budget was decided by the caller), records the charges, publishes the next
+    /// model version and marks the round completed. Nothing is written if the round is no longer in `from_stage`
+    /// (`Conflict`) or a participant's ledger changed meanwhile (`Stale`: compute ε again and retry).
     pub async fn publish_round(&self, p: &Publication) -> StoreResult<i64> {
         let now = now_ms();
         self.run_tx("publish_round", |tx| {
@@ -106,13 +104,6 @@ impl Store {
                 sqlx::query(lock).bind(study_id).fetch_one(&mut **tx).await?;
                 for c in &p.charges {
                     let participant = c.participant;
-                    // NaN is refused too.
-                    if c.epsilon_after.is_nan() || c.epsilon_after > p.epsilon_budget {
-                        return Err(StoreError::Refused(format!(
-                            "participant {participant} would reach ε = {:.4} > budget {}",
-                            c.epsilon_after, p.epsilon_budget
-                        )));
-                    }
                     let rows: i64 = sqlx::query_scalar(
                         "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM privacy_ledger WHERE study_id = $1 AND participant_id = $2",
                     )
