@@ -6,23 +6,23 @@
 
 mod support;
 
-use confide_common::api::{RoundStage, StartRoundRequest};
+use confide_common::api::RoundStage;
 use confide_common::model::{ModelSpec, decode_safetensors};
 use confide_coordinator::client::CoordinatorClient;
 use confide_coordinator::store::Backend;
 use serde_json::{Value, json};
 use support::sim::{Sim, enrol_sims, wait_until};
-use support::{CoordinatorProcess, TestDb, create_operator_token, set, study_request, typed};
+use support::{
+    CoordinatorProcess, TestDb, create_operator_token, deadlines, set, start_round, study_request,
+    typed,
+};
 
 fn request() -> Value {
     set(
         study_request("crash"),
         &[
             ("/secagg/quantisation/max_weight", json!(10)),
-            ("/deadlines/advertise_keys_secs", json!(120)),
-            ("/deadlines/share_keys_secs", json!(120)),
-            ("/deadlines/masked_input_secs", json!(120)),
-            ("/deadlines/unmasking_secs", json!(120)),
+            ("/deadlines", deadlines(120)),
         ],
     )
 }
@@ -108,8 +108,7 @@ async fn crash_and_resume(backend: Backend) {
     let spec = ModelSpec::from_json(&request()["model_spec"].to_string()).unwrap();
 
     // Round 1: killed during MaskedInputCollection, after two of three masked inputs were acknowledged.
-    let start = StartRoundRequest::default();
-    let rid = op.start_round(sid, &start).await.unwrap().id;
+    let rid = start_round(&op, sid).await;
     let q = sims[0].task(&base).await.unwrap().quantisation;
     answer(&base, &mut sims, &[0, 1, 2], RoundStage::AdvertiseKeys).await;
     wait_stage(&op, rid, RoundStage::ShareKeys).await;
@@ -176,7 +175,7 @@ async fn crash_and_resume(backend: Backend) {
 
     // Round 2: killed in AdvertiseKeys with the operator then aborting it on the new process: nothing published,
     // nothing charged.
-    let rid2 = op.start_round(sid, &start).await.unwrap().id;
+    let rid2 = start_round(&op, sid).await;
     answer(&base, &mut sims, &[0], RoundStage::AdvertiseKeys).await;
     c.kill();
     let (d, _, op) = cluster.start();
@@ -188,15 +187,7 @@ async fn crash_and_resume(backend: Backend) {
     db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_round_resumes_sqlite() {
-    crash_and_resume(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_round_resumes_postgres() {
-    crash_and_resume(Backend::Postgres).await;
-}
+both_backends_with_processes!(sigkill_mid_round_resumes, crash_and_resume);
 
 /// Two processes on one Postgres schema: participants talk to either; exactly one process drives the round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,11 +198,7 @@ async fn two_processes_never_double_drive() {
     let (b, base_b, op_b) = cluster.start();
     let sid = op_a.create_study(&typed(&request())).await.unwrap().id;
     let mut sims = enrol_sims(&op_b, &base_a, sid, 3, |_, _| 0.1, |_| 1).await;
-    let rid = op_b
-        .start_round(sid, &StartRoundRequest::default())
-        .await
-        .unwrap()
-        .id;
+    let rid = start_round(&op_b, sid).await;
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         for (i, s) in sims.iter_mut().enumerate() {

@@ -23,10 +23,7 @@ fn study(name: &str) -> Value {
             ("/dp/noise_multiplier", json!(1.0)),
             ("/secagg/threshold", json!(3)),
             ("/rounds", json!(3)),
-            ("/deadlines/advertise_keys_secs", json!(120)),
-            ("/deadlines/share_keys_secs", json!(120)),
-            ("/deadlines/masked_input_secs", json!(120)),
-            ("/deadlines/unmasking_secs", json!(120)),
+            ("/deadlines", support::deadlines(120)),
         ],
     )
 }

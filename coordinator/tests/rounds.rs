@@ -11,10 +11,9 @@ use confide_common::dp::{AccountantKind, PrivacyLedger};
 use confide_common::model::{ModelSpec, decode_safetensors};
 use confide_common::secagg::QuantizationParams;
 use confide_coordinator::Limits;
-use confide_coordinator::client::CoordinatorClient;
 use serde_json::{Value, json};
 use support::sim::{Sim, enrol_sims};
-use support::{Served, TestDb, set, study_request, typed};
+use support::{Served, TestDb, set, start_round, study_request, typed};
 
 /// Learning rate of the studies here (FedAvg).
 const LR: f64 = 0.5;
@@ -42,13 +41,6 @@ async fn setup(served: &Served, req: &Value, n: usize) -> (i64, Vec<Sim>) {
     let update = |i: usize, j: usize| ((i * 8 + j) as f32 * 0.37).sin() * 0.5;
     let sims = enrol_sims(&served.op, &served.base, sid, n, update, |i| 1 + i as u32).await;
     (sid, sims)
-}
-
-async fn start_round(op: &CoordinatorClient, sid: i64) -> i64 {
-    op.start_round(sid, &StartRoundRequest::default())
-        .await
-        .unwrap_or_else(|e| panic!("starting a round: {e}"))
-        .id
 }
 
 /// Runs the simulated participants until the round finishes; `drop_after_share_keys` stop answering once their

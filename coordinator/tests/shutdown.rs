@@ -7,19 +7,20 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use confide_common::api::{RoundStage, StartRoundRequest};
+use confide_common::api::RoundStage;
 use confide_coordinator::store::Backend;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::sim::{enrol_sims, wait_until};
-use support::{CoordinatorProcess, TestDb, create_operator_token, set, study_request, typed};
+use support::{
+    CoordinatorProcess, TestDb, create_operator_token, deadlines, set, start_round, study_request,
+    typed,
+};
 
 /// Longer than the test may take: a lease that is not released is not taken over within the test.
 const LEASE_TTL_MS: &str = "60000";
 
 fn request() -> Value {
-    let deadlines = json!({"advertise_keys_secs": 600, "share_keys_secs": 600, "masked_input_secs": 600,
-                           "unmasking_secs": 600});
-    set(study_request("shutdown"), &[("/deadlines", deadlines)])
+    set(study_request("shutdown"), &[("/deadlines", deadlines(600))])
 }
 
 async fn sigterm_during_long_poll(backend: Backend) {
@@ -36,11 +37,7 @@ async fn sigterm_during_long_poll(backend: Backend) {
     let op = base.with_token(&op_token);
     let sid = op.create_study(&typed(&request())).await.unwrap().id;
     let mut sims = enrol_sims(&op, &base, sid, 3, |_, _| 0.1, |_| 1).await;
-    let rid = op
-        .start_round(sid, &StartRoundRequest::default())
-        .await
-        .unwrap()
-        .id;
+    let rid = start_round(&op, sid).await;
     assert_eq!(sims[0].step(&base).await, Some(RoundStage::AdvertiseKeys));
     wait_until(30, "process A to drive the round", || async {
         a.log_text().contains("driving round")
@@ -140,12 +137,7 @@ async fn sigterm_during_long_poll(backend: Backend) {
     db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_answers_long_polls_releases_leases_and_exits_0_sqlite() {
-    sigterm_during_long_poll(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_answers_long_polls_releases_leases_and_exits_0_postgres() {
-    sigterm_during_long_poll(Backend::Postgres).await;
-}
+both_backends_with_processes!(
+    sigterm_answers_long_polls_releases_leases_and_exits_0,
+    sigterm_during_long_poll
+);

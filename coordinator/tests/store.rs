@@ -5,7 +5,7 @@ mod support;
 use confide_common::api::{BudgetParams, RoundStage};
 use confide_coordinator::service::privacy::{self, PrivacyError};
 use confide_coordinator::store::{
-    Charge, MemberSet, NewRound, Publication, StageTransition, StoreError,
+    Charge, MemberSet, NewRound, Publication, RoundRow, StageTransition, StoreError,
 };
 use support::TestDb;
 
@@ -22,23 +22,26 @@ fn new_round(study_id: i64, selected: Vec<i64>) -> NewRound {
     }
 }
 
-async fn study_with_two(db: &TestDb) -> (i64, i64, i64, String, String) {
+/// A study with two enrolled participants and a round that selected both: (study, p1, p2, round).
+async fn study_with_round(db: &TestDb) -> (i64, i64, i64, RoundRow) {
     let s = &db.store;
     let study = s
         .create_study("s1", r#"{"k":1}"#, b"weights-v0")
         .await
         .unwrap();
-    let t1 = s
-        .create_enrolment_token(study.id, "a", i64::MAX / 2)
+    let mut ids = Vec::new();
+    for name in ["alpha", "beta"] {
+        let token = s
+            .create_enrolment_token(study.id, name, i64::MAX / 2)
+            .await
+            .unwrap();
+        ids.push(s.enrol(&token, name).await.unwrap().0.id);
+    }
+    let round = s
+        .create_round(&new_round(study.id, ids.clone()))
         .await
         .unwrap();
-    let t2 = s
-        .create_enrolment_token(study.id, "b", i64::MAX / 2)
-        .await
-        .unwrap();
-    let (p1, c1) = s.enrol(&t1, "alpha").await.unwrap();
-    let (p2, c2) = s.enrol(&t2, "beta").await.unwrap();
-    (study.id, p1.id, p2.id, c1, c2)
+    (study.id, ids[0], ids[1], round)
 }
 
 async fn tokens_and_studies(db: &TestDb) {
@@ -132,11 +135,7 @@ both_backends!(enrolment_is_one_time_and_atomic, enrolment);
 
 async fn round_lifecycle(db: &TestDb) {
     let s = &db.store;
-    let (study, p1, p2, _, _) = study_with_two(db).await;
-    let round = s
-        .create_round(&new_round(study, vec![p1, p2]))
-        .await
-        .unwrap();
+    let (study, p1, p2, round) = study_with_round(db).await;
     assert_eq!(round.round_number, 1);
     assert_eq!(
         s.server_snapshot(round.id).await.unwrap().as_deref(),
@@ -165,69 +164,30 @@ async fn round_lifecycle(db: &TestDb) {
         "expired lease is taken over"
     );
 
-    // messages
-    s.record_message(
-        round.id,
-        RoundStage::AdvertiseKeys,
-        MemberSet::Selected,
-        p1,
-        b"m1",
-    )
-    .await
-    .unwrap();
-    assert!(matches!(
-        s.record_message(
-            round.id,
-            RoundStage::AdvertiseKeys,
-            MemberSet::Selected,
-            p1,
-            b"m1b"
-        )
-        .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        s.record_message(
-            round.id,
-            RoundStage::ShareKeys,
-            MemberSet::Selected,
-            p2,
-            b"x"
-        )
-        .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        s.record_message(
-            round.id,
-            RoundStage::AdvertiseKeys,
-            MemberSet::SharedKeys,
-            p2,
-            b"x"
-        )
-        .await,
-        Err(StoreError::Refused(_))
-    ));
-    assert!(matches!(
-        s.record_message(
-            999,
-            RoundStage::AdvertiseKeys,
-            MemberSet::Selected,
-            p2,
-            b"x"
-        )
-        .await,
-        Err(StoreError::NotFound(_))
-    ));
-    s.record_message(
-        round.id,
-        RoundStage::AdvertiseKeys,
-        MemberSet::Selected,
-        p2,
-        b"m2",
-    )
-    .await
-    .unwrap();
+    // messages: two accepted, then each refusal by kind
+    use MemberSet::{Selected, SharedKeys};
+    use RoundStage::{AdvertiseKeys, ShareKeys};
+    let (r, none) = (round.id, 999);
+    for (round, stage, set, participant, body, expected) in [
+        (r, AdvertiseKeys, Selected, p1, &b"m1"[..], "stored"),
+        (r, AdvertiseKeys, Selected, p1, b"m1b", "conflict"), // a second message
+        (r, ShareKeys, Selected, p2, b"x", "conflict"),       // not the round's stage
+        (r, AdvertiseKeys, SharedKeys, p2, b"x", "refused"),  // not in the set
+        (none, AdvertiseKeys, Selected, p2, b"x", "not found"),
+        (r, AdvertiseKeys, Selected, p2, b"m2", "stored"),
+    ] {
+        let got = match s.record_message(round, stage, set, participant, body).await {
+            Ok(()) => "stored",
+            Err(StoreError::Conflict(_)) => "conflict",
+            Err(StoreError::Refused(_)) => "refused",
+            Err(StoreError::NotFound(_)) => "not found",
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            got, expected,
+            "{stage:?} {set:?} from {participant} in round {round}"
+        );
+    }
     assert_eq!(
         s.stage_messages(round.id, RoundStage::AdvertiseKeys)
             .await
@@ -375,11 +335,7 @@ both_backends!(round_lifecycle_works, round_lifecycle);
 
 async fn publish(db: &TestDb) {
     let s = &db.store;
-    let (study, p1, p2, _, _) = study_with_two(db).await;
-    let round = s
-        .create_round(&new_round(study, vec![p1, p2]))
-        .await
-        .unwrap();
+    let (study, p1, p2, round) = study_with_round(db).await;
     let events = vec![confide_common::dp::PrivacyEvent::SubsampledGaussian {
         sampling_rate: 0.1,
         noise_multiplier: 1.0,

@@ -100,6 +100,15 @@ fn migrator(backend: Backend) -> &'static Migrator {
     }
 }
 
+/// Every SQLite connection: write-ahead log, durable commits, foreign keys enforced, and up to 10 s of waiting
+/// for another process's write lock before SQLITE_BUSY (which `run_tx` then retries).
+const SQLITE_PRAGMAS: [&str; 4] = [
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 10000",
+];
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
@@ -145,18 +154,9 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            sqlx::query("PRAGMA journal_mode = WAL")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA synchronous = FULL")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA foreign_keys = ON")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA busy_timeout = 10000")
-                                .execute(&mut *conn)
-                                .await?;
+                            for pragma in SQLITE_PRAGMAS {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
                             Ok(())
                         })
                     })

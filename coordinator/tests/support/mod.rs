@@ -9,7 +9,7 @@ pub mod process;
 pub mod router;
 pub mod sim;
 
-use confide_common::api::{CreateEnrolmentTokenRequest, CreateStudyRequest};
+use confide_common::api::{CreateEnrolmentTokenRequest, CreateStudyRequest, StartRoundRequest};
 use confide_coordinator::client::CoordinatorClient;
 use confide_coordinator::store::{Backend, Store};
 use confide_coordinator::{Coordinator, Limits};
@@ -75,38 +75,31 @@ impl TestDb {
 /// Overwrites a round's stored server snapshot behind the Store's back (to test what a corrupt one does).
 pub async fn overwrite_server_snapshot(db: &TestDb, round_id: i64, bytes: &[u8]) {
     use sqlx::Connection;
-    let sql = "UPDATE rounds SET server_state = $1 WHERE id = $2";
-    match &db.schema {
-        None => {
-            let path = db.url.trim_start_matches("sqlite:");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
-                .await
-                .expect("open sqlite");
-            let done = sqlx::query(sql)
-                .bind(bytes)
-                .bind(round_id)
-                .execute(&mut c)
-                .await
-                .expect("update");
-            assert_eq!(done.rows_affected(), 1);
-        }
-        Some(schema) => {
-            let mut c = sqlx::PgConnection::connect(&db.url)
-                .await
-                .expect("open postgres");
-            sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
-                .execute(&mut c)
-                .await
-                .expect("search_path");
-            let done = sqlx::query(sql)
-                .bind(bytes)
-                .bind(round_id)
-                .execute(&mut c)
-                .await
-                .expect("update");
-            assert_eq!(done.rows_affected(), 1);
-        }
+    let url = match &db.schema {
+        None => format!("sqlite://{}", db.url.trim_start_matches("sqlite:")),
+        Some(_) => db.url.clone(),
+    };
+    let mut c = sqlx::AnyConnection::connect(&url)
+        .await
+        .expect("open the database");
+    if let Some(schema) = &db.schema {
+        sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
+            .execute(&mut c)
+            .await
+            .expect("search_path");
     }
+    let done = sqlx::query("UPDATE rounds SET server_state = $1 WHERE id = $2")
+        .bind(bytes)
+        .bind(round_id)
+        .execute(&mut c)
+        .await
+        .expect("update");
+    assert_eq!(done.rows_affected(), 1);
+}
+
+/// Every stage of a study taking `secs` at most.
+pub fn deadlines(secs: u64) -> Value {
+    json!({"advertise_keys_secs": secs, "share_keys_secs": secs, "masked_input_secs": secs, "unmasking_secs": secs})
 }
 
 fn hex_suffix() -> String {
@@ -134,6 +127,25 @@ macro_rules! both_backends {
                         .await;
                 ($body)(&db).await;
                 db.cleanup().await;
+            }
+        }
+    };
+}
+
+/// Runs an async test of real processes (it takes the backend) once against SQLite and once against Postgres, on a
+/// multi-threaded runtime.
+#[macro_export]
+macro_rules! both_backends_with_processes {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)(confide_coordinator::store::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($body)(confide_coordinator::store::Backend::Postgres).await;
             }
         }
     };
@@ -237,6 +249,14 @@ pub async fn enrol(
     (e.participant_id, e.credential)
 }
 
+/// Starts a study's next round with everyone enrolled; its id.
+pub async fn start_round(op: &CoordinatorClient, study: i64) -> i64 {
+    op.start_round(study, &StartRoundRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("starting a round: {e}"))
+        .id
+}
+
 /// A request as the client sends it (a test request must be a valid one).
 pub fn typed(req: &Value) -> CreateStudyRequest {
     serde_json::from_value(req.clone()).unwrap_or_else(|e| panic!("study request {req}: {e}"))
@@ -255,8 +275,7 @@ pub fn study_request(name: &str) -> Value {
         "budget": {"epsilon": 10.0, "delta": 1e-5},
         "rounds": 5,
         "min_participants": 3,
-        "deadlines": {"advertise_keys_secs": 60, "share_keys_secs": 60, "masked_input_secs": 60,
-                      "unmasking_secs": 60},
+        "deadlines": deadlines(60),
         "server_optimizer": {"kind": "fed_avg", "learning_rate": 1.0}
     })
 }

@@ -14,8 +14,6 @@ use super::TestDb;
 /// The study of the router tests: 4 features, initial weights from seed 7, DP-SGD q = 0.1, σ = 1.1, quantisation
 /// range 1, ε budget 5, 3 rounds, 30 s stages.
 pub fn study_request(name: &str) -> Value {
-    let deadlines = json!({"advertise_keys_secs": 30, "share_keys_secs": 30, "masked_input_secs": 30,
-                           "unmasking_secs": 30});
     super::set(
         super::study_request(name),
         &[
@@ -26,7 +24,7 @@ pub fn study_request(name: &str) -> Value {
             ("/secagg/quantisation/clip_range", json!(1.0)),
             ("/budget/epsilon", json!(5.0)),
             ("/rounds", json!(3)),
-            ("/deadlines", deadlines),
+            ("/deadlines", super::deadlines(30)),
         ],
     )
 }
