@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, DeclineRoundRequest,
-    EnrolRequest, EnrolResponse, EnrolmentTokenResponse, ErrorBody, ModelVersionInfo,
+    EnrolRequest, EnrolResponse, EnrolmentTokenResponse, ErrorBody, Health, ModelVersionInfo,
     ParticipantInfo, PrivacyReport, RoundInfo, RoundStage, StartRoundRequest, StudyInfo,
     TaskResponse,
 };
@@ -180,6 +180,33 @@ impl CoordinatorClient {
         Ok(ModelDownload { bytes, sha256 })
     }
 
+    /// Text of a GET answer (e.g. the Prometheus exposition).
+    async fn get_text(&self, path: &str) -> ClientResult<String> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .timeout(self.timeout)
+            .send()
+            .await?;
+        Ok(check(resp).await?.text().await?)
+    }
+
+    // ---- service ----
+
+    /// Liveness and database reachability (`/healthz`; an unreachable database is a 503).
+    pub async fn health(&self) -> ClientResult<Health> {
+        self.get("/healthz").await
+    }
+    /// The Prometheus metrics exposition (`/metrics`).
+    pub async fn metrics(&self) -> ClientResult<String> {
+        self.get_text("/metrics").await
+    }
+    /// The OpenAPI document of the API (`/openapi.json`).
+    pub async fn openapi(&self) -> ClientResult<serde_json::Value> {
+        self.get("/openapi.json").await
+    }
+
     // ---- operator ----
 
     pub async fn create_study(&self, req: &CreateStudyRequest) -> ClientResult<StudyInfo> {
@@ -315,17 +342,11 @@ impl CoordinatorClient {
     }
     /// The server's broadcast for `stage` (JSON text; parse with the secagg message type's `from_json`).
     pub async fn broadcast(&self, round: i64, stage: RoundStage) -> ClientResult<String> {
-        let resp = self
-            .http
-            .get(self.url(&format!(
-                "/v1/participant/rounds/{round}/broadcast/{}",
-                stage.as_str()
-            )))
-            .bearer_auth(&self.token)
-            .timeout(self.timeout)
-            .send()
-            .await?;
-        Ok(check(resp).await?.text().await?)
+        self.get_text(&format!(
+            "/v1/participant/rounds/{round}/broadcast/{}",
+            stage.as_str()
+        ))
+        .await
     }
     /// Declines a round this participant was selected for (only during AdvertiseKeys, before advertising).
     pub async fn decline_round(&self, round: i64, reason: &str) -> ClientResult<()> {

@@ -1,57 +1,39 @@
 //! Confide coordinator: HTTP API (axum), store (SQLite + Postgres), round orchestration, metrics.
 //!
+//! Three layers, each using only the one below it:
+//! - [`http`]: routes, authentication, extractors, handlers; `http::error` is the one place errors become answers.
+//! - [`service`]: the domain — studies, rounds (and the background driver of each round), privacy budgets — with
+//!   errors of its own and the state the handlers and the drivers share ([`service::Coordinator`]).
 //! - [`store`]: the one place that talks to the database.
-//! - [`http`]: routes, authentication, limits; [`error`]: the one place errors become HTTP answers.
-//! - [`rounds`]: selection under budgets and the participant-facing view of a round; [`driver`]: the background
-//!   task that moves a round's secure-aggregation server through its stages.
-//! - [`client`]: typed HTTP client of the API (the `confide-client` crate, re-exported here): it lives in its own
-//!   crate so the participant agent and the CLI can talk to the coordinator without linking the server.
-//! - [`study`]: study validation; [`budget`]: ε of a ledger (PLD); [`metrics`]: Prometheus.
+//!
+//! Beside them: [`metrics`] (Prometheus) and [`client`], the typed HTTP client of the API (the `confide-client`
+//! crate, re-exported here): it lives in its own crate so the participant agent and the CLI can talk to the
+//! coordinator without linking the server. `tests/layers.rs` checks that the layers import only downwards.
 
-pub mod budget;
-pub mod driver;
-pub mod error;
 pub mod http;
 pub mod metrics;
-pub mod optimizer;
-pub mod rounds;
+pub mod service;
 pub mod store;
-pub mod study;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-
-use tokio::sync::Notify;
 
 pub use confide_client as client;
-pub use http::{AppState, Limits};
+pub use http::AppState;
+pub use service::{Coordinator, Limits};
 pub use store::Store;
 
 /// Builds the shared state, reloads the metrics that describe stored state and resumes unfinished rounds.
-pub async fn start(store: Store, limits: Limits) -> Result<AppState, std::io::Error> {
-    let metrics = metrics::Metrics::new().map_err(std::io::Error::other)?;
-    let node: [u8; 8] = rand::random();
-    let state = AppState {
-        store,
-        metrics,
-        changed: Arc::new(Notify::new()),
-        limits,
-        node_id: format!("{}-{}", std::process::id(), hex::encode(node)),
-        drivers: Default::default(),
-        shutdown: Default::default(),
-    };
-    if let Err(e) = rounds::reload_metrics(&state).await {
-        tracing::warn!(error = %e, "could not reload metrics from the database");
-    }
-    driver::supervise(state.clone());
-    Ok(state)
+pub async fn start(store: Store, limits: Limits) -> Result<Coordinator, std::io::Error> {
+    Coordinator::start(store, limits)
+        .await
+        .map_err(std::io::Error::other)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; then stops the round drivers (releasing their leases so
 /// another coordinator can take over at once) and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: AppState,
+    state: Coordinator,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), std::io::Error> {
     let app = http::router(state.clone());
@@ -66,6 +48,6 @@ pub async fn serve(
     })
     .await?;
     state.shutdown.cancel();
-    driver::wait_stopped(&state).await;
+    service::rounds::driver::wait_stopped(&state).await;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! reloaded from the database at start-up, so a restart does not reset what Grafana shows.
 
 use confide_common::api::RoundStage;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -107,6 +108,14 @@ impl Metrics {
             http_requests_total,
             http_request_duration,
         })
+    }
+
+    /// Adds collectors owned elsewhere (e.g. the store's transaction metrics) to what `/metrics` serves.
+    pub fn register(&self, collectors: Vec<Box<dyn Collector>>) -> Result<(), prometheus::Error> {
+        for c in collectors {
+            self.registry.register(c)?;
+        }
+        Ok(())
     }
 
     /// Creates a study's round and dropout counters at 0 for every outcome and stage, so that dashboards show 0

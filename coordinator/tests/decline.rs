@@ -5,87 +5,48 @@ mod support;
 
 use std::time::Duration;
 
+use confide_common::api::{RoundStage, StartRoundRequest};
 use confide_common::secagg::SecAggClient;
 use confide_common::secagg::messages::ControlMessage;
 use confide_coordinator::Limits;
+use confide_coordinator::client::ClientError;
 use rand::SeedableRng;
 use serde_json::{Value, json};
-use support::TestDb;
-use support::sim::{Http, Sim, wait_until};
+use support::sim::{Sim, wait_until};
+use support::{Served, TestDb, set, study_request, typed};
 
 fn study(name: &str) -> Value {
-    json!({
-        "name": name,
-        "model_spec": {"kind": "logistic_regression", "input_dim": 3, "num_classes": 2},
-        "dp": {"sampling_rate": 0.1, "noise_multiplier": 1.0, "local_epochs": 1, "clip_norm": 1.0, "expected_batch_size": 8.0},
-        "secagg": {"threshold": 3, "graph": {"kind": "complete"}, "quantisation": {"clip_range": 2.0, "bits": 32}},
-        "budget": {"epsilon": 10.0, "delta": 1e-5},
-        "rounds": 3,
-        "min_participants": 3,
-        "deadlines": {"advertise_keys_secs": 120, "share_keys_secs": 120, "masked_input_secs": 120, "unmasking_secs": 120}
-    })
+    set(
+        study_request(name),
+        &[
+            ("/dp/sampling_rate", json!(0.1)),
+            ("/dp/noise_multiplier", json!(1.0)),
+            ("/secagg/threshold", json!(3)),
+            ("/rounds", json!(3)),
+            ("/deadlines", support::deadlines(120)),
+        ],
+    )
 }
 
-struct World {
-    http: Http,
-    op: String,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-async fn serve(db: &TestDb) -> World {
+async fn serve(db: &TestDb) -> Served {
     let limits = Limits {
         max_poll: Duration::from_secs(1),
         lease_ttl: Duration::from_secs(2),
         ..Limits::default()
     };
-    let state = confide_coordinator::start(db.store.clone(), limits)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stopped = stop.clone();
-    tokio::spawn(confide_coordinator::serve(listener, state, async move {
-        stopped.cancelled().await
-    }));
-    let op = db.store.create_operator_token("op").await.unwrap();
-    World {
-        http: Http::new(&format!("http://{addr}")),
-        op,
-        stop,
-    }
+    Served::start(db, limits).await
 }
 
-async fn enrol(w: &World, study: i64, name: &str) -> Sim {
-    let (_, tok) = w
-        .http
-        .post_json(
-            &format!("/v1/studies/{study}/enrolment-tokens"),
-            Some(&w.op),
-            &json!({"label": name}),
-        )
-        .await;
-    let (status, e) = w
-        .http
-        .post_json(
-            "/v1/participant/enrol",
-            None,
-            &json!({"token": tok["token"], "name": name}),
-        )
-        .await;
-    assert_eq!(status, 201, "{e}");
-    Sim::new(
-        e["participant_id"].as_i64().unwrap(),
-        e["credential"].as_str().unwrap().into(),
-        vec![0.1; 8],
-        1,
-    )
+async fn enrol(served: &Served, study: i64, name: &str) -> Sim {
+    let (id, cred) = served.enrol(study, name).await;
+    Sim::new(id, cred, vec![0.1; 8], 1)
 }
 
-/// POSTs a decline; asserts the status, a message containing `needle`, and (for a refusal) no stored change.
+/// POSTs a decline body as it is (the bad ones are not what a typed client sends); asserts the status, a message
+/// containing `needle`, and (for a refusal) no stored change.
 async fn decline(
     db: &TestDb,
-    w: &World,
+    served: &Served,
     cred: Option<&str>,
     round: i64,
     body: Value,
@@ -93,16 +54,19 @@ async fn decline(
     needle: &str,
 ) {
     let before = db.store.state_fingerprint().await.unwrap();
-    let (got, reply) = w
-        .http
-        .post_json(
-            &format!("/v1/participant/rounds/{round}/decline"),
-            cred,
-            &body,
-        )
-        .await;
-    assert_eq!(got, status, "{reply}");
+    let mut req = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/participant/rounds/{round}/decline",
+            served.url
+        ))
+        .json(&body);
+    if let Some(c) = cred {
+        req = req.bearer_auth(c);
+    }
+    let reply = req.send().await.expect("POST decline");
+    assert_eq!(reply.status().as_u16(), status);
     if status != 202 {
+        let reply: Value = reply.json().await.unwrap_or(Value::Null);
         let msg = reply["error"].as_str().unwrap_or_default().to_lowercase();
         assert!(
             msg.contains(&needle.to_lowercase()),
@@ -118,87 +82,57 @@ async fn decline(
 
 async fn declines(db: &TestDb) {
     let w = serve(db).await;
-    let (status, s) = w
-        .http
-        .post_json("/v1/studies", Some(&w.op), &study("a"))
-        .await;
-    assert_eq!(status, 201, "{s}");
-    let sid = s["id"].as_i64().unwrap();
-    let (_, other) = w
-        .http
-        .post_json("/v1/studies", Some(&w.op), &study("b"))
-        .await;
-    let other_sid = other["id"].as_i64().unwrap();
+    let sid = w.create_study(&study("a")).await;
+    let other_sid = w.create_study(&study("b")).await;
     let mut sims = Vec::new();
     for i in 0..5 {
         sims.push(enrol(&w, sid, &format!("h{i}")).await);
     }
     let outsider = enrol(&w, other_sid, "elsewhere").await;
     let selected: Vec<i64> = sims[..4].iter().map(|s| s.id).collect();
-    let (status, round) = w
-        .http
-        .post_json(
-            &format!("/v1/studies/{sid}/rounds"),
-            Some(&w.op),
-            &json!({"participants": selected}),
-        )
-        .await;
-    assert_eq!(status, 201, "{round}");
-    let rid = round["id"].as_i64().unwrap();
+    let start = StartRoundRequest {
+        participants: Some(selected),
+    };
+    let rid = w.op.start_round(sid, &start).await.unwrap().id;
     let reason = json!({"reason": "local privacy budget: ε would be 1.2 > 1"});
 
     // Bad inputs: nothing stored changes.
-    decline(db, &w, None, rid, reason.clone(), 401, "authorization").await;
-    decline(db, &w, Some("nope"), rid, reason.clone(), 401, "unknown").await;
     let c0 = sims[0].cred.clone();
-    decline(
-        db,
-        &w,
-        Some(&c0),
-        rid,
-        json!({"reason": "  "}),
-        422,
-        "reason",
-    )
-    .await;
     let long = "x".repeat(1001);
-    decline(db, &w, Some(&c0), rid, json!({"reason": long}), 422, "1000").await;
-    decline(
-        db,
-        &w,
-        Some(&c0),
-        rid,
-        json!({"reason": "a\nb"}),
-        422,
-        "control",
-    )
-    .await;
-    decline(
-        db,
-        &w,
-        Some(&c0),
-        rid,
-        json!({"reason": "x", "extra": 1}),
-        422,
-        "unknown field",
-    )
-    .await;
-    decline(db, &w, Some(&c0), rid, json!({}), 422, "reason").await;
-    decline(db, &w, Some(&c0), 999_999, reason.clone(), 404, "not found").await;
-    decline(
-        db,
-        &w,
-        Some(&outsider.cred),
-        rid,
-        reason.clone(),
-        404,
-        "not found",
-    )
-    .await;
-    let c4 = sims[4].cred.clone();
-    decline(db, &w, Some(&c4), rid, reason.clone(), 403, "not selected").await;
+    for (cred, round, body, status, needle) in [
+        (None, rid, reason.clone(), 401, "authorization"),
+        (Some("nope"), rid, reason.clone(), 401, "unknown"),
+        (
+            Some(c0.as_str()),
+            rid,
+            json!({"reason": "  "}),
+            422,
+            "reason",
+        ),
+        (Some(&c0), rid, json!({"reason": long}), 422, "1000"),
+        (Some(&c0), rid, json!({"reason": "a\nb"}), 422, "control"),
+        (
+            Some(&c0),
+            rid,
+            json!({"reason": "x", "extra": 1}),
+            422,
+            "unknown field",
+        ),
+        (Some(&c0), rid, json!({}), 422, "reason"),
+        (Some(&c0), 999_999, reason.clone(), 404, "not found"),
+        (Some(&outsider.cred), rid, reason.clone(), 404, "not found"),
+        (
+            Some(&sims[4].cred),
+            rid,
+            reason.clone(),
+            403,
+            "not selected",
+        ),
+    ] {
+        decline(db, &w, cred, round, body, status, needle).await;
+    }
     // h1 advertises its keys; then it can no longer decline.
-    assert!(sims[1].step(&w.http).await.is_some());
+    assert!(sims[1].step(&w.base).await.is_some());
     let c1 = sims[1].cred.clone();
     decline(
         db,
@@ -224,52 +158,54 @@ async fn declines(db: &TestDb) {
     )
     .await;
     assert!(
-        sims[0].task(&w.http).await.is_none(),
+        sims[0].task(&w.base).await.is_none(),
         "a declined round is no task"
     );
-    let status = w.http.get_json(&format!("/v1/rounds/{rid}"), &w.op).await.1;
-    let excluded = status["excluded"].as_array().unwrap();
-    assert_eq!(excluded.len(), 1, "{status}");
+    let status = w.op.get_round(rid).await.unwrap();
+    assert_eq!(status.excluded.len(), 1, "{status:?}");
     assert!(
-        excluded.iter().any(|e| e["participant_id"] == sims[0].id
-            && e["reason"] == "declined: local privacy budget: ε would be 1.2 > 1"),
-        "{status}"
+        status
+            .excluded
+            .iter()
+            .any(|e| e.participant_id == sims[0].id
+                && e.reason == "declined: local privacy budget: ε would be 1.2 > 1"),
+        "{status:?}"
     );
     // Valid keys from h0 (secure-aggregation index 0) are refused after its decline.
-    let task = sims[1].task(&w.http).await.expect("h1's task");
+    let task = sims[1].task(&w.base).await.expect("h1's task");
     let mut rng = rand_chacha::ChaCha20Rng::from_seed(rand::random());
     let (_, keys) = SecAggClient::new(task.protocol.clone(), 0, &mut rng).unwrap();
     let before = db.store.state_fingerprint().await.unwrap();
-    let (code, text) = w
-        .http
-        .post_raw(
-            &format!("/v1/participant/rounds/{rid}/messages/advertise_keys"),
-            &c0,
-            "application/json",
-            keys.to_json().into_bytes(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 409, "keys after declining: {text}");
-    assert!(text.contains("declined"), "{text}");
+    let refused = sims[0]
+        .at(&w.base)
+        .post_control_message(rid, RoundStage::AdvertiseKeys, keys.to_json())
+        .await;
+    match refused {
+        Err(ClientError::Api { status, message }) => {
+            assert_eq!(status, 409, "keys after declining: {message}");
+            assert!(message.contains("declined"), "{message}");
+        }
+        other => panic!("keys after declining: {other:?}"),
+    }
     assert_eq!(before, db.store.state_fingerprint().await.unwrap());
 
     // h2 and h3 advertise: with h0's decline counted as its answer the stage closes now, not at its 120 s deadline.
-    assert!(sims[2].step(&w.http).await.is_some());
-    assert!(sims[3].step(&w.http).await.is_some());
+    assert!(sims[2].step(&w.base).await.is_some());
+    assert!(sims[3].step(&w.base).await.is_some());
     wait_until(15, "advertise_keys to close early", || async {
-        w.http.get_json(&format!("/v1/rounds/{rid}"), &w.op).await.1["stage"] == "share_keys"
+        w.op.get_round(rid)
+            .await
+            .is_ok_and(|r| r.stage == RoundStage::ShareKeys)
     })
     .await;
-    let status = w.http.get_json(&format!("/v1/rounds/{rid}"), &w.op).await.1;
-    let u1 = status["sets"]
-        .as_array()
-        .unwrap()
+    let status = w.op.get_round(rid).await.unwrap();
+    let u1 = &status
+        .sets
         .iter()
-        .find(|s| s["stage"] == "advertise_keys")
-        .unwrap()["participants"]
-        .clone();
-    assert_eq!(u1, json!([sims[1].id, sims[2].id, sims[3].id]), "{status}");
+        .find(|s| s.stage == "advertise_keys")
+        .unwrap()
+        .participants;
+    assert_eq!(u1, &[sims[1].id, sims[2].id, sims[3].id], "{status:?}");
     // Wrong stage now.
     let c2 = sims[2].cred.clone();
     decline(
@@ -283,19 +219,11 @@ async fn declines(db: &TestDb) {
     )
     .await;
     // Finished round.
-    let (code, _) = w
-        .http
-        .post_json(
-            &format!("/v1/rounds/{rid}/abort"),
-            Some(&w.op),
-            &json!({"reason": "test"}),
-        )
-        .await;
-    assert_eq!(code, 200);
+    w.op.abort_round(rid, "test").await.unwrap();
     decline(db, &w, Some(&c2), rid, reason.clone(), 409, "finished").await;
     // The decline stays on record after the round ended.
     assert_eq!(db.store.round_declines(rid).await.unwrap().len(), 1);
-    w.stop.cancel();
+    w.stop().await;
 }
 
 async fn local_training(db: &TestDb) {
@@ -310,42 +238,44 @@ async fn local_training(db: &TestDb) {
         (json!({"optimizer": "rmsprop"}), "rmsprop"),
         (json!({"nesterov": true}), "nesterov"),
     ] {
-        let mut s = study("bad");
-        s["local_training"] = lt;
+        // Sent as it is: an unknown optimiser or field is not something the typed client can send.
+        let s = set(study("bad"), &[("/local_training", lt)]);
         let before = db.store.state_fingerprint().await.unwrap();
-        let (status, reply) = w.http.post_json("/v1/studies", Some(&w.op), &s).await;
+        let reply = reqwest::Client::new()
+            .post(format!("{}/v1/studies", w.url))
+            .bearer_auth(&w.op_token)
+            .json(&s)
+            .send()
+            .await
+            .expect("POST a study");
+        let status = reply.status().as_u16();
+        let reply: Value = reply.json().await.unwrap_or(Value::Null);
         assert!(status == 422 || status == 400, "{status} {reply}");
         let msg = reply["error"].as_str().unwrap_or_default();
         assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
         assert_eq!(before, db.store.state_fingerprint().await.unwrap());
     }
     // Default: SGD, learning rate 0.1, momentum 0.9; an explicit choice reaches the participants' tasks.
-    let (_, s) = w
-        .http
-        .post_json("/v1/studies", Some(&w.op), &study("dflt"))
-        .await;
+    let dflt = w.op.create_study(&typed(&study("dflt"))).await.unwrap();
     assert_eq!(
-        s["config"]["local_training"],
+        serde_json::to_value(dflt.config.local_training).unwrap(),
         json!({"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.9})
     );
-    let mut adam = study("adam");
-    adam["local_training"] = json!({"optimizer": "adam", "learning_rate": 0.01});
-    let (status, s) = w.http.post_json("/v1/studies", Some(&w.op), &adam).await;
-    assert_eq!(status, 201, "{s}");
-    let sid = s["id"].as_i64().unwrap();
+    let adam = set(
+        study("adam"),
+        &[(
+            "/local_training",
+            json!({"optimizer": "adam", "learning_rate": 0.01}),
+        )],
+    );
+    let sid = w.create_study(&adam).await;
     let a = enrol(&w, sid, "a").await;
     let _b = enrol(&w, sid, "b").await;
     let _c = enrol(&w, sid, "c").await;
-    let (status, _) = w
-        .http
-        .post_json(
-            &format!("/v1/studies/{sid}/rounds"),
-            Some(&w.op),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let task = a.task(&w.http).await.expect("a task");
+    w.op.start_round(sid, &StartRoundRequest::default())
+        .await
+        .unwrap();
+    let task = a.task(&w.base).await.expect("a task");
     assert_eq!(
         task.local_training,
         confide_common::api::LocalTraining {
@@ -354,7 +284,7 @@ async fn local_training(db: &TestDb) {
             momentum: 0.9,
         }
     );
-    w.stop.cancel();
+    w.stop().await;
 }
 
 both_backends!(decline_round, declines);

@@ -9,85 +9,52 @@ use std::time::{Duration, Instant};
 
 use confide_common::api::RoundStage;
 use confide_coordinator::store::Backend;
-use serde_json::{Value, json};
-use support::sim::{Http, Sim, wait_until};
-use support::{CoordinatorProcess, TestDb, create_operator_token};
+use serde_json::Value;
+use support::sim::{enrol_sims, wait_until};
+use support::{
+    CoordinatorProcess, TestDb, create_operator_token, deadlines, set, start_round, study_request,
+    typed,
+};
 
 /// Longer than the test may take: a lease that is not released is not taken over within the test.
 const LEASE_TTL_MS: &str = "60000";
 
-fn study_request() -> Value {
-    json!({
-        "name": "shutdown",
-        "model_spec": {"kind": "logistic_regression", "input_dim": 3, "num_classes": 2},
-        "dp": {"sampling_rate": 0.05, "noise_multiplier": 1.2, "local_epochs": 1, "clip_norm": 1.0, "expected_batch_size": 8.0},
-        "secagg": {"graph": {"kind": "complete"}, "quantisation": {"clip_range": 2.0, "bits": 32}},
-        "budget": {"epsilon": 10.0, "delta": 1e-5},
-        "rounds": 5,
-        "min_participants": 3,
-        "deadlines": {"advertise_keys_secs": 600, "share_keys_secs": 600, "masked_input_secs": 600, "unmasking_secs": 600}
-    })
+fn request() -> Value {
+    set(study_request("shutdown"), &[("/deadlines", deadlines(600))])
 }
 
 async fn sigterm_during_long_poll(backend: Backend) {
     let db = TestDb::new(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    let op = create_operator_token(&db.url, db.schema.as_deref(), "op");
+    let op_token = create_operator_token(&db.url, db.schema.as_deref(), "op");
     let mut a = CoordinatorProcess::start_with(
         &db.url,
         db.schema.as_deref(),
         dir.path().join("a.log"),
         &["--log-json", "--lease-ttl-ms", LEASE_TTL_MS],
     );
-    let http = Http::new(&a.base_url);
-    let (status, study) = http
-        .post_json("/v1/studies", Some(&op), &study_request())
-        .await;
-    assert_eq!(status, 201, "{study}");
-    let sid = study["id"].as_i64().unwrap();
-    let mut sims = Vec::new();
-    for i in 0..3 {
-        let (_, tok) = http
-            .post_json(
-                &format!("/v1/studies/{sid}/enrolment-tokens"),
-                Some(&op),
-                &json!({"label": "x"}),
-            )
-            .await;
-        let (status, e) = http
-            .post_json(
-                "/v1/participant/enrol",
-                None,
-                &json!({"token": tok["token"], "name": format!("h{i}")}),
-            )
-            .await;
-        assert_eq!(status, 201, "{e}");
-        sims.push(Sim::new(
-            e["participant_id"].as_i64().unwrap(),
-            e["credential"].as_str().unwrap().into(),
-            vec![0.1; 8],
-            1,
-        ));
-    }
-    let (status, round) = http
-        .post_json(&format!("/v1/studies/{sid}/rounds"), Some(&op), &json!({}))
-        .await;
-    assert_eq!(status, 201, "{round}");
-    let rid = round["id"].as_i64().unwrap();
-    assert_eq!(sims[0].step(&http).await, Some(RoundStage::AdvertiseKeys));
+    let base = a.client();
+    let op = base.with_token(&op_token);
+    let sid = op.create_study(&typed(&request())).await.unwrap().id;
+    let mut sims = enrol_sims(&op, &base, sid, 3, |_, _| 0.1, |_| 1).await;
+    let rid = start_round(&op, sid).await;
+    assert_eq!(sims[0].step(&base).await, Some(RoundStage::AdvertiseKeys));
     wait_until(30, "process A to drive the round", || async {
         a.log_text().contains("driving round")
     })
     .await;
 
     // Participant 0 has answered, so its long-poll waits (up to 60 s) — until the SIGTERM.
+    // Raw, for the `x-request-id` the answer carries.
     let poll = {
-        let http = http.clone();
+        let url = format!("{}/v1/participant/task?wait_secs=60", a.base_url);
         let cred = sims[0].cred.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let r = http
-                .get("/v1/participant/task?wait_secs=60", &cred)
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(cred)
+                .send()
                 .await
                 .expect("long-poll answered");
             let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
@@ -119,15 +86,15 @@ async fn sigterm_during_long_poll(backend: Backend) {
         dir.path().join("b.log"),
         &["--lease-ttl-ms", LEASE_TTL_MS],
     );
-    let http = Http::new(&b.base_url);
+    let base = b.client();
     wait_until(20, "process B to take the round over", || async {
         b.log_text()
             .lines()
             .any(|l| l.contains("driving round") && l.contains(&format!("round={rid}")))
     })
     .await;
-    assert_eq!(sims[1].step(&http).await, Some(RoundStage::AdvertiseKeys));
-    assert_eq!(sims[2].step(&http).await, Some(RoundStage::AdvertiseKeys));
+    assert_eq!(sims[1].step(&base).await, Some(RoundStage::AdvertiseKeys));
+    assert_eq!(sims[2].step(&base).await, Some(RoundStage::AdvertiseKeys));
     wait_until(20, "B to close advertise_keys", || async {
         db.store.get_round(rid).await.unwrap().stage == "share_keys"
     })
@@ -170,12 +137,7 @@ async fn sigterm_during_long_poll(backend: Backend) {
     db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_answers_long_polls_releases_leases_and_exits_0_sqlite() {
-    sigterm_during_long_poll(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_answers_long_polls_releases_leases_and_exits_0_postgres() {
-    sigterm_during_long_poll(Backend::Postgres).await;
-}
+both_backends_with_processes!(
+    sigterm_answers_long_polls_releases_leases_and_exits_0,
+    sigterm_during_long_poll
+);

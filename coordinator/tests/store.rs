@@ -2,13 +2,17 @@
 
 mod support;
 
-use confide_coordinator::store::{Charge, NewRound, Publication, StageTransition, StoreError};
+use confide_common::api::{BudgetParams, RoundStage};
+use confide_coordinator::service::privacy::{self, PrivacyError};
+use confide_coordinator::store::{
+    Charge, MemberSet, NewRound, Publication, RoundRow, StageTransition, StoreError,
+};
 use support::TestDb;
 
 fn new_round(study_id: i64, selected: Vec<i64>) -> NewRound {
     NewRound {
         study_id,
-        stage: "advertise_keys".into(),
+        stage: RoundStage::AdvertiseKeys,
         base_version: 0,
         plan_json: "{}".into(),
         selected,
@@ -18,23 +22,26 @@ fn new_round(study_id: i64, selected: Vec<i64>) -> NewRound {
     }
 }
 
-async fn study_with_two(db: &TestDb) -> (i64, i64, i64, String, String) {
+/// A study with two enrolled participants and a round that selected both: (study, p1, p2, round).
+async fn study_with_round(db: &TestDb) -> (i64, i64, i64, RoundRow) {
     let s = &db.store;
     let study = s
         .create_study("s1", r#"{"k":1}"#, b"weights-v0")
         .await
         .unwrap();
-    let t1 = s
-        .create_enrolment_token(study.id, "a", i64::MAX / 2)
+    let mut ids = Vec::new();
+    for name in ["alpha", "beta"] {
+        let token = s
+            .create_enrolment_token(study.id, name, i64::MAX / 2)
+            .await
+            .unwrap();
+        ids.push(s.enrol(&token, name).await.unwrap().0.id);
+    }
+    let round = s
+        .create_round(&new_round(study.id, ids.clone()))
         .await
         .unwrap();
-    let t2 = s
-        .create_enrolment_token(study.id, "b", i64::MAX / 2)
-        .await
-        .unwrap();
-    let (p1, c1) = s.enrol(&t1, "alpha").await.unwrap();
-    let (p2, c2) = s.enrol(&t2, "beta").await.unwrap();
-    (study.id, p1.id, p2.id, c1, c2)
+    (study.id, ids[0], ids[1], round)
 }
 
 async fn tokens_and_studies(db: &TestDb) {
@@ -128,11 +135,7 @@ both_backends!(enrolment_is_one_time_and_atomic, enrolment);
 
 async fn round_lifecycle(db: &TestDb) {
     let s = &db.store;
-    let (study, p1, p2, _, _) = study_with_two(db).await;
-    let round = s
-        .create_round(&new_round(study, vec![p1, p2]))
-        .await
-        .unwrap();
+    let (study, p1, p2, round) = study_with_round(db).await;
     assert_eq!(round.round_number, 1);
     assert_eq!(
         s.server_snapshot(round.id).await.unwrap().as_deref(),
@@ -161,67 +164,70 @@ async fn round_lifecycle(db: &TestDb) {
         "expired lease is taken over"
     );
 
-    // messages
-    s.record_message(round.id, "advertise_keys", "selected", p1, b"m1")
-        .await
-        .unwrap();
-    assert!(matches!(
-        s.record_message(round.id, "advertise_keys", "selected", p1, b"m1b")
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        s.record_message(round.id, "share_keys", "selected", p2, b"x")
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        s.record_message(round.id, "advertise_keys", "nobody", p2, b"x")
-            .await,
-        Err(StoreError::Refused(_))
-    ));
-    assert!(matches!(
-        s.record_message(999, "advertise_keys", "selected", p2, b"x")
-            .await,
-        Err(StoreError::NotFound(_))
-    ));
-    s.record_message(round.id, "advertise_keys", "selected", p2, b"m2")
-        .await
-        .unwrap();
+    // messages: two accepted, then each refusal by kind
+    use MemberSet::{Selected, SharedKeys};
+    use RoundStage::{AdvertiseKeys, ShareKeys};
+    let (r, none) = (round.id, 999);
+    for (round, stage, set, participant, body, expected) in [
+        (r, AdvertiseKeys, Selected, p1, &b"m1"[..], "stored"),
+        (r, AdvertiseKeys, Selected, p1, b"m1b", "conflict"), // a second message
+        (r, ShareKeys, Selected, p2, b"x", "conflict"),       // not the round's stage
+        (r, AdvertiseKeys, SharedKeys, p2, b"x", "refused"),  // not in the set
+        (none, AdvertiseKeys, Selected, p2, b"x", "not found"),
+        (r, AdvertiseKeys, Selected, p2, b"m2", "stored"),
+    ] {
+        let got = match s.record_message(round, stage, set, participant, body).await {
+            Ok(()) => "stored",
+            Err(StoreError::Conflict(_)) => "conflict",
+            Err(StoreError::Refused(_)) => "refused",
+            Err(StoreError::NotFound(_)) => "not found",
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            got, expected,
+            "{stage:?} {set:?} from {participant} in round {round}"
+        );
+    }
     assert_eq!(
-        s.stage_messages(round.id, "advertise_keys").await.unwrap(),
+        s.stage_messages(round.id, RoundStage::AdvertiseKeys)
+            .await
+            .unwrap(),
         vec![(p1, b"m1".to_vec()), (p2, b"m2".to_vec())]
     );
     assert_eq!(
-        s.stage_message_senders(round.id, "advertise_keys")
+        s.stage_message_senders(round.id, RoundStage::AdvertiseKeys)
             .await
             .unwrap(),
         vec![p1, p2]
     );
     assert_eq!(
-        s.stage_message(round.id, "advertise_keys", p2)
+        s.stage_message(round.id, RoundStage::AdvertiseKeys, p2)
             .await
             .unwrap(),
         Some(b"m2".to_vec())
     );
     assert_eq!(
-        s.stage_message(round.id, "share_keys", p2).await.unwrap(),
+        s.stage_message(round.id, RoundStage::ShareKeys, p2)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        s.sent_in_stage(round.id, "advertise_keys", p1)
+        s.sent_in_stage(round.id, RoundStage::AdvertiseKeys, p1)
             .await
             .unwrap(),
         Some(true)
     );
     assert_eq!(
-        s.sent_in_stage(round.id, "advertise_keys", p2 + 100)
+        s.sent_in_stage(round.id, RoundStage::AdvertiseKeys, p2 + 100)
             .await
             .unwrap(),
         Some(false)
     );
     assert_eq!(
-        s.sent_in_stage(round.id, "share_keys", p1).await.unwrap(),
+        s.sent_in_stage(round.id, RoundStage::ShareKeys, p1)
+            .await
+            .unwrap(),
         None,
         "not the round's stage"
     );
@@ -229,8 +235,8 @@ async fn round_lifecycle(db: &TestDb) {
     // stage boundary
     let t = StageTransition {
         round_id: round.id,
-        from_stage: "advertise_keys".into(),
-        to_stage: "share_keys".into(),
+        from_stage: RoundStage::AdvertiseKeys,
+        to_stage: RoundStage::ShareKeys,
         server_state: vec![9],
         stage_deadline: 123,
         completed: vec![p1, p2],
@@ -245,34 +251,50 @@ async fn round_lifecycle(db: &TestDb) {
         Some(&[9u8][..])
     );
     assert!(
-        s.stage_messages(round.id, "advertise_keys")
+        s.stage_messages(round.id, RoundStage::AdvertiseKeys)
             .await
             .unwrap()
             .is_empty(),
         "a closed stage's messages are deleted with the boundary: the snapshot holds them"
     );
     assert_eq!(
-        s.broadcasts(round.id, "share_keys", p1).await.unwrap(),
+        s.broadcasts(round.id, RoundStage::ShareKeys, p1)
+            .await
+            .unwrap(),
         vec![b"all".to_vec()]
     );
     assert_eq!(
-        s.broadcasts(round.id, "share_keys", p2).await.unwrap(),
+        s.broadcasts(round.id, RoundStage::ShareKeys, p2)
+            .await
+            .unwrap(),
         vec![b"all".to_vec(), b"for p2".to_vec()]
     );
     let members = s.round_members(round.id).await.unwrap();
     assert_eq!(
         members
             .iter()
-            .filter(|(st, _)| st == "advertise_keys")
+            .filter(|(set, _)| *set == MemberSet::AdvertisedKeys)
             .count(),
         2
     );
-    assert_eq!(members.iter().filter(|(st, _)| st == "selected").count(), 2);
+    assert_eq!(
+        members
+            .iter()
+            .filter(|(set, _)| *set == MemberSet::Selected)
+            .count(),
+        2
+    );
 
     // abort: nothing published, nothing charged; the next round may start
-    s.record_message(round.id, "share_keys", "advertise_keys", p1, b"s1")
-        .await
-        .unwrap();
+    s.record_message(
+        round.id,
+        RoundStage::ShareKeys,
+        MemberSet::AdvertisedKeys,
+        p1,
+        b"s1",
+    )
+    .await
+    .unwrap();
     assert!(s.abort_round(round.id, "operator").await.unwrap());
     assert!(!s.abort_round(round.id, "again").await.unwrap());
     let r = s.get_round(round.id).await.unwrap();
@@ -281,7 +303,7 @@ async fn round_lifecycle(db: &TestDb) {
         (Some("aborted"), Some("operator"))
     );
     assert!(
-        s.stage_messages(round.id, "share_keys")
+        s.stage_messages(round.id, RoundStage::ShareKeys)
             .await
             .unwrap()
             .is_empty()
@@ -313,11 +335,7 @@ both_backends!(round_lifecycle_works, round_lifecycle);
 
 async fn publish(db: &TestDb) {
     let s = &db.store;
-    let (study, p1, p2, _, _) = study_with_two(db).await;
-    let round = s
-        .create_round(&new_round(study, vec![p1, p2]))
-        .await
-        .unwrap();
+    let (study, p1, p2, round) = study_with_round(db).await;
     let events = vec![confide_common::dp::PrivacyEvent::SubsampledGaussian {
         sampling_rate: 0.1,
         noise_multiplier: 1.0,
@@ -331,12 +349,11 @@ async fn publish(db: &TestDb) {
     };
     let p = Publication {
         round_id: round.id,
-        from_stage: "unmasking".into(),
+        from_stage: RoundStage::Unmasking,
         weights: b"weights-v1".to_vec(),
         optimizer_state: Some(b"adam".to_vec()),
         completed: vec![p1],
         charges: vec![charge(1.0, 0)],
-        epsilon_budget: 3.0,
     };
     // wrong stage: nothing written
     let before = s.state_fingerprint().await.unwrap();
@@ -346,17 +363,22 @@ async fn publish(db: &TestDb) {
     ));
     assert_eq!(before, s.state_fingerprint().await.unwrap());
     let p = Publication {
-        from_stage: "advertise_keys".into(),
+        from_stage: RoundStage::AdvertiseKeys,
         ..p
     };
-    // a charge over the budget rolls everything back
+    // the privacy service refuses a charge over the budget before the store writes anything
+    let tight = BudgetParams {
+        epsilon: 1e-3,
+        delta: 1e-5,
+    };
     let over = Publication {
-        charges: vec![charge(3.5, 0)],
+        charges: Vec::new(),
         ..p.clone()
     };
-    match s.publish_round(&over).await {
-        Err(StoreError::Refused(msg)) => assert!(msg.contains("> budget 3"), "{msg}"),
-        other => panic!("expected refusal, got {other:?}"),
+    match privacy::publish_with_charges(s, over, study, &[p1], &events, &tight).await {
+        Err(PrivacyError::OverBudget(msg)) => assert!(msg.contains("> budget 0.001"), "{msg}"),
+        Err(e) => panic!("expected refusal, got {e:?}"),
+        Ok(v) => panic!("expected refusal, got version {v}"),
     }
     assert_eq!(before, s.state_fingerprint().await.unwrap());
     // ε computed from a ledger that is not the stored one (here: one entry that does not exist) is stale
@@ -424,3 +446,47 @@ async fn publish(db: &TestDb) {
     ));
 }
 both_backends!(publish_is_one_transaction, publish);
+
+/// A database migrated by the coordinator before `sqlx::migrate!` (a hand-listed `Migrator` of the same files, the
+/// same versions, names and checksums) opens without error: existing deployments keep their databases.
+#[tokio::test]
+async fn databases_migrated_by_the_hand_listed_migrator_still_open() {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let old = Migrator::with_migrations(
+        [
+            (
+                1,
+                "init",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                2,
+                "round_declines",
+                include_str!("../../migrations/sqlite/0002_round_declines.sql"),
+            ),
+        ]
+        .into_iter()
+        .map(|(version, name, sql)| {
+            Migration::new(
+                version,
+                name.into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect(),
+    );
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    old.run(&pool).await.unwrap();
+    pool.close().await;
+    let store = confide_coordinator::Store::connect(&format!("sqlite:{}", path.display()), None)
+        .await
+        .expect("the embedded migrations accept the old migration history");
+    store.close().await;
+}

@@ -9,60 +9,48 @@ use confide_common::model::{ModelSpec, decode_safetensors, encode_safetensors};
 use confide_common::plan::update_bound;
 use confide_coordinator::Limits;
 use serde_json::{Value, json};
-use support::TestDb;
-use support::sim::Http;
+use support::{Served, TestDb, set, study_request, typed};
 
+/// A study without a quantisation range (it is derived from the DP parameters).
 fn request(name: &str) -> Value {
-    json!({
-        "name": name,
-        "model_spec": {"kind": "logistic_regression", "input_dim": 3, "num_classes": 2},
-        "dp": {"sampling_rate": 0.1, "noise_multiplier": 1.5, "local_epochs": 1, "clip_norm": 1.0,
-               "expected_batch_size": 8.0},
-        "secagg": {"graph": {"kind": "complete"}, "quantisation": {"bits": 32}},
-        "budget": {"epsilon": 5.0, "delta": 1e-5},
-        "rounds": 3,
-        "min_participants": 3
-    })
+    set(
+        study_request(name),
+        &[
+            ("/dp/sampling_rate", json!(0.1)),
+            ("/dp/noise_multiplier", json!(1.5)),
+            ("/secagg/quantisation", json!({"bits": 32})),
+            ("/budget/epsilon", json!(5.0)),
+            ("/rounds", json!(3)),
+        ],
+    )
 }
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn serve(db: &TestDb) -> (Http, String, tokio_util::sync::CancellationToken) {
+async fn serve(db: &TestDb) -> Served {
     let limits = Limits {
         model_bytes: 4096,
         ..Limits::default()
     };
-    let state = confide_coordinator::start(db.store.clone(), limits)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stopped = stop.clone();
-    tokio::spawn(confide_coordinator::serve(listener, state, async move {
-        stopped.cancelled().await
-    }));
-    let op = db.store.create_operator_token("op").await.unwrap();
-    (Http::new(&format!("http://{addr}")), op, stop)
+    Served::start(db, limits).await
 }
 
 async fn initial_weights(db: &TestDb) {
-    let (http, op, stop) = serve(db).await;
+    let served = serve(db).await;
     let spec = ModelSpec::from_json(&request("x")["model_spec"].to_string()).unwrap();
     let weights: Vec<f32> = (0..spec.num_parameters())
         .map(|i| i as f32 * 0.25 - 1.0)
         .collect();
     let mut req = request("uploaded");
     req["initial_weights"] = json!(b64(&encode_safetensors(&spec, &weights).unwrap()));
-    let (status, study) = http.post_json("/v1/studies", Some(&op), &req).await;
-    assert_eq!(status, 201, "{study}");
+    let study = served.op.create_study(&typed(&req)).await.unwrap();
     assert!(
-        study["config"].get("initial_weights").is_none(),
-        "the upload is not echoed: {study}"
+        study.config.initial_weights.is_none(),
+        "the upload is not echoed: {study:?}"
     );
-    let sid = study["id"].as_i64().unwrap();
+    let sid = study.id;
     let (stored, _) = db.store.model_weights(sid, 0).await.unwrap();
     assert_eq!(decode_safetensors(&spec, &stored).unwrap(), weights);
 
@@ -88,50 +76,39 @@ async fn initial_weights(db: &TestDb) {
     ] {
         let mut bad = request("bad-upload");
         bad["initial_weights"] = json!(value);
-        let (status, err) = http.post_json("/v1/studies", Some(&op), &bad).await;
-        assert_eq!(status, 422, "{needle}: {err}");
-        assert!(
-            err["error"].as_str().unwrap_or_default().contains(needle),
-            "{needle}: {err}"
-        );
+        let err = served.op.create_study(&typed(&bad)).await.unwrap_err();
+        assert_eq!(err.status(), Some(422), "{needle}: {err}");
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
         assert_eq!(before, db.store.state_fingerprint().await.unwrap());
     }
-    stop.cancel();
+    served.stop().await;
 }
 both_backends!(initial_weights_are_uploaded_and_checked, initial_weights);
 
 async fn quantisation_range(db: &TestDb) {
-    let (http, op, stop) = serve(db).await;
+    let served = serve(db).await;
     let dp: DpParams = serde_json::from_value(request("x")["dp"].clone()).unwrap();
     let bound = update_bound(&dp, &LocalTraining::default());
     // Omitted: derived from the DP parameters, stored, no warning.
-    let (status, study) = http
-        .post_json("/v1/studies", Some(&op), &request("derived"))
-        .await;
-    assert_eq!(status, 201, "{study}");
-    assert_eq!(
-        study["config"]["secagg"]["quantisation"]["clip_range"].as_f64(),
-        Some(bound)
-    );
-    assert_eq!(study["warnings"], json!([]));
+    let study = served
+        .op
+        .create_study(&typed(&request("derived")))
+        .await
+        .unwrap();
+    assert_eq!(study.config.secagg.quantisation.clip_range, Some(bound));
+    assert!(study.warnings.is_empty(), "{study:?}");
     // Given below the bound: accepted, with a warning that says how it was decided, also when read back.
     let mut req = request("narrow");
     req["secagg"]["quantisation"]["clip_range"] = json!(bound / 4.0);
-    let (status, study) = http.post_json("/v1/studies", Some(&op), &req).await;
-    assert_eq!(status, 201, "{study}");
-    let warning = study["warnings"][0]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let study = served.op.create_study(&typed(&req)).await.unwrap();
+    let warning = study.warnings.first().cloned().unwrap_or_default();
     assert!(
         warning.contains("clip_range") && warning.contains("clamped"),
-        "{study}"
+        "{study:?}"
     );
-    let (_, again) = http
-        .get_json(&format!("/v1/studies/{}", study["id"]), &op)
-        .await;
-    assert_eq!(again["warnings"][0].as_str(), Some(warning.as_str()));
-    stop.cancel();
+    let again = served.op.get_study(study.id).await.unwrap();
+    assert_eq!(again.warnings, vec![warning]);
+    served.stop().await;
 }
 both_backends!(
     quantisation_range_is_derived_or_warned_about,

@@ -1,135 +1,33 @@
-//! The axum application: routes, authentication, body limits, request ids, metrics middleware.
+//! The axum application: routes, body limits, request ids, metrics middleware, OpenAPI; [`auth`] (who is asking),
+//! [`extract`] (bodies, paths and queries), [`error`] (the one place errors become answers), and the handlers of
+//! each side ([`operator`], [`participant`]), which parse the request and call the service layer.
 
+pub mod auth;
+pub mod error;
+pub mod extract;
 pub mod operator;
 pub mod participant;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use confide_common::api;
-use tokio::sync::Notify;
 use tower_http::LatencyUnit;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
 
-use crate::error::ApiError;
-use crate::metrics::Metrics;
-use crate::store::{ParticipantRow, Store};
+use crate::service::Coordinator;
+use error::ApiError;
 
-/// Limits on what clients may send.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest JSON body (operator requests, control messages).
-    pub json_body_bytes: usize,
-    /// Largest model (f32 safetensors bytes) a study may declare or upload as initial weights.
-    pub model_bytes: usize,
-    /// Longest long-poll a participant may ask for.
-    pub max_poll: Duration,
-    /// How long a round lease lasts without renewal; a crashed process's rounds are taken over after this.
-    pub lease_ttl: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            json_body_bytes: 4 << 20,
-            model_bytes: 256 << 20,
-            max_poll: Duration::from_secs(60),
-            lease_ttl: Duration::from_secs(6),
-        }
-    }
-}
-
-/// Shared state of every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub metrics: Metrics,
-    /// Woken on every change a long-poll or a round driver may be waiting for (in this process; other processes
-    /// are noticed by polling the database).
-    pub changed: Arc<Notify>,
-    pub limits: Limits,
-    /// This process's identity for round leases.
-    pub node_id: String,
-    /// Rounds this process currently runs a driver for.
-    pub drivers: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
-    /// Cancelled on graceful shutdown: drivers stop and release their leases.
-    pub shutdown: tokio_util::sync::CancellationToken,
-}
-
-/// An authenticated operator (bearer token created by `confide-coordinator token create`).
-pub struct Operator {
-    #[allow(dead_code)]
-    pub name: String,
-}
-
-/// An authenticated participant (bearer credential issued at enrolment).
-pub struct Participant(pub ParticipantRow);
-
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer header".into()))?;
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-    value
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::Unauthorized("Authorization header must be 'Bearer <token>'".into())
-        })
-}
-
-impl FromRequestParts<AppState> for Operator {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        if let Some(name) = state.store.operator_for_token(token).await? {
-            return Ok(Self { name });
-        }
-        if state
-            .store
-            .participant_for_credential(token)
-            .await?
-            .is_some()
-        {
-            return Err(ApiError::Forbidden(
-                "this route needs an operator token; a participant credential was given".into(),
-            ));
-        }
-        Err(ApiError::Unauthorized("unknown operator token".into()))
-    }
-}
-
-impl FromRequestParts<AppState> for Participant {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        if let Some(p) = state.store.participant_for_credential(token).await? {
-            return Ok(Self(p));
-        }
-        if state.store.operator_for_token(token).await?.is_some() {
-            return Err(ApiError::Forbidden(
-                "this route needs a participant credential; an operator token was given".into(),
-            ));
-        }
-        Err(ApiError::Unauthorized(
-            "unknown participant credential".into(),
-        ))
-    }
-}
+/// The state every handler shares: the service layer's [`Coordinator`].
+pub type AppState = Coordinator;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -1,46 +1,20 @@
-//! Operator API (bearer operator token): studies, enrolment tokens, rounds, model versions, privacy report.
+//! Operator API (bearer operator token): studies, enrolment tokens, rounds, model versions, privacy report. Each
+//! handler parses the request and calls the service layer.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolmentTokenResponse,
-    ErrorBody, ModelVersionInfo, ParticipantInfo, ParticipantPrivacy, PrivacyReport, RoundInfo,
-    StartRoundRequest, StudyInfo,
+    ErrorBody, ModelVersionInfo, ParticipantInfo, PrivacyReport, RoundInfo, StartRoundRequest,
+    StudyInfo,
 };
 
-use confide_common::dp::{AccountantKind, PrivacyLedger};
-use confide_common::plan;
-
-use super::{AppState, Operator, created};
-use crate::budget;
-use crate::error::{ApiError, ApiJson, ApiPath};
-use crate::rounds;
-use crate::store::{StudyRow, now_ms};
-use crate::study::{self, Study};
-
-/// Default and longest validity of an enrolment token.
-const DEFAULT_TOKEN_SECS: u64 = 7 * 86_400;
-const MAX_TOKEN_SECS: u64 = 365 * 86_400;
-
-pub(crate) async fn study_info(state: &AppState, row: &StudyRow) -> Result<StudyInfo, ApiError> {
-    let study = Study::from_row(row)?;
-    let latest = state.store.latest_model_version(row.id).await?;
-    let rounds = state.store.list_rounds(row.id).await?;
-    let warnings = study::warnings(&study.config);
-    Ok(StudyInfo {
-        id: row.id,
-        config: study.config,
-        created_at_ms: row.created_at,
-        latest_model_version: latest.version,
-        rounds_completed: rounds
-            .iter()
-            .filter(|r| r.outcome.as_deref() == Some("completed"))
-            .count() as i64,
-        active_round: rounds.iter().find(|r| r.outcome.is_none()).map(|r| r.id),
-        warnings,
-    })
-}
+use super::auth::Operator;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use super::{AppState, created};
+use crate::service::{rounds, studies};
 
 /// Create a study: model spec and initial weights (uploaded, or generated from `initial_weights_seed`), DP, SecAgg,
 /// budget. Refused (422) when one round alone would spend more than the budget; `warnings` in the answer say what
@@ -54,35 +28,7 @@ pub async fn create_study(
     _op: Operator,
     ApiJson(req): ApiJson<CreateStudyRequest>,
 ) -> Result<Response, ApiError> {
-    let valid = study::validate(&req, state.limits.model_bytes)?;
-    let config = &valid.config;
-    let first_round = budget::epsilon_with(
-        PrivacyLedger::new(),
-        plan::planned_events(&config.dp),
-        config.budget.delta,
-    )
-    .await
-    .map_err(|e| {
-        ApiError::Unprocessable(format!("the study's privacy cannot be accounted: {e}"))
-    })?;
-    if first_round > config.budget.epsilon {
-        return Err(ApiError::Unprocessable(format!(
-            "one round of this study alone would spend ε = {first_round:.4} at δ = {}, over the budget ε = {}: \
-             raise dp.noise_multiplier, lower dp.sampling_rate or dp.local_epochs, or raise the budget",
-            config.budget.delta, config.budget.epsilon
-        )));
-    }
-    let config_json = serde_json::to_string(config).map_err(ApiError::internal)?;
-    let row = state
-        .store
-        .create_study(&config.name, &config_json, &valid.weights)
-        .await?;
-    tracing::info!(study = row.id, name = %row.name, "study created");
-    for warning in study::warnings(config) {
-        tracing::warn!(study = row.id, %warning, "study created with a warning");
-    }
-    state.metrics.init_study(row.id);
-    Ok(created(study_info(&state, &row).await?))
+    Ok(created(studies::create(&state, &req).await?))
 }
 
 #[utoipa::path(get, path = "/v1/studies", tag = "operator", security(("operator_token" = [])),
@@ -91,11 +37,7 @@ pub async fn list_studies(
     State(state): State<AppState>,
     _op: Operator,
 ) -> Result<ApiJson<Vec<StudyInfo>>, ApiError> {
-    let mut out = Vec::new();
-    for row in state.store.list_studies().await? {
-        out.push(study_info(&state, &row).await?);
-    }
-    Ok(ApiJson(out))
+    Ok(ApiJson(studies::list(&state).await?))
 }
 
 #[utoipa::path(get, path = "/v1/studies/{study_id}", tag = "operator", security(("operator_token" = [])),
@@ -106,8 +48,7 @@ pub async fn get_study(
     _op: Operator,
     ApiPath(study_id): ApiPath<i64>,
 ) -> Result<ApiJson<StudyInfo>, ApiError> {
-    let row = state.store.get_study(study_id).await?;
-    Ok(ApiJson(study_info(&state, &row).await?))
+    Ok(ApiJson(studies::get(&state, study_id).await?))
 }
 
 /// Create a one-time enrolment token for a hospital; the token is shown once.
@@ -121,23 +62,9 @@ pub async fn create_enrolment_token(
     ApiPath(study_id): ApiPath<i64>,
     ApiJson(req): ApiJson<CreateEnrolmentTokenRequest>,
 ) -> Result<Response, ApiError> {
-    study::validate_name(&req.label, "label")?;
-    let secs = req.expires_in_secs.unwrap_or(DEFAULT_TOKEN_SECS);
-    if secs == 0 || secs > MAX_TOKEN_SECS {
-        return Err(ApiError::Unprocessable(format!(
-            "expires_in_secs must be in 1..={MAX_TOKEN_SECS}"
-        )));
-    }
-    let expires_at_ms = now_ms() + (secs as i64) * 1000;
-    let token = state
-        .store
-        .create_enrolment_token(study_id, &req.label, expires_at_ms)
-        .await?;
-    Ok(created(EnrolmentTokenResponse {
-        token,
-        study_id,
-        expires_at_ms,
-    }))
+    Ok(created(
+        studies::create_enrolment_token(&state, study_id, &req).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/studies/{study_id}/participants", tag = "operator",
@@ -148,20 +75,7 @@ pub async fn list_participants(
     _op: Operator,
     ApiPath(study_id): ApiPath<i64>,
 ) -> Result<ApiJson<Vec<ParticipantInfo>>, ApiError> {
-    state.store.get_study(study_id).await?;
-    let out = state
-        .store
-        .list_participants(study_id)
-        .await?
-        .into_iter()
-        .map(|p| ParticipantInfo {
-            id: p.id,
-            study_id: p.study_id,
-            name: p.name,
-            enrolled_at_ms: p.enrolled_at,
-        })
-        .collect();
-    Ok(ApiJson(out))
+    Ok(ApiJson(studies::participants(&state, study_id).await?))
 }
 
 /// Start the study's next round. Participants whose planned spend would exceed their budget are not selected; if
@@ -176,8 +90,7 @@ pub async fn start_round(
     ApiPath(study_id): ApiPath<i64>,
     ApiJson(req): ApiJson<StartRoundRequest>,
 ) -> Result<Response, ApiError> {
-    let round = rounds::start_round(&state, study_id, &req).await?;
-    Ok(created(rounds::round_info(&state, &round).await?))
+    Ok(created(rounds::start(&state, study_id, &req).await?))
 }
 
 #[utoipa::path(get, path = "/v1/studies/{study_id}/rounds", tag = "operator", security(("operator_token" = [])),
@@ -188,12 +101,7 @@ pub async fn list_rounds(
     _op: Operator,
     ApiPath(study_id): ApiPath<i64>,
 ) -> Result<ApiJson<Vec<RoundInfo>>, ApiError> {
-    state.store.get_study(study_id).await?;
-    let mut out = Vec::new();
-    for r in state.store.list_rounds(study_id).await? {
-        out.push(rounds::round_info(&state, &r).await?);
-    }
-    Ok(ApiJson(out))
+    Ok(ApiJson(rounds::list(&state, study_id).await?))
 }
 
 /// Round status: stage, deadline, outcome, and who is in each stage's set.
@@ -205,8 +113,7 @@ pub async fn get_round(
     _op: Operator,
     ApiPath(round_id): ApiPath<i64>,
 ) -> Result<ApiJson<RoundInfo>, ApiError> {
-    let round = state.store.get_round(round_id).await?;
-    Ok(ApiJson(rounds::round_info(&state, &round).await?))
+    Ok(ApiJson(rounds::get(&state, round_id).await?))
 }
 
 /// Abort an unfinished round: nothing is published and nobody is charged.
@@ -220,25 +127,9 @@ pub async fn abort_round(
     ApiPath(round_id): ApiPath<i64>,
     ApiJson(req): ApiJson<AbortRoundRequest>,
 ) -> Result<ApiJson<RoundInfo>, ApiError> {
-    if req.reason.trim().is_empty() || req.reason.len() > 500 {
-        return Err(ApiError::Unprocessable(
-            "reason must be 1..=500 characters".into(),
-        ));
-    }
-    let round = state.store.get_round(round_id).await?;
-    if !rounds::abort(
-        &state,
-        &round,
-        &format!("aborted by operator: {}", req.reason),
-    )
-    .await?
-    {
-        return Err(ApiError::Conflict(format!(
-            "round {round_id} is already finished"
-        )));
-    }
-    let round = state.store.get_round(round_id).await?;
-    Ok(ApiJson(rounds::round_info(&state, &round).await?))
+    Ok(ApiJson(
+        rounds::abort_by_operator(&state, round_id, &req.reason).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/studies/{study_id}/models", tag = "operator", security(("operator_token" = [])),
@@ -249,22 +140,7 @@ pub async fn list_model_versions(
     _op: Operator,
     ApiPath(study_id): ApiPath<i64>,
 ) -> Result<ApiJson<Vec<ModelVersionInfo>>, ApiError> {
-    state.store.get_study(study_id).await?;
-    let out = state
-        .store
-        .list_model_versions(study_id)
-        .await?
-        .into_iter()
-        .map(|m| ModelVersionInfo {
-            study_id: m.study_id,
-            version: m.version,
-            round_id: m.round_id,
-            sha256: m.sha256,
-            size_bytes: m.size_bytes,
-            created_at_ms: m.created_at,
-        })
-        .collect();
-    Ok(ApiJson(out))
+    Ok(ApiJson(studies::model_versions(&state, study_id).await?))
 }
 
 /// The safetensors bytes of a model version (sha256 in `x-confide-sha256`).
@@ -290,8 +166,7 @@ pub async fn download_model_version(
     _op: Operator,
     ApiPath((study_id, version)): ApiPath<(i64, i64)>,
 ) -> Result<Response, ApiError> {
-    state.store.get_study(study_id).await?;
-    let (bytes, sha) = state.store.model_weights(study_id, version).await?;
+    let (bytes, sha) = studies::model_weights(&state, study_id, version).await?;
     Ok(safetensors_response(bytes, sha))
 }
 
@@ -304,22 +179,5 @@ pub async fn privacy_report(
     _op: Operator,
     ApiPath(study_id): ApiPath<i64>,
 ) -> Result<ApiJson<PrivacyReport>, ApiError> {
-    let study = Study::from_row(&state.store.get_study(study_id).await?)?;
-    let participants = rounds::privacy_of(&state, study_id)
-        .await?
-        .into_iter()
-        .map(|p| ParticipantPrivacy {
-            participant_id: p.participant.id,
-            name: p.participant.name,
-            epsilon_spent: p.epsilon_spent,
-            epsilon_budget: p.epsilon_budget,
-            rounds_charged: p.rounds_charged as i64,
-        })
-        .collect();
-    Ok(ApiJson(PrivacyReport {
-        study_id,
-        delta: study.config.budget.delta,
-        accountant: AccountantKind::Pld,
-        participants,
-    }))
+    Ok(ApiJson(studies::privacy_report(&state, study_id).await?))
 }

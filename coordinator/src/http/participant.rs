@@ -1,5 +1,6 @@
 //! Participant API (bearer credential from enrolment): enrol, long-poll for a task, download the model, post each
-//! protocol message (control as JSON, masked input as binary), read the server's broadcasts.
+//! protocol message (control as JSON, masked input as binary), read the server's broadcasts. The HTTP parts (stage
+//! names in paths, content types, body limits) are checked here; the rules of a round in the service layer.
 
 use std::time::{Duration, Instant};
 
@@ -12,10 +13,12 @@ use confide_common::api::{
 };
 use serde::Deserialize;
 
-use super::{AppState, Participant, created};
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::rounds;
-use crate::study;
+use super::auth::Participant;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::{AppState, created};
+use crate::service::rounds::participation;
+use crate::service::studies;
 
 /// Enrol with a one-time token; returns the participant's credential (shown once, stored hashed).
 #[utoipa::path(post, path = "/v1/participant/enrol", tag = "participant", request_body = EnrolRequest,
@@ -25,19 +28,7 @@ pub async fn enrol(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<EnrolRequest>,
 ) -> Result<Response, ApiError> {
-    study::validate_name(&req.name, "name")?;
-    let (p, credential) = state.store.enrol(&req.token, &req.name).await?;
-    tracing::info!(
-        participant = p.id,
-        study = p.study_id,
-        "participant enrolled"
-    );
-    rounds::refresh_privacy_gauges(&state, p.study_id).await;
-    Ok(created(EnrolResponse {
-        participant_id: p.id,
-        study_id: p.study_id,
-        credential,
-    }))
+    Ok(created(studies::enrol(&state, &req).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -63,7 +54,7 @@ pub async fn poll_task(
     let until = Instant::now() + wait;
     loop {
         let changed = state.changed.notified();
-        let task = rounds::task_for(&state, &p).await?;
+        let task = participation::task_for(&state, &p).await?;
         let due = matches!(&task, TaskResponse::Round(t) if !t.submitted);
         let now = Instant::now();
         // On shutdown the current answer goes out at once, so that the process can exit promptly.
@@ -88,7 +79,7 @@ pub async fn download_model(
     Participant(p): Participant,
     ApiPath(version): ApiPath<i64>,
 ) -> Result<Response, ApiError> {
-    let (bytes, sha) = state.store.model_weights(p.study_id, version).await?;
+    let (bytes, sha) = studies::model_weights(&state, p.study_id, version).await?;
     Ok(super::operator::safetensors_response(bytes, sha))
 }
 
@@ -117,10 +108,7 @@ pub async fn post_message(
     body: Body,
 ) -> Result<Response, ApiError> {
     let stage = parse_stage(&stage)?;
-    let round = state.store.get_round(round_id).await?;
-    if round.study_id != p.study_id {
-        return Err(ApiError::NotFound("round not found".into()));
-    }
+    let round = participation::round_of(&state, round_id, &p).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -137,14 +125,14 @@ pub async fn post_message(
             stage.as_str()
         )));
     }
-    let limit = rounds::message_limit(&state, &round, stage)?;
+    let limit = participation::message_limit(&state, &round, stage)?;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::PayloadTooLarge(format!(
             "{} message larger than {limit} bytes",
             stage.as_str()
         ))
     })?;
-    rounds::accept_message(&state, &round, &p, stage, &bytes).await?;
+    participation::accept_message(&state, &round, &p, stage, &bytes).await?;
     Ok(axum::http::StatusCode::ACCEPTED.into_response())
 }
 
@@ -159,11 +147,8 @@ pub async fn get_broadcast(
     ApiPath((round_id, stage)): ApiPath<(i64, String)>,
 ) -> Result<Response, ApiError> {
     let stage = parse_stage(&stage)?;
-    let round = state.store.get_round(round_id).await?;
-    if round.study_id != p.study_id {
-        return Err(ApiError::NotFound("round not found".into()));
-    }
-    let body = rounds::broadcast_for(&state, &round, &p, stage).await?;
+    let round = participation::round_of(&state, round_id, &p).await?;
+    let body = participation::broadcast_for(&state, &round, &p, stage).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -180,10 +165,7 @@ pub async fn decline_round(
     ApiPath(round_id): ApiPath<i64>,
     ApiJson(req): ApiJson<DeclineRoundRequest>,
 ) -> Result<Response, ApiError> {
-    let round = state.store.get_round(round_id).await?;
-    if round.study_id != p.study_id {
-        return Err(ApiError::NotFound("round not found".into()));
-    }
-    rounds::decline(&state, &round, &p, &req.reason).await?;
+    let round = participation::round_of(&state, round_id, &p).await?;
+    participation::decline(&state, &round, &p, &req.reason).await?;
     Ok(axum::http::StatusCode::ACCEPTED.into_response())
 }

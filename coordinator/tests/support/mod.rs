@@ -1,10 +1,23 @@
-//! Test databases: a temporary SQLite file, or a fresh schema in the test Postgres (`CONFIDE_TEST_POSTGRES_URL`,
-//! default postgres://postgres@127.0.0.1:5432/test), dropped again by `cleanup`.
+//! What the coordinator tests share: test databases (a temporary SQLite file, or a fresh schema in the test
+//! Postgres, `CONFIDE_TEST_POSTGRES_URL`, default postgres://postgres@127.0.0.1:5432/test, dropped again by
+//! `cleanup`), an in-process coordinator served on a loopback port and spoken to with `confide-client`
+//! ([`Served`]), a study request to vary ([`study_request`]); [`sim`]: simulated participants; [`process`]: real
+//! coordinator processes; [`router`]: raw requests through the router, for the exact HTTP contract.
 #![allow(dead_code)]
 
+pub mod process;
+pub mod router;
 pub mod sim;
 
+use confide_common::api::{CreateEnrolmentTokenRequest, CreateStudyRequest, StartRoundRequest};
+use confide_coordinator::client::CoordinatorClient;
 use confide_coordinator::store::{Backend, Store};
+use confide_coordinator::{Coordinator, Limits};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+#[allow(unused_imports)] // not every test binary starts processes
+pub use process::{CoordinatorProcess, create_operator_token};
 
 pub struct TestDb {
     pub store: Store,
@@ -62,38 +75,31 @@ impl TestDb {
 /// Overwrites a round's stored server snapshot behind the Store's back (to test what a corrupt one does).
 pub async fn overwrite_server_snapshot(db: &TestDb, round_id: i64, bytes: &[u8]) {
     use sqlx::Connection;
-    let sql = "UPDATE rounds SET server_state = $1 WHERE id = $2";
-    match &db.schema {
-        None => {
-            let path = db.url.trim_start_matches("sqlite:");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
-                .await
-                .expect("open sqlite");
-            let done = sqlx::query(sql)
-                .bind(bytes)
-                .bind(round_id)
-                .execute(&mut c)
-                .await
-                .expect("update");
-            assert_eq!(done.rows_affected(), 1);
-        }
-        Some(schema) => {
-            let mut c = sqlx::PgConnection::connect(&db.url)
-                .await
-                .expect("open postgres");
-            sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
-                .execute(&mut c)
-                .await
-                .expect("search_path");
-            let done = sqlx::query(sql)
-                .bind(bytes)
-                .bind(round_id)
-                .execute(&mut c)
-                .await
-                .expect("update");
-            assert_eq!(done.rows_affected(), 1);
-        }
+    let url = match &db.schema {
+        None => format!("sqlite://{}", db.url.trim_start_matches("sqlite:")),
+        Some(_) => db.url.clone(),
+    };
+    let mut c = sqlx::AnyConnection::connect(&url)
+        .await
+        .expect("open the database");
+    if let Some(schema) = &db.schema {
+        sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {schema}")))
+            .execute(&mut c)
+            .await
+            .expect("search_path");
     }
+    let done = sqlx::query("UPDATE rounds SET server_state = $1 WHERE id = $2")
+        .bind(bytes)
+        .bind(round_id)
+        .execute(&mut c)
+        .await
+        .expect("update");
+    assert_eq!(done.rows_affected(), 1);
+}
+
+/// Every stage of a study taking `secs` at most.
+pub fn deadlines(secs: u64) -> Value {
+    json!({"advertise_keys_secs": secs, "share_keys_secs": secs, "masked_input_secs": secs, "unmasking_secs": secs})
 }
 
 fn hex_suffix() -> String {
@@ -126,109 +132,193 @@ macro_rules! both_backends {
     };
 }
 
-/// A real `confide-coordinator serve` process (for crash and multi-process tests).
-pub struct CoordinatorProcess {
-    pub child: std::process::Child,
-    pub base_url: String,
-    pub log: std::path::PathBuf,
-}
-
-impl CoordinatorProcess {
-    /// Starts `serve` on a free loopback port against `url` (and `schema`), logging to `log`.
-    pub fn start(url: &str, schema: Option<&str>, log: std::path::PathBuf) -> Self {
-        Self::start_with(url, schema, log, &[])
-    }
-
-    /// Like [`CoordinatorProcess::start`], with more arguments (e.g. `--log-json`).
-    pub fn start_with(
-        url: &str,
-        schema: Option<&str>,
-        log: std::path::PathBuf,
-        extra: &[&str],
-    ) -> Self {
-        use std::io::BufRead;
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_confide-coordinator"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(stderr);
-        if let Some(s) = schema {
-            cmd.args(["--database-schema", s]);
-        }
-        cmd.args(extra);
-        let mut child = cmd.spawn().expect("spawn coordinator");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
-        let base_url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Self {
-            child,
-            base_url,
-            log,
-        }
-    }
-
-    /// SIGKILL: no graceful shutdown, no lease release.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then waits up to `limit` for the process to exit; its exit status, or None if it did not exit.
-    pub async fn terminate_within(
-        &mut self,
-        limit: std::time::Duration,
-    ) -> Option<std::process::ExitStatus> {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let until = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < until {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
+/// Runs an async test of real processes (it takes the backend) once against SQLite and once against Postgres, on a
+/// multi-threaded runtime.
+#[macro_export]
+macro_rules! both_backends_with_processes {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)(confide_coordinator::store::Backend::Sqlite).await;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($body)(confide_coordinator::store::Backend::Postgres).await;
+            }
         }
-        None
+    };
+}
+
+/// An in-process coordinator serving HTTP on a loopback port, with clients for it.
+pub struct Served {
+    pub state: Coordinator,
+    /// The coordinator without credentials (enrolment; give it one with `with_token`).
+    pub base: CoordinatorClient,
+    /// The coordinator as an operator.
+    pub op: CoordinatorClient,
+    /// The operator's bearer token (for raw requests).
+    pub op_token: String,
+    pub url: String,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl Served {
+    /// Starts a coordinator on `db` and creates an operator token for it.
+    pub async fn start(db: &TestDb, limits: Limits) -> Self {
+        let state = confide_coordinator::start(db.store.clone(), limits)
+            .await
+            .expect("start coordinator");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let server = tokio::spawn(confide_coordinator::serve(
+            listener,
+            state.clone(),
+            async move { stopped.cancelled().await },
+        ));
+        let name = format!("operator-{}", hex_suffix());
+        let token = db
+            .store
+            .create_operator_token(&name)
+            .await
+            .expect("operator token");
+        let base = CoordinatorClient::new(&url, "");
+        Self {
+            op: base.with_token(&token),
+            op_token: token,
+            base,
+            state,
+            url,
+            stop,
+            server,
+        }
     }
 
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    /// Stops serving; the round drivers stop and release their leases.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.server
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+    }
+
+    /// Creates a study from a request built with [`study_request`]; its id.
+    pub async fn create_study(&self, req: &Value) -> i64 {
+        self.op
+            .create_study(&typed(req))
+            .await
+            .unwrap_or_else(|e| panic!("creating a study: {e}"))
+            .id
+    }
+
+    /// Enrols a participant named `name` in `study`: (participant id, credential).
+    pub async fn enrol(&self, study: i64, name: &str) -> (i64, String) {
+        enrol(&self.op, &self.base, study, name).await
     }
 }
 
-impl Drop for CoordinatorProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Enrols a participant through `op` (the token) and `base` (the enrolment): (participant id, credential).
+pub async fn enrol(
+    op: &CoordinatorClient,
+    base: &CoordinatorClient,
+    study: i64,
+    name: &str,
+) -> (i64, String) {
+    let token = op
+        .create_enrolment_token(
+            study,
+            &CreateEnrolmentTokenRequest {
+                label: name.into(),
+                expires_in_secs: None,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("enrolment token: {e}"))
+        .token;
+    let e = base
+        .enrol(&token, name)
+        .await
+        .unwrap_or_else(|e| panic!("enrolling {name}: {e}"));
+    (e.participant_id, e.credential)
 }
 
-/// Runs `confide-coordinator token create` against a database and returns the token.
-pub fn create_operator_token(url: &str, schema: Option<&str>, name: &str) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_confide-coordinator"));
-    cmd.args(["token", "create", "--name", name, "--database-url", url]);
-    if let Some(s) = schema {
-        cmd.args(["--database-schema", s]);
+/// Starts a study's next round with everyone enrolled; its id.
+pub async fn start_round(op: &CoordinatorClient, study: i64) -> i64 {
+    op.start_round(study, &StartRoundRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("starting a round: {e}"))
+        .id
+}
+
+/// A request as the client sends it (a test request must be a valid one).
+pub fn typed(req: &Value) -> CreateStudyRequest {
+    serde_json::from_value(req.clone()).unwrap_or_else(|e| panic!("study request {req}: {e}"))
+}
+
+/// A valid study request (logistic regression on 3 features, DP-SGD q = 0.05, σ = 1.2, a complete graph, 32-bit
+/// ring, ε budget 10, 5 rounds of at least 3 participants, FedAvg at learning rate 1), to vary with [`set`].
+pub fn study_request(name: &str) -> Value {
+    json!({
+        "name": name,
+        "model_spec": {"kind": "logistic_regression", "input_dim": 3, "num_classes": 2},
+        "dp": {"sampling_rate": 0.05, "noise_multiplier": 1.2, "local_epochs": 1, "clip_norm": 1.0,
+               "expected_batch_size": 8.0},
+        "secagg": {"threshold": null, "graph": {"kind": "complete"},
+                   "quantisation": {"clip_range": 2.0, "bits": 32}},
+        "budget": {"epsilon": 10.0, "delta": 1e-5},
+        "rounds": 5,
+        "min_participants": 3,
+        "deadlines": deadlines(60),
+        "server_optimizer": {"kind": "fed_avg", "learning_rate": 1.0}
+    })
+}
+
+/// `req` with the values at JSON pointers replaced (each pointer must exist, or its parent object).
+pub fn set(mut req: Value, changes: &[(&str, Value)]) -> Value {
+    for (pointer, value) in changes {
+        match req.pointer_mut(pointer) {
+            Some(slot) => *slot = value.clone(),
+            None => {
+                let (parent, key) = pointer.rsplit_once('/').expect("a JSON pointer");
+                req.pointer_mut(parent)
+                    .and_then(Value::as_object_mut)
+                    .unwrap_or_else(|| panic!("no object at {parent}"))
+                    .insert(key.to_string(), value.clone());
+            }
+        }
     }
-    let out = cmd.output().expect("run token create");
-    assert!(
-        out.status.success(),
-        "token create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string()
+    req
+}
+
+/// The model FedAvg must publish: base + η · (Σ inputs dequantised) / Σ weights, with the coordinator's arithmetic
+/// (inputs summed mod 2^bits).
+pub fn fedavg(
+    base: &[f32],
+    q: &confide_common::secagg::QuantizationParams,
+    inputs: &[&Vec<u32>],
+    learning_rate: f64,
+) -> Vec<f32> {
+    let mask = if q.bits == 32 {
+        u64::from(u32::MAX)
+    } else {
+        (1u64 << q.bits) - 1
+    };
+    let mut sum = vec![0u32; inputs[0].len()];
+    for input in inputs {
+        for (s, v) in sum.iter_mut().zip(input.iter()) {
+            *s = ((u64::from(*s) + u64::from(*v)) & mask) as u32;
+        }
+    }
+    let d = q.dequantize(&sum).expect("the aggregate dequantises");
+    base.iter()
+        .zip(&d.values)
+        .map(|(x, v)| (f64::from(*x) + learning_rate * v / d.total_weight as f64) as f32)
+        .collect()
 }

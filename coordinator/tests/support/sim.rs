@@ -1,69 +1,18 @@
-//! Simulated participants driving the sans-IO secure-aggregation client over real HTTP (reqwest).
+//! Simulated participants driving the sans-IO secure-aggregation client over real HTTP, through `confide-client`.
 #![allow(dead_code)]
 
 use confide_common::api::{RoundStage, RoundTask, TaskResponse};
 use confide_common::secagg::messages::ControlMessage;
 use confide_common::secagg::{KeyDirectory, RoutedShares, SecAggClient, UnmaskingRequest};
+use confide_coordinator::client::{ClientError, CoordinatorClient};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use serde_json::Value;
 
+/// A message computed for a stage, as it is posted.
 #[derive(Clone)]
-pub struct Http {
-    pub base: String,
-    pub client: reqwest::Client,
-}
-
-impl Http {
-    pub fn new(base: &str) -> Self {
-        Self {
-            base: base.trim_end_matches('/').to_string(),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    pub async fn get(&self, path: &str, token: &str) -> reqwest::Result<reqwest::Response> {
-        self.client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-    }
-
-    pub async fn get_json(&self, path: &str, token: &str) -> (u16, Value) {
-        let r = self.get(path, token).await.expect("GET");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-        let mut req = self.client.post(format!("{}{path}", self.base)).json(body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let r = req.send().await.expect("POST");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        token: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> reqwest::Result<(u16, String)> {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await?;
-        let status = r.status().as_u16();
-        Ok((status, r.text().await.unwrap_or_default()))
-    }
+enum Message {
+    Control(String),
+    MaskedInput(Vec<u8>),
 }
 
 /// One participant: its credential, its update and weight, and its secure-aggregation client for the round.
@@ -77,7 +26,7 @@ pub struct Sim {
     client: Option<(i64, SecAggClient)>,
     rng: ChaCha20Rng,
     /// A computed message whose upload failed in transport; re-sent before anything else.
-    pending: Option<(String, &'static str, Vec<u8>, RoundStage)>,
+    pending: Option<(i64, RoundStage, Message)>,
 }
 
 impl Sim {
@@ -94,76 +43,65 @@ impl Sim {
         }
     }
 
-    pub async fn task(&self, http: &Http) -> Option<RoundTask> {
-        let (status, v) = http.get_json("/v1/participant/task", &self.cred).await;
-        assert_eq!(status, 200, "task: {v}");
-        match serde_json::from_value::<TaskResponse>(v).expect("task JSON") {
-            TaskResponse::Idle => None,
-            TaskResponse::Round(t) => Some(*t),
+    /// `coordinator` speaking as this participant.
+    pub fn at(&self, coordinator: &CoordinatorClient) -> CoordinatorClient {
+        coordinator.with_token(&self.cred)
+    }
+
+    pub async fn task(&self, coordinator: &CoordinatorClient) -> Option<RoundTask> {
+        match self.at(coordinator).poll_task(0).await {
+            Ok(TaskResponse::Idle) => None,
+            Ok(TaskResponse::Round(t)) => Some(*t),
+            Err(e) => panic!("task of participant {}: {e}", self.id),
         }
     }
 
     /// Answers the current stage if it is due; returns the stage answered.
-    pub async fn step(&mut self, http: &Http) -> Option<RoundStage> {
-        if let Some((path, ct, body, stage)) = self.pending.take() {
-            return match http.post_raw(&path, &self.cred, ct, body.clone()).await {
-                Ok((status, _)) => (status == 202).then_some(stage),
-                Err(_) => {
-                    self.pending = Some((path, ct, body, stage));
-                    None
-                }
-            };
+    pub async fn step(&mut self, coordinator: &CoordinatorClient) -> Option<RoundStage> {
+        self.step_before(coordinator, RoundStage::Finished).await
+    }
+
+    /// Answers the current stage if it is due and comes before `stop` (so that a test can hold everyone at a
+    /// stage however fast the coordinator moves); returns the stage answered.
+    pub async fn step_before(
+        &mut self,
+        coordinator: &CoordinatorClient,
+        stop: RoundStage,
+    ) -> Option<RoundStage> {
+        let me = self.at(coordinator);
+        if let Some((round, stage, message)) = self.pending.take() {
+            return self.post(&me, round, stage, message).await;
         }
-        let task = self.task(http).await?;
-        if task.submitted {
+        let task = self.task(coordinator).await?;
+        if task.submitted || task.stage as u8 >= stop as u8 {
             return None;
         }
+        let message = self.answer(&me, &task).await?;
+        self.post(&me, task.round_id, task.stage, message).await
+    }
+
+    /// This participant's message for the task's stage (None if the stage's broadcast is not readable yet).
+    async fn answer(&mut self, me: &CoordinatorClient, task: &RoundTask) -> Option<Message> {
         let rid = task.round_id;
-        let path = format!(
-            "/v1/participant/rounds/{rid}/messages/{}",
-            task.stage.as_str()
-        );
-        let broadcast = format!(
-            "/v1/participant/rounds/{rid}/broadcast/{}",
-            task.stage.as_str()
-        );
-        let (ct, body) = match task.stage {
+        let broadcast = || me.broadcast(rid, task.stage);
+        Some(match task.stage {
             RoundStage::AdvertiseKeys => {
                 let (client, msg) =
                     SecAggClient::new(task.protocol.clone(), task.participant_index, &mut self.rng)
                         .expect("client");
                 self.client = Some((rid, client));
-                ("application/json", msg.to_json().into_bytes())
+                Message::Control(msg.to_json())
             }
             RoundStage::ShareKeys => {
-                let (_, text) = http
-                    .get(&broadcast, &self.cred)
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()
-                    .map(|t| (0, t))?;
-                let dir = KeyDirectory::from_json(&text).ok()?;
+                let dir = KeyDirectory::from_json(&broadcast().await.ok()?).ok()?;
                 let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
-                (
-                    "application/json",
-                    client
-                        .handle_key_directory(&dir, &mut self.rng)
-                        .expect("share keys")
-                        .to_json()
-                        .into_bytes(),
-                )
+                let shares = client
+                    .handle_key_directory(&dir, &mut self.rng)
+                    .expect("share keys");
+                Message::Control(shares.to_json())
             }
             RoundStage::MaskedInputCollection => {
-                let text = http
-                    .get(&broadcast, &self.cred)
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
-                let routed = RoutedShares::from_json(&text).ok()?;
+                let routed = RoutedShares::from_json(&broadcast().await.ok()?).ok()?;
                 let scaled: Vec<f32> = self.update.iter().map(|x| x * self.weight as f32).collect();
                 let input = task
                     .quantisation
@@ -172,45 +110,61 @@ impl Sim {
                 let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
                 let masked = client.handle_routed_shares(&routed, &input).expect("mask");
                 self.sent_input = Some(input);
-                ("application/octet-stream", masked.encode())
+                Message::MaskedInput(masked.encode())
             }
             RoundStage::Unmasking => {
-                let text = http
-                    .get(&broadcast, &self.cred)
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
-                let req = UnmaskingRequest::from_json(&text).ok()?;
+                let req = UnmaskingRequest::from_json(&broadcast().await.ok()?).ok()?;
                 let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
-                (
-                    "application/json",
-                    // An honest client answers once: a task read that raced the round's end
-                    // (it still says Unmasking) must not make it answer again.
-                    client
-                        .handle_unmasking_request(&req)
-                        .ok()?
-                        .to_json()
-                        .into_bytes(),
-                )
+                // An honest client answers once: a task read that raced the round's end (it still says
+                // Unmasking) must not make it answer again.
+                Message::Control(client.handle_unmasking_request(&req).ok()?.to_json())
             }
             RoundStage::Finished => return None,
-        };
-        let (status, text) = match http.post_raw(&path, &self.cred, ct, body.clone()).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.pending = Some((path, ct, body, task.stage));
-                return None;
-            }
-        };
-        assert!(
-            status == 202 || status == 409,
-            "posting {}: {status} {text}",
-            task.stage.as_str()
-        );
-        (status == 202).then_some(task.stage)
+        })
     }
+
+    /// Posts a message: the stage if accepted; None if the stage moved on (409) or the upload failed in transport
+    /// (then it is kept and re-sent first).
+    async fn post(
+        &mut self,
+        me: &CoordinatorClient,
+        round: i64,
+        stage: RoundStage,
+        message: Message,
+    ) -> Option<RoundStage> {
+        let posted = match &message {
+            Message::Control(json) => me.post_control_message(round, stage, json.clone()).await,
+            Message::MaskedInput(bytes) => me.post_masked_input(round, bytes.clone()).await,
+        };
+        match posted {
+            Ok(()) => Some(stage),
+            Err(ClientError::Api { status: 409, .. }) => None,
+            Err(ClientError::Transport(_)) => {
+                self.pending = Some((round, stage, message));
+                None
+            }
+            Err(e) => panic!("posting {}: {e}", stage.as_str()),
+        }
+    }
+}
+
+/// Enrols `n` simulated participants in a study; participant i updates by a fixed pseudo-random vector of 8
+/// coordinates, `update(i, j)`, with weight `weight(i)`.
+pub async fn enrol_sims(
+    op: &CoordinatorClient,
+    base: &CoordinatorClient,
+    study: i64,
+    n: usize,
+    update: impl Fn(usize, usize) -> f32,
+    weight: impl Fn(usize) -> u32,
+) -> Vec<Sim> {
+    let mut sims = Vec::new();
+    for i in 0..n {
+        let (id, cred) = super::enrol(op, base, study, &format!("hospital-{i}")).await;
+        let update: Vec<f32> = (0..8).map(|j| update(i, j)).collect();
+        sims.push(Sim::new(id, cred, update, weight(i)));
+    }
+    sims
 }
 
 /// Polls until `done` holds (or panics after `secs`).

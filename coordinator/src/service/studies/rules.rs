@@ -1,4 +1,5 @@
-//! Study configuration: validation at the boundary, the model it trains, and the privacy events a round charges.
+//! The rules a study must satisfy, checked when it is created (each refusal says what to change), the model it
+//! trains, and what in a valid study is still likely to hurt it (warnings, never refusals).
 
 use base64::Engine;
 use confide_common::api::{CreateStudyRequest, GraphParams, ServerOptimizer};
@@ -7,7 +8,8 @@ use confide_common::model::{
 };
 use confide_common::plan::{planned_steps, update_bound};
 
-use crate::error::ApiError;
+use super::StudyError;
+use crate::store::StudyRow;
 
 /// Longest study or participant name.
 pub const MAX_NAME_LEN: usize = 100;
@@ -19,20 +21,20 @@ pub const MAX_PARTICIPANTS: u32 = 10_000;
 /// read the other's.
 pub const MIN_AGGREGATE: u32 = 3;
 
-fn finite_positive(v: f64, what: &str) -> Result<(), ApiError> {
+fn finite_positive(v: f64, what: &str) -> Result<(), StudyError> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(ApiError::Unprocessable(format!(
+        Err(StudyError::Invalid(format!(
             "{what} must be a finite number > 0, got {v}"
         )))
     }
 }
 
 /// Checks a name (study, participant, token label): non-empty, bounded, printable.
-pub fn validate_name(name: &str, what: &str) -> Result<(), ApiError> {
+pub fn validate_name(name: &str, what: &str) -> Result<(), StudyError> {
     if name.trim().is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(StudyError::Invalid(format!(
             "{what} must be 1..={MAX_NAME_LEN} printable characters"
         )));
     }
@@ -60,11 +62,11 @@ pub struct ValidatedStudy {
 
 impl Study {
     /// Parses a stored study (validated when it was created).
-    pub fn from_row(row: &crate::store::StudyRow) -> Result<Self, ApiError> {
+    pub fn from_row(row: &StudyRow) -> Result<Self, StudyError> {
         let config: CreateStudyRequest =
-            serde_json::from_str(&row.config_json).map_err(ApiError::internal)?;
+            serde_json::from_str(&row.config_json).map_err(StudyError::internal)?;
         let spec =
-            ModelSpec::from_json(&config.model_spec.to_string()).map_err(ApiError::internal)?;
+            ModelSpec::from_json(&config.model_spec.to_string()).map_err(StudyError::internal)?;
         let num_parameters = spec.num_parameters();
         Ok(Self {
             id: row.id,
@@ -113,13 +115,13 @@ pub fn warnings(config: &CreateStudyRequest) -> Vec<String> {
 pub fn validate(
     req: &CreateStudyRequest,
     max_model_bytes: usize,
-) -> Result<ValidatedStudy, ApiError> {
+) -> Result<ValidatedStudy, StudyError> {
     validate_name(&req.name, "study name")?;
     let spec = ModelSpec::from_json(&req.model_spec.to_string())
-        .map_err(|e| ApiError::Unprocessable(format!("invalid model_spec: {e}")))?;
+        .map_err(|e| StudyError::Invalid(format!("invalid model_spec: {e}")))?;
     let model_bytes = spec.num_parameters().saturating_mul(4);
     if model_bytes > max_model_bytes {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(StudyError::Invalid(format!(
             "model_spec has {} parameters ({model_bytes} bytes as f32), over this coordinator's model-size limit \
              of {max_model_bytes} bytes (--max-model-bytes)",
             spec.num_parameters()
@@ -127,7 +129,7 @@ pub fn validate(
     }
     let dp = &req.dp;
     if !(dp.sampling_rate > 0.0 && dp.sampling_rate <= 1.0) {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(StudyError::Invalid(format!(
             "dp.sampling_rate must be in (0, 1], got {}",
             dp.sampling_rate
         )));
@@ -136,29 +138,29 @@ pub fn validate(
     finite_positive(dp.clip_norm, "dp.clip_norm")?;
     finite_positive(dp.expected_batch_size, "dp.expected_batch_size")?;
     if dp.local_epochs == 0 || dp.local_epochs > 1000 {
-        return Err(ApiError::Unprocessable(
+        return Err(StudyError::Invalid(
             "dp.local_epochs must be in 1..=1000".into(),
         ));
     }
     if planned_steps(dp) > 10_000_000 {
-        return Err(ApiError::Unprocessable(
+        return Err(StudyError::Invalid(
             "dp.local_epochs / dp.sampling_rate is too many steps per round".into(),
         ));
     }
     finite_positive(req.budget.epsilon, "budget.epsilon")?;
     if !(req.budget.delta > 0.0 && req.budget.delta < 1.0) {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(StudyError::Invalid(format!(
             "budget.delta must be in (0, 1), got {}",
             req.budget.delta
         )));
     }
     if req.rounds == 0 || req.rounds > MAX_ROUNDS {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(StudyError::Invalid(format!(
             "rounds must be in 1..={MAX_ROUNDS}"
         )));
     }
     if req.min_participants < MIN_AGGREGATE || req.min_participants > MAX_PARTICIPANTS {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(StudyError::Invalid(format!(
             "min_participants must be in {MIN_AGGREGATE}..={MAX_PARTICIPANTS} (an aggregate of two inputs would let \
              each participant read the other's update)"
         )));
@@ -167,7 +169,7 @@ pub fn validate(
     if let Some(t) = sa.threshold
         && (t < 2 || t > req.min_participants)
     {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(StudyError::Invalid(format!(
             "secagg.threshold must be in 2..=min_participants ({}), got {t}",
             req.min_participants
         )));
@@ -182,7 +184,7 @@ pub fn validate(
             (corrupt_fraction, "corrupt_fraction"),
         ] {
             if !(0.0..0.5).contains(&v) {
-                return Err(ApiError::Unprocessable(format!(
+                return Err(StudyError::Invalid(format!(
                     "secagg.graph.{what} must be in [0, 0.5), got {v}"
                 )));
             }
@@ -192,12 +194,12 @@ pub fn validate(
         finite_positive(range, "secagg.quantisation.clip_range")?;
     }
     if !(8..=32).contains(&sa.quantisation.bits) {
-        return Err(ApiError::Unprocessable(
+        return Err(StudyError::Invalid(
             "secagg.quantisation.bits must be in 8..=32".into(),
         ));
     }
     if sa.quantisation.max_weight == 0 {
-        return Err(ApiError::Unprocessable(
+        return Err(StudyError::Invalid(
             "secagg.quantisation.max_weight must be >= 1".into(),
         ));
     }
@@ -209,7 +211,7 @@ pub fn validate(
         (d.unmasking_secs, "unmasking_secs"),
     ] {
         if v == 0 || v > 7 * 86_400 {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(StudyError::Invalid(format!(
                 "deadlines.{what} must be in 1..=604800 seconds"
             )));
         }
@@ -228,7 +230,7 @@ pub fn validate(
             finite_positive(epsilon, "server_optimizer.epsilon")?;
             for (b, what) in [(beta1, "beta1"), (beta2, "beta2")] {
                 if !(0.0..1.0).contains(&b) {
-                    return Err(ApiError::Unprocessable(format!(
+                    return Err(StudyError::Invalid(format!(
                         "server_optimizer.{what} must be in [0, 1)"
                     )));
                 }
@@ -238,7 +240,7 @@ pub fn validate(
     let lt = &req.local_training;
     finite_positive(lt.learning_rate, "local_training.learning_rate")?;
     if !(0.0..1.0).contains(&lt.momentum) {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(StudyError::Invalid(format!(
             "local_training.momentum must be in [0, 1), got {}",
             lt.momentum
         )));
@@ -247,14 +249,14 @@ pub fn validate(
         Some(b64) => initial_weights(&spec, b64, max_model_bytes)?,
         None => {
             let params = spec.initial_parameters(req.initial_weights_seed);
-            encode_safetensors(&spec, &params).map_err(ApiError::internal)?
+            encode_safetensors(&spec, &params).map_err(StudyError::internal)?
         }
     };
     let mut config = req.clone();
     config.initial_weights = None;
     let bound = update_bound(&config.dp, &config.local_training);
     if !(bound.is_finite() && bound > 0.0) {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(StudyError::Invalid(format!(
             "the DP-SGD parameters give no finite update bound ({bound}); give secagg.quantisation.clip_range"
         )));
     }
@@ -272,33 +274,31 @@ fn initial_weights(
     spec: &ModelSpec,
     b64: &str,
     max_model_bytes: usize,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, StudyError> {
     // base64 is 4/3 of the bytes; refuse before decoding anything oversized.
     let limit = max_model_bytes.saturating_add(1 << 16);
     if b64.len() / 4 * 3 > limit {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(StudyError::Invalid(format!(
             "initial_weights is larger than this coordinator's model-size limit of {max_model_bytes} bytes"
         )));
     }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
-        .map_err(|e| {
-            ApiError::Unprocessable(format!("initial_weights is not valid base64: {e}"))
-        })?;
+        .map_err(|e| StudyError::Invalid(format!("initial_weights is not valid base64: {e}")))?;
     if let Some(theirs) = spec_from_safetensors(&bytes)
-        .map_err(|e| ApiError::Unprocessable(format!("initial_weights: {e}")))?
+        .map_err(|e| StudyError::Invalid(format!("initial_weights: {e}")))?
         && &theirs != spec
     {
-        return Err(ApiError::Unprocessable(
+        return Err(StudyError::Invalid(
             "initial_weights carries a model spec in its metadata that differs from model_spec"
                 .into(),
         ));
     }
     let params = decode_safetensors(spec, &bytes).map_err(|e| {
-        ApiError::Unprocessable(format!(
+        StudyError::Invalid(format!(
             "initial_weights does not match model_spec: {e} (tensor names are '<layer>.weight|bias' in layer \
              order, F32, torch's shapes)"
         ))
     })?;
-    encode_safetensors(spec, &params).map_err(ApiError::internal)
+    encode_safetensors(spec, &params).map_err(StudyError::internal)
 }

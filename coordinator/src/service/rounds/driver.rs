@@ -14,25 +14,25 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use confide_common::api::RoundStage;
-use confide_common::dp::PrivacyLedger;
-use confide_common::model::{decode_safetensors, encode_safetensors};
 use confide_common::secagg::messages::ControlMessage;
 use confide_common::secagg::{
     self, AdvertiseKeys, RoundOutcome, SecAggServer, ShareKeys, UnmaskingResponse,
 };
 
-use crate::http::AppState;
-use crate::rounds::{self, RoundPlan, deadline_secs, stage_str};
-use crate::store::{Charge, Publication, RoundRow, StageTransition, now_ms};
-use crate::study::Study;
+use super::participation::awaited;
+use super::publication::{Completed, publish};
+use super::{RoundError, RoundPlan, abort, deadline_secs};
+use crate::service::Coordinator;
+use crate::service::studies;
+use crate::store::{StageTransition, StoreError, now_ms};
 
 /// How often a driver looks for new messages when not woken.
 const TICK: Duration = Duration::from_millis(200);
 
 /// Starts a driver for `round_id` in this process unless one is running.
-pub fn spawn(state: AppState, round_id: i64) {
+pub fn spawn(ctx: Coordinator, round_id: i64) {
     {
-        let Ok(mut running) = state.drivers.lock() else {
+        let Ok(mut running) = ctx.drivers.lock() else {
             return;
         };
         if !running.insert(round_id) {
@@ -40,8 +40,8 @@ pub fn spawn(state: AppState, round_id: i64) {
         }
     }
     tokio::spawn(async move {
-        run(&state, round_id).await;
-        if let Ok(mut running) = state.drivers.lock() {
+        run(&ctx, round_id).await;
+        if let Ok(mut running) = ctx.drivers.lock() {
             running.remove(&round_id);
         }
     });
@@ -50,23 +50,23 @@ pub fn spawn(state: AppState, round_id: i64) {
 /// Every second, starts drivers for unfinished rounds this process is not driving (rounds left by a crashed or
 /// stopped process are picked up once their lease expires), and creates the zero-valued counters of studies another
 /// process created.
-pub fn supervise(state: AppState) {
+pub fn supervise(ctx: Coordinator) {
     tokio::spawn(async move {
         loop {
-            match state.store.study_ids().await {
-                Ok(ids) => ids.into_iter().for_each(|id| state.metrics.init_study(id)),
+            match ctx.store.study_ids().await {
+                Ok(ids) => ids.into_iter().for_each(|id| ctx.metrics.init_study(id)),
                 Err(e) => tracing::warn!(error = %e, "could not list studies"),
             }
-            match state.store.active_rounds().await {
+            match ctx.store.active_rounds().await {
                 Ok(rounds) => {
                     for r in rounds {
-                        spawn(state.clone(), r.id);
+                        spawn(ctx.clone(), r.id);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "could not list active rounds"),
             }
             tokio::select! {
-                _ = state.shutdown.cancelled() => return,
+                _ = ctx.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
@@ -74,9 +74,9 @@ pub fn supervise(state: AppState) {
 }
 
 /// Waits (bounded) until every driver of this process has stopped after shutdown.
-pub async fn wait_stopped(state: &AppState) {
+pub async fn wait_stopped(ctx: &Coordinator) {
     for _ in 0..100 {
-        if state.drivers.lock().map(|d| d.is_empty()).unwrap_or(true) {
+        if ctx.drivers.lock().map(|d| d.is_empty()).unwrap_or(true) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -90,9 +90,9 @@ enum Step {
     Elsewhere,
 }
 
-async fn run(state: &AppState, round_id: i64) {
+async fn run(ctx: &Coordinator, round_id: i64) {
     loop {
-        let result = drive(state, round_id).await;
+        let result = drive(ctx, round_id).await;
         match result {
             Ok(Step::Finished) => return,
             Ok(Step::Elsewhere) => {}
@@ -100,40 +100,23 @@ async fn run(state: &AppState, round_id: i64) {
                 tracing::error!(round = round_id, error = %e, "round driver failed; retrying")
             }
         }
-        if state.shutdown.is_cancelled() {
-            let _ = state
-                .store
-                .release_round_lease(round_id, &state.node_id)
-                .await;
+        if ctx.shutdown.is_cancelled() {
+            let _ = ctx.store.release_round_lease(round_id, &ctx.node_id).await;
             return;
         }
         // Idle while another process drives; stop once the round is finished.
-        match state.store.get_round(round_id).await {
+        match ctx.store.get_round(round_id).await {
             Ok(r) if r.outcome.is_some() => return,
-            Err(crate::store::StoreError::NotFound(_)) => return,
+            Err(StoreError::NotFound(_)) => return,
             _ => {}
         }
         tokio::select! {
-            _ = state.shutdown.cancelled() => {
-                let _ = state.store.release_round_lease(round_id, &state.node_id).await;
+            _ = ctx.shutdown.cancelled() => {
+                let _ = ctx.store.release_round_lease(round_id, &ctx.node_id).await;
                 return;
             }
-            _ = tokio::time::sleep(state.limits.lease_ttl / 3) => {}
+            _ = tokio::time::sleep(ctx.limits.lease_ttl / 3) => {}
         }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum DriveError {
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<crate::error::ApiError> for DriveError {
-    fn from(e: crate::error::ApiError) -> Self {
-        Self::Other(format!("{e:?}"))
     }
 }
 
@@ -177,32 +160,31 @@ fn api_stage(s: secagg::RoundStage) -> RoundStage {
     }
 }
 
-async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
-    if !state
+async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
+    if !ctx
         .store
-        .acquire_round_lease(round_id, &state.node_id, state.limits.lease_ttl)
+        .acquire_round_lease(round_id, &ctx.node_id, ctx.limits.lease_ttl)
         .await?
     {
-        let r = state.store.get_round(round_id).await?;
+        let r = ctx.store.get_round(round_id).await?;
         return Ok(if r.outcome.is_some() {
             Step::Finished
         } else {
             Step::Elsewhere
         });
     }
-    let round = state.store.get_round(round_id).await?;
+    let round = ctx.store.get_round(round_id).await?;
     if round.outcome.is_some() {
         return Ok(Step::Finished);
     }
-    let study = Study::from_row(&state.store.get_study(round.study_id).await?)?;
+    let study = studies::load(ctx, round.study_id).await?;
     let plan = RoundPlan::parse(&round)?;
-    let mut stage = RoundStage::parse(&round.stage)
-        .ok_or_else(|| DriveError::Other(format!("bad stage {}", round.stage)))?;
-    let snapshot = state.store.server_snapshot(round_id).await?;
+    let mut stage = round.current_stage()?;
+    let snapshot = ctx.store.server_snapshot(round_id).await?;
     let mut server = match rebuild(snapshot.as_deref(), &plan, stage) {
         Ok(s) => s,
         Err(reason) => {
-            rounds::abort(state, &round, &format!("cannot resume the round: {reason}")).await?;
+            abort(ctx, &round, &format!("cannot resume the round: {reason}")).await?;
             return Ok(Step::Finished);
         }
     };
@@ -210,19 +192,18 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
     let mut stage_started = std::time::Instant::now();
     let mut applied: HashSet<i64> = HashSet::new();
     let mut last_renew = std::time::Instant::now();
-    tracing::info!(round = round_id, stage = stage.as_str(), node = %state.node_id, "driving round");
+    tracing::info!(round = round_id, stage = stage.as_str(), node = %ctx.node_id, "driving round");
     loop {
-        if state.shutdown.is_cancelled() {
-            state
-                .store
-                .release_round_lease(round_id, &state.node_id)
+        if ctx.shutdown.is_cancelled() {
+            ctx.store
+                .release_round_lease(round_id, &ctx.node_id)
                 .await?;
             return Ok(Step::Elsewhere);
         }
-        if last_renew.elapsed() > state.limits.lease_ttl / 3 {
-            if !state
+        if last_renew.elapsed() > ctx.limits.lease_ttl / 3 {
+            if !ctx
                 .store
-                .acquire_round_lease(round_id, &state.node_id, state.limits.lease_ttl)
+                .acquire_round_lease(round_id, &ctx.node_id, ctx.limits.lease_ttl)
                 .await?
             {
                 tracing::warn!(round = round_id, "lost the round lease");
@@ -230,22 +211,15 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
             }
             last_renew = std::time::Instant::now();
         }
-        let current = state.store.get_round(round_id).await?;
+        let current = ctx.store.get_round(round_id).await?;
         if current.outcome.is_some() {
             return Ok(Step::Finished); // e.g. aborted by an operator
         }
         // New messages only (masked inputs are large), summed or recorded off the async runtime.
         let mut fresh = Vec::new();
-        for sender in state
-            .store
-            .stage_message_senders(round_id, stage_str(stage))
-            .await?
-        {
+        for sender in ctx.store.stage_message_senders(round_id, stage).await? {
             if !applied.contains(&sender)
-                && let Some(body) = state
-                    .store
-                    .stage_message(round_id, stage_str(stage), sender)
-                    .await?
+                && let Some(body) = ctx.store.stage_message(round_id, stage, sender).await?
             {
                 applied.insert(sender);
                 fresh.push((sender, body));
@@ -260,19 +234,18 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
             .await?
             .0;
         }
-        let eligible = rounds::awaited(state, round_id, stage).await?;
+        let eligible = awaited(ctx, round_id, stage).await?;
         let everyone = eligible.iter().all(|p| applied.contains(p));
         if everyone || now_ms() >= deadline {
             let sid = round.study_id.to_string();
-            state
-                .metrics
+            ctx.metrics
                 .stage_duration
                 .with_label_values(&[stage.as_str()])
                 .observe(stage_started.elapsed().as_secs_f64());
             let closed;
             (server, closed) = off_runtime(server, |server| server.close_stage()).await?;
             if let Err(e) = closed {
-                rounds::abort(state, &round, &format!("secure aggregation failed: {e}")).await?;
+                abort(ctx, &round, &format!("secure aggregation failed: {e}")).await?;
                 return Ok(Step::Finished);
             }
             // The set that completed this stage, as the server counts it (a rejected message drops its sender).
@@ -285,14 +258,12 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
             let completed: Vec<i64> = set.iter().filter_map(|i| plan.participant_at(*i)).collect();
             let dropped = eligible.iter().filter(|p| !completed.contains(p)).count();
             if dropped > 0 {
-                state
-                    .metrics
+                ctx.metrics
                     .dropouts_total
                     .with_label_values(&[sid.as_str(), stage.as_str()])
                     .inc_by(dropped as u64);
             }
-            state
-                .metrics
+            ctx.metrics
                 .round_participants
                 .with_label_values(&[sid.as_str(), stage.as_str()])
                 .set(completed.len() as f64);
@@ -300,8 +271,8 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
             // even learn (by unmasking) a sum of fewer inputs than the study allows.
             let needed = study.min_aggregate(plan.secagg.threshold) as usize;
             if server.outcome().is_none() && completed.len() < needed {
-                rounds::abort(
-                    state,
+                abort(
+                    ctx,
                     &round,
                     &format!(
                         "only {} participant(s) completed {}, a round publishes only with at least {needed} inputs \
@@ -320,14 +291,14 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
                     let next_deadline = now_ms() + 1000 * deadline_secs(&study, next) as i64;
                     let t = StageTransition {
                         round_id,
-                        from_stage: stage_str(stage).into(),
-                        to_stage: stage_str(next).into(),
+                        from_stage: stage,
+                        to_stage: next,
                         server_state: server.encode(),
                         stage_deadline: next_deadline,
                         completed,
                         broadcasts,
                     };
-                    if !state.store.advance_stage(&t).await? {
+                    if !ctx.store.advance_stage(&t).await? {
                         return Ok(Step::Elsewhere);
                     }
                     tracing::info!(
@@ -336,7 +307,7 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
                         to = next.as_str(),
                         "stage closed"
                     );
-                    state.changed.notify_waiters();
+                    ctx.notify_changed();
                     stage = next;
                     deadline = next_deadline;
                     stage_started = std::time::Instant::now();
@@ -344,15 +315,26 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
                     continue;
                 }
                 Some(RoundOutcome::Completed(sum)) => {
-                    publish(
-                        state, &round, &study, &plan, stage, completed, &server, &sum,
-                    )
-                    .await?;
+                    let in_aggregate = server
+                        .u3()
+                        .iter()
+                        .filter_map(|i| plan.participant_at(*i))
+                        .collect();
+                    let completed = Completed {
+                        round: &round,
+                        study: &study,
+                        plan: &plan,
+                        stage,
+                        completed,
+                        in_aggregate,
+                        sum: &sum,
+                    };
+                    publish(ctx, completed).await?;
                     return Ok(Step::Finished);
                 }
                 Some(RoundOutcome::Aborted { reason }) => {
-                    rounds::abort(
-                        state,
+                    abort(
+                        ctx,
                         &round,
                         &format!("secure aggregation aborted: {reason}"),
                     )
@@ -363,11 +345,11 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
         }
         let wait =
             Duration::from_millis((deadline - now_ms()).clamp(1, TICK.as_millis() as i64) as u64);
-        let changed = state.changed.notified();
+        let changed = ctx.changed.notified();
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep(wait) => {}
-            _ = state.shutdown.cancelled() => {}
+            _ = ctx.shutdown.cancelled() => {}
         }
     }
 }
@@ -378,13 +360,13 @@ async fn drive(state: &AppState, round_id: i64) -> Result<Step, DriveError> {
 async fn off_runtime<T: Send + 'static>(
     mut server: SecAggServer,
     work: impl FnOnce(&mut SecAggServer) -> T + Send + 'static,
-) -> Result<(SecAggServer, T), DriveError> {
+) -> Result<(SecAggServer, T), RoundError> {
     tokio::task::spawn_blocking(move || {
         let out = work(&mut server);
         (server, out)
     })
     .await
-    .map_err(|e| DriveError::Other(format!("secure-aggregation server work failed: {e}")))
+    .map_err(|e| RoundError::Internal(format!("secure-aggregation server work failed: {e}")))
 }
 
 /// Restores the round's server from the snapshot persisted at the last stage boundary (or at round creation).
@@ -419,13 +401,13 @@ fn collect_broadcasts(
     server: &SecAggServer,
     stage: RoundStage,
     plan: &RoundPlan,
-) -> Result<Vec<(i64, Vec<u8>)>, DriveError> {
+) -> Result<Vec<(i64, Vec<u8>)>, RoundError> {
     let mut out = Vec::new();
     match stage {
         RoundStage::ShareKeys => {
             let dir = server
                 .key_directory()
-                .ok_or_else(|| DriveError::Other("no key directory".into()))?;
+                .ok_or_else(|| RoundError::Internal("no key directory".into()))?;
             out.push((0, dir.to_json().into_bytes()));
         }
         RoundStage::MaskedInputCollection => {
@@ -433,7 +415,7 @@ fn collect_broadcasts(
                 if let Ok(routed) = server.routed_shares(index) {
                     let pid = plan
                         .participant_at(index)
-                        .ok_or_else(|| DriveError::Other("bad index".into()))?;
+                        .ok_or_else(|| RoundError::Internal("bad index".into()))?;
                     out.push((pid, routed.to_json().into_bytes()));
                 }
             }
@@ -441,149 +423,10 @@ fn collect_broadcasts(
         RoundStage::Unmasking => {
             let req = server
                 .unmasking_request()
-                .ok_or_else(|| DriveError::Other("no unmasking request".into()))?;
+                .ok_or_else(|| RoundError::Internal("no unmasking request".into()))?;
             out.push((0, req.to_json().into_bytes()));
         }
         RoundStage::AdvertiseKeys | RoundStage::Finished => {}
     }
     Ok(out)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn publish(
-    state: &AppState,
-    round: &RoundRow,
-    study: &Study,
-    plan: &RoundPlan,
-    stage: RoundStage,
-    completed: Vec<i64>,
-    server: &SecAggServer,
-    sum: &[u32],
-) -> Result<(), DriveError> {
-    // Exactly the participants whose masked input is in the aggregate (U3) are charged.
-    let in_aggregate: Vec<i64> = server
-        .u3()
-        .iter()
-        .filter_map(|i| plan.participant_at(*i))
-        .collect();
-    let abort = |reason: String| async move {
-        rounds::abort(state, round, &reason)
-            .await
-            .map(|_| ())
-            .map_err(DriveError::from)
-    };
-    // The minimum-aggregate rule: fewer inputs would let the few who contributed read each other's updates.
-    let needed = study.min_aggregate(plan.secagg.threshold) as usize;
-    if in_aggregate.len() < needed {
-        return abort(format!(
-            "only {} input(s) reached the aggregate, a round publishes only with at least {needed} \
-             (max of min_participants, the secure-aggregation threshold and 3); nothing published or charged",
-            in_aggregate.len()
-        ))
-        .await;
-    }
-    let dequantised = match plan.quantisation.dequantize(sum) {
-        Ok(d) => d,
-        Err(e) => return abort(format!("dequantisation failed: {e}")).await,
-    };
-    let (base, _) = state
-        .store
-        .model_weights(round.study_id, round.base_version)
-        .await?;
-    let mut weights = match decode_safetensors(&study.spec, &base) {
-        Ok(w) => w,
-        Err(e) => return abort(format!("base model unreadable: {e}")).await,
-    };
-    let opt_state = state
-        .store
-        .optimizer_state(round.study_id, round.base_version)
-        .await?;
-    let new_state = match crate::optimizer::apply(
-        &study.config.server_optimizer,
-        &mut weights,
-        &dequantised.values,
-        dequantised.total_weight,
-        opt_state.as_deref(),
-    ) {
-        Ok(s) => s,
-        Err(e) => return abort(format!("server optimiser: {e}")).await,
-    };
-    let bytes = match encode_safetensors(&study.spec, &weights) {
-        Ok(b) => b,
-        Err(e) => return abort(format!("encoding the new model: {e}")).await,
-    };
-    let mut publication = Publication {
-        round_id: round.id,
-        from_stage: stage_str(stage).into(),
-        weights: bytes,
-        optimizer_state: new_state,
-        completed,
-        charges: Vec::new(),
-        epsilon_budget: study.config.budget.epsilon,
-    };
-    // ε is computed off the runtime and outside the transaction; the transaction re-checks that each ledger is
-    // still the one ε was computed from, and a change (only possible if something else charged the participant
-    // meanwhile) makes us compute again.
-    let mut attempts = 0;
-    let result = loop {
-        attempts += 1;
-        let rows = state.store.ledger(round.study_id).await?;
-        let ledger_rows: Vec<i64> = in_aggregate
-            .iter()
-            .map(|p| rows.iter().filter(|r| r.participant_id == *p).count() as i64)
-            .collect();
-        let mut ledgers = crate::budget::ledgers_by_participant(rows);
-        let with_round: Vec<PrivacyLedger> = in_aggregate
-            .iter()
-            .map(|p| {
-                let mut ledger = ledgers.remove(p).unwrap_or_default();
-                ledger.events.extend_from_slice(&plan.planned_events);
-                ledger
-            })
-            .collect();
-        let epsilons = match crate::budget::epsilons(with_round, study.config.budget.delta).await {
-            Ok(e) => e,
-            Err(e) => return abort(format!("budget check at publication: {e}")).await,
-        };
-        publication.charges = in_aggregate
-            .iter()
-            .zip(epsilons.into_iter().zip(ledger_rows))
-            .map(|(p, (epsilon_after, ledger_rows))| Charge {
-                participant: *p,
-                events: plan.planned_events.clone(),
-                epsilon_after,
-                ledger_rows,
-            })
-            .collect();
-        match state.store.publish_round(&publication).await {
-            Err(crate::store::StoreError::Stale(m)) if attempts < 3 => {
-                tracing::info!(round = round.id, reason = %m, "ledger changed during publication; computing ε again");
-            }
-            other => break other,
-        }
-    };
-    match result {
-        Ok(version) => {
-            tracing::info!(
-                round = round.id,
-                study = round.study_id,
-                version,
-                participants = in_aggregate.len(),
-                "round completed"
-            );
-            state
-                .metrics
-                .rounds_total
-                .with_label_values(&[round.study_id.to_string().as_str(), "completed"])
-                .inc();
-            rounds::refresh_privacy_gauges(state, round.study_id).await;
-            state.changed.notify_waiters();
-            Ok(())
-        }
-        Err(crate::store::StoreError::Refused(reason)) => {
-            abort(format!("budget check at publication: {reason}")).await
-        }
-        Err(crate::store::StoreError::Conflict(_)) => Ok(()), // finished meanwhile (e.g. operator abort)
-        Err(e) => Err(e.into()),
-    }
 }

@@ -1,11 +1,15 @@
-//! The one place HTTP errors are mapped: every failure becomes a status and a JSON [`ErrorBody`] saying what was
-//! wrong. Internal details (database errors, …) are logged with the request's span and never returned.
+//! The one place errors become HTTP answers: every failure — the service layer's domain errors, the store's, an
+//! extractor's rejection — becomes a status and a JSON [`ErrorBody`] saying what was wrong. Internal details
+//! (database errors, …) are logged with the request's span and never returned.
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use confide_common::api::ErrorBody;
 
+use crate::service::privacy::PrivacyError;
+use crate::service::rounds::RoundError;
+use crate::service::studies::StudyError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +88,47 @@ impl From<StoreError> for ApiError {
             StoreError::UnsupportedUrl(_)
             | StoreError::Database(_)
             | StoreError::Migrate(_)
-            | StoreError::Corrupt(_) => Self::internal(e),
+            | StoreError::Corrupt(_)
+            | StoreError::Metrics(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<PrivacyError> for ApiError {
+    fn from(e: PrivacyError) -> Self {
+        match e {
+            PrivacyError::OverBudget(m) => Self::Unprocessable(m),
+            // An ε the accountant cannot certify for stored or planned events is the coordinator's failure here
+            // (a study whose first round cannot be accounted is refused when it is created).
+            PrivacyError::Unaccountable(m) => Self::Internal(m),
+            PrivacyError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<StudyError> for ApiError {
+    fn from(e: StudyError) -> Self {
+        match e {
+            StudyError::Invalid(m) => Self::Unprocessable(m),
+            StudyError::Internal(m) => Self::Internal(m),
+            StudyError::Privacy(e) => e.into(),
+            StudyError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RoundError> for ApiError {
+    fn from(e: RoundError) -> Self {
+        match e {
+            RoundError::Invalid(m) => Self::Unprocessable(m),
+            RoundError::Malformed(m) => Self::BadRequest(m),
+            RoundError::NotAllowed(m) => Self::Forbidden(m),
+            RoundError::Conflict(m) => Self::Conflict(m),
+            RoundError::NotFound(m) => Self::NotFound(m),
+            RoundError::Internal(m) => Self::Internal(m),
+            RoundError::Study(e) => e.into(),
+            RoundError::Privacy(e) => e.into(),
+            RoundError::Store(e) => e.into(),
         }
     }
 }
@@ -126,44 +170,3 @@ impl From<BytesRejection> for ApiError {
         rejected(r.status(), r.body_text())
     }
 }
-
-/// `Json` whose rejections are [`ApiError`]s (JSON body with the reason). The body must be a JSON object: serde
-/// would otherwise also read a struct from an array of its fields in order.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ApiJson<T>(pub T);
-
-impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
-        if !value.is_object() {
-            return Err(ApiError::Unprocessable(
-                "the request body must be a JSON object".into(),
-            ));
-        }
-        serde_json::from_value(value)
-            .map(ApiJson)
-            .map_err(|e| ApiError::Unprocessable(format!("invalid request body: {e}")))
-    }
-}
-
-impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
-    fn into_response(self) -> Response {
-        axum::Json(self.0).into_response()
-    }
-}
-
-/// `Path` whose rejections are [`ApiError`]s.
-#[derive(Debug, axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct ApiPath<T>(pub T);
-
-/// `Query` whose rejections are [`ApiError`]s.
-#[derive(Debug, axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct ApiQuery<T>(pub T);

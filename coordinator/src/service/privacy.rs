@@ -1,0 +1,320 @@
+//! Privacy budgets on the coordinator's side, and the one place their rule is applied: ε of each participant's
+//! ledger by the one accountant path (`PrivacyLedger::epsilon`, PLD, a certified upper bound: it may overestimate ε,
+//! never underestimate it), and "ε after the spend ≤ budget" at study creation (one round alone), at selection (each
+//! candidate) and at publication (each aggregated participant). The store only writes the charges — with the model,
+//! in one transaction, and only if the ledgers are still those ε was computed from.
+//!
+//! PLD composition is CPU-heavy (an FFT per distinct mechanism, hundreds of milliseconds): [`epsilons`] runs it on
+//! tokio's blocking pool so that it never stalls the async runtime, and computes each distinct ledger once
+//! (participants who took part in the same rounds share one computation).
+
+use std::collections::HashMap;
+
+use confide_common::api::{BudgetParams, CreateStudyRequest, ExcludedParticipant};
+use confide_common::dp::{AccountantKind, PrivacyEvent, PrivacyLedger};
+use confide_common::plan;
+
+use super::Coordinator;
+use crate::store::{Charge, LedgerRow, ParticipantRow, Publication, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    /// The accountant cannot certify ε for these events (it refuses rather than under-report).
+    #[error("{0}")]
+    Unaccountable(String),
+    /// Someone's ε would exceed the budget.
+    #[error("{0}")]
+    OverBudget(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Publications computed again at most this often when a ledger changed between the ε computation and the charge.
+const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// The budget rule: ε after the spend is at most the budget. A NaN ε (one nobody can vouch for) breaks it.
+fn within_budget(epsilon: f64, budget: &BudgetParams) -> bool {
+    epsilon <= budget.epsilon
+}
+
+/// Each participant's ledger (its charged events in charge order) from a study's ledger rows.
+fn ledgers_by_participant(rows: Vec<LedgerRow>) -> HashMap<i64, PrivacyLedger> {
+    let mut out: HashMap<i64, PrivacyLedger> = HashMap::new();
+    for row in rows {
+        out.entry(row.participant_id)
+            .or_default()
+            .events
+            .extend(row.events);
+    }
+    out
+}
+
+/// Each of `participants`' ledgers in a study with `planned` appended (what it would be after this round charged
+/// them), with the number of stored rows it was read from.
+async fn ledgers_with(
+    store: &Store,
+    study_id: i64,
+    participants: &[i64],
+    planned: &[PrivacyEvent],
+) -> Result<Vec<(PrivacyLedger, i64)>, StoreError> {
+    let rows = store.ledger(study_id).await?;
+    let counts: Vec<i64> = participants
+        .iter()
+        .map(|p| rows.iter().filter(|r| r.participant_id == *p).count() as i64)
+        .collect();
+    let mut ledgers = ledgers_by_participant(rows);
+    Ok(participants
+        .iter()
+        .zip(counts)
+        .map(|(p, rows)| {
+            let mut ledger = ledgers.remove(p).unwrap_or_default();
+            ledger.events.extend_from_slice(planned);
+            (ledger, rows)
+        })
+        .collect())
+}
+
+/// ε at `delta` of each ledger, in order, computed on the blocking pool; identical ledgers are computed once.
+pub async fn epsilons(ledgers: Vec<PrivacyLedger>, delta: f64) -> Result<Vec<f64>, PrivacyError> {
+    tokio::task::spawn_blocking(move || {
+        let mut known: Vec<(&[PrivacyEvent], f64)> = Vec::new();
+        ledgers
+            .iter()
+            .map(|ledger| {
+                if let Some((_, eps)) = known.iter().find(|(events, _)| *events == ledger.events) {
+                    return Ok(*eps);
+                }
+                let eps = ledger
+                    .epsilon(delta, AccountantKind::Pld)
+                    .map_err(|e| PrivacyError::Unaccountable(e.to_string()))?;
+                known.push((&ledger.events, eps));
+                Ok(eps)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| PrivacyError::Unaccountable(format!("the ε computation failed: {e}")))?
+}
+
+/// One round of a study to be, on an empty ledger, must fit in its budget: otherwise no round could ever run.
+pub async fn check_first_round(config: &CreateStudyRequest) -> Result<(), PrivacyError> {
+    let ledger = PrivacyLedger {
+        events: plan::planned_events(&config.dp),
+    };
+    let first_round = epsilons(vec![ledger], config.budget.delta)
+        .await?
+        .first()
+        .copied()
+        .unwrap_or(f64::NAN);
+    if !within_budget(first_round, &config.budget) {
+        return Err(PrivacyError::OverBudget(format!(
+            "one round of this study alone would spend ε = {first_round:.4} at δ = {}, over the budget ε = {}: \
+             raise dp.noise_multiplier, lower dp.sampling_rate or dp.local_epochs, or raise the budget",
+            config.budget.delta, config.budget.epsilon
+        )));
+    }
+    Ok(())
+}
+
+/// Splits a round's candidates into those whose ε after the round stays within the budget (selected, in order)
+/// and those excluded, with why.
+pub async fn select_within_budget(
+    store: &Store,
+    study_id: i64,
+    candidates: Vec<i64>,
+    planned: &[PrivacyEvent],
+    budget: &BudgetParams,
+) -> Result<(Vec<i64>, Vec<ExcludedParticipant>), PrivacyError> {
+    let (ledgers, _): (Vec<PrivacyLedger>, Vec<i64>) =
+        ledgers_with(store, study_id, &candidates, planned)
+            .await?
+            .into_iter()
+            .unzip();
+    let epsilons = epsilons(ledgers, budget.delta).await?;
+    let (mut selected, mut excluded) = (Vec::new(), Vec::new());
+    for (p, eps) in candidates.into_iter().zip(epsilons) {
+        if within_budget(eps, budget) {
+            selected.push(p);
+        } else {
+            excluded.push(ExcludedParticipant {
+                participant_id: p,
+                reason: format!(
+                    "this round would bring its ε to {eps:.4}, over its budget {} (δ = {})",
+                    budget.epsilon, budget.delta
+                ),
+            });
+        }
+    }
+    Ok((selected, excluded))
+}
+
+/// Publishes a completed round's model and charges `planned` to each participant `in_aggregate`. ε is computed off
+/// the runtime and outside the transaction (far too slow to hold a database lock for), the budget rule applied,
+/// then the store writes charges and model in one transaction that first checks each ledger is still the one ε
+/// was computed from; a change (only possible if something else charged the participant meanwhile) makes this
+/// compute again. `OverBudget` or `Unaccountable`: nothing was written.
+pub async fn publish_with_charges(
+    store: &Store,
+    mut publication: Publication,
+    study_id: i64,
+    in_aggregate: &[i64],
+    planned: &[PrivacyEvent],
+    budget: &BudgetParams,
+) -> Result<i64, PrivacyError> {
+    let mut attempt = 1;
+    loop {
+        let (ledgers, rows): (Vec<PrivacyLedger>, Vec<i64>) =
+            ledgers_with(store, study_id, in_aggregate, planned)
+                .await?
+                .into_iter()
+                .unzip();
+        let epsilons = epsilons(ledgers, budget.delta).await?;
+        publication.charges = Vec::with_capacity(in_aggregate.len());
+        for ((participant, epsilon_after), ledger_rows) in
+            in_aggregate.iter().zip(epsilons).zip(rows)
+        {
+            if !within_budget(epsilon_after, budget) {
+                return Err(PrivacyError::OverBudget(format!(
+                    "participant {participant} would reach ε = {epsilon_after:.4} > budget {}",
+                    budget.epsilon
+                )));
+            }
+            publication.charges.push(Charge {
+                participant: *participant,
+                events: planned.to_vec(),
+                epsilon_after,
+                ledger_rows,
+            });
+        }
+        match store.publish_round(&publication).await {
+            Err(StoreError::Stale(m)) if attempt < PUBLISH_ATTEMPTS => {
+                tracing::info!(round = publication.round_id, reason = %m, "ledger changed during publication; computing ε again");
+                attempt += 1;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// One participant's privacy position in a study.
+pub struct PrivacyOf {
+    pub participant: ParticipantRow,
+    pub epsilon_spent: f64,
+    pub epsilon_budget: f64,
+    pub rounds_charged: usize,
+}
+
+/// ε spent (PLD over the whole ledger, computed off the async runtime) and budget of every participant of a study.
+pub async fn privacy_of(
+    store: &Store,
+    study_id: i64,
+    budget: &BudgetParams,
+) -> Result<Vec<PrivacyOf>, PrivacyError> {
+    let participants = store.list_participants(study_id).await?;
+    let ids: Vec<i64> = participants.iter().map(|p| p.id).collect();
+    let (ledgers, rows): (Vec<PrivacyLedger>, Vec<i64>) = ledgers_with(store, study_id, &ids, &[])
+        .await?
+        .into_iter()
+        .unzip();
+    let spent = epsilons(ledgers, budget.delta).await?;
+    Ok(participants
+        .into_iter()
+        .zip(spent.into_iter().zip(rows))
+        .map(|(participant, (epsilon_spent, rounds_charged))| PrivacyOf {
+            participant,
+            epsilon_spent,
+            epsilon_budget: budget.epsilon,
+            rounds_charged: rounds_charged as usize,
+        })
+        .collect())
+}
+
+/// Re-reads ε spent and budgets of a study's participants into the gauges (a failure is logged: gauges are a view).
+pub async fn refresh_gauges(ctx: &Coordinator, study_id: i64, budget: &BudgetParams) {
+    let report = match privacy_of(&ctx.store, study_id, budget).await {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::warn!(study = study_id, error = %e, "could not refresh privacy gauges");
+            return;
+        }
+    };
+    let sid = study_id.to_string();
+    for p in report {
+        let pid = p.participant.id.to_string();
+        let labels = [sid.as_str(), pid.as_str()];
+        ctx.metrics
+            .epsilon_spent
+            .with_label_values(&labels)
+            .set(p.epsilon_spent);
+        ctx.metrics
+            .epsilon_budget
+            .with_label_values(&labels)
+            .set(p.epsilon_budget);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(q: f64, sigma: f64, steps: u64) -> PrivacyEvent {
+        PrivacyEvent::SubsampledGaussian {
+            sampling_rate: q,
+            noise_multiplier: sigma,
+            steps,
+        }
+    }
+
+    fn ledger(events: &[PrivacyEvent]) -> PrivacyLedger {
+        PrivacyLedger {
+            events: events.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn epsilons_are_in_order_and_zero_for_an_empty_ledger() {
+        let one = ledger(&[round(0.1, 1.1, 10)]);
+        let two = ledger(&[round(0.1, 1.1, 10), round(0.1, 1.1, 10)]);
+        let eps = epsilons(
+            vec![two.clone(), PrivacyLedger::new(), one.clone(), two.clone()],
+            1e-5,
+        )
+        .await
+        .unwrap();
+        assert_eq!(eps[1], 0.0);
+        assert!(eps[2] > 0.0 && eps[0] > eps[2], "{eps:?}");
+        assert_eq!(eps[0], eps[3]);
+        assert_eq!(eps[2], one.epsilon(1e-5, AccountantKind::Pld).unwrap());
+    }
+
+    #[test]
+    fn rows_group_by_participant_in_charge_order() {
+        let row = |participant_id, round_id, event| LedgerRow {
+            study_id: 1,
+            participant_id,
+            round_id,
+            events: vec![event],
+            epsilon_after: 0.0,
+        };
+        let rows = vec![
+            row(5, 1, round(0.1, 1.0, 3)),
+            row(6, 1, round(0.1, 1.0, 4)),
+            row(5, 2, round(0.2, 1.0, 3)),
+        ];
+        let by = ledgers_by_participant(rows);
+        assert_eq!(by[&5].events, vec![round(0.1, 1.0, 3), round(0.2, 1.0, 3)]);
+        assert_eq!(by[&6].events, vec![round(0.1, 1.0, 4)]);
+    }
+
+    #[test]
+    fn the_budget_rule_refuses_an_epsilon_nobody_can_vouch_for() {
+        let budget = BudgetParams {
+            epsilon: 1.0,
+            delta: 1e-5,
+        };
+        assert!(within_budget(1.0, &budget));
+        assert!(!within_budget(1.0 + 1e-12, &budget));
+        assert!(!within_budget(f64::NAN, &budget));
+        assert!(!within_budget(f64::INFINITY, &budget));
+    }
+}

@@ -1,0 +1,349 @@
+//! Rounds: starting one (selection under budgets, the round plan and secure-aggregation parameters), its status,
+//! aborts. What a participant may send and read in each stage is in [`participation`]; the background task that
+//! moves a round's secure-aggregation server through its stages is [`driver`], and the end of a completed round
+//! (new model, charges) is [`publication`].
+
+pub mod driver;
+pub mod participation;
+mod publication;
+
+pub use participation::{DECLINED_PREFIX, MAX_DECLINE_REASON};
+
+use std::collections::BTreeSet;
+
+use confide_common::api::{
+    ExcludedParticipant, GraphParams, RoundInfo, RoundStage, StageSet, StartRoundRequest,
+};
+use confide_common::dp::PrivacyEvent;
+use confide_common::plan;
+use confide_common::secagg::{self, QuantizationParams, SecAggServer, SecurityRequirements};
+use serde::{Deserialize, Serialize};
+
+use super::Coordinator;
+use super::privacy::{self, PrivacyError};
+use super::studies::{self, Study, StudyError};
+use crate::store::{MemberSet, NewRound, RoundRow, StoreError, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    /// The request breaks a rule of rounds (e.g. too few participants within budget); the message says which.
+    #[error("{0}")]
+    Invalid(String),
+    /// A protocol message that does not parse or does not fit the round.
+    #[error("{0}")]
+    Malformed(String),
+    /// This participant may not do this in this round (not selected, not in the stage's set, another's id).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The round is not in a state that allows it (finished, another stage, another secure-aggregation round).
+    #[error("{0}")]
+    Conflict(String),
+    /// No such round, stage or broadcast for this participant.
+    #[error("{0}")]
+    NotFound(String),
+    /// Stored data this version cannot read, or an encoding that should not fail did.
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Study(#[from] StudyError),
+    #[error(transparent)]
+    Privacy(#[from] PrivacyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RoundError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// Everything fixed when a round starts, stored with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoundPlan {
+    /// Selected participants; a participant's secure-aggregation id is its index here.
+    pub selected: Vec<i64>,
+    pub excluded: Vec<ExcludedParticipant>,
+    /// Privacy events charged to each participant whose input ends up in the aggregate.
+    pub planned_events: Vec<PrivacyEvent>,
+    pub secagg: secagg::SecAggParams,
+    pub quantisation: QuantizationParams,
+    pub num_parameters: usize,
+}
+
+impl RoundPlan {
+    pub fn parse(round: &RoundRow) -> Result<Self, RoundError> {
+        serde_json::from_str(&round.plan_json).map_err(RoundError::internal)
+    }
+
+    /// The secure-aggregation id of a participant, if selected.
+    pub fn index_of(&self, participant: i64) -> Option<u32> {
+        self.selected
+            .iter()
+            .position(|p| *p == participant)
+            .map(|i| i as u32)
+    }
+
+    pub fn participant_at(&self, index: u32) -> Option<i64> {
+        self.selected.get(index as usize).copied()
+    }
+
+    /// The secure-aggregation id of a participant, or why it has none.
+    pub fn index_of_selected(&self, participant: i64, round_id: i64) -> Result<u32, RoundError> {
+        self.index_of(participant).ok_or_else(|| {
+            RoundError::NotAllowed(format!(
+                "participant {participant} was not selected for round {round_id}"
+            ))
+        })
+    }
+}
+
+/// How long `stage` may take in this study.
+pub fn deadline_secs(study: &Study, stage: RoundStage) -> u64 {
+    let d = &study.config.deadlines;
+    match stage {
+        RoundStage::AdvertiseKeys => d.advertise_keys_secs,
+        RoundStage::ShareKeys => d.share_keys_secs,
+        RoundStage::MaskedInputCollection => d.masked_input_secs,
+        RoundStage::Unmasking | RoundStage::Finished => d.unmasking_secs,
+    }
+}
+
+/// The participants a start request names (all enrolled if none): each must be enrolled in the study.
+async fn candidates(
+    ctx: &Coordinator,
+    study_id: i64,
+    req: &StartRoundRequest,
+) -> Result<Vec<i64>, RoundError> {
+    let enrolled = ctx.store.list_participants(study_id).await?;
+    let candidates: BTreeSet<i64> = match &req.participants {
+        None => enrolled.iter().map(|p| p.id).collect(),
+        Some(ids) => {
+            for id in ids {
+                if !enrolled.iter().any(|p| p.id == *id) {
+                    return Err(RoundError::Invalid(format!(
+                        "participant {id} is not enrolled in study {study_id}"
+                    )));
+                }
+            }
+            ids.iter().copied().collect()
+        }
+    };
+    Ok(candidates.into_iter().collect())
+}
+
+/// The secure-aggregation parameters for `n` participants under the study's threat model (graph, dropout,
+/// corruption), with the study's threshold if it fixes one.
+fn secagg_params(study: &Study, n: u32) -> Result<secagg::SecAggParams, RoundError> {
+    let sa = &study.config.secagg;
+    let (dropout_rate, corrupt_fraction, sparse) = match sa.graph {
+        GraphParams::Complete => (0.0, 0.0, false),
+        GraphParams::Sparse {
+            expected_dropout,
+            corrupt_fraction,
+        } => (expected_dropout, corrupt_fraction, true),
+    };
+    let requirements = SecurityRequirements {
+        participants: n,
+        dropout_rate,
+        corrupt_fraction,
+        sparse,
+    };
+    let vector_len = u32::try_from(study.num_parameters + 1)
+        .map_err(|_| RoundError::Invalid("model too large for secure aggregation".into()))?;
+    let secagg_round: u64 = rand::random::<u64>() >> 11; // < 2^53, exact in every JSON reader
+    let mut params = secagg::SecAggParams::derive(
+        secagg_round,
+        &requirements,
+        vector_len,
+        sa.quantisation.bits,
+        rand::random(),
+    )
+    .map_err(|e| RoundError::Invalid(format!("secure-aggregation parameters: {e}")))?;
+    if let Some(t) = sa.threshold {
+        params.threshold = t;
+        params
+            .validate()
+            .map_err(|e| RoundError::Invalid(format!("secagg.threshold {t}: {e}")))?;
+    }
+    Ok(params)
+}
+
+/// Starts a study's next round: selects the candidates within budget, fixes the plan and the secure-aggregation
+/// parameters, creates the round with the server's initial state and starts its driver.
+pub async fn start(
+    ctx: &Coordinator,
+    study_id: i64,
+    req: &StartRoundRequest,
+) -> Result<RoundInfo, RoundError> {
+    let study = studies::load(ctx, study_id).await?;
+    let candidates = candidates(ctx, study_id, req).await?;
+    let planned = plan::planned_events(&study.config.dp);
+    let (selected, excluded) = privacy::select_within_budget(
+        &ctx.store,
+        study_id,
+        candidates,
+        &planned,
+        &study.config.budget,
+    )
+    .await?;
+    let min = study.config.min_participants as usize;
+    if selected.len() < min {
+        let reasons: Vec<String> = excluded
+            .iter()
+            .map(|e| format!("participant {}: {}", e.participant_id, e.reason))
+            .collect();
+        return Err(RoundError::Invalid(format!(
+            "round refused: {} participant(s) can take part, the study needs at least {min}{}{}",
+            selected.len(),
+            if reasons.is_empty() {
+                ""
+            } else {
+                "; excluded: "
+            },
+            reasons.join("; ")
+        )));
+    }
+    let n = selected.len() as u32;
+    let params = secagg_params(&study, n)?;
+    if n < study.min_aggregate(params.threshold) {
+        return Err(RoundError::Invalid(format!(
+            "round refused: {n} participant(s) can take part, a round must aggregate at least {} inputs \
+             (max of min_participants, the secure-aggregation threshold {} and 3)",
+            study.min_aggregate(params.threshold),
+            params.threshold
+        )));
+    }
+    let sa = &study.config.secagg;
+    let quantisation = QuantizationParams::for_participants(
+        study.clip_range() as f32,
+        sa.quantisation.bits,
+        n,
+        sa.quantisation.max_weight,
+    )
+    .map_err(|e| RoundError::Invalid(format!("quantisation: {e}")))?;
+    let server = SecAggServer::new(params.clone())
+        .map_err(|e| RoundError::Invalid(format!("secure aggregation: {e}")))?;
+    let plan = RoundPlan {
+        selected: selected.clone(),
+        excluded,
+        planned_events: planned,
+        secagg: params,
+        quantisation,
+        num_parameters: study.num_parameters,
+    };
+    let base = ctx.store.latest_model_version(study_id).await?;
+    let new = NewRound {
+        study_id,
+        stage: RoundStage::AdvertiseKeys,
+        base_version: base.version,
+        plan_json: serde_json::to_string(&plan).map_err(RoundError::internal)?,
+        selected,
+        server_state: Some(server.encode()),
+        stage_deadline: now_ms() + 1000 * deadline_secs(&study, RoundStage::AdvertiseKeys) as i64,
+        max_rounds: i64::from(study.config.rounds),
+    };
+    let round = ctx.store.create_round(&new).await?;
+    tracing::info!(
+        round = round.id,
+        study = study_id,
+        participants = n,
+        "round started"
+    );
+    ctx.metrics
+        .round_participants
+        .with_label_values(&[study_id.to_string().as_str(), MemberSet::Selected.as_str()])
+        .set(f64::from(n));
+    driver::spawn(ctx.clone(), round.id);
+    ctx.notify_changed();
+    info(ctx, &round).await
+}
+
+/// Status of a round, with who is in each stage's set.
+pub async fn info(ctx: &Coordinator, round: &RoundRow) -> Result<RoundInfo, RoundError> {
+    let plan = RoundPlan::parse(round)?;
+    let mut sets: Vec<StageSet> = Vec::new();
+    for (set, participant) in ctx.store.round_members(round.id).await? {
+        match sets.iter_mut().find(|s| s.stage == set.as_str()) {
+            Some(s) => s.participants.push(participant),
+            None => sets.push(StageSet {
+                stage: set.as_str().to_string(),
+                participants: vec![participant],
+            }),
+        }
+    }
+    let mut excluded = plan.excluded;
+    excluded.extend(ctx.store.round_declines(round.id).await?.into_iter().map(
+        |(participant_id, reason)| ExcludedParticipant {
+            participant_id,
+            reason: format!("{DECLINED_PREFIX}{reason}"),
+        },
+    ));
+    Ok(RoundInfo {
+        id: round.id,
+        study_id: round.study_id,
+        round_number: round.round_number,
+        stage: round.current_stage()?,
+        outcome: round.outcome.clone(),
+        reason: round.reason.clone(),
+        base_version: round.base_version,
+        started_at_ms: round.started_at,
+        finished_at_ms: round.finished_at,
+        stage_deadline_ms: round.stage_deadline,
+        sets,
+        excluded,
+    })
+}
+
+pub async fn get(ctx: &Coordinator, round_id: i64) -> Result<RoundInfo, RoundError> {
+    info(ctx, &ctx.store.get_round(round_id).await?).await
+}
+
+/// A study's rounds in order.
+pub async fn list(ctx: &Coordinator, study_id: i64) -> Result<Vec<RoundInfo>, RoundError> {
+    ctx.store.get_study(study_id).await?;
+    let mut out = Vec::new();
+    for r in ctx.store.list_rounds(study_id).await? {
+        out.push(info(ctx, &r).await?);
+    }
+    Ok(out)
+}
+
+/// Aborts a round (nothing published, nothing charged). False if it had already finished.
+pub async fn abort(ctx: &Coordinator, round: &RoundRow, reason: &str) -> Result<bool, RoundError> {
+    let done = ctx.store.abort_round(round.id, reason).await?;
+    if done {
+        tracing::warn!(
+            round = round.id,
+            study = round.study_id,
+            reason,
+            "round aborted"
+        );
+        ctx.metrics
+            .rounds_total
+            .with_label_values(&[round.study_id.to_string().as_str(), "aborted"])
+            .inc();
+        ctx.notify_changed();
+    }
+    Ok(done)
+}
+
+/// An operator aborts an unfinished round, saying why (1..=500 characters).
+pub async fn abort_by_operator(
+    ctx: &Coordinator,
+    round_id: i64,
+    reason: &str,
+) -> Result<RoundInfo, RoundError> {
+    if reason.trim().is_empty() || reason.len() > 500 {
+        return Err(RoundError::Invalid(
+            "reason must be 1..=500 characters".into(),
+        ));
+    }
+    let round = ctx.store.get_round(round_id).await?;
+    if !abort(ctx, &round, &format!("aborted by operator: {reason}")).await? {
+        return Err(RoundError::Conflict(format!(
+            "round {round_id} is already finished"
+        )));
+    }
+    get(ctx, round_id).await
+}

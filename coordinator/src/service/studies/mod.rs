@@ -1,0 +1,227 @@
+//! Studies: creation under their [`rules`], what an operator reads about them (status, participants, model versions,
+//! privacy report), enrolment tokens and enrolment.
+
+mod rules;
+
+pub use rules::{
+    MAX_NAME_LEN, MAX_PARTICIPANTS, MAX_ROUNDS, MIN_AGGREGATE, Study, ValidatedStudy, validate,
+    validate_name, warnings,
+};
+
+use confide_common::api::{
+    CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolRequest, EnrolResponse,
+    EnrolmentTokenResponse, ModelVersionInfo, ParticipantInfo, ParticipantPrivacy, PrivacyReport,
+    StudyInfo,
+};
+use confide_common::dp::AccountantKind;
+
+use super::Coordinator;
+use super::privacy::{self, PrivacyError};
+use crate::store::{StoreError, StudyRow, now_ms};
+
+/// Default and longest validity of an enrolment token.
+const DEFAULT_TOKEN_SECS: u64 = 7 * 86_400;
+const MAX_TOKEN_SECS: u64 = 365 * 86_400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StudyError {
+    /// The request breaks a rule of studies; the message says which.
+    #[error("{0}")]
+    Invalid(String),
+    /// Stored data this version cannot read, or an encoding that should not fail did.
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Privacy(#[from] PrivacyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl StudyError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// A stored study, parsed.
+pub async fn load(ctx: &Coordinator, study_id: i64) -> Result<Study, StudyError> {
+    Study::from_row(&ctx.store.get_study(study_id).await?)
+}
+
+/// What the operator sees of a study: its configuration, progress and warnings.
+pub async fn info(ctx: &Coordinator, row: &StudyRow) -> Result<StudyInfo, StudyError> {
+    let study = Study::from_row(row)?;
+    let latest = ctx.store.latest_model_version(row.id).await?;
+    let rounds = ctx.store.list_rounds(row.id).await?;
+    let warnings = warnings(&study.config);
+    Ok(StudyInfo {
+        id: row.id,
+        config: study.config,
+        created_at_ms: row.created_at,
+        latest_model_version: latest.version,
+        rounds_completed: rounds
+            .iter()
+            .filter(|r| r.outcome.as_deref() == Some("completed"))
+            .count() as i64,
+        active_round: rounds.iter().find(|r| r.outcome.is_none()).map(|r| r.id),
+        warnings,
+    })
+}
+
+/// Creates a study: its rules checked (refused when one round alone would spend more than the budget), stored
+/// with its initial model as version 0, its counters created at 0.
+pub async fn create(ctx: &Coordinator, req: &CreateStudyRequest) -> Result<StudyInfo, StudyError> {
+    let valid = validate(req, ctx.limits.model_bytes)?;
+    let config = &valid.config;
+    privacy::check_first_round(config)
+        .await
+        .map_err(|e| match e {
+            PrivacyError::Unaccountable(e) => {
+                StudyError::Invalid(format!("the study's privacy cannot be accounted: {e}"))
+            }
+            PrivacyError::OverBudget(m) => StudyError::Invalid(m),
+            other => other.into(),
+        })?;
+    let config_json = serde_json::to_string(config).map_err(StudyError::internal)?;
+    let row = ctx
+        .store
+        .create_study(&config.name, &config_json, &valid.weights)
+        .await?;
+    tracing::info!(study = row.id, name = %row.name, "study created");
+    for warning in warnings(config) {
+        tracing::warn!(study = row.id, %warning, "study created with a warning");
+    }
+    ctx.metrics.init_study(row.id);
+    info(ctx, &row).await
+}
+
+pub async fn list(ctx: &Coordinator) -> Result<Vec<StudyInfo>, StudyError> {
+    let mut out = Vec::new();
+    for row in ctx.store.list_studies().await? {
+        out.push(info(ctx, &row).await?);
+    }
+    Ok(out)
+}
+
+pub async fn get(ctx: &Coordinator, study_id: i64) -> Result<StudyInfo, StudyError> {
+    info(ctx, &ctx.store.get_study(study_id).await?).await
+}
+
+/// A one-time enrolment token for a hospital (shown once, stored hashed).
+pub async fn create_enrolment_token(
+    ctx: &Coordinator,
+    study_id: i64,
+    req: &CreateEnrolmentTokenRequest,
+) -> Result<EnrolmentTokenResponse, StudyError> {
+    validate_name(&req.label, "label")?;
+    let secs = req.expires_in_secs.unwrap_or(DEFAULT_TOKEN_SECS);
+    if secs == 0 || secs > MAX_TOKEN_SECS {
+        return Err(StudyError::Invalid(format!(
+            "expires_in_secs must be in 1..={MAX_TOKEN_SECS}"
+        )));
+    }
+    let expires_at_ms = now_ms() + (secs as i64) * 1000;
+    let token = ctx
+        .store
+        .create_enrolment_token(study_id, &req.label, expires_at_ms)
+        .await?;
+    Ok(EnrolmentTokenResponse {
+        token,
+        study_id,
+        expires_at_ms,
+    })
+}
+
+/// Enrols a participant with a one-time token; its credential is returned once (stored hashed).
+pub async fn enrol(ctx: &Coordinator, req: &EnrolRequest) -> Result<EnrolResponse, StudyError> {
+    validate_name(&req.name, "name")?;
+    let (p, credential) = ctx.store.enrol(&req.token, &req.name).await?;
+    tracing::info!(
+        participant = p.id,
+        study = p.study_id,
+        "participant enrolled"
+    );
+    match load(ctx, p.study_id).await {
+        Ok(study) => privacy::refresh_gauges(ctx, p.study_id, &study.config.budget).await,
+        Err(e) => {
+            tracing::warn!(study = p.study_id, error = %e, "could not refresh privacy gauges")
+        }
+    }
+    Ok(EnrolResponse {
+        participant_id: p.id,
+        study_id: p.study_id,
+        credential,
+    })
+}
+
+pub async fn participants(
+    ctx: &Coordinator,
+    study_id: i64,
+) -> Result<Vec<ParticipantInfo>, StudyError> {
+    ctx.store.get_study(study_id).await?;
+    Ok(ctx
+        .store
+        .list_participants(study_id)
+        .await?
+        .into_iter()
+        .map(|p| ParticipantInfo {
+            id: p.id,
+            study_id: p.study_id,
+            name: p.name,
+            enrolled_at_ms: p.enrolled_at,
+        })
+        .collect())
+}
+
+pub async fn model_versions(
+    ctx: &Coordinator,
+    study_id: i64,
+) -> Result<Vec<ModelVersionInfo>, StudyError> {
+    ctx.store.get_study(study_id).await?;
+    Ok(ctx
+        .store
+        .list_model_versions(study_id)
+        .await?
+        .into_iter()
+        .map(|m| ModelVersionInfo {
+            study_id: m.study_id,
+            version: m.version,
+            round_id: m.round_id,
+            sha256: m.sha256,
+            size_bytes: m.size_bytes,
+            created_at_ms: m.created_at,
+        })
+        .collect())
+}
+
+/// A model version's safetensors bytes and sha256 (a study that does not exist is reported as such first).
+pub async fn model_weights(
+    ctx: &Coordinator,
+    study_id: i64,
+    version: i64,
+) -> Result<(Vec<u8>, String), StudyError> {
+    ctx.store.get_study(study_id).await?;
+    Ok(ctx.store.model_weights(study_id, version).await?)
+}
+
+/// ε spent (PLD over each participant's whole ledger) and budget, per participant.
+pub async fn privacy_report(ctx: &Coordinator, study_id: i64) -> Result<PrivacyReport, StudyError> {
+    let study = load(ctx, study_id).await?;
+    let participants = privacy::privacy_of(&ctx.store, study_id, &study.config.budget)
+        .await?
+        .into_iter()
+        .map(|p| ParticipantPrivacy {
+            participant_id: p.participant.id,
+            name: p.participant.name,
+            epsilon_spent: p.epsilon_spent,
+            epsilon_budget: p.epsilon_budget,
+            rounds_charged: p.rounds_charged as i64,
+        })
+        .collect();
+    Ok(PrivacyReport {
+        study_id,
+        delta: study.config.budget.delta,
+        accountant: AccountantKind::Pld,
+        participants,
+    })
+}
