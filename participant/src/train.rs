@@ -252,7 +252,7 @@ impl LocalTrainer {
 
 /// What a participant trains in one round.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RoundPlan {
+pub struct TrainingPlan {
     pub sampling_rate: f64,
     pub clip_norm: f64,
     pub noise_multiplier: f64,
@@ -280,7 +280,7 @@ pub fn train_round(
     spec: &ModelSpec,
     global: &[f32],
     train: &Dataset,
-    plan: &RoundPlan,
+    plan: &TrainingPlan,
 ) -> Result<LocalUpdate, TrainError> {
     if plan.steps == 0 {
         return Err(TrainError::InvalidParams(

@@ -14,7 +14,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
 use confide_client::CoordinatorClient;
 use confide_common::api::{
-    CreateEnrolmentTokenRequest, CreateStudyRequest, RoundInfo, StartRoundRequest,
+    CreateEnrolmentTokenRequest, CreateStudyRequest, MemberSet, RoundInfo, RoundOutcome,
+    StartRoundRequest,
 };
 use confide_common::dp::{AccountantKind, PrivacyEvent, PrivacyLedger, calibrate};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -123,10 +124,11 @@ fn preset(dataset: DemoDataset) -> Preset {
     }
 }
 
+/// One line of the demo's report: how a round went.
 #[derive(Serialize)]
-struct RoundRow {
+struct RoundResult {
     round: u32,
-    outcome: String,
+    outcome: RoundOutcome,
     reason: Option<String>,
     test_accuracy: Option<f64>,
     epsilon_max: f64,
@@ -150,7 +152,7 @@ struct DemoSummary {
     noise_multiplier: f64,
     records_per_hospital: Vec<usize>,
     test_records: usize,
-    rounds: Vec<RoundRow>,
+    rounds: Vec<RoundResult>,
     work_dir: Option<String>,
 }
 
@@ -680,9 +682,12 @@ async fn demo(args: DemoArgs) -> Result<()> {
             .iter()
             .map(|x| x.epsilon_spent)
             .fold(0.0, f64::max);
-        let selected = set_len(&finished, "selected");
-        let aggregated = set_len(&finished, "masked_input_collection");
-        let completed = finished.outcome.as_deref() == Some("completed");
+        let selected = finished.members(MemberSet::Selected).len();
+        let aggregated = finished.members(MemberSet::SentMaskedInput).len();
+        let Some(outcome) = finished.outcome else {
+            bail!("round {r} ended without an outcome");
+        };
+        let completed = outcome == RoundOutcome::Completed;
         let accuracy = if completed {
             let versions = op.list_model_versions(study.id).await?;
             let latest = versions
@@ -700,9 +705,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
         } else {
             None
         };
-        let row = RoundRow {
+        let row = RoundResult {
             round: r,
-            outcome: finished.outcome.clone().unwrap_or_default(),
+            outcome,
             reason: finished.reason.clone(),
             test_accuracy: accuracy,
             epsilon_max,
@@ -719,7 +724,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             println!(
                 "{:>5}  {:<10}  {:>13}  {:>9.4}  {:>10}  {:>8}  {:>6.1}s",
                 row.round,
-                row.outcome,
+                row.outcome.as_str(),
                 row.test_accuracy
                     .map(|a| format!("{a:.3}"))
                     .unwrap_or_else(|| "-".into()),
@@ -739,7 +744,10 @@ async fn demo(args: DemoArgs) -> Result<()> {
     }
     children.stop_all();
 
-    let completed = results.iter().filter(|r| r.outcome == "completed").count() as u32;
+    let completed = results
+        .iter()
+        .filter(|r| r.outcome == RoundOutcome::Completed)
+        .count() as u32;
     let epsilon_max = results.iter().map(|r| r.epsilon_max).fold(0.0, f64::max);
     let summary = DemoSummary {
         dataset: dataset_name(args.dataset),
@@ -946,14 +954,6 @@ fn check_children(children: &mut Children, work: &Path) -> Result<()> {
     Ok(())
 }
 
-fn set_len(info: &RoundInfo, stage: &str) -> usize {
-    info.sets
-        .iter()
-        .find(|s| s.stage == stage)
-        .map(|s| s.participants.len())
-        .unwrap_or(0)
-}
-
 fn stage_position(info: &RoundInfo) -> u64 {
     use confide_common::api::RoundStage::*;
     match info.stage {
@@ -974,5 +974,8 @@ fn stage_message(info: &RoundInfo) -> String {
         Unmasking => "survivors help remove the masks",
         Finished => "finished",
     };
-    format!("{doing} ({} selected)", set_len(info, "selected"))
+    format!(
+        "{doing} ({} selected)",
+        info.members(MemberSet::Selected).len()
+    )
 }

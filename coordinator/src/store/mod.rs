@@ -24,7 +24,7 @@ mod tx;
 
 pub use ledger::{Charge, LedgerRow, Publication};
 pub use participants::ParticipantRow;
-pub use rounds::{MemberSet, NewRound, RoundRow, StageTransition};
+pub use rounds::{NewRound, RoundRow, StageBoundary};
 pub use studies::{ModelVersionRow, StudyRow};
 
 use std::str::FromStr;

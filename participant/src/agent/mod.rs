@@ -48,7 +48,7 @@ use crate::data::{DataError, Dataset};
 use crate::train::train_round;
 use config::AgentConfig;
 use dataset::Statistics;
-use ledger::{Budget, Charge, ChargeKey, LedgerError, LocalLedger};
+use ledger::{Budget, ChargeKey, ChargeOutcome, LedgerError, LocalLedger};
 use round_plan::decode_model;
 pub use round_plan::training_plan;
 use state::{Identity, StateDir, StateError};
@@ -661,21 +661,21 @@ impl Agent {
         let budget: Budget = self.cfg.budget;
         let key = ChargeKey::new(&self.identity, round_id, round_number);
         match self.ledger.charge(&key, &planned, budget).await? {
-            Charge::Charged { epsilon_after } => {
+            ChargeOutcome::Charged { epsilon_after } => {
                 tracing::info!(
                     round = round_number,
                     epsilon_after,
                     "privacy spend recorded in the local ledger"
                 )
             }
-            Charge::AlreadyCharged { epsilon_after } => {
+            ChargeOutcome::AlreadyCharged { epsilon_after } => {
                 tracing::info!(
                     round = round_number,
                     epsilon_after,
                     "round already charged in the local ledger"
                 )
             }
-            Charge::OverBudget { epsilon_after } => {
+            ChargeOutcome::OverBudget { epsilon_after } => {
                 return Ok(self.protocol_error(
                     task,
                     format!("the local budget no longer allows this round (ε would be {epsilon_after:.4})"),

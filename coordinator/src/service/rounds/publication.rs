@@ -3,7 +3,7 @@
 //! the aggregate ([`privacy::publish_with_charges`]) — or the round is aborted with the reason, publishing and
 //! charging nothing.
 
-use confide_common::api::RoundStage;
+use confide_common::api::{RoundOutcome, RoundStage};
 use confide_common::model::{decode_safetensors, encode_safetensors};
 
 use super::{RoundError, RoundPlan};
@@ -110,7 +110,10 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
             );
             ctx.metrics
                 .rounds_total
-                .with_label_values(&[round.study_id.to_string().as_str(), "completed"])
+                .with_label_values(&[
+                    round.study_id.to_string().as_str(),
+                    RoundOutcome::Completed.as_str(),
+                ])
                 .inc();
             privacy::refresh_gauges(ctx, round.study_id, &study.config.budget).await;
             ctx.notify_changed();
