@@ -157,11 +157,7 @@ struct DemoSummary {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = confide_runtime::tokio_runtime().context("starting the async runtime")?;
     runtime.block_on(demo(args))
 }
 
@@ -200,12 +196,10 @@ impl Drop for Children {
     }
 }
 
+/// Asks a child to stop (SIGTERM); one that has already exited is left alone.
 fn terminate(child: &Child) {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: sending a signal to a child process we spawned and have not yet reaped.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM);
     }
 }
 
@@ -540,7 +534,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
 
     // ---- study ----
     let study_request: CreateStudyRequest = serde_json::from_value(serde_json::json!({
-        "name": format!("demo-{}-{}", dataset_name(args.dataset), unix_seconds()),
+        "name": format!("demo-{}-{}", dataset_name(args.dataset), confide_runtime::now_ms() / 1000),
         "model_spec": serde_json::from_str::<serde_json::Value>(p.model_spec)?,
         "initial_weights_seed": args.seed,
         "dp": {
@@ -842,13 +836,6 @@ fn start_coordinator(
     children.0.push(("coordinator".into(), coordinator));
     let url = read_listen_url(stdout)?;
     Ok((url, operator_token))
-}
-
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn dataset_name(d: DemoDataset) -> &'static str {

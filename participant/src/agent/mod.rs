@@ -761,10 +761,7 @@ async fn enrol(
                     credential: r.credential,
                     coordinator_url: url.to_string(),
                     name: name.to_string(),
-                    enrolled_at_ms: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as i64)
-                        .unwrap_or(0),
+                    enrolled_at_ms: confide_runtime::now_ms(),
                 };
                 state.save_identity(&identity)?;
                 tracing::info!(

@@ -41,9 +41,5 @@ pub fn read_spec(path: &Path) -> Result<ModelSpec> {
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    confide_runtime::tokio_runtime().context("starting the async runtime")
 }

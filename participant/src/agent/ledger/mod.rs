@@ -126,12 +126,7 @@ pub struct LocalLedger {
     dataset: String,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use confide_runtime::now_ms;
 
 /// The events of stored charges (one JSON array per row).
 fn decode_events(
