@@ -75,8 +75,11 @@ pub struct QuantisationConfig {
     pub max_weight: u32,
 }
 
+/// The default largest weight one participant may put in the weight coordinate.
+pub const DEFAULT_MAX_WEIGHT: u32 = 100_000;
+
 fn default_max_weight() -> u32 {
-    100_000
+    DEFAULT_MAX_WEIGHT
 }
 
 /// The secure aggregation a study asks for (threat model and quantisation). Each round derives the protocol's
