@@ -99,6 +99,8 @@ struct BenchArgs {
 
 fn main() {
     let cli = Cli::parse();
+    // Before any training thread starts: how freed memory is kept decides whether every step remaps its tensors.
+    cli::memory::keep_freed_memory_for_reuse();
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Budget(args) => cli::budget::budget(args),

@@ -159,7 +159,6 @@ impl LocalTrainer {
             return Err(TrainError::LabelOutOfRange { num_classes });
         }
         let net = Network::new(spec, initial)?;
-        crate::memory::keep_freed_memory_for_reuse();
         let sampler = match sampler_seed {
             Some(seed) => ChaCha20Rng::seed_from_u64(seed),
             None => ChaCha20Rng::try_from_rng(&mut rand::rngs::SysRng)

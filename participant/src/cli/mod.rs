@@ -1,6 +1,8 @@
-//! The `confide-participant` commands that need more than a few lines: `train` and `budget`.
+//! The `confide-participant` commands that need more than a few lines (`train`, `budget`), and the binary's
+//! process-wide start-up setting ([`memory`]).
 
 pub mod budget;
+pub mod memory;
 pub mod train;
 
 use std::path::{Path, PathBuf};
