@@ -130,6 +130,13 @@ impl Metrics {
         }
     }
 
+    /// Counts `n` finished rounds of a study with their outcome (`confide_rounds_total`).
+    pub fn rounds_finished(&self, study_id: i64, outcome: RoundOutcome, n: u64) {
+        self.rounds_total
+            .with_label_values(&[study_id.to_string().as_str(), outcome.as_str()])
+            .inc_by(n);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut buf = Vec::new();

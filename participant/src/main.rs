@@ -5,7 +5,7 @@ mod cli;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cli::{CsvArgs, read_spec};
 use confide_common::model::{decode_safetensors, spec_from_safetensors};
@@ -164,16 +164,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         })?;
     let params =
         decode_safetensors(&spec, &bytes).with_context(|| format!("{}", args.model.display()))?;
-    let mut data = read_csv(&args.csv.data, &args.csv.options(spec.num_classes()))?;
-    if data.num_features() != spec.input_dim() {
-        bail!(
-            "{}: {} feature columns selected, the model {} expects {}",
-            args.csv.data.display(),
-            data.num_features(),
-            args.model.display(),
-            spec.input_dim()
-        );
-    }
+    let mut data = args.csv.read_for(&spec, &args.model)?;
     if !args.no_standardize {
         let stats = match &args.stats {
             Some(path) => Standardization::read(path)?,

@@ -39,6 +39,7 @@ use std::time::Duration;
 use confide_client::{ClientError, CoordinatorClient};
 use confide_common::api::{RoundStage, RoundTask, TaskResponse};
 use confide_common::dp::PrivacyEvent;
+use confide_common::secagg::messages::ControlMessage;
 use confide_common::secagg::{QuantizationParams, SecAggClient};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -333,8 +334,27 @@ impl Agent {
         }
     }
 
-    async fn broadcast(&self, task: &RoundTask) -> Result<String, ClientError> {
-        self.client.broadcast(task.round_id, task.stage).await
+    /// The server's broadcast for the task's stage, parsed; or, as `Err`, what the loop does instead: back off after
+    /// a transport error, leave the round after a malformed broadcast.
+    async fn read_broadcast<T: ControlMessage>(
+        &mut self,
+        task: &RoundTask,
+    ) -> Result<Result<T, Next>, AgentError> {
+        let text = match self.client.broadcast(task.round_id, task.stage).await {
+            Ok(t) => t,
+            Err(e) => return self.classify(e).map(Err),
+        };
+        Ok(T::from_json(&text).map_err(|e| self.protocol_error(task, e)))
+    }
+
+    /// Queues this agent's message for the task's stage (kept until delivered) and polls on.
+    fn send(&mut self, task: &RoundTask, body: Vec<u8>) -> Next {
+        self.pending = Some(Outgoing::Message {
+            round_id: task.round_id,
+            stage: task.stage,
+            body,
+        });
+        Next::Poll
     }
 
     /// A protocol error in a server broadcast: the round is left (its secrets forgotten).

@@ -321,12 +321,7 @@ pub async fn abort(ctx: &Coordinator, round: &RoundRow, reason: &str) -> Result<
             "round aborted"
         );
         ctx.metrics
-            .rounds_total
-            .with_label_values(&[
-                round.study_id.to_string().as_str(),
-                RoundOutcome::Aborted.as_str(),
-            ])
-            .inc();
+            .rounds_finished(round.study_id, RoundOutcome::Aborted, 1);
         ctx.notify_changed();
     }
     Ok(done)

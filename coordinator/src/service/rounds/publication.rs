@@ -109,12 +109,7 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
                 "round completed"
             );
             ctx.metrics
-                .rounds_total
-                .with_label_values(&[
-                    round.study_id.to_string().as_str(),
-                    RoundOutcome::Completed.as_str(),
-                ])
-                .inc();
+                .rounds_finished(round.study_id, RoundOutcome::Completed, 1);
             privacy::refresh_gauges(ctx, round.study_id, &study.config.budget).await;
             ctx.notify_changed();
             Ok(())

@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use confide_client::ClientError;
-use confide_common::api::{RoundStage, RoundTask};
+use confide_common::api::RoundTask;
 use confide_common::secagg::SecAggClient;
 use confide_common::secagg::messages::ControlMessage;
 use sha2::{Digest, Sha256};
 
 use crate::agent::dataset::{self, Statistics};
 use crate::agent::round_plan::{decode_model, training_plan};
-use crate::agent::transport::Outgoing;
 use crate::agent::{Agent, AgentError, Next, Session, os_rng, saturation};
 use crate::train::train_round;
 
@@ -150,11 +149,6 @@ impl Agent {
             planned,
             answered: HashSet::new(),
         });
-        self.pending = Some(Outgoing::Message {
-            round_id: task.round_id,
-            stage: RoundStage::AdvertiseKeys,
-            body: msg.to_json().into_bytes(),
-        });
-        Ok(Next::Poll)
+        Ok(self.send(task, msg.to_json().into_bytes()))
     }
 }

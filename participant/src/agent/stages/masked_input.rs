@@ -1,12 +1,10 @@
 //! MaskedInputCollection: quantise Δ with weight 1, mask it with the routed shares, charge the local ledger durably,
 //! and only then send the masked input.
 
-use confide_common::api::{RoundStage, RoundTask};
+use confide_common::api::RoundTask;
 use confide_common::secagg::RoutedShares;
-use confide_common::secagg::messages::ControlMessage;
 
 use crate::agent::ledger::{Budget, ChargeKey, ChargeOutcome};
-use crate::agent::transport::Outgoing;
 use crate::agent::{Agent, AgentError, Next, debug, os_rng};
 
 impl Agent {
@@ -14,13 +12,9 @@ impl Agent {
         &mut self,
         task: &RoundTask,
     ) -> Result<Next, AgentError> {
-        let text = match self.broadcast(task).await {
-            Ok(t) => t,
-            Err(e) => return self.classify(e),
-        };
-        let routed = match RoutedShares::from_json(&text) {
+        let routed: RoutedShares = match self.read_broadcast(task).await? {
             Ok(r) => r,
-            Err(e) => return Ok(self.protocol_error(task, e)),
+            Err(next) => return Ok(next),
         };
         let mut rng = os_rng()?;
         let Some(session) = self.session.as_mut() else {
@@ -65,11 +59,6 @@ impl Agent {
             }
         }
         debug::dump_input(self.state.path(), round_id, &input);
-        self.pending = Some(Outgoing::Message {
-            round_id,
-            stage: RoundStage::MaskedInputCollection,
-            body: masked.encode(),
-        });
-        Ok(Next::Poll)
+        Ok(self.send(task, masked.encode()))
     }
 }

@@ -1,10 +1,9 @@
 //! ShareKeys: answer the server's key directory with this agent's encrypted Shamir shares for its neighbours.
 
-use confide_common::api::{RoundStage, RoundTask};
+use confide_common::api::RoundTask;
 use confide_common::secagg::KeyDirectory;
 use confide_common::secagg::messages::ControlMessage;
 
-use crate::agent::transport::Outgoing;
 use crate::agent::{Agent, AgentError, Next, os_rng};
 
 impl Agent {
@@ -12,13 +11,9 @@ impl Agent {
         &mut self,
         task: &RoundTask,
     ) -> Result<Next, AgentError> {
-        let text = match self.broadcast(task).await {
-            Ok(t) => t,
-            Err(e) => return self.classify(e),
-        };
-        let dir = match KeyDirectory::from_json(&text) {
+        let dir: KeyDirectory = match self.read_broadcast(task).await? {
             Ok(d) => d,
-            Err(e) => return Ok(self.protocol_error(task, e)),
+            Err(next) => return Ok(next),
         };
         let mut rng = os_rng()?;
         let Some(session) = self.session.as_mut() else {
@@ -28,11 +23,6 @@ impl Agent {
             Ok(m) => m,
             Err(e) => return Ok(self.protocol_error(task, e)),
         };
-        self.pending = Some(Outgoing::Message {
-            round_id: task.round_id,
-            stage: RoundStage::ShareKeys,
-            body: msg.to_json().into_bytes(),
-        });
-        Ok(Next::Poll)
+        Ok(self.send(task, msg.to_json().into_bytes()))
     }
 }

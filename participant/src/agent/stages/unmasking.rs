@@ -1,22 +1,17 @@
 //! Unmasking: reveal the shares the server asks for (for each neighbour a share of its self-mask seed if it sent
 //! its masked input, of its mask key if it dropped out; never both).
 
-use confide_common::api::{RoundStage, RoundTask};
+use confide_common::api::RoundTask;
 use confide_common::secagg::UnmaskingRequest;
 use confide_common::secagg::messages::ControlMessage;
 
-use crate::agent::transport::Outgoing;
 use crate::agent::{Agent, AgentError, Next, debug};
 
 impl Agent {
     pub(in crate::agent) async fn unmask(&mut self, task: &RoundTask) -> Result<Next, AgentError> {
-        let text = match self.broadcast(task).await {
-            Ok(t) => t,
-            Err(e) => return self.classify(e),
-        };
-        let req = match UnmaskingRequest::from_json(&text) {
+        let req: UnmaskingRequest = match self.read_broadcast(task).await? {
             Ok(r) => r,
-            Err(e) => return Ok(self.protocol_error(task, e)),
+            Err(next) => return Ok(next),
         };
         let Some(session) = self.session.as_mut() else {
             return Ok(Next::Pause);
@@ -26,11 +21,6 @@ impl Agent {
             Err(e) => return Ok(self.protocol_error(task, e)),
         };
         debug::crash_point(debug::BEFORE_UNMASKING_RESPONSE);
-        self.pending = Some(Outgoing::Message {
-            round_id: task.round_id,
-            stage: RoundStage::Unmasking,
-            body: msg.to_json().into_bytes(),
-        });
-        Ok(Next::Poll)
+        Ok(self.send(task, msg.to_json().into_bytes()))
     }
 }
