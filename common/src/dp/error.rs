@@ -53,6 +53,14 @@ pub enum DpError {
         "δ = {delta} is below what the PLD accountant can certify (its pessimistic mass at infinite loss is {floor}); use a larger δ"
     )]
     DeltaBelowResolution { delta: f64, floor: f64 },
+    /// Merging a ledger's events of one mechanism (q, σ) would add up to more steps than 64 bits hold.
+    #[error(
+        "the ledger's steps at sampling rate q = {sampling_rate}, noise multiplier σ = {noise_multiplier} add up to more than 2^64 − 1; no ε can be computed for it"
+    )]
+    StepsOverflow {
+        sampling_rate: f64,
+        noise_multiplier: f64,
+    },
     /// The operating system could not provide entropy to seed the noise generator.
     #[error("could not seed the noise generator from operating-system entropy: {0}")]
     Entropy(String),

@@ -20,6 +20,7 @@
 use rustfft::FftPlanner;
 use rustfft::num_complex::Complex64;
 
+use super::ledger::merge_events;
 use super::rdp::{check_delta, check_epsilon, gaussian_only_mu};
 use super::special::{log_add, log_ndtr};
 use super::{DpError, PrivacyEvent};
@@ -381,11 +382,12 @@ impl PldAccountant {
         Ok(self.compose(events)?.delta_for_epsilon(epsilon))
     }
 
-    /// The discretised PLDs of the composition of `events` (at least one event).
+    /// The discretised PLDs of the composition of `events` (at least one event), after merging identical
+    /// mechanisms and putting them in canonical order (`merge_events`): the answer does not depend on how the
+    /// ledger is ordered or split.
     pub fn compose(&self, events: &[PrivacyEvent]) -> Result<ComposedPld, DpError> {
-        for event in events {
-            event.validate()?;
-        }
+        let merged = merge_events(events)?;
+        let events = merged.as_slice();
         if !(self.discretization.is_finite() && self.discretization > 0.0) {
             return Err(DpError::InvalidDiscretization(self.discretization));
         }
