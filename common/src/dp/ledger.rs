@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::DpError;
-use super::pld::PldAccountant;
+use super::pld::{EpsilonBounds, PldAccountant};
 use super::rdp::RdpAccountant;
 
 /// One privacy-relevant release, in units of a sensitivity-1 mechanism.
@@ -125,9 +125,14 @@ impl PrivacyLedger {
         Ok(())
     }
 
-    /// ε at `delta` of everything in the ledger (0 when empty).
+    /// ε at `delta` of everything in the ledger (0 when empty): the PLD's certified upper bound, or RDP's bound.
     pub fn epsilon(&self, delta: f64, kind: AccountantKind) -> Result<f64, DpError> {
         epsilon(&self.events, delta, kind)
+    }
+
+    /// The PLD accountant's certified upper and lower bounds on ε at `delta` (both 0 when empty).
+    pub fn epsilon_bounds(&self, delta: f64) -> Result<EpsilonBounds, DpError> {
+        PldAccountant::default().epsilon_bounds(&self.events, delta)
     }
 
     /// δ at `epsilon` of everything in the ledger (0 when empty).
@@ -202,7 +207,8 @@ fn canonical_key(event: &PrivacyEvent) -> (u8, u64, u64) {
     }
 }
 
-/// ε at `delta` of a list of events with the chosen accountant's default settings.
+/// ε at `delta` of a list of events with the chosen accountant's default settings: for PLD the certified upper
+/// bound (see [`PrivacyLedger::epsilon_bounds`] for both bounds), for RDP its own bound.
 pub fn epsilon(events: &[PrivacyEvent], delta: f64, kind: AccountantKind) -> Result<f64, DpError> {
     match kind {
         AccountantKind::Pld => PldAccountant::default().epsilon(events, delta),
