@@ -2,7 +2,8 @@
 //! round-trips. RDP cases are cheap and many; PLD cases are fewer and kept small for CI.
 
 use confide_common::dp::{
-    AccountantKind, DpError, PrivacyEvent, PrivacyLedger, ledger, noise_multiplier_for_target,
+    AccountantKind, DpError, PrivacyEvent, PrivacyLedger, ledger, noise_multiplier_for_rounds,
+    noise_multiplier_for_target,
 };
 use proptest::prelude::*;
 
@@ -80,6 +81,44 @@ fn pld_calibration_round_trips() {
             .expect("plan");
         assert!(sigma <= rdp_sigma, "PLD σ {sigma} > RDP σ {rdp_sigma}");
     }
+}
+
+/// A study's calibration (R rounds of T steps, one ledger event per round) is the one-event calibration of R·T
+/// steps, and the per-round ledger it implies fits the target under both accountants.
+#[test]
+fn per_round_calibration_is_the_calibration_of_all_steps() {
+    let delta = 1e-5;
+    for kind in [AccountantKind::Pld, AccountantKind::Rdp] {
+        let (target, q, steps, rounds) = (1.0, 0.2, 10, 5);
+        let sigma =
+            noise_multiplier_for_rounds(target, delta, q, steps, rounds, kind).expect("plan");
+        let whole = noise_multiplier_for_target(target, delta, q, steps * u64::from(rounds), kind)
+            .expect("plan");
+        assert_eq!(sigma.to_bits(), whole.to_bits(), "{kind:?}");
+        let mut per_round = PrivacyLedger::new();
+        for _ in 0..rounds {
+            per_round
+                .record(PrivacyEvent::SubsampledGaussian {
+                    sampling_rate: q,
+                    noise_multiplier: sigma,
+                    steps,
+                })
+                .expect("valid");
+        }
+        assert!(
+            per_round.epsilon(delta, kind).expect("ε") <= target,
+            "{kind:?}"
+        );
+    }
+    let refuse = |steps, rounds| {
+        noise_multiplier_for_rounds(1.0, delta, 0.1, steps, rounds, AccountantKind::Rdp)
+    };
+    assert!(matches!(refuse(0, 3), Err(DpError::ZeroSteps)));
+    assert!(matches!(refuse(3, 0), Err(DpError::ZeroSteps)));
+    assert!(matches!(
+        refuse(u64::MAX / 2, 3),
+        Err(DpError::TooManySteps { rounds: 3, .. })
+    ));
 }
 
 #[test]

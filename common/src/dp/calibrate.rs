@@ -60,6 +60,47 @@ pub fn noise_multiplier_for_target(
     }
 }
 
+/// The smallest σ on the grid for a study of `rounds` rounds of `steps_per_round` steps each: the ledger the
+/// coordinator and every agent keep holds one event per round, and the accountants merge identical mechanisms before
+/// composing, so those R events have exactly the ε of one event of R·T steps ([`noise_multiplier_for_target`]). The
+/// R-event ledger is evaluated once more and must fit, so a future change to merging fails here rather than letting a
+/// study run above its target.
+pub fn noise_multiplier_for_rounds(
+    target_epsilon: f64,
+    delta: f64,
+    sampling_rate: f64,
+    steps_per_round: u64,
+    rounds: u32,
+    kind: AccountantKind,
+) -> Result<f64, DpError> {
+    if steps_per_round == 0 || rounds == 0 {
+        return Err(DpError::ZeroSteps);
+    }
+    let total = steps_per_round
+        .checked_mul(u64::from(rounds))
+        .ok_or(DpError::TooManySteps {
+            steps_per_round,
+            rounds,
+        })?;
+    let sigma = noise_multiplier_for_target(target_epsilon, delta, sampling_rate, total, kind)?;
+    let per_round = PrivacyEvent::SubsampledGaussian {
+        sampling_rate,
+        noise_multiplier: sigma,
+        steps: steps_per_round,
+    };
+    let ledger = vec![per_round; rounds as usize];
+    let achieved = epsilon(&ledger, delta, kind)?;
+    if achieved > target_epsilon {
+        return Err(DpError::CalibrationMismatch {
+            noise_multiplier: sigma,
+            rounds,
+            achieved_epsilon: achieved,
+            target_epsilon,
+        });
+    }
+    Ok(sigma)
+}
+
 /// Smallest k in [1, max_k] with `fits(k)`, assuming `fits` is monotone, starting the bracket at `start`.
 /// Maintains the invariant "k_lo does not fit (or is 0), k_hi fits", so the result is exact on the grid.
 fn search(

@@ -61,6 +61,21 @@ pub enum DpError {
         sampling_rate: f64,
         noise_multiplier: f64,
     },
+    /// A study's rounds × steps per round do not fit in 64 bits.
+    #[error(
+        "{rounds} rounds of {steps_per_round} steps add up to more than 2^64 − 1 steps; use fewer rounds or steps"
+    )]
+    TooManySteps { steps_per_round: u64, rounds: u32 },
+    /// The per-round ledger of a calibrated σ came out above the target (merging identical events is broken).
+    #[error(
+        "calibrated σ = {noise_multiplier} fits one event of all steps, but {rounds} per-round events give ε = {achieved_epsilon} > target {target_epsilon}; report it as a bug"
+    )]
+    CalibrationMismatch {
+        noise_multiplier: f64,
+        rounds: u32,
+        achieved_epsilon: f64,
+        target_epsilon: f64,
+    },
     /// A PLD self-check found NaN/∞ (or a negative mass) where a finite number was expected.
     #[error(
         "PLD self-check failed: {what} contains {value} where a finite, non-negative number was expected; the accountant cannot certify ε for this ledger — use fewer steps or more noise (or the RDP accountant), and report it as a bug"

@@ -14,7 +14,7 @@ pub mod pld;
 pub mod rdp;
 mod special;
 
-pub use calibrate::noise_multiplier_for_target;
+pub use calibrate::{noise_multiplier_for_rounds, noise_multiplier_for_target};
 pub use error::DpError;
 pub use ledger::{AccountantKind, PrivacyEvent, PrivacyLedger};
 pub use noise::GaussianNoise;

@@ -1,13 +1,13 @@
 //! What each bundled dataset needs (file, label, model, DP-SGD hyper-parameters), the study the demo creates from
 //! it, and the noise calibration.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::ValueEnum;
 use confide_common::api::{
     BudgetParams, CreateStudyRequest, DEFAULT_MAX_WEIGHT, DpParams, GraphParams, LocalOptimizer,
     LocalTraining, QuantisationConfig, SecAggConfig, ServerOptimizer, StageDeadlines,
 };
-use confide_common::dp::{AccountantKind, PrivacyEvent, PrivacyLedger, calibrate};
+use confide_common::dp::{AccountantKind, calibrate};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DemoDataset {
@@ -146,31 +146,15 @@ pub fn calibrate_sigma(
     steps_per_round: u64,
     rounds: u32,
 ) -> Result<f64> {
-    let mut sigma = calibrate::noise_multiplier_for_target(
+    calibrate::noise_multiplier_for_rounds(
         target,
         delta,
         q,
-        steps_per_round * u64::from(rounds),
+        steps_per_round,
+        rounds,
         AccountantKind::Pld,
     )
-    .context("calibrating the noise multiplier")?;
-    // The ledger holds R events rather than one merged event; its PLD value can differ by discretisation, so step σ
-    // up on the calibration grid until the ledger itself fits.
-    for _ in 0..1000 {
-        let mut ledger = PrivacyLedger::new();
-        for _ in 0..rounds {
-            ledger.record(PrivacyEvent::SubsampledGaussian {
-                sampling_rate: q,
-                noise_multiplier: sigma,
-                steps: steps_per_round,
-            })?;
-        }
-        if ledger.epsilon(delta, AccountantKind::Pld)? <= target {
-            return Ok(sigma);
-        }
-        sigma += 0.001;
-    }
-    bail!("no noise multiplier fits ε = {target}")
+    .context("calibrating the noise multiplier")
 }
 
 #[cfg(test)]
