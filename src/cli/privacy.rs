@@ -142,21 +142,12 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
 /// CPU time consumed so far by the calling thread (`thread = true`) or the whole process, in seconds.
 /// The machine may be shared, so wall time alone would measure the neighbours as much as the code.
 fn cpu_seconds(thread: bool) -> f64 {
-    let clock = if thread {
-        libc::CLOCK_THREAD_CPUTIME_ID
+    let spent = if thread {
+        cpu_time::ThreadTime::try_now().map(|t| t.as_duration())
     } else {
-        libc::CLOCK_PROCESS_CPUTIME_ID
+        cpu_time::ProcessTime::try_now().map(|t| t.as_duration())
     };
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec and the clock id is a constant the OS knows.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    spent.map_or(f64::NAN, |d| d.as_secs_f64())
 }
 
 /// A timing: medians over the repeats of wall-clock and CPU seconds.
