@@ -185,143 +185,34 @@ fn plan_returns_a_noise_multiplier_that_meets_the_target() {
 
 #[test]
 fn invalid_arguments_fail_with_a_clear_message() {
-    let cases: &[(&[&str], &str)] = &[
-        (
-            &[
-                "--sampling-rate",
-                "0",
-                "--noise-multiplier",
-                "1",
-                "--steps",
-                "10",
-                "--delta",
-                "1e-5",
-            ],
-            "sampling rate",
-        ),
-        (
-            &[
-                "--sampling-rate",
-                "1.5",
-                "--noise-multiplier",
-                "1",
-                "--steps",
-                "10",
-                "--delta",
-                "1e-5",
-            ],
-            "sampling rate",
-        ),
-        (
-            &[
-                "--sampling-rate",
-                "0.1",
-                "--noise-multiplier",
-                "-1",
-                "--steps",
-                "10",
-                "--delta",
-                "1e-5",
-            ],
-            "noise multiplier",
-        ),
-        (
-            &[
-                "--sampling-rate",
-                "0.1",
-                "--noise-multiplier",
-                "0",
-                "--steps",
-                "10",
-                "--delta",
-                "1e-5",
-            ],
-            "noise multiplier",
-        ),
-        (
-            &[
-                "--sampling-rate",
-                "0.1",
-                "--noise-multiplier",
-                "1",
-                "--steps",
-                "0",
-                "--delta",
-                "1e-5",
-            ],
-            "steps",
-        ),
-        (
-            &[
-                "--sampling-rate",
-                "0.1",
-                "--noise-multiplier",
-                "1",
-                "--steps",
-                "10",
-                "--delta",
-                "1",
-            ],
-            "δ",
-        ),
-        (
-            &[
-                "--sampling-rate",
-                "0.1",
-                "--noise-multiplier",
-                "1",
-                "--steps",
-                "10",
-                "--delta",
-                "0",
-            ],
-            "δ",
-        ),
-        (
-            &[
-                "--sampling-rate",
-                "NaN",
-                "--noise-multiplier",
-                "1",
-                "--steps",
-                "10",
-                "--delta",
-                "1e-5",
-            ],
-            "sampling rate",
-        ),
-        (
-            &[
-                "--sampling-rate",
-                "0.1",
-                "--noise-multiplier",
-                "NaN",
-                "--steps",
-                "10",
-                "--delta",
-                "1e-5",
-            ],
-            "noise multiplier",
-        ),
-        (
-            &[
-                "--sampling-rate",
-                "0.1",
-                "--noise-multiplier",
-                "1",
-                "--steps",
-                "10",
-                "--delta",
-                "1e-5",
-                "--accountant",
-                "moments",
-            ],
-            "accountant",
-        ),
+    // (q, σ, steps, δ, accountant, what the error must name)
+    let cases: &[(&str, &str, &str, &str, &str, &str)] = &[
+        ("0", "1", "10", "1e-5", "pld", "sampling rate"),
+        ("1.5", "1", "10", "1e-5", "pld", "sampling rate"),
+        ("NaN", "1", "10", "1e-5", "pld", "sampling rate"),
+        ("0.1", "-1", "10", "1e-5", "pld", "noise multiplier"),
+        ("0.1", "0", "10", "1e-5", "pld", "noise multiplier"),
+        ("0.1", "NaN", "10", "1e-5", "pld", "noise multiplier"),
+        ("0.1", "1", "0", "1e-5", "pld", "steps"),
+        ("0.1", "1", "10", "1", "pld", "δ"),
+        ("0.1", "1", "10", "0", "pld", "δ"),
+        ("0.1", "1", "10", "1e-5", "moments", "accountant"),
     ];
-    for (args, word) in cases {
+    for &(q, sigma, steps, delta, accountant, word) in cases {
+        let args = [
+            "--sampling-rate",
+            q,
+            "--noise-multiplier",
+            sigma,
+            "--steps",
+            steps,
+            "--delta",
+            delta,
+            "--accountant",
+            accountant,
+        ];
         let mut all = vec!["privacy", "epsilon"];
-        all.extend_from_slice(args);
+        all.extend_from_slice(&args);
         let out = confide(&all);
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");

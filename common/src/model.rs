@@ -122,6 +122,29 @@ pub enum Layer {
     Sigmoid,
 }
 
+/// The fully connected part shared by the MLP and the CNN: `hidden` linear layers, each followed by the activation,
+/// then the output layer, starting from `width` features.
+fn push_dense_head(
+    layers: &mut Vec<Layer>,
+    mut width: usize,
+    hidden: &[usize],
+    activation: Activation,
+    num_classes: usize,
+) {
+    for &h in hidden {
+        layers.push(Layer::Linear {
+            in_features: width,
+            out_features: h,
+        });
+        layers.push(Layer::activation(activation));
+        width = h;
+    }
+    layers.push(Layer::Linear {
+        in_features: width,
+        out_features: num_classes,
+    });
+}
+
 impl Layer {
     fn activation(a: Activation) -> Layer {
         match a {
@@ -314,19 +337,7 @@ impl ModelSpec {
                 num_classes,
             } => {
                 let mut layers = Vec::new();
-                let mut width = *input_dim;
-                for &h in hidden {
-                    layers.push(Layer::Linear {
-                        in_features: width,
-                        out_features: h,
-                    });
-                    layers.push(Layer::activation(*activation));
-                    width = h;
-                }
-                layers.push(Layer::Linear {
-                    in_features: width,
-                    out_features: *num_classes,
-                });
+                push_dense_head(&mut layers, *input_dim, hidden, *activation, *num_classes);
                 layers
             }
             ModelSpec::Cnn {
@@ -357,19 +368,13 @@ impl ModelSpec {
                     }
                 }
                 layers.push(Layer::Flatten);
-                let mut features = channels * height * width;
-                for &h in hidden {
-                    layers.push(Layer::Linear {
-                        in_features: features,
-                        out_features: h,
-                    });
-                    layers.push(Layer::activation(*activation));
-                    features = h;
-                }
-                layers.push(Layer::Linear {
-                    in_features: features,
-                    out_features: *num_classes,
-                });
+                push_dense_head(
+                    &mut layers,
+                    channels * height * width,
+                    hidden,
+                    *activation,
+                    *num_classes,
+                );
                 layers
             }
             ModelSpec::Sequential { layers, .. } => layers.clone(),
