@@ -215,7 +215,7 @@ async fn budgets(db: &TestDb) {
         assert_eq!(before, db.store.state_fingerprint().await.unwrap());
     }
 
-    // A budget for one round and a half: round 1 runs, round 2 is refused at selection with the reasons.
+    // A budget just above one round: round 1 runs, round 2 is refused at selection with the reasons.
     let one_round = PrivacyLedger {
         events: confide_common::plan::planned_events(&typed(&request("x", 5)).dp),
     }
@@ -223,7 +223,7 @@ async fn budgets(db: &TestDb) {
     .unwrap();
     let req = set(
         request("one-round", 5),
-        &[("/budget/epsilon", json!(one_round * 1.5))],
+        &[("/budget/epsilon", json!(one_round * 1.01))],
     );
     let (sid, mut sims) = setup(&served, &req, 3).await;
     let rid = start_round(op, sid).await;

@@ -548,9 +548,23 @@ async fn five_agents_three_rounds_publish_fedavg() {
         assert_eq!(f.check_published_model(&info).await.len(), 5);
     }
     let report = f.op().privacy_report(f.study).await.unwrap();
+    // One ε path: the coordinator's report, every agent's ledger, R events of T steps and one event of R·T steps
+    // give the same number, bit for bit.
     let expected = epsilon_of_rounds(3);
+    let merged = epsilon(
+        &[PrivacyEvent::SubsampledGaussian {
+            sampling_rate: Q,
+            noise_multiplier: SIGMA,
+            steps: 3 * (f64::from(LOCAL_EPOCHS) / Q).ceil() as u64,
+        }],
+        1e-5,
+        AccountantKind::Pld,
+    )
+    .unwrap();
+    assert_eq!(expected.to_bits(), merged.to_bits());
     for p in &report.participants {
         assert_eq!(p.rounds_charged, 3);
+        assert_eq!(p.epsilon_spent.to_bits(), expected.to_bits(), "{report:?}");
     }
     for a in &f.agents {
         let b = a.budget_json();
@@ -559,8 +573,9 @@ async fn five_agents_three_rounds_publish_fedavg() {
         assert_eq!(dataset["rounds_charged"], 3, "{b}");
         assert_eq!(b["studies"][0]["study_id"], f.study, "{b}");
         let spent = dataset["epsilon_spent"].as_f64().unwrap();
-        assert!(
-            (spent - expected).abs() < 1e-9,
+        assert_eq!(
+            spent.to_bits(),
+            expected.to_bits(),
             "local ε {spent}, expected {expected}"
         );
         assert!(
