@@ -232,6 +232,24 @@ impl CoordinatorClient {
     pub async fn get_round(&self, round: i64) -> ClientResult<RoundInfo> {
         self.get(&format!("/v1/rounds/{round}")).await
     }
+    /// Long-polls a round's status for up to `wait_secs` seconds: answers as soon as the round has left `stage`
+    /// (or finished; without a stage, once it finished).
+    pub async fn wait_round(
+        &self,
+        round: i64,
+        stage: Option<RoundStage>,
+        wait_secs: u64,
+    ) -> ClientResult<RoundInfo> {
+        let stage = stage.map_or(String::new(), |s| format!("&stage={}", s.as_str()));
+        let resp = self
+            .http
+            .get(self.url(&format!("/v1/rounds/{round}?wait_secs={wait_secs}{stage}")))
+            .bearer_auth(&self.token)
+            .timeout(self.timeout + Duration::from_secs(wait_secs))
+            .send()
+            .await?;
+        Ok(check(resp).await?.json().await?)
+    }
     pub async fn abort_round(&self, round: i64, reason: &str) -> ClientResult<RoundInfo> {
         self.post(
             &format!("/v1/rounds/{round}/abort"),

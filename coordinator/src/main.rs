@@ -50,6 +50,8 @@ enum Command {
     },
     /// Create the database (SQLite) and apply pending migrations, then exit.
     Migrate,
+    /// Drop the Postgres schema named by --database-schema with every table in it (e.g. after a benchmark).
+    DropSchema,
     /// Operator tokens.
     Token {
         #[command(subcommand)]
@@ -81,6 +83,15 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => {
             println!("database migrated");
+        }
+        Command::DropSchema => {
+            let schema = cli
+                .database_schema
+                .as_deref()
+                .context("drop-schema needs --database-schema")?;
+            store.drop_schema(schema).await?;
+            store.close().await;
+            println!("schema {schema} dropped");
         }
         Command::Token {
             command: TokenCommand::Create { name },

@@ -18,6 +18,10 @@ pub enum BenchCommand {
     /// server: it must rebuild their mask keys and remove their pairwise masks. The aggregate is checked against
     /// the plain sum of the surviving inputs.
     Secagg(SecaggArgs),
+    /// Run R rounds over real HTTP: a real `confide-coordinator` process (SQLite or Postgres) and N simulated
+    /// participants speaking the API with the real secure-aggregation client; every published model is checked
+    /// and each round is timed per stage and compared with `bench secagg` for the same (N, M, dropout, graph).
+    Federation(super::federation::FederationArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
@@ -54,31 +58,46 @@ pub struct SecaggArgs {
     json: bool,
 }
 
+impl SecaggArgs {
+    /// The in-process round `bench federation` compares with: no progress output.
+    pub(super) fn quiet(participants: u32, params: u32, dropout: f64, graph: GraphChoice) -> Self {
+        Self {
+            participants,
+            params,
+            dropout,
+            graph,
+            corrupt: 0.05,
+            bits: 32,
+            json: true,
+        }
+    }
+}
+
 #[derive(Serialize)]
-struct SecaggReport {
-    correct: bool,
+pub(super) struct SecaggReport {
+    pub(super) correct: bool,
     participants: u32,
     params: u32,
     dropout: f64,
     graph: GraphChoice,
-    degree: u32,
-    threshold: u32,
+    pub(super) degree: u32,
+    pub(super) threshold: u32,
     bits: u32,
     threads: usize,
     dropped: usize,
-    survivors: usize,
+    pub(super) survivors: usize,
     prg_vector_seconds: f64,
-    client_share_keys_seconds: f64,
-    client_mask_seconds: f64,
+    pub(super) client_share_keys_seconds: f64,
+    pub(super) client_mask_seconds: f64,
     client_mask_vectors: f64,
     client_mask_prg_ratio: f64,
     client_unmask_seconds: f64,
     server_ingest_seconds: f64,
-    server_unmask_seconds: f64,
+    pub(super) server_unmask_seconds: f64,
     server_unmask_vectors: usize,
     server_unmask_prg_ratio: f64,
     server_state_bytes: usize,
-    total_seconds: f64,
+    pub(super) total_seconds: f64,
     /// The same ratios in process CPU time (all threads), robust to other load on a shared machine.
     prg_vector_cpu_seconds: f64,
     client_share_keys_cpu_seconds: f64,
@@ -88,6 +107,7 @@ struct SecaggReport {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Federation(args) => super::federation::run(args),
         BenchCommand::Secagg(args) => {
             let report = bench_secagg(&args)?;
             if args.json {
@@ -148,7 +168,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn bench_secagg(args: &SecaggArgs) -> anyhow::Result<SecaggReport> {
+pub(super) fn bench_secagg(args: &SecaggArgs) -> anyhow::Result<SecaggReport> {
     ensure!(
         (0.0..1.0).contains(&args.dropout),
         "--dropout must be in [0, 1)"

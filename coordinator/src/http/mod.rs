@@ -85,6 +85,7 @@ async fn healthz(State(state): State<AppState>) -> Result<axum::Json<api::Health
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.store.refresh_size_gauge().await;
     let text = state.metrics.render().map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

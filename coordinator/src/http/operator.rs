@@ -1,18 +1,21 @@
 //! Operator API (bearer operator token): studies, enrolment tokens, rounds, model versions, privacy report. Each
 //! handler parses the request and calls the service layer.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolmentTokenResponse,
-    ErrorBody, ModelVersionInfo, ParticipantInfo, PrivacyReport, RoundInfo, StartRoundRequest,
-    StudyInfo,
+    ErrorBody, ModelVersionInfo, ParticipantInfo, PrivacyReport, RoundInfo, RoundStage,
+    StartRoundRequest, StudyInfo,
 };
+use serde::Deserialize;
 
 use super::auth::Operator;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, created};
 use crate::service::{rounds, studies};
 
@@ -104,16 +107,42 @@ pub async fn list_rounds(
     Ok(ApiJson(rounds::list(&state, study_id).await?))
 }
 
-/// Round status: stage, deadline, outcome, and who is in each stage's set.
+/// How long a round-status read may wait for the round to move on.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RoundWaitQuery {
+    /// Seconds to wait (default 0, capped by the server) while the round is unfinished and still in `stage`.
+    #[serde(default)]
+    pub wait_secs: u64,
+    /// The stage the caller last saw (e.g. `share_keys`); without it a wait lasts until the round finishes.
+    pub stage: Option<String>,
+}
+
+/// Round status: stage, deadline, outcome, and who is in each stage's set. With `wait_secs`, a long-poll that
+/// answers as soon as the round has left `stage` or finished (at once if it already has).
 #[utoipa::path(get, path = "/v1/rounds/{round_id}", tag = "operator", security(("operator_token" = [])),
-    params(("round_id" = i64, Path)),
-    responses((status = 200, body = RoundInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("round_id" = i64, Path), RoundWaitQuery),
+    responses((status = 200, body = RoundInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
 pub async fn get_round(
     State(state): State<AppState>,
     _op: Operator,
     ApiPath(round_id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<RoundWaitQuery>,
 ) -> Result<ApiJson<RoundInfo>, ApiError> {
-    Ok(ApiJson(rounds::get(&state, round_id).await?))
+    let known = match q.stage.as_deref() {
+        None => None,
+        Some(s) => Some(RoundStage::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown stage {s:?} (advertise_keys, share_keys, masked_input_collection, unmasking, finished)"
+            ))
+        })?),
+    };
+    let wait = Duration::from_secs(q.wait_secs).min(state.limits.max_poll);
+    Ok(ApiJson(
+        rounds::wait_for_change(&state, round_id, known, wait).await?,
+    ))
 }
 
 /// Abort an unfinished round: nothing is published and nobody is charged.

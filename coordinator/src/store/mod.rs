@@ -10,8 +10,10 @@
 //!
 //! One file per group of tables: [`tokens`] (operator and enrolment tokens), [`participants`], [`studies`] (studies
 //! and model versions), [`rounds`] (rounds, members, leases, stage boundaries), [`messages`] (messages, broadcasts,
-//! declines), [`ledger`] (the privacy ledger and publication); [`tx`] runs transactions.
+//! declines), [`ledger`] (the privacy ledger and publication); [`tx`] runs transactions; [`admin`] measures and drops
+//! the database as a whole.
 
+mod admin;
 mod ledger;
 mod messages;
 mod participants;
@@ -27,6 +29,7 @@ pub use participants::ParticipantRow;
 pub use rounds::{NewRound, RoundRow, StageBoundary};
 pub use studies::{ModelVersionRow, StudyRow};
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Once;
 use std::time::Duration;
@@ -109,6 +112,10 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     tx_metrics: tx::TxMetrics,
+    /// The SQLite database file (None on Postgres and for an in-memory database).
+    sqlite_path: Option<PathBuf>,
+    /// `confide_db_size_bytes` ([`Store::refresh_size_gauge`]).
+    size_gauge: prometheus::IntGauge,
 }
 
 fn map_unique(e: sqlx::Error, what: &str) -> StoreError {
@@ -126,8 +133,13 @@ impl Store {
     pub async fn connect(url: &str, schema: Option<&str>) -> StoreResult<Self> {
         static DRIVERS: Once = Once::new();
         DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let mut sqlite_path = None;
         let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.trim_start_matches("//");
+            let file = path.split('?').next().unwrap_or_default();
+            if !file.is_empty() && file != ":memory:" {
+                sqlite_path = Some(PathBuf::from(file));
+            }
             let sep = if path.contains('?') { '&' } else { '?' };
             let url = if path.contains("mode=") {
                 format!("sqlite://{path}")
@@ -160,10 +172,7 @@ impl Store {
             }
             Backend::Postgres => {
                 if let Some(schema) = schema
-                    && (schema.is_empty()
-                        || !schema
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                    && !admin::valid_schema_name(schema)
                 {
                     return Err(StoreError::Refused(format!(
                         "invalid schema name {schema:?}"
@@ -205,6 +214,8 @@ impl Store {
             pool,
             backend,
             tx_metrics: tx::TxMetrics::new()?,
+            sqlite_path,
+            size_gauge: admin::size_gauge()?,
         };
         store.migrate().await?;
         Ok(store)

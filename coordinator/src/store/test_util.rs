@@ -1,28 +1,12 @@
 //! What only tests need (feature `test-util`, enabled for this crate's own tests, never in a release build): a
-//! digest of every stored row, to assert that a refused request changed nothing, and dropping a test schema.
+//! digest of every stored row, to assert that a refused request changed nothing.
 
 use sha2::{Digest, Sha256};
-use sqlx::{Executor, Row};
+use sqlx::Row;
 
-use super::{Backend, Store, StoreResult};
+use super::{Store, StoreResult};
 
 impl Store {
-    /// Drops a Postgres schema (test clean-up).
-    pub async fn drop_schema(&self, schema: &str) -> StoreResult<()> {
-        if self.backend == Backend::Postgres
-            && schema
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            self.pool
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                )))
-                .await?;
-        }
-        Ok(())
-    }
-
     /// A digest of every stored row of every table (all columns but the round lease, which a running driver renews
     /// on its own), one `table:rows:sha256` entry per table, so tests can assert that a refused request changed
     /// nothing — and see which table changed if it did.

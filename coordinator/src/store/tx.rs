@@ -142,12 +142,14 @@ impl Store {
         Ok(value)
     }
 
-    /// The collectors of the store's own metrics (transactions by name), for the registry that serves metrics.
+    /// The collectors of the store's own metrics (transactions by name, the database size), for the registry that
+    /// serves metrics.
     pub fn metric_collectors(&self) -> Vec<Box<dyn Collector>> {
         vec![
             Box::new(self.tx_metrics.transactions.clone()),
             Box::new(self.tx_metrics.retries.clone()),
             Box::new(self.tx_metrics.duration.clone()),
+            Box::new(self.size_gauge.clone()),
         ]
     }
 }

@@ -300,6 +300,31 @@ pub async fn get(ctx: &Coordinator, round_id: i64) -> Result<RoundInfo, RoundErr
     info(ctx, &ctx.store.get_round(round_id).await?).await
 }
 
+/// A round's status once it has left stage `known` (or finished, which is all a `None` waits for), or after
+/// `wait`, whichever comes first; at once on shutdown.
+pub async fn wait_for_change(
+    ctx: &Coordinator,
+    round_id: i64,
+    known: Option<RoundStage>,
+    wait: std::time::Duration,
+) -> Result<RoundInfo, RoundError> {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let changed = ctx.changed.notified();
+        let round = ctx.store.get_round(round_id).await?;
+        let moved = round.outcome.is_some() || known.is_some_and(|k| round.stage != k.as_str());
+        let now = tokio::time::Instant::now();
+        if moved || now >= until || ctx.shutdown.is_cancelled() {
+            return info(ctx, &round).await;
+        }
+        // Woken by this process's changes at once; another process's changes are seen within 500 ms.
+        tokio::select! {
+            _ = tokio::time::timeout((until - now).min(std::time::Duration::from_millis(500)), changed) => {}
+            _ = ctx.shutdown.cancelled() => {}
+        }
+    }
+}
+
 /// A study's rounds in order.
 pub async fn list(ctx: &Coordinator, study_id: i64) -> Result<Vec<RoundInfo>, RoundError> {
     ctx.store.get_study(study_id).await?;
