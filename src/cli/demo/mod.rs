@@ -14,6 +14,8 @@ mod presets;
 mod processes;
 mod report;
 
+pub(crate) use processes::terminate;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

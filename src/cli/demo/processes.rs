@@ -54,7 +54,7 @@ impl Drop for Children {
 }
 
 /// Asks a child to stop (SIGTERM); one that has already exited is left alone.
-fn terminate(child: &Child) {
+pub(crate) fn terminate(child: &Child) {
     if let Ok(pid) = i32::try_from(child.id()) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM);
     }

@@ -130,12 +130,7 @@ impl Process {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: a signal to a child we spawned and have not reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
+        super::super::demo::terminate(&self.child);
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -168,8 +163,11 @@ impl ProcSample {
         let after = stat.rsplit_once(')')?.1;
         let fields: Vec<&str> = after.split_whitespace().collect();
         let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf only reads a system constant.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100)
+            .max(1) as f64;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let kb = |key: &str| {
             status

@@ -1,5 +1,6 @@
 //! What `confide bench federation` reports: per round and per stage, as JSON (`--json`) or as a table.
 
+use confide_common::api::RoundOutcome;
 use serde::Serialize;
 
 use super::super::bench::GraphChoice;
@@ -30,7 +31,8 @@ pub struct StageReport {
 pub struct RoundReport {
     pub round: u32,
     pub round_id: i64,
-    pub outcome: String,
+    /// `None` if the round had not finished when the benchmark stopped waiting.
+    pub outcome: Option<RoundOutcome>,
     /// The published model equals FedAvg of exactly the aggregated inputs (recomputed here, bit for bit).
     pub correct: bool,
     /// Inputs in the aggregate (U3) and participants that dropped out.
@@ -198,7 +200,7 @@ impl FederationReport {
             println!(
                 "{:>5} {:>9} {:>12} {:>7.2} {:>8.2}s {:>7.1} MB {:>9.1} MB {:>9} {:>8} {:>9.1}  {}",
                 r.round,
-                r.outcome,
+                r.outcome.map_or("unfinished", RoundOutcome::as_str),
                 secs(r.wall_seconds),
                 r.ratio_to_in_process,
                 r.coordinator_cpu_seconds,

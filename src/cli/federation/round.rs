@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use confide_client::CoordinatorClient;
-use confide_common::api::{RoundInfo, RoundStage, StartRoundRequest};
+use confide_common::api::{MemberSet, RoundInfo, RoundOutcome, RoundStage, StartRoundRequest};
 use confide_common::model::{ModelSpec, decode_safetensors};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -213,9 +213,9 @@ impl Runner {
         let db_end = db_bytes(&self.coordinators, &self.op).await;
         requests_op += u64::from(self.coordinators.database.sqlite_bytes().is_none());
 
-        let outcome = status.outcome.clone().unwrap_or_default();
-        let aggregated = members(&status, "masked_input_collection");
-        let correct = if outcome == "completed" {
+        let outcome = status.outcome;
+        let aggregated = status.members(MemberSet::SentMaskedInput).to_vec();
+        let correct = if outcome == Some(RoundOutcome::Completed) {
             self.check(&status, &shared, &aggregated).await?
         } else {
             false
@@ -329,15 +329,6 @@ impl Runner {
 }
 
 /// Members of one of a round's sets.
-fn members(status: &RoundInfo, set: &str) -> Vec<i64> {
-    status
-        .sets
-        .iter()
-        .find(|s| s.stage == set)
-        .map(|s| s.participants.clone())
-        .unwrap_or_default()
-}
-
 /// Per-stage figures from the stage boundaries the operator saw, the coordinators' samples and the participants'
 /// traffic.
 fn stage_reports(

@@ -312,7 +312,7 @@ pub async fn wait_for_change(
     loop {
         let changed = ctx.changed.notified();
         let round = ctx.store.get_round(round_id).await?;
-        let moved = round.outcome.is_some() || known.is_some_and(|k| round.stage != k.as_str());
+        let moved = round.outcome.is_some() || known.is_some_and(|k| round.stage != k);
         let now = tokio::time::Instant::now();
         if moved || now >= until || ctx.shutdown.is_cancelled() {
             return info(ctx, &round).await;
