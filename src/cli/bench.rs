@@ -18,6 +18,9 @@ pub enum BenchCommand {
     /// server: it must rebuild their mask keys and remove their pairwise masks. The aggregate is checked against
     /// the plain sum of the surviving inputs.
     Secagg(SecaggArgs),
+    /// Upload the same body (4 MB by default) to a plain-HTTP and an HTTPS coordinator on loopback, alternately,
+    /// and compare the median times (the cost of TLS).
+    Transport(super::bench_transport::TransportArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
@@ -96,6 +99,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
             Ok(())
+        }
+        BenchCommand::Transport(args) => {
+            let json = super::bench_transport::wants_json(&args);
+            let report = super::bench_transport::run(args)?;
+            super::bench_transport::print(&report, json)
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One module per top-level subcommand of `confide`.
 
 pub mod bench;
+pub mod bench_transport;
 pub mod demo;
 pub mod privacy;

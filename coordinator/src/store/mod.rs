@@ -26,6 +26,7 @@ pub use ledger::{Charge, LedgerRow, Publication};
 pub use participants::ParticipantRow;
 pub use rounds::{NewRound, RoundRow, StageBoundary};
 pub use studies::{ModelVersionRow, StudyRow};
+pub use tokens::{EnrolmentTokenRow, OperatorTokenRow};
 
 use std::str::FromStr;
 use std::sync::Once;
