@@ -2,29 +2,72 @@
 //! Every non-2xx answer becomes [`ClientError::Api`] with the status and the server's message.
 //!
 //! It is its own crate (re-exported as `confide_coordinator::client`) so that the participant agent and the CLI
-//! can talk to a coordinator without linking the server (axum, the database drivers).
+//! can talk to a coordinator without linking the server (axum, the database drivers). [`transport`]: the URL
+//! policy (plain HTTP only to loopback), the trusted CA and client certificate, and what a failed connection was.
+
+#[cfg(feature = "devcert")]
+pub mod devcert;
+pub mod transport;
 
 use std::time::Duration;
 
 use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, DeclineRoundRequest,
-    EnrolRequest, EnrolResponse, EnrolmentTokenResponse, ErrorBody, Health, ModelVersionInfo,
-    ParticipantInfo, PrivacyReport, RoundInfo, RoundStage, StartRoundRequest, StudyInfo,
-    TaskResponse,
+    EnrolRequest, EnrolResponse, EnrolmentTokenInfo, EnrolmentTokenResponse, ErrorBody, Health,
+    ModelVersionInfo, ParticipantInfo, PrivacyReport, RoundInfo, RoundStage, StartRoundRequest,
+    StudyInfo, TaskResponse,
 };
 use serde::de::DeserializeOwned;
+pub use transport::{ConnectFailure, TlsOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The coordinator answered with an error status.
     #[error("coordinator answered {status}: {message}")]
     Api { status: u16, message: String },
-    /// The request did not complete (connection refused, timeout, bad body, …).
+    /// The connection failed; the kind says why (TLS/certificate, refused, unknown host, timeout).
+    #[error("{}", connect_message(.kind, .host, .url, .detail))]
+    Connect {
+        kind: ConnectFailure,
+        host: String,
+        url: String,
+        detail: String,
+    },
+    /// The request did not complete for another reason (reset mid-answer, bad body, …).
     #[error("request failed: {0}")]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
+    /// The client's own configuration is unusable (URL, CA or client certificate files).
+    #[error("{0}")]
+    Config(String),
     /// A download was larger than the caller allows; nothing beyond the limit was read.
     #[error("download larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+}
+
+fn connect_message(kind: &ConnectFailure, host: &str, url: &str, detail: &str) -> String {
+    match kind {
+        ConnectFailure::Tls => format!(
+            "TLS handshake with {host} failed ({detail}): the coordinator's certificate is not trusted or does not \
+             name this host, or it wants a client certificate this client did not present. Pass --ca-cert with the \
+             CA that signed its certificate, use the host name the certificate names, and for mTLS give the \
+             client certificate and key"
+        ),
+        ConnectFailure::Refused => format!(
+            "connection refused by {host}: nothing listens there; is the coordinator running, and is the URL's \
+             port right? ({url})"
+        ),
+        ConnectFailure::UnknownHost => format!(
+            "unknown host in {url}: the name does not resolve ({detail}); check the coordinator URL"
+        ),
+        ConnectFailure::Timeout => format!("no answer from {host} in time ({url}): {detail}"),
+        ConnectFailure::Other => format!("could not reach {host} ({url}): {detail}"),
+    }
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        transport::from_reqwest(e)
+    }
 }
 
 impl ClientError {
@@ -33,17 +76,27 @@ impl ClientError {
         match self {
             Self::Api { status, .. } => Some(*status),
             Self::Transport(e) => e.status().map(|s| s.as_u16()),
-            Self::TooLarge { .. } => None,
+            Self::Connect { .. } | Self::TooLarge { .. } | Self::Config(_) => None,
         }
     }
 
     /// Whether trying again later may succeed: the request never got an answer (connection refused or reset,
-    /// timeout: e.g. the coordinator is restarting), or the coordinator was overloaded or failing (429, 5xx).
+    /// timeout, unknown host: e.g. the coordinator is restarting), or the coordinator was overloaded or failing
+    /// (429, 5xx). A TLS failure is not: the certificate or the trust configuration must change first.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Transport(_) => true,
+            Self::Connect { kind, .. } => *kind != ConnectFailure::Tls,
             Self::Api { status, .. } => *status == 429 || *status >= 500,
-            Self::TooLarge { .. } => false,
+            Self::TooLarge { .. } | Self::Config(_) => false,
+        }
+    }
+
+    /// The kind of connection failure, if this is one.
+    pub fn connect_failure(&self) -> Option<ConnectFailure> {
+        match self {
+            Self::Connect { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
 }
@@ -85,6 +138,15 @@ async fn check(resp: reqwest::Response) -> ClientResult<reqwest::Response> {
 }
 
 impl CoordinatorClient {
+    /// A client of `base_url` under the URL policy (`https://`, or `http://` to loopback unless
+    /// `tls.allow_insecure_http`), trusting `tls.ca_cert` and showing the client certificate if given.
+    pub fn connect(base_url: &str, token: &str, tls: &TlsOptions) -> ClientResult<Self> {
+        transport::check_url(base_url, tls.allow_insecure_http)?;
+        let http = transport::http_client(tls, Duration::from_secs(10))?;
+        Ok(Self::with_http(base_url, token, http))
+    }
+
+    /// A client with reqwest's defaults and no URL policy (tests, loopback tools); see [`Self::connect`].
     pub fn new(base_url: &str, token: &str) -> Self {
         Self::with_http(base_url, token, reqwest::Client::new())
     }
@@ -218,6 +280,35 @@ impl CoordinatorClient {
     }
     pub async fn list_participants(&self, study: i64) -> ClientResult<Vec<ParticipantInfo>> {
         self.get(&format!("/v1/studies/{study}/participants")).await
+    }
+    /// A study's enrolment tokens (never their secrets).
+    pub async fn list_enrolment_tokens(&self, study: i64) -> ClientResult<Vec<EnrolmentTokenInfo>> {
+        self.get(&format!("/v1/studies/{study}/enrolment-tokens"))
+            .await
+    }
+    /// Revokes an unused enrolment token.
+    pub async fn revoke_enrolment_token(
+        &self,
+        study: i64,
+        token_id: i64,
+    ) -> ClientResult<EnrolmentTokenInfo> {
+        self.post(
+            &format!("/v1/studies/{study}/enrolment-tokens/{token_id}/revoke"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+    /// Revokes a participant's credential (refused at once by every coordinator process).
+    pub async fn revoke_participant(
+        &self,
+        study: i64,
+        participant: i64,
+    ) -> ClientResult<ParticipantInfo> {
+        self.post(
+            &format!("/v1/studies/{study}/participants/{participant}/revoke"),
+            &serde_json::json!({}),
+        )
+        .await
     }
     pub async fn start_round(
         &self,

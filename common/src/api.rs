@@ -273,9 +273,28 @@ pub struct CreateEnrolmentTokenRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct EnrolmentTokenResponse {
+    /// The token's id, to list or revoke it (`POST /v1/studies/{study}/enrolment-tokens/{id}/revoke`).
+    #[serde(default)]
+    pub id: i64,
     pub token: String,
     pub study_id: i64,
     pub expires_at_ms: i64,
+}
+
+/// An enrolment token as listed to the operator (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EnrolmentTokenInfo {
+    pub id: i64,
+    pub study_id: i64,
+    pub label: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    /// When it was spent, and by whom.
+    pub used_at_ms: Option<i64>,
+    pub participant_id: Option<i64>,
+    /// When the operator revoked it (it can then no longer enrol anyone).
+    pub revoked_at_ms: Option<i64>,
 }
 
 /// `POST /v1/participant/enrol` (no credential yet: the token authenticates).
@@ -304,6 +323,9 @@ pub struct ParticipantInfo {
     pub study_id: i64,
     pub name: String,
     pub enrolled_at_ms: i64,
+    /// When the operator revoked its credential (every request with it is then refused, and it is not selected).
+    #[serde(default)]
+    pub revoked_at_ms: Option<i64>,
 }
 
 /// Stage of a round as seen on the wire.

@@ -14,11 +14,12 @@ pub mod http;
 pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod transport;
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub use confide_client as client;
-pub use http::AppState;
+pub use http::{AppState, HttpOptions, MetricsAccess};
 pub use service::{Coordinator, Limits};
 pub use store::Store;
 
@@ -29,20 +30,35 @@ pub async fn start(store: Store, limits: Limits) -> Result<Coordinator, std::io:
         .map_err(std::io::Error::other)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves; then stops the round drivers (releasing their leases so
-/// another coordinator can take over at once) and returns.
+/// How the API is served: TLS (with or without client certificates), connection limits, who may read `/metrics`.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    /// The rustls configuration, and whether participant routes need a verified client certificate.
+    pub tls: Option<(Arc<rustls::ServerConfig>, bool)>,
+    pub limits: transport::ConnLimits,
+    pub http: HttpOptions,
+}
+
+/// Serves the API on `listener` (plain HTTP, default limits, `/metrics` open) until `shutdown` resolves; then
+/// stops the round drivers (releasing their leases so another coordinator can take over at once) and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Coordinator,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), std::io::Error> {
-    let app = http::router(state.clone());
+    serve_with(listener, state, ServeOptions::default(), shutdown).await
+}
+
+/// [`serve`] with TLS, limits and metrics access as given.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: Coordinator,
+    options: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), std::io::Error> {
+    let app = http::router_with(state.clone(), &options.http);
     let stop = state.shutdown.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    transport::serve_app(listener, app, options.tls, options.limits, async move {
         shutdown.await;
         stop.cancel();
     })
@@ -50,4 +66,19 @@ pub async fn serve(
     state.shutdown.cancel();
     service::rounds::driver::wait_stopped(&state).await;
     Ok(())
+}
+
+/// Serves only `/metrics` (plain HTTP) on `listener` until the coordinator shuts down.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: Coordinator,
+    access: MetricsAccess,
+    limits: transport::ConnLimits,
+) -> Result<(), std::io::Error> {
+    let stop = state.shutdown.clone();
+    let app = http::metrics_router(state, access);
+    transport::serve_app(listener, app, None, limits, async move {
+        stop.cancelled().await
+    })
+    .await
 }

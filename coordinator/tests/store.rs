@@ -31,7 +31,7 @@ async fn study_with_round(db: &TestDb) -> (i64, i64, i64, RoundRow) {
         .unwrap();
     let mut ids = Vec::new();
     for name in ["alpha", "beta"] {
-        let token = s
+        let (_, token) = s
             .create_enrolment_token(study.id, name, i64::MAX / 2)
             .await
             .unwrap();
@@ -88,7 +88,7 @@ both_backends!(tokens_and_studies_work, tokens_and_studies);
 async fn enrolment(db: &TestDb) {
     let s = &db.store;
     let study = s.create_study("s1", "{}", b"w").await.unwrap();
-    let tok = s
+    let (_, tok) = s
         .create_enrolment_token(study.id, "hospital a", i64::MAX / 2)
         .await
         .unwrap();
@@ -106,7 +106,7 @@ async fn enrolment(db: &TestDb) {
         Err(StoreError::Refused(_))
     ));
     // expired
-    let old = s.create_enrolment_token(study.id, "old", 1).await.unwrap();
+    let (_, old) = s.create_enrolment_token(study.id, "old", 1).await.unwrap();
     let before2 = s.state_fingerprint().await.unwrap();
     assert_ne!(before, before2);
     assert!(matches!(
@@ -114,7 +114,7 @@ async fn enrolment(db: &TestDb) {
         Err(StoreError::Refused(_))
     ));
     // duplicate name rolls the token back
-    let tok2 = s
+    let (_, tok2) = s
         .create_enrolment_token(study.id, "b", i64::MAX / 2)
         .await
         .unwrap();

@@ -18,8 +18,10 @@ use confide_common::dp::ledger::epsilon;
 use confide_common::dp::{AccountantKind, PrivacyEvent};
 use confide_common::model::{ModelSpec, decode_safetensors};
 use confide_common::secagg::QuantizationParams;
-use confide_coordinator::client::CoordinatorClient;
-use confide_coordinator::{AppState, Limits, Store};
+use confide_coordinator::client::devcert::{self, DevCerts};
+use confide_coordinator::client::{CoordinatorClient, TlsOptions};
+use confide_coordinator::transport::{TlsFiles, tls};
+use confide_coordinator::{AppState, Limits, ServeOptions, Store};
 use confide_participant::agent::ledger::LEDGER_FILE;
 use confide_participant::agent::state::{IDENTITY_FILE, read_identity};
 use confide_participant::data::{CsvOptions, Standardization, read_csv};
@@ -41,9 +43,11 @@ fn expected_batch(sites: usize) -> f64 {
     Q * (DATA_RECORDS / sites) as f64
 }
 
-/// An in-process coordinator serving on a loopback port.
+/// An in-process coordinator serving HTTPS on a loopback port; participant routes need a client certificate of the
+/// test's CA (mTLS), as in the demo.
 struct Coordinator {
     addr: SocketAddr,
+    certs: DevCerts,
     db_url: String,
     store: Store,
     state: AppState,
@@ -52,8 +56,8 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    /// Starts on `port` (0 = any free one) against the SQLite database at `db_url`.
-    async fn start(db_url: &str, port: u16) -> Self {
+    /// Starts on `port` (0 = any free one) against the SQLite database at `db_url`, with `certs`.
+    async fn start(db_url: &str, port: u16, certs: DevCerts) -> Self {
         let store = Store::connect(db_url, None).await.expect("open store");
         let limits = Limits {
             max_poll: Duration::from_secs(2),
@@ -79,13 +83,25 @@ impl Coordinator {
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let server = tokio::spawn(confide_coordinator::serve(
+        let (config, _reload) = tls::server_config(&TlsFiles {
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            client_ca: Some(certs.ca_cert.clone()),
+        })
+        .expect("TLS configuration");
+        let options = ServeOptions {
+            tls: Some((config, true)),
+            ..ServeOptions::default()
+        };
+        let server = tokio::spawn(confide_coordinator::serve_with(
             listener,
             state.clone(),
+            options,
             async move { stopped.cancelled().await },
         ));
         Self {
             addr,
+            certs,
             db_url: db_url.to_string(),
             store,
             state,
@@ -95,7 +111,17 @@ impl Coordinator {
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// What a client (operator or agent) needs to connect.
+    fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            ca_cert: Some(self.certs.ca_cert.clone()),
+            client_cert: Some(self.certs.client_cert.clone()),
+            client_key: Some(self.certs.client_key.clone()),
+            allow_insecure_http: false,
+        }
     }
 
     /// Graceful stop: the API closes, the round drivers stop and release their leases.
@@ -243,13 +269,15 @@ impl Federation {
     async fn new(name: &str, study: CreateStudyRequest) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db_url = format!("sqlite:{}", dir.path().join("coordinator.db").display());
-        let coordinator = Coordinator::start(&db_url, 0).await;
+        let certs = devcert::generate(dir.path(), &["127.0.0.1".into()]).expect("certificates");
+        let coordinator = Coordinator::start(&db_url, 0, certs).await;
         let op_token = coordinator
             .store
             .create_operator_token(&format!("op-{name}"))
             .await
             .unwrap();
-        let op = CoordinatorClient::new(&coordinator.url(), &op_token);
+        let op = CoordinatorClient::connect(&coordinator.url(), &op_token, &coordinator.tls())
+            .expect("operator client");
         let study = op.create_study(&study).await.expect("create study").id;
         // Standardisation statistics fixed in advance and shared by every site (here: of the whole public file).
         let all = read_csv(
@@ -282,7 +310,12 @@ impl Federation {
     }
 
     fn op(&self) -> CoordinatorClient {
-        CoordinatorClient::new(&self.coordinator().url(), &self.op_token)
+        CoordinatorClient::connect(
+            &self.coordinator().url(),
+            &self.op_token,
+            &self.coordinator().tls(),
+        )
+        .expect("operator client")
     }
 
     /// Writes `n` disjoint slices of the data set and starts one agent per slice in the current study, each with a
@@ -328,8 +361,15 @@ impl Federation {
                 .unwrap_or_else(|| state_dir.join(LEDGER_FILE));
             let log = site.join(format!("agent-{study}.log"));
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_confide-participant"));
+            let tls = self.coordinator().tls();
             cmd.arg("run")
                 .args(["--coordinator-url", &self.coordinator().url()])
+                .arg("--ca-cert")
+                .arg(tls.ca_cert.as_ref().expect("CA"))
+                .arg("--client-cert")
+                .arg(tls.client_cert.as_ref().expect("client certificate"))
+                .arg("--client-key")
+                .arg(tls.client_key.as_ref().expect("client key"))
                 .arg("--state-dir")
                 .arg(&state_dir)
                 .args(["--name", &name, "--label", "malignant"])
@@ -502,10 +542,10 @@ impl Federation {
 
     async fn restart_coordinator(&mut self) {
         let old = self.coordinator.take().unwrap();
-        let (db, port) = (old.db_url.clone(), old.addr.port());
+        let (db, port, certs) = (old.db_url.clone(), old.addr.port(), old.certs.clone());
         old.stop().await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        self.coordinator = Some(Coordinator::start(&db, port).await);
+        self.coordinator = Some(Coordinator::start(&db, port, certs).await);
     }
 
     async fn shutdown(mut self) {

@@ -50,7 +50,7 @@ expect_problem "misspelt service key" "service prometheus: unknown key 'healtche
 sub('docker-compose.yml', '    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:9090', '    healtcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:9090')"
 expect_problem "clashing host port" "host port 8080/tcp already published" \
   "$edit
-sub('docker-compose.yml', '\"9090:9090\"', '\"8080:9090\"')"
+sub('docker-compose.yml', '\"127.0.0.1:9090:9090\"', '\"8080:9090\"')"
 expect_problem "missing Dockerfile" "Dockerfile docker/Dockerfile.participant does not exist" \
   "import os; os.remove('docker/Dockerfile.participant')"
 expect_problem "Dockerfile copies a missing file" "copies scripts/bootstrap-libtorch.sh" \
@@ -59,7 +59,7 @@ expect_problem "healthy-wait on a service without health check" "has no healthch
   "import yaml; d = yaml.safe_load(open('docker-compose.yml')); del d['services']['coordinator']['healthcheck']; yaml.safe_dump(d, open('docker-compose.yml', 'w'))"
 expect_problem "scrape target on the wrong port" "service coordinator does not listen on 9000" \
   "$edit
-sub('dashboards/prometheus/prometheus.yml', 'coordinator:8080', 'coordinator:9000')"
+sub('dashboards/prometheus/prometheus.yml', 'coordinator:9464', 'coordinator:9000')"
 expect_problem "Dockerfile copies from an undefined stage" "copies from stage 'libtorchh'" \
   "$edit
 sub('docker/Dockerfile.participant', 'COPY --from=libtorch /opt/confide /opt/confide\nENV', 'COPY --from=libtorchh /opt/confide /opt/confide\nENV')"

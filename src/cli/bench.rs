@@ -22,6 +22,9 @@ pub enum BenchCommand {
     /// participants speaking the API with the real secure-aggregation client; every published model is checked
     /// and each round is timed per stage and compared with `bench secagg` for the same (N, M, dropout, graph).
     Federation(super::federation::FederationArgs),
+    /// Upload the same body (4 MB by default) to a plain-HTTP and an HTTPS coordinator on loopback, alternately,
+    /// and compare the median times (the cost of TLS).
+    Transport(super::bench_transport::TransportArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Serialize)]
@@ -116,6 +119,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
             Ok(())
+        }
+        BenchCommand::Transport(args) => {
+            let json = super::bench_transport::wants_json(&args);
+            let report = super::bench_transport::run(args)?;
+            super::bench_transport::print(&report, json)
         }
     }
 }

@@ -52,7 +52,9 @@ impl FromRequestParts<AppState> for Operator {
                 "this route needs an operator token; a participant credential was given".into(),
             ));
         }
-        Err(ApiError::Unauthorized("unknown operator token".into()))
+        Err(ApiError::Unauthorized(
+            "unknown operator token (or it was revoked)".into(),
+        ))
     }
 }
 
@@ -69,7 +71,7 @@ impl FromRequestParts<AppState> for Participant {
             ));
         }
         Err(ApiError::Unauthorized(
-            "unknown participant credential".into(),
+            "unknown participant credential (or it was revoked)".into(),
         ))
     }
 }

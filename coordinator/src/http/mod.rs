@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,7 +24,85 @@ use tracing::Level;
 use utoipa::OpenApi;
 
 use crate::service::Coordinator;
+use crate::transport::PeerTls;
 use error::ApiError;
+
+/// Who may read `/metrics` on a listener.
+#[derive(Clone, Default)]
+pub enum MetricsAccess {
+    /// Anyone who can connect (a loopback listener, or the separate `--metrics-addr` listener).
+    #[default]
+    Open,
+    /// Only with `Authorization: Bearer <token>` (`--metrics-token`).
+    Bearer(String),
+    /// Not on this listener (a network-facing API listener without a metrics token).
+    Elsewhere,
+}
+
+impl std::fmt::Debug for MetricsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Open => "Open",
+            Self::Bearer(_) => "Bearer(<token>)",
+            Self::Elsewhere => "Elsewhere",
+        })
+    }
+}
+
+/// Options of the HTTP layer that depend on how the coordinator is deployed.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    pub metrics: MetricsAccess,
+}
+
+/// Longest client-supplied `x-request-id` kept (longer ones are replaced by a generated id).
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// A client's request id is logged and echoed only if it is short and made of `[A-Za-z0-9._-]`: nothing in it can
+/// end a log line, open a JSON string or imitate another field.
+pub fn is_safe_request_id(value: &HeaderValue) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_REQUEST_ID_LEN
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// Drops an unsafe `x-request-id` so that the request-id layer generates one instead.
+async fn sanitise_request_id(mut req: Request, next: Next) -> Response {
+    let unsafe_ids = req.headers().get_all("x-request-id").iter().count() > 1
+        || req
+            .headers()
+            .get("x-request-id")
+            .is_some_and(|v| !is_safe_request_id(v));
+    if unsafe_ids {
+        req.headers_mut().remove("x-request-id");
+    }
+    next.run(req).await
+}
+
+/// Participant routes on a listener with `--client-ca` need a verified client certificate on the connection.
+async fn require_client_cert(req: Request, next: Next) -> Response {
+    match req.extensions().get::<PeerTls>() {
+        Some(tls) if tls.client_cert_required && !tls.client_cert_verified => ApiError::Unauthorized(
+            "participant routes need a TLS client certificate signed by the coordinator's client CA \
+             (configure the agent's client_cert and client_key)"
+                .into(),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
 
 /// The state every handler shares: the service layer's [`Coordinator`].
 pub type AppState = Coordinator;
@@ -38,7 +116,10 @@ pub type AppState = Coordinator;
         operator::list_studies,
         operator::get_study,
         operator::create_enrolment_token,
+        operator::list_enrolment_tokens,
+        operator::revoke_enrolment_token,
         operator::list_participants,
+        operator::revoke_participant,
         operator::start_round,
         operator::list_rounds,
         operator::get_round,
@@ -53,7 +134,7 @@ pub type AppState = Coordinator;
         participant::get_broadcast,
         participant::decline_round,
     ),
-    components(schemas(api::ErrorBody)),
+    components(schemas(api::ErrorBody, api::EnrolmentTokenInfo)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
@@ -84,10 +165,46 @@ async fn healthz(State(state): State<AppState>) -> Result<axum::Json<api::Health
     }))
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn metrics(
+    State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<MetricsAccess>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    match &access {
+        MetricsAccess::Open => {}
+        MetricsAccess::Elsewhere => {
+            return Err(ApiError::NotFound(
+                "metrics are not served on this listener: scrape the coordinator's --metrics-addr, or start it \
+                 with --metrics-token and send Authorization: Bearer <token>"
+                    .into(),
+            ));
+        }
+        MetricsAccess::Bearer(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+                return Err(ApiError::Unauthorized(
+                    "/metrics needs Authorization: Bearer <the coordinator's --metrics-token>"
+                        .into(),
+                ));
+            }
+        }
+    }
     state.store.refresh_size_gauge().await;
     let text = state.metrics.render().map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// Only `/metrics`, for the separate metrics listener (`--metrics-addr`).
+pub fn metrics_router(state: AppState, access: MetricsAccess) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(axum::Extension(access))
 }
 
 async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
@@ -128,13 +245,18 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
     response
 }
 
-/// The whole application.
+/// The whole application with default options (`/metrics` open: for tests and loopback listeners).
 pub fn router(state: AppState) -> Router {
+    router_with(state, &HttpOptions::default())
+}
+
+/// The whole application.
+pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let json_limit = state.limits.json_body_bytes;
     // A study may carry its initial weights (base64): its body limit follows the model-size limit.
     let study_limit = json_limit.saturating_add(state.limits.model_bytes.saturating_mul(4) / 3);
-    let api = Router::new()
+    let operator = Router::new()
         .route(
             "/v1/studies",
             post(operator::create_study)
@@ -144,7 +266,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/studies/{study_id}", get(operator::get_study))
         .route(
             "/v1/studies/{study_id}/enrolment-tokens",
-            post(operator::create_enrolment_token),
+            post(operator::create_enrolment_token).get(operator::list_enrolment_tokens),
+        )
+        .route(
+            "/v1/studies/{study_id}/enrolment-tokens/{token_id}/revoke",
+            post(operator::revoke_enrolment_token),
+        )
+        .route(
+            "/v1/studies/{study_id}/participants/{participant_id}/revoke",
+            post(operator::revoke_participant),
         )
         .route(
             "/v1/studies/{study_id}/participants",
@@ -168,6 +298,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/rounds/{round_id}", get(operator::get_round))
         .route("/v1/rounds/{round_id}/abort", post(operator::abort_round))
+        .layer(DefaultBodyLimit::max(json_limit));
+    let participant = Router::new()
         .route("/v1/participant/enrol", post(participant::enrol))
         .route("/v1/participant/task", get(participant::poll_task))
         .route(
@@ -187,7 +319,9 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/participant/rounds/{round_id}/messages/{stage}",
             post(participant::post_message).layer(DefaultBodyLimit::disable()),
-        );
+        )
+        .route_layer(middleware::from_fn(require_client_cert));
+    let api = operator.merge(participant);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -197,6 +331,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+        .layer(axum::Extension(options.metrics.clone()))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         // One span per request carrying its id (also echoed in `x-request-id`); every request is logged once when
         // answered, with status and latency. Paths carry only ids and stage names; bodies are never logged.
@@ -213,6 +348,8 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // Outermost: an unsafe client id is dropped before it is set, logged or echoed.
+        .layer(middleware::from_fn(sanitise_request_id))
 }
 
 /// Converts the status of a handler result into a response for `Result<(StatusCode, Json<T>), ApiError>` helpers.

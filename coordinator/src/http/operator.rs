@@ -7,8 +7,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confide_common::api::{
-    AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolmentTokenResponse,
-    ErrorBody, ModelVersionInfo, ParticipantInfo, PrivacyReport, RoundInfo, RoundStage,
+    AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolmentTokenInfo,
+    EnrolmentTokenResponse, ErrorBody, ModelVersionInfo, ParticipantInfo, PrivacyReport, RoundInfo,
+    RoundStage,
     StartRoundRequest, StudyInfo,
 };
 use serde::Deserialize;
@@ -67,6 +68,48 @@ pub async fn create_enrolment_token(
 ) -> Result<Response, ApiError> {
     Ok(created(
         studies::create_enrolment_token(&state, study_id, &req).await?,
+    ))
+}
+
+/// A study's enrolment tokens: label, validity, whether (and by whom) used, whether revoked; never the secrets.
+#[utoipa::path(get, path = "/v1/studies/{study_id}/enrolment-tokens", tag = "operator",
+    security(("operator_token" = [])), params(("study_id" = i64, Path)),
+    responses((status = 200, body = Vec<EnrolmentTokenInfo>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_enrolment_tokens(
+    State(state): State<AppState>,
+    _op: Operator,
+    ApiPath(study_id): ApiPath<i64>,
+) -> Result<ApiJson<Vec<EnrolmentTokenInfo>>, ApiError> {
+    Ok(ApiJson(studies::enrolment_tokens(&state, study_id).await?))
+}
+
+/// Revoke an unused enrolment token: enrolment with it is refused from now on (409 if it was already used).
+#[utoipa::path(post, path = "/v1/studies/{study_id}/enrolment-tokens/{token_id}/revoke", tag = "operator",
+    security(("operator_token" = [])), params(("study_id" = i64, Path), ("token_id" = i64, Path)),
+    responses((status = 200, body = EnrolmentTokenInfo), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn revoke_enrolment_token(
+    State(state): State<AppState>,
+    _op: Operator,
+    ApiPath((study_id, token_id)): ApiPath<(i64, i64)>,
+) -> Result<ApiJson<EnrolmentTokenInfo>, ApiError> {
+    Ok(ApiJson(
+        studies::revoke_enrolment_token(&state, study_id, token_id).await?,
+    ))
+}
+
+/// Revoke a participant's credential: every request with it is refused (401) at once, by every coordinator process
+/// sharing the database; it is no longer selected for rounds.
+#[utoipa::path(post, path = "/v1/studies/{study_id}/participants/{participant_id}/revoke", tag = "operator",
+    security(("operator_token" = [])), params(("study_id" = i64, Path), ("participant_id" = i64, Path)),
+    responses((status = 200, body = ParticipantInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_participant(
+    State(state): State<AppState>,
+    _op: Operator,
+    ApiPath((study_id, participant_id)): ApiPath<(i64, i64)>,
+) -> Result<ApiJson<ParticipantInfo>, ApiError> {
+    Ok(ApiJson(
+        studies::revoke_participant(&state, study_id, participant_id).await?,
     ))
 }
 

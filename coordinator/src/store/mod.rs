@@ -28,6 +28,7 @@ pub use ledger::{Charge, LedgerRow, Publication};
 pub use participants::ParticipantRow;
 pub use rounds::{NewRound, RoundRow, StageBoundary};
 pub use studies::{ModelVersionRow, StudyRow};
+pub use tokens::{EnrolmentTokenRow, OperatorTokenRow};
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -61,6 +61,20 @@ impl TestDb {
         }
     }
 
+    /// A second Store on the same database (its own connection pool, as another process would have). Its
+    /// `cleanup` only closes it; the schema belongs to `self`.
+    pub async fn another_connection(&self) -> Self {
+        let store = Store::connect(&self.url, self.schema.as_deref())
+            .await
+            .expect("second connection");
+        Self {
+            store,
+            url: self.url.clone(),
+            schema: None,
+            _dir: None,
+        }
+    }
+
     pub async fn cleanup(self) {
         if let Some(schema) = &self.schema {
             self.store
@@ -160,6 +174,8 @@ pub struct Served {
     pub op: CoordinatorClient,
     /// The operator's bearer token (for raw requests).
     pub op_token: String,
+    /// The operator token's name.
+    pub op_name: String,
     pub url: String,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
@@ -192,6 +208,7 @@ impl Served {
         Self {
             op: base.with_token(&token),
             op_token: token,
+            op_name: name,
             base,
             state,
             url,

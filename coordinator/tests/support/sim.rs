@@ -139,7 +139,7 @@ impl Sim {
         match posted {
             Ok(()) => Some(stage),
             Err(ClientError::Api { status: 409, .. }) => None,
-            Err(ClientError::Transport(_)) => {
+            Err(ClientError::Transport(_) | ClientError::Connect { .. }) => {
                 self.pending = Some((round, stage, message));
                 None
             }

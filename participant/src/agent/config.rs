@@ -11,6 +11,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use super::ledger::{Budget, LEDGER_FILE};
+use confide_client::transport::{TlsOptions, check_url};
 
 /// Largest model the agent downloads unless configured otherwise (bytes).
 pub const DEFAULT_MAX_MODEL_BYTES: u64 = 256 << 20;
@@ -29,7 +30,8 @@ pub struct RunArgs {
     /// TOML config file (see deploy/participants/*/participant.toml).
     #[arg(long, env = "CONFIDE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Coordinator base URL, e.g. http://coordinator:8080 (default after enrolment: the URL it enrolled with).
+    /// Coordinator base URL, e.g. https://coordinator:8443 (default after enrolment: the URL it enrolled with).
+    /// Plain http:// only to loopback unless --allow-insecure-http.
     #[arg(long, env = "CONFIDE_COORDINATOR_URL")]
     pub coordinator_url: Option<String>,
     /// Directory for the identity, credential and privacy ledger (created 0700, files 0600).
@@ -87,6 +89,18 @@ pub struct RunArgs {
     /// Log format [default: text].
     #[arg(long, env = "CONFIDE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// PEM CA certificate(s) to trust for the coordinator's HTTPS, instead of the system roots.
+    #[arg(long, env = "CONFIDE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate for a coordinator that asks for one (mTLS), with --client-key.
+    #[arg(long, env = "CONFIDE_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "CONFIDE_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+    /// Allow http:// to a coordinator that is not on loopback (the credential then crosses the network in clear).
+    #[arg(long, env = "CONFIDE_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
 }
 
 /// The config file.
@@ -103,6 +117,18 @@ pub struct FileConfig {
     pub budget: FileBudget,
     #[serde(default)]
     pub limits: FileLimits,
+    #[serde(default)]
+    pub tls: FileTls,
+}
+
+/// `[tls]`: how the agent reaches the coordinator over HTTPS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub allow_insecure_http: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -169,6 +195,8 @@ pub struct AgentConfig {
     pub poll_wait: Duration,
     pub max_backoff: Duration,
     pub log_format: LogFormat,
+    /// Trusted CA, client certificate, plain-HTTP policy.
+    pub tls: TlsOptions,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -187,6 +215,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("max_model_bytes", &self.max_model_bytes)
             .field("poll_wait", &self.poll_wait)
             .field("max_backoff", &self.max_backoff)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -334,13 +363,27 @@ impl AgentConfig {
                 budget.delta
             )));
         }
+        let tls = TlsOptions {
+            ca_cert: args.ca_cert.clone().or(rel(file.tls.ca_cert)),
+            client_cert: args.client_cert.clone().or(rel(file.tls.client_cert)),
+            client_key: args.client_key.clone().or(rel(file.tls.client_key)),
+            allow_insecure_http: args.allow_insecure_http
+                || file.tls.allow_insecure_http.unwrap_or(false),
+        };
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "client_cert and client_key (--client-cert, --client-key) go together: give both or neither".into(),
+            ));
+        }
         let coordinator_url = args.coordinator_url.clone().or(file.coordinator_url);
-        if let Some(url) = &coordinator_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError::Invalid(format!(
-                "coordinator URL must start with http:// or https://, got {url:?}"
-            )));
+        if let Some(url) = &coordinator_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "coordinator URL must start with http:// or https://, got {url:?}"
+                )));
+            }
+            check_url(url, tls.allow_insecure_http)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         let name = args.name.clone().or(file.name);
         if let Some(n) = &name
@@ -390,6 +433,7 @@ impl AgentConfig {
             poll_wait: Duration::from_secs(poll_wait_secs),
             max_backoff: Duration::from_secs_f64(max_backoff_secs),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            tls,
         })
     }
 }
@@ -399,7 +443,7 @@ mod tests {
     use super::*;
 
     const DEPLOY: &str = r#"
-coordinator_url = "http://coordinator:8080"
+coordinator_url = "https://coordinator:8080"
 state_dir = "/var/lib/confide-participant"
 name = "hospital-a"
 
@@ -421,7 +465,7 @@ delta = 1e-5
             .unwrap();
         assert_eq!(
             c.coordinator_url.as_deref(),
-            Some("http://coordinator:8080")
+            Some("https://coordinator:8080")
         );
         assert_eq!(
             c.data.path,
@@ -574,6 +618,31 @@ delta = 1e-5
             })
             .contains("http")
         );
+        // Plain HTTP only to loopback, unless allowed; a client key needs its certificate.
+        let e = bad(RunArgs {
+            coordinator_url: Some("http://coordinator:8080".into()),
+            ..Default::default()
+        });
+        assert!(
+            e.contains("--allow-insecure-http") && e.contains("https://"),
+            "{e}"
+        );
+        let insecure = RunArgs {
+            coordinator_url: Some("http://coordinator:8080".into()),
+            allow_insecure_http: true,
+            ..Default::default()
+        };
+        assert!(AgentConfig::merge(&insecure, file.clone(), None).is_ok());
+        let mut tls_file = file.clone();
+        tls_file.tls.allow_insecure_http = Some(true);
+        tls_file.tls.ca_cert = Some("ca.pem".into());
+        let c = AgentConfig::merge(&insecure, tls_file, Some(Path::new("/etc/c"))).unwrap();
+        assert_eq!(c.tls.ca_cert, Some(PathBuf::from("/etc/c/ca.pem")));
+        let e = bad(RunArgs {
+            client_key: Some("k.pem".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("client_cert"), "{e}");
         let e = AgentConfig::merge(&RunArgs::default(), FileConfig::default(), None)
             .unwrap_err()
             .to_string();

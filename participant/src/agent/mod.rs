@@ -53,7 +53,7 @@ use enrol::enrol;
 use ledger::{LedgerError, LocalLedger};
 pub use round_plan::training_plan;
 use state::{Identity, StateDir, StateError};
-use transport::{Backoff, Outgoing, http_client};
+use transport::{Backoff, Outgoing, check_coordinator_url, http_client};
 
 /// Pause before polling again while the current round has nothing for this agent to do.
 const SIT_OUT_PAUSE: Duration = Duration::from_secs(1);
@@ -129,7 +129,10 @@ impl Agent {
         let ledger = dataset::open_ledger(&cfg, &data.fingerprint).await?;
         state::restrict_files(state.path())
             .map_err(|e| AgentError::Fatal(format!("state directory permissions: {e}")))?;
-        let http = http_client()?;
+        let http = http_client(&cfg.tls)?;
+        if let Some(url) = &cfg.coordinator_url {
+            check_coordinator_url(url, &cfg.tls)?;
+        }
         let backoff = Backoff::new(cfg.max_backoff);
         let identity = match state.identity()? {
             Some(id) => {
@@ -159,6 +162,7 @@ impl Agent {
             }
             None => identity.coordinator_url.clone(),
         };
+        check_coordinator_url(&url, &cfg.tls)?;
         let client = CoordinatorClient::with_http(&url, &identity.credential, http);
         let epsilon_spent = ledger.epsilon_with(&[], cfg.budget.delta).await?;
         tracing::info!(

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use confide_client::ClientError;
+use confide_client::{ClientError, TlsOptions};
 use confide_common::api::RoundStage;
 
 use super::{Agent, AgentError, Next, debug};
@@ -60,11 +60,16 @@ impl Backoff {
     }
 }
 
-pub(super) fn http_client() -> Result<reqwest::Client, AgentError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| AgentError::Fatal(format!("HTTP client: {e}")))
+/// The HTTP client with the configured TLS trust and client certificate (`[tls]`, `--ca-cert`, …).
+pub(super) fn http_client(tls: &TlsOptions) -> Result<reqwest::Client, AgentError> {
+    confide_client::transport::http_client(tls, Duration::from_secs(10))
+        .map_err(|e| AgentError::Fatal(e.to_string()))
+}
+
+/// The agent talks to `url` only over HTTPS, or plain HTTP to loopback unless `allow_insecure_http`.
+pub(super) fn check_coordinator_url(url: &str, tls: &TlsOptions) -> Result<(), AgentError> {
+    confide_client::transport::check_url(url, tls.allow_insecure_http)
+        .map_err(|e| AgentError::Fatal(e.to_string()))
 }
 
 /// A message computed for the coordinator, kept until it is delivered (re-sent unchanged after transport errors).

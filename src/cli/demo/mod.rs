@@ -11,7 +11,7 @@
 
 mod data;
 mod presets;
-mod processes;
+pub(crate) mod processes;
 mod report;
 
 pub(crate) use processes::terminate;
@@ -24,6 +24,7 @@ use clap::Args;
 use confide_client::CoordinatorClient;
 use confide_common::api::{CreateEnrolmentTokenRequest, RoundOutcome, StartRoundRequest};
 
+use confide_client::TlsOptions;
 use data::{Table, data_dir, split_non_iid};
 pub use presets::DemoDataset;
 use presets::{StudyShape, calibrate_sigma, preset, study_request};
@@ -72,6 +73,12 @@ pub struct DemoArgs {
     /// Operator token for --coordinator-url (`confide-coordinator token create`).
     #[arg(long, env = "CONFIDE_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
+    /// PEM CA certificate to trust for --coordinator-url's HTTPS (given to the agents too).
+    #[arg(long, env = "CONFIDE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Allow an http:// --coordinator-url that is not on loopback.
+    #[arg(long)]
+    allow_insecure_http: bool,
     /// Print one JSON object at the end instead of the table.
     #[arg(long)]
     json: bool,
@@ -179,11 +186,19 @@ async fn demo(args: DemoArgs) -> Result<()> {
 
     // ---- coordinator ----
     let mut children = Children::new();
-    let (url, operator_token) = match (&args.coordinator_url, &args.operator_token) {
-        (Some(url), Some(token)) => (url.trim_end_matches('/').to_string(), token.clone()),
-        _ => start_coordinator(&tools, &work, &mut children)?,
+    let (url, operator_token, tls) = match (&args.coordinator_url, &args.operator_token) {
+        (Some(url), Some(token)) => {
+            let tls = TlsOptions {
+                ca_cert: args.ca_cert.clone(),
+                allow_insecure_http: args.allow_insecure_http,
+                ..TlsOptions::default()
+            };
+            (url.trim_end_matches('/').to_string(), token.clone(), tls)
+        }
+        // Our own coordinator: HTTPS with a fresh CA, and participant routes need the CA's client certificate.
+        _ => start_coordinator(&tools, &work, &mut children, true)?,
     };
-    let op = CoordinatorClient::new(&url, &operator_token);
+    let op = CoordinatorClient::connect(&url, &operator_token, &tls)?;
 
     // ---- study ----
     let shape = StudyShape {
@@ -220,6 +235,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             .context("creating an enrolment token")?;
         let agent = processes::Agent {
             coordinator_url: &url,
+            tls: &tls,
             // The hospital's records: its privacy budget belongs to them, whatever study they serve.
             dataset_id: format!("{name}-{}", args.dataset.name()),
             name: &name,

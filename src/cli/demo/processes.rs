@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use confide_client::TlsOptions;
+use confide_client::devcert;
 
 use super::presets::Preset;
 
@@ -177,6 +179,8 @@ impl Tools {
 /// One hospital's agent: who it is, where its records are and what its dataset may spend.
 pub struct Agent<'a> {
     pub coordinator_url: &'a str,
+    /// The CA to trust, the client certificate to show.
+    pub tls: &'a TlsOptions,
     pub name: &'a str,
     pub dataset_id: String,
     pub label: &'a str,
@@ -194,9 +198,22 @@ impl Tools {
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let log = std::fs::File::create(work.join(format!("{}.log", agent.name)))?;
-        Command::new(&self.participant)
-            .arg("run")
-            .arg("--coordinator-url")
+        let mut cmd = Command::new(&self.participant);
+        cmd.arg("run");
+        let tls = agent.tls;
+        for (flag, path) in [
+            ("--ca-cert", &tls.ca_cert),
+            ("--client-cert", &tls.client_cert),
+            ("--client-key", &tls.client_key),
+        ] {
+            if let Some(p) = path {
+                cmd.arg(flag).arg(p);
+            }
+        }
+        if tls.allow_insecure_http {
+            cmd.arg("--allow-insecure-http");
+        }
+        cmd.arg("--coordinator-url")
             .arg(agent.coordinator_url)
             .arg("--state-dir")
             .arg(&state_dir)
@@ -225,12 +242,19 @@ impl Tools {
 }
 
 /// Starts `confide-coordinator serve` on an embedded SQLite file in `work` and a free loopback port, with a fresh
-/// operator token; returns its URL and the token.
+/// operator token, over HTTPS: a throw-away CA made here (`work/tls/`) signs the coordinator's certificate (for
+/// 127.0.0.1 and localhost) and a client certificate, which participant routes require (mTLS). Returns its URL,
+/// the token and what clients need to connect. Without `tls` (benchmarks only) it serves plain loopback HTTP.
 pub fn start_coordinator(
     tools: &Tools,
     work: &Path,
     children: &mut Children,
-) -> Result<(String, String)> {
+    tls: bool,
+) -> Result<(String, String, TlsOptions)> {
+    let tls_dir = work.join("tls");
+    std::fs::create_dir_all(&tls_dir).with_context(|| format!("creating {}", tls_dir.display()))?;
+    let certs = devcert::generate(&tls_dir, &["127.0.0.1".into(), "localhost".into()])
+        .context("making the demo's certificates")?;
     let db_url = format!("sqlite:{}", work.join("coordinator.db").display());
     let token_out = Command::new(&tools.coordinator)
         .args([
@@ -253,14 +277,23 @@ pub fn start_coordinator(
         .trim()
         .to_string();
     let coordinator_log = std::fs::File::create(work.join("coordinator.log"))?;
-    let mut coordinator = Command::new(&tools.coordinator)
-        .args([
-            "--database-url",
-            &db_url,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ])
+    let mut cmd = Command::new(&tools.coordinator);
+    cmd.args([
+        "--database-url",
+        &db_url,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    if tls {
+        cmd.arg("--tls-cert")
+            .arg(&certs.server_cert)
+            .arg("--tls-key")
+            .arg(&certs.server_key)
+            .arg("--client-ca")
+            .arg(&certs.ca_cert);
+    }
+    let mut coordinator = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(coordinator_log)
@@ -269,10 +302,16 @@ pub fn start_coordinator(
     let stdout = coordinator.stdout.take().context("coordinator stdout")?;
     children.push("coordinator".into(), coordinator);
     let url = read_listen_url(stdout)?;
-    Ok((url, operator_token))
+    let options = TlsOptions {
+        ca_cert: Some(certs.ca_cert),
+        client_cert: Some(certs.client_cert),
+        client_key: Some(certs.client_key),
+        allow_insecure_http: false,
+    };
+    Ok((url, operator_token, options))
 }
 
-/// Reads the coordinator's "listening on http://ADDR" line.
+/// Reads the coordinator's "listening on https://ADDR" line.
 fn read_listen_url(stdout: std::process::ChildStdout) -> Result<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

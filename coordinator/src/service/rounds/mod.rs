@@ -118,13 +118,26 @@ async fn candidates(
 ) -> Result<Vec<i64>, RoundError> {
     let enrolled = ctx.store.list_participants(study_id).await?;
     let candidates: BTreeSet<i64> = match &req.participants {
-        None => enrolled.iter().map(|p| p.id).collect(),
+        // Revoked participants are never selected.
+        None => enrolled
+            .iter()
+            .filter(|p| p.revoked_at.is_none())
+            .map(|p| p.id)
+            .collect(),
         Some(ids) => {
             for id in ids {
-                if !enrolled.iter().any(|p| p.id == *id) {
-                    return Err(RoundError::Invalid(format!(
-                        "participant {id} is not enrolled in study {study_id}"
-                    )));
+                match enrolled.iter().find(|p| p.id == *id) {
+                    None => {
+                        return Err(RoundError::Invalid(format!(
+                            "participant {id} is not enrolled in study {study_id}"
+                        )));
+                    }
+                    Some(p) if p.revoked_at.is_some() => {
+                        return Err(RoundError::Invalid(format!(
+                            "participant {id}'s credential was revoked; it cannot take part in rounds"
+                        )));
+                    }
+                    Some(_) => {}
                 }
             }
             ids.iter().copied().collect()

@@ -10,14 +10,14 @@ pub use rules::{
 
 use confide_common::api::{
     CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolRequest, EnrolResponse,
-    EnrolmentTokenResponse, ModelVersionInfo, ParticipantInfo, ParticipantPrivacy, PrivacyReport,
-    RoundOutcome, StudyInfo,
+    EnrolmentTokenInfo, EnrolmentTokenResponse, ModelVersionInfo, ParticipantInfo,
+    ParticipantPrivacy, PrivacyReport, RoundOutcome, StudyInfo,
 };
 use confide_common::dp::AccountantKind;
 
 use super::Coordinator;
 use super::privacy::{self, PrivacyError};
-use crate::store::{StoreError, StudyRow, now_ms};
+use crate::store::{EnrolmentTokenRow, ParticipantRow, StoreError, StudyRow, now_ms};
 
 /// Default and longest validity of an enrolment token.
 const DEFAULT_TOKEN_SECS: u64 = 7 * 86_400;
@@ -121,11 +121,12 @@ pub async fn create_enrolment_token(
         )));
     }
     let expires_at_ms = now_ms() + (secs as i64) * 1000;
-    let token = ctx
+    let (id, token) = ctx
         .store
         .create_enrolment_token(study_id, &req.label, expires_at_ms)
         .await?;
     Ok(EnrolmentTokenResponse {
+        id,
         token,
         study_id,
         expires_at_ms,
@@ -164,13 +165,78 @@ pub async fn participants(
         .list_participants(study_id)
         .await?
         .into_iter()
-        .map(|p| ParticipantInfo {
-            id: p.id,
-            study_id: p.study_id,
-            name: p.name,
-            enrolled_at_ms: p.enrolled_at,
-        })
+        .map(participant_info)
         .collect())
+}
+
+fn participant_info(p: ParticipantRow) -> ParticipantInfo {
+    ParticipantInfo {
+        id: p.id,
+        study_id: p.study_id,
+        name: p.name,
+        enrolled_at_ms: p.enrolled_at,
+        revoked_at_ms: p.revoked_at,
+    }
+}
+
+/// Revokes a participant's credential: refused (401) at once by every coordinator process sharing the database,
+/// and no longer selected for rounds. A round it is in continues without it (it counts as a dropout).
+pub async fn revoke_participant(
+    ctx: &Coordinator,
+    study_id: i64,
+    participant_id: i64,
+) -> Result<ParticipantInfo, StudyError> {
+    ctx.store.get_study(study_id).await?;
+    let p = ctx
+        .store
+        .revoke_participant(study_id, participant_id)
+        .await?;
+    tracing::info!(
+        participant = p.id,
+        study = study_id,
+        "participant credential revoked"
+    );
+    Ok(participant_info(p))
+}
+
+fn enrolment_token_info(t: EnrolmentTokenRow) -> EnrolmentTokenInfo {
+    EnrolmentTokenInfo {
+        id: t.id,
+        study_id: t.study_id,
+        label: t.label,
+        created_at_ms: t.created_at,
+        expires_at_ms: t.expires_at,
+        used_at_ms: t.used_at,
+        participant_id: t.participant_id,
+        revoked_at_ms: t.revoked_at,
+    }
+}
+
+/// A study's enrolment tokens (never their secrets).
+pub async fn enrolment_tokens(
+    ctx: &Coordinator,
+    study_id: i64,
+) -> Result<Vec<EnrolmentTokenInfo>, StudyError> {
+    ctx.store.get_study(study_id).await?;
+    Ok(ctx
+        .store
+        .list_enrolment_tokens(study_id)
+        .await?
+        .into_iter()
+        .map(enrolment_token_info)
+        .collect())
+}
+
+/// Revokes an unused enrolment token (409 if it was already spent: revoke the participant instead).
+pub async fn revoke_enrolment_token(
+    ctx: &Coordinator,
+    study_id: i64,
+    token_id: i64,
+) -> Result<EnrolmentTokenInfo, StudyError> {
+    ctx.store.get_study(study_id).await?;
+    let t = ctx.store.revoke_enrolment_token(study_id, token_id).await?;
+    tracing::info!(token = t.id, study = study_id, "enrolment token revoked");
+    Ok(enrolment_token_info(t))
 }
 
 pub async fn model_versions(
