@@ -148,6 +148,44 @@ async fn slowloris_connections_neither_starve_the_service_nor_stay_open() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_is_answered_408_and_closed() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let body_timeout = Duration::from_secs(1);
+    let options = ServeOptions {
+        limits: ConnLimits {
+            header_timeout: Duration::from_secs(5),
+            body_timeout,
+            max_connections: 64,
+        },
+        ..ServeOptions::default()
+    };
+    let server = Server::start(&db, options).await;
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/studies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100000\r\n\r\n{{\"name\": \"",
+        server.token
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .expect("head and a few bytes");
+    let t = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was not closed within 5 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("--body-timeout-secs"), "{text}");
+    assert!(
+        t.elapsed() >= body_timeout && t.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    server.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_are_closed_at_once() {
     let db = TestDb::new(Backend::Sqlite).await;
     let header_timeout = Duration::from_secs(2);
