@@ -175,11 +175,9 @@ pub fn classify(e: &reqwest::Error) -> Option<ConnectFailure> {
     if e.is_timeout() {
         return Some(ConnectFailure::Timeout);
     }
-    if text.contains("invalid peer certificate")
-        || text.contains("certificate")
-        || text.contains("tls")
-        || text.contains("handshake")
-    {
+    // Only certificate problems count as TLS failures by their text: a handshake cut short by a restarting
+    // coordinator is an ordinary (retried) connection failure.
+    if text.contains("invalid peer certificate") || text.contains("certificate required") {
         return Some(ConnectFailure::Tls);
     }
     Some(ConnectFailure::Other)

@@ -170,3 +170,45 @@ both_backends!(
     revocation_holds_in_every_process_at_once,
     revocation_across_processes
 );
+
+/// `confide-coordinator token list` and `token revoke` on a database the store then reads.
+#[tokio::test]
+async fn operator_tokens_are_listed_and_revoked_by_the_cli() {
+    let db = TestDb::new(confide_coordinator::store::Backend::Sqlite).await;
+    let token = support::create_operator_token(&db.url, None, "ops");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_confide-coordinator"))
+            .args(["--database-url", &db.url, "token"])
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = run(&["list"]);
+    assert!(
+        listed.contains("ops\t") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&token), "secrets are never listed");
+    run(&["revoke", "--name", "ops"]);
+    assert!(run(&["list"]).contains("revoked at"));
+    assert_eq!(db.store.operator_for_token(&token).await.unwrap(), None);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_confide-coordinator"))
+        .args([
+            "--database-url",
+            &db.url,
+            "token",
+            "revoke",
+            "--name",
+            "nobody",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    db.cleanup().await;
+}

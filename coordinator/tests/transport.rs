@@ -148,6 +148,44 @@ async fn slowloris_connections_neither_starve_the_service_nor_stay_open() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_is_answered_408_and_closed() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let body_timeout = Duration::from_secs(1);
+    let options = ServeOptions {
+        limits: ConnLimits {
+            header_timeout: Duration::from_secs(5),
+            body_timeout,
+            max_connections: 64,
+        },
+        ..ServeOptions::default()
+    };
+    let server = Server::start(&db, options).await;
+    let mut s = TcpStream::connect(server.addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/studies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100000\r\n\r\n{{\"name\": \"",
+        server.token
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .expect("head and a few bytes");
+    let t = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was not closed within 5 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("--body-timeout-secs"), "{text}");
+    assert!(
+        t.elapsed() >= body_timeout && t.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    server.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_are_closed_at_once() {
     let db = TestDb::new(Backend::Sqlite).await;
     let header_timeout = Duration::from_secs(2);
@@ -455,4 +493,114 @@ async fn a_267m_parameter_model_is_refused_before_anything_is_allocated() {
     );
     server.stop().await;
     db.cleanup().await;
+}
+
+/// Reads one line of the child's stdout (with a bound).
+fn read_line(reader: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read a line");
+    line.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_refuses_plain_http_on_the_network_serves_metrics_apart_and_reloads_on_sighup() {
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_confide-coordinator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite:{}", dir.path().join("c.db").display());
+    // Plain HTTP on every interface: refused with what to do.
+    let out = Command::new(bin)
+        .args(["--database-url", &db, "serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("refusing to serve plain HTTP")
+            && err.contains("--tls-cert")
+            && err.contains("--allow-insecure-http"),
+        "{err}"
+    );
+    let out = Command::new(bin)
+        .args(["--database-url", &db, "serve", "--client-ca", "ca.pem"])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--client-ca needs TLS"));
+
+    // TLS on every interface, metrics on a separate loopback listener.
+    let first = dir.path().join("first");
+    std::fs::create_dir_all(&first).expect("dir");
+    let certs = devcert::generate(&first, &["127.0.0.1".into()]).expect("certificates");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&certs.server_cert, &cert).expect("copy");
+    std::fs::copy(&certs.server_key, &key).expect("copy");
+    let mut child = Command::new(bin)
+        .args(["--database-url", &db, "serve", "--listen", "0.0.0.0:0"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let listening = read_line(&mut stdout);
+    let metrics_line = read_line(&mut stdout);
+    let port = listening
+        .strip_prefix("listening on https://0.0.0.0:")
+        .unwrap_or_else(|| panic!("{listening:?}"));
+    let metrics_url = metrics_line
+        .strip_prefix("metrics on ")
+        .unwrap_or_else(|| panic!("{metrics_line:?}"))
+        .to_string();
+    let api = format!("https://127.0.0.1:{port}");
+    let trusting = |ca: &std::path::Path| TlsOptions {
+        ca_cert: Some(ca.to_path_buf()),
+        ..TlsOptions::default()
+    };
+    let client = CoordinatorClient::connect(&api, "", &trusting(&certs.ca_cert)).expect("client");
+    client.health().await.expect("healthz over https");
+    let e = client.metrics().await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    assert!(e.to_string().contains("--metrics-addr"), "{e}");
+    let text = reqwest::get(&metrics_url)
+        .await
+        .expect("metrics listener")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains("confide_http_requests_total"), "{text}");
+
+    // SIGHUP: the renewed certificate is served without a restart.
+    let second = dir.path().join("second");
+    std::fs::create_dir_all(&second).expect("dir");
+    let renewed = devcert::generate(&second, &["127.0.0.1".into()]).expect("certificates");
+    std::fs::copy(&renewed.server_cert, &cert).expect("copy");
+    std::fs::copy(&renewed.server_key, &key).expect("copy");
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh =
+            CoordinatorClient::connect(&api, "", &trusting(&renewed.ca_cert)).expect("client");
+        match fresh.health().await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < until => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the renewed certificate was not served after SIGHUP: {e}"),
+        }
+    }
+    assert!(
+        child.try_wait().expect("status").is_none(),
+        "still running after SIGHUP"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

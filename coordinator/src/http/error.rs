@@ -141,9 +141,38 @@ fn rejected(status: StatusCode, text: String) -> ApiError {
     }
 }
 
+/// Whether a body rejection was caused by the body timeout (a client that stalls mid-body).
+fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// 408 for a body that stalled, else the rejection's own status and text.
+fn body_rejected(
+    r: &(dyn std::error::Error + 'static),
+    status: StatusCode,
+    text: String,
+) -> ApiError {
+    if body_timed_out(r) {
+        return ApiError::Rejected(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stalled for longer than the coordinator's body timeout \
+             (--body-timeout-secs); send it without long pauses"
+                .into(),
+        );
+    }
+    rejected(status, text)
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        rejected(r.status(), r.body_text())
+        body_rejected(&r, r.status(), r.body_text())
     }
 }
 impl From<PathRejection> for ApiError {
@@ -167,6 +196,6 @@ impl From<QueryRejection> for ApiError {
 }
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
-        rejected(r.status(), r.body_text())
+        body_rejected(&r, r.status(), r.body_text())
     }
 }

@@ -42,10 +42,11 @@ pub(super) async fn enrol(
         });
     let enrolled = tokio::select! {
         _ = shutdown.cancelled() => return Ok(None),
-        r = attempts => r.map_err(|e| {
-            AgentError::Fatal(format!(
+        r = attempts => r.map_err(|e| match e.connect_failure() {
+            Some(_) => AgentError::Fatal(format!("enrolment failed: {e}")),
+            None => AgentError::Fatal(format!(
                 "enrolment refused: {e} (ask the operator for a new token if this one was used or expired)"
-            ))
+            )),
         })?,
     };
     let identity = Identity {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use confide_client::{ClientError, TlsOptions};
+use confide_client::{ClientError, ConnectFailure, TlsOptions};
 use confide_common::api::RoundStage;
 
 use super::{Agent, AgentError, Next, debug};
@@ -105,6 +105,12 @@ impl Agent {
     pub(super) fn classify(&mut self, e: ClientError) -> Result<Next, AgentError> {
         if e.status() == Some(401) {
             return Err(credential_rejected(&e));
+        }
+        // A TLS failure needs a configuration change (CA, certificate, host name), but the coordinator's side may
+        // be the one changing (a certificate rotation): say so loudly and keep retrying with backoff.
+        if e.connect_failure() == Some(ConnectFailure::Tls) {
+            tracing::error!(error = %e, "cannot reach the coordinator over TLS; retrying");
+            return Ok(Next::Retry(e));
         }
         if e.is_transient() {
             return Ok(Next::Retry(e));
