@@ -9,8 +9,7 @@ use axum::response::{IntoResponse, Response};
 use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolmentTokenInfo,
     EnrolmentTokenResponse, ErrorBody, ModelVersionInfo, ParticipantInfo, PrivacyReport, RoundInfo,
-    RoundStage,
-    StartRoundRequest, StudyInfo,
+    RoundStage, StartRoundRequest, StudyInfo,
 };
 use serde::Deserialize;
 
