@@ -132,6 +132,9 @@ mod tests {
                 graph_seed: [0; 32],
                 vector_len: 9,
                 bits: 32,
+                threat_model: Default::default(),
+                max_corrupt: 0,
+                roster: Default::default(),
             },
             quantisation: QuantizationParams::for_participants(1.0, 32, 3, 10).unwrap(),
         }

@@ -157,6 +157,10 @@ fn api_stage(s: secagg::RoundStage) -> RoundStage {
         secagg::RoundStage::MaskedInputCollection => RoundStage::MaskedInputCollection,
         secagg::RoundStage::Unmasking => RoundStage::Unmasking,
         secagg::RoundStage::Completed | secagg::RoundStage::Aborted => RoundStage::Finished,
+        // Malicious-server stages: not wired yet; `rebuild` refuses such rounds, so they never get here.
+        secagg::RoundStage::ShareVerification | secagg::RoundStage::ConsistencyCheck => {
+            RoundStage::Finished
+        }
     }
 }
 
@@ -381,6 +385,9 @@ fn rebuild(
     let bytes = snapshot.ok_or("no secure-aggregation server snapshot is stored for the round")?;
     let server = SecAggServer::decode(bytes)
         .map_err(|e| format!("the stored secure-aggregation server snapshot is unreadable: {e}"))?;
+    if server.params().threat_model != secagg::ThreatModel::SemiHonest {
+        return Err("this coordinator drives semi-honest secure-aggregation rounds only".into());
+    }
     if server.params() != &plan.secagg {
         return Err(
             "the stored secure-aggregation server snapshot belongs to another round".into(),

@@ -148,6 +148,8 @@ fn secagg_params(study: &Study, n: u32) -> Result<secagg::SecAggParams, RoundErr
         dropout_rate,
         corrupt_fraction,
         sparse,
+        // The malicious-server stages are not wired into the driver and agent yet.
+        threat_model: secagg::ThreatModel::SemiHonest,
     };
     let vector_len = u32::try_from(study.num_parameters + 1)
         .map_err(|_| RoundError::Invalid("model too large for secure aggregation".into()))?;
@@ -158,6 +160,7 @@ fn secagg_params(study: &Study, n: u32) -> Result<secagg::SecAggParams, RoundErr
         vector_len,
         sa.quantisation.bits,
         rand::random(),
+        secagg::Roster::default(),
     )
     .map_err(|e| RoundError::Invalid(format!("secure-aggregation parameters: {e}")))?;
     if let Some(t) = sa.threshold {
