@@ -228,17 +228,17 @@ pub fn advertise_statement(
     )
 }
 
-/// What a holder signs about the shares routed to it: the dealers it checked and its verdict (empty complaint
-/// list = all shares verified). `complaints` holds (dealer, reason code) pairs.
+/// What a holder signs about the shares routed to it: its verdict — an empty complaint list is an acknowledgement
+/// that every share verified — and (a hash of) the cipher key it reveals with complaints. An honest holder signs
+/// exactly one verdict per round, so an acknowledgement proves it never revealed its key. `complaints` holds
+/// (dealer, reason code) pairs.
 pub fn verification_statement(
     params_digest: &[u8; 32],
     round: RoundId,
     holder: ParticipantId,
-    dealers: &[ParticipantId],
     complaints: &[(ParticipantId, u8)],
     revealed_cipher_key: Option<&[u8; 32]>,
 ) -> [u8; 32] {
-    let dealers: Vec<u8> = dealers.iter().flat_map(|d| d.to_le_bytes()).collect();
     let complaints: Vec<u8> = complaints
         .iter()
         .flat_map(|(d, r)| d.to_le_bytes().into_iter().chain([*r]))
@@ -250,11 +250,19 @@ pub fn verification_statement(
         &[
             &round.to_le_bytes(),
             &holder.to_le_bytes(),
-            &dealers,
             &complaints,
             &key_digest,
         ],
     )
+}
+
+/// The statement of a holder's acknowledgement (a verdict without complaints).
+pub fn acknowledgement_statement(
+    params_digest: &[u8; 32],
+    round: RoundId,
+    holder: ParticipantId,
+) -> [u8; 32] {
+    verification_statement(params_digest, round, holder, &[], None)
 }
 
 /// What every survivor signs in the consistency check: the round and U3.

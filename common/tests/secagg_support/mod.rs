@@ -283,9 +283,21 @@ impl Revealed {
         }
     }
 
-    /// Whether some owner's self-mask secret and mask key could both be rebuilt (t shares of each kind).
-    pub fn both_kinds_for(&self, owner: u32, t: usize) -> bool {
-        let n = |m: &BTreeMap<u32, BTreeSet<u32>>| m.get(&owner).map_or(0, |s| s.len());
-        n(&self.self_mask) >= t && n(&self.mask_key) >= t
+    /// Whether `owner`'s self-mask secret can be rebuilt (t self-mask shares).
+    pub fn self_mask_known(&self, owner: u32, t: usize) -> bool {
+        self.self_mask.get(&owner).is_some_and(|s| s.len() >= t)
+    }
+
+    /// Whether `owner`'s mask key can be rebuilt (t mask-key shares, or the owner is corrupt).
+    pub fn mask_key_known(&self, owner: u32, t: usize, corrupt: &[u32]) -> bool {
+        corrupt.contains(&owner) || self.mask_key.get(&owner).is_some_and(|s| s.len() >= t)
+    }
+
+    /// Whether the attacker can strip every mask from `owner`'s masked input: its self mask, and each pairwise
+    /// mask with the `partners` it masked with (known when either side's mask key is known).
+    pub fn exposes(&self, owner: u32, partners: &[u32], corrupt: &[u32], t: usize) -> bool {
+        self.self_mask_known(owner, t)
+            && (self.mask_key_known(owner, t, corrupt)
+                || partners.iter().all(|&v| self.mask_key_known(v, t, corrupt)))
     }
 }

@@ -149,7 +149,6 @@ impl ShareKeysState {
             })
             .collect();
         let complaints = verify_against_commitments(routed, &opened, rng);
-        let dealers: Vec<ParticipantId> = routed.shares.iter().map(|r| r.sender).collect();
         let mut msg = ShareVerification {
             version: WIRE_VERSION,
             round_id: ctx.round(),
@@ -159,7 +158,7 @@ impl ShareKeysState {
             complaints,
             signature: super::super::identity::SignatureBytes([0; 64]),
         };
-        msg.signature = ctx.must_sign(&msg.statement(&ctx.digest, &dealers))?;
+        msg.signature = ctx.must_sign(&msg.statement(&ctx.digest))?;
         if !msg.complaints.is_empty() {
             let dealers = msg.complaints.iter().map(|c| c.dealer).collect();
             return Ok((
@@ -175,6 +174,12 @@ impl ShareKeysState {
             mask: self.mask.clone(),
             beta: self.beta.clone(),
             partners: self.partners(routed),
+            holders: {
+                let mut h: Vec<ParticipantId> =
+                    self.peers.keys().copied().chain([ctx.id]).collect();
+                h.sort_unstable();
+                h
+            },
             held,
             own: self.own.clone(),
         };

@@ -21,9 +21,9 @@ pub use masked_input::{
     MaskedInputHeader,
 };
 pub use to_clients::{
-    AdvertisedKeys, Broadcast, ConsistencyCheckRequest, KeyDirectory, MaskedInputRequest,
-    RoutedCommitments, RoutedShare, RoutedShares, SignedSurvivors, SurvivorSignature,
-    UnmaskingRequest,
+    Acknowledgement, AdvertisedKeys, Broadcast, ConsistencyCheckRequest, KeyDirectory,
+    MaskedInputRequest, RoutedCommitments, RoutedShare, RoutedShares, SignedSurvivors,
+    SurvivorSignature, UnmaskingRequest,
 };
 pub use to_server::{
     AdvertiseKeys, Complaint, ComplaintReason, ConsistencySignature, EncryptedShares,

@@ -75,13 +75,24 @@ pub struct RoutedShares {
     pub shares: Vec<RoutedShare>,
 }
 
+/// A holder's signed acknowledgement (its ShareVerification without complaints), forwarded by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub holder: ParticipantId,
+    /// Signature over [`identity::acknowledgement_statement`].
+    pub signature: SignatureBytes,
+}
+
 /// Share verification passed without a valid complaint: send the masked input (opens MaskedInputCollection in
-/// malicious rounds).
+/// malicious rounds). Carries the holders' acknowledgements: a client masks only after t of them, which proves
+/// that at most n − t honest holders revealed their cipher key in a complaint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaskedInputRequest {
     #[serde(default = "wire_version")]
     pub version: u16,
     pub round_id: RoundId,
+    /// Sorted by holder.
+    pub acknowledgements: Vec<Acknowledgement>,
 }
 
 /// U3, to be signed (opens ConsistencyCheck in malicious rounds).

@@ -180,9 +180,8 @@ pub struct ShareVerification {
 }
 
 impl ShareVerification {
-    /// What the holder signs: round, holder, the dealers whose shares were routed to it, the complaints and (a hash
-    /// of) the revealed key.
-    pub fn statement(&self, params_digest: &[u8; 32], dealers: &[ParticipantId]) -> [u8; 32] {
+    /// What the holder signs: round, holder, the complaints and (a hash of) the revealed key.
+    pub fn statement(&self, params_digest: &[u8; 32]) -> [u8; 32] {
         let complaints: Vec<(ParticipantId, u8)> = self
             .complaints
             .iter()
@@ -192,7 +191,6 @@ impl ShareVerification {
             params_digest,
             self.round_id,
             self.sender,
-            dealers,
             &complaints,
             self.revealed_cipher_key.as_ref().map(|k| &k.0),
         )

@@ -118,13 +118,16 @@ impl SecAggServer {
         })
     }
 
-    /// Malicious rounds: the go-ahead to send masked inputs (while MaskedInputCollection is open).
+    /// Malicious rounds: the go-ahead to send masked inputs, with the acknowledgements (while MaskedInputCollection
+    /// is open).
     pub fn masked_input_request(&self) -> Option<MaskedInputRequest> {
-        (self.round.malicious() && self.stage() == RoundStage::MaskedInputCollection).then(|| {
-            MaskedInputRequest {
-                version: WIRE_VERSION,
-                round_id: self.params().round_id,
-            }
+        let ServerState::MaskedInputCollection(s) = &self.state else {
+            return None;
+        };
+        self.round.malicious().then(|| MaskedInputRequest {
+            version: WIRE_VERSION,
+            round_id: self.params().round_id,
+            acknowledgements: s.acknowledgements.clone(),
         })
     }
 

@@ -11,7 +11,7 @@ use super::super::client::shares::decode_share_plaintext;
 use super::super::crypto::{self, KeyPair};
 use super::super::error::{Result, SecAggError};
 use super::super::group;
-use super::super::messages::ShareVerification;
+use super::super::messages::{Acknowledgement, ShareVerification};
 use super::super::{ParticipantId, RoundStage};
 use super::r3_masked_input::MaskedInputState;
 use super::record::{AbortReason, DropReason};
@@ -33,10 +33,12 @@ pub(crate) struct ShareVerificationState {
     pub(crate) verdicts: BTreeMap<ParticipantId, Verdict>,
     /// Dealers that some holder proved bad.
     pub(crate) bad_dealers: BTreeSet<ParticipantId>,
+    /// The signed acknowledgements, forwarded when masking opens.
+    pub(crate) acknowledgements: Vec<Acknowledgement>,
 }
 
 impl ShareVerificationState {
-    /// Checks the holder's signature (over the dealers that were routed to it), then judges its complaints.
+    /// Checks the holder's signature, then records its acknowledgement or judges its complaints.
     pub(crate) fn handle(&mut self, round: &Round, msg: &ShareVerification) -> Result<()> {
         round.check(
             RoundStage::ShareVerification,
@@ -49,7 +51,7 @@ impl ShareVerificationState {
         }
         let dealers = round.routed_dealers(msg.sender);
         round.check_signature(msg.sender, Some(&msg.signature), || {
-            msg.statement(&round.digest, &dealers)
+            msg.statement(&round.digest)
         })?;
         if msg
             .complaints
@@ -68,6 +70,10 @@ impl ShareVerificationState {
         }
         let Some(key) = &msg.revealed_cipher_key else {
             self.verdicts.insert(msg.sender, Verdict::Accepted);
+            self.acknowledgements.push(Acknowledgement {
+                holder: msg.sender,
+                signature: msg.signature,
+            });
             return Ok(());
         };
         let own_key = round
@@ -136,9 +142,12 @@ impl ShareVerificationState {
         for d in round.record.dealings.values_mut() {
             d.encrypted_shares.clear();
         }
-        Ok(ServerState::MaskedInputCollection(
-            MaskedInputState::default(),
-        ))
+        let mut acknowledgements = self.acknowledgements;
+        acknowledgements.sort_by_key(|a| a.holder);
+        Ok(ServerState::MaskedInputCollection(MaskedInputState {
+            acknowledgements,
+            ..MaskedInputState::default()
+        }))
     }
 }
 

@@ -7,7 +7,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::super::error::{Result, SecAggError};
-use super::super::messages::{MASKED_INPUT_HEADER_LEN, MaskedInput, MaskedInputHeader};
+use super::super::messages::{
+    Acknowledgement, MASKED_INPUT_HEADER_LEN, MaskedInput, MaskedInputHeader,
+};
 use super::super::{ParticipantId, RoundStage};
 use super::r4_consistency_check::ConsistencyCheckState;
 use super::r5_unmasking::UnmaskingState;
@@ -16,6 +18,8 @@ use super::{Next, Round, ServerState};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MaskedInputState {
     pub(crate) received: BTreeSet<ParticipantId>,
+    /// Malicious rounds: the holders' acknowledgements, forwarded with the go-ahead.
+    pub(crate) acknowledgements: Vec<Acknowledgement>,
 }
 
 impl MaskedInputState {
