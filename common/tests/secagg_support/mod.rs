@@ -5,11 +5,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use confide_common::secagg::messages::ControlMessage;
+use confide_common::secagg::client::shares::{HeldShares, encode_share_plaintext};
+use confide_common::secagg::crypto::{self, KeyPair};
+use confide_common::secagg::group::{self, MaskKeyPair, Scalar};
+use confide_common::secagg::messages::{
+    ControlMessage, RevealedCipherKey, ShareCommitments, WIRE_VERSION,
+};
+use confide_common::secagg::shamir::{self, SecretScalar};
 use confide_common::secagg::{
-    AdvertiseKeys, Broadcast, GraphKind, IdentityKey, KeyDirectory, MaskedInputRequest, Roster,
-    RoundOutcome, RoundStage, RoutedShares, SecAggClient, SecAggParams, SecAggServer,
-    SignedSurvivors, ThreatModel, UnmaskingRequest, UnmaskingResponse,
+    AdvertiseKeys, Broadcast, Complaint, EncryptedShares, GraphKind, IdentityKey, KeyDirectory,
+    MaskedInputRequest, Roster, RoundOutcome, RoundStage, RoutedShares, SecAggClient, SecAggParams,
+    SecAggServer, ShareKeys, ShareVerification, SignatureBytes, SignedSurvivors, ThreatModel,
+    UnmaskingRequest, UnmaskingResponse,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -131,70 +138,88 @@ pub fn persist(server: &mut SecAggServer) {
     assert_eq!(server.encode(), bytes);
 }
 
-/// Runs a whole round through the wire encodings (the server parses every message as the coordinator would);
-/// returns the outcome and the expected sum of U3's inputs.
-pub fn run(
-    s: &Setup,
-    drops: &Dropouts,
-    seed: u64,
-) -> (RoundOutcome, Option<Vec<u32>>, SecAggServer) {
-    let p = &s.params;
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut server = SecAggServer::new(p.clone()).unwrap();
-    let mut clients = Vec::new();
-    let mut inputs = Vec::new();
-    for u in 0..p.participants {
-        let (c, msg) = client(s, u, &mut rng);
-        clients.push(c);
-        inputs.push(
-            (0..p.vector_len)
-                .map(|_| rng.next_u32() & ring_mask(p.bits))
-                .collect::<Vec<u32>>(),
-        );
-        if !drops.advertise.contains(&u) {
-            server.handle_message(msg.to_json().as_bytes()).unwrap();
+/// A round in progress: the real server, the real clients (`None` for participants the test plays itself), the
+/// inputs and the randomness.
+pub struct Game {
+    pub server: SecAggServer,
+    pub clients: Vec<Option<SecAggClient>>,
+    pub inputs: Vec<Vec<u32>>,
+    pub rng: ChaCha20Rng,
+}
+
+impl Game {
+    /// Starts every client for which `real(u)` holds and sends its advertisement (unless it drops there);
+    /// AdvertiseKeys stays open.
+    pub fn start(s: &Setup, drops: &Dropouts, seed: u64, real: impl Fn(u32) -> bool) -> Self {
+        let p = &s.params;
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut server = SecAggServer::new(p.clone()).unwrap();
+        let mut clients = Vec::new();
+        let mut inputs = Vec::new();
+        for u in 0..p.participants {
+            inputs.push(
+                (0..p.vector_len)
+                    .map(|_| rng.next_u32() & ring_mask(p.bits))
+                    .collect::<Vec<u32>>(),
+            );
+            if !real(u) {
+                clients.push(None);
+                continue;
+            }
+            let (c, msg) = client(s, u, &mut rng);
+            clients.push(Some(c));
+            if !drops.advertise.contains(&u) {
+                server.handle_message(msg.to_json().as_bytes()).unwrap();
+            }
+        }
+        Game {
+            server,
+            clients,
+            inputs,
+            rng,
         }
     }
-    loop {
-        server.close_stage().unwrap();
-        persist(&mut server);
-        let stage = server.stage();
-        if matches!(stage, RoundStage::Completed | RoundStage::Aborted) {
-            break;
-        }
-        let broadcasts = server.broadcasts().unwrap();
-        for u in server.expected() {
-            let c = &mut clients[u as usize];
+
+    /// Closes the current stage and persists/restores the server, as the coordinator does.
+    pub fn close(&mut self) {
+        self.server.close_stage().unwrap();
+        persist(&mut self.server);
+    }
+
+    /// Every real client expected in the current stage answers its broadcast through the wire encodings, and the
+    /// server takes the answer unless the client drops at this stage.
+    pub fn answer(&mut self, drops: &Dropouts) {
+        let stage = self.server.stage();
+        let broadcasts = self.server.broadcasts().unwrap();
+        for u in self.server.expected() {
+            let Some(c) = self.clients[u as usize].as_mut() else {
+                continue;
+            };
             let b = broadcasts
                 .iter()
                 .find(|b| b.recipient().is_none_or(|r| r == u))
                 .unwrap();
+            let input = &self.inputs[u as usize];
+            let rng = &mut self.rng;
             let body: Vec<u8> = match (stage, b) {
                 (RoundStage::ShareKeys, Broadcast::KeyDirectory(_)) => {
                     let dir = KeyDirectory::from_json(&b.to_json()).unwrap();
-                    c.handle_key_directory(&dir, &mut rng)
-                        .unwrap()
-                        .to_json()
-                        .into()
+                    c.handle_key_directory(&dir, rng).unwrap().to_json().into()
                 }
                 (RoundStage::ShareVerification, Broadcast::RoutedShares(_)) => {
                     let routed = RoutedShares::from_json(&b.to_json()).unwrap();
-                    c.verify_routed_shares(&routed, &mut rng)
+                    c.verify_routed_shares(&routed, rng)
                         .unwrap()
                         .to_json()
                         .into()
                 }
                 (RoundStage::MaskedInputCollection, Broadcast::RoutedShares(_)) => {
                     let routed = RoutedShares::from_json(&b.to_json()).unwrap();
-                    c.handle_routed_shares(&routed, &inputs[u as usize])
-                        .unwrap()
-                        .encode()
+                    c.handle_routed_shares(&routed, input).unwrap().encode()
                 }
                 (RoundStage::MaskedInputCollection, Broadcast::MaskedInputRequest(_)) => {
                     let req = MaskedInputRequest::from_json(&b.to_json()).unwrap();
-                    c.handle_masked_input_request(&req, &inputs[u as usize])
-                        .unwrap()
-                        .encode()
+                    c.handle_masked_input_request(&req, input).unwrap().encode()
                 }
                 (RoundStage::ConsistencyCheck, Broadcast::ConsistencyCheckRequest(req)) => c
                     .handle_consistency_check_request(req)
@@ -216,26 +241,53 @@ pub fn run(
                 other => panic!("unexpected broadcast in stage {other:?}"),
             };
             if !drops.at(stage).contains(&u) {
-                server.handle_message(&body).unwrap();
+                self.server.handle_message(&body).unwrap();
             }
         }
-        let dropping = server
-            .expected()
-            .iter()
-            .any(|u| drops.at(stage).contains(u));
-        assert_eq!(server.ready_to_close(), !dropping, "stage {stage:?}");
     }
-    let outcome = server.outcome().unwrap();
-    let expected = matches!(outcome, RoundOutcome::Completed(_)).then(|| {
+
+    /// Closes and answers stage after stage until the round ends.
+    pub fn finish(&mut self, drops: &Dropouts) {
+        loop {
+            self.close();
+            let stage = self.server.stage();
+            if matches!(stage, RoundStage::Completed | RoundStage::Aborted) {
+                return;
+            }
+            self.answer(drops);
+            let expected = self.server.expected();
+            if expected.iter().all(|&u| self.clients[u as usize].is_some()) {
+                let dropping = expected.iter().any(|u| drops.at(stage).contains(u));
+                assert_eq!(self.server.ready_to_close(), !dropping, "stage {stage:?}");
+            }
+        }
+    }
+
+    /// The sum of U3's inputs.
+    pub fn expected_sum(&self) -> Vec<u32> {
+        let p = self.server.params();
         let mut sum = vec![0u32; p.vector_len as usize];
-        for &u in server.u3() {
-            for (e, x) in sum.iter_mut().zip(&inputs[u as usize]) {
+        for &u in self.server.u3() {
+            for (e, x) in sum.iter_mut().zip(&self.inputs[u as usize]) {
                 *e = e.wrapping_add(*x) & ring_mask(p.bits);
             }
         }
         sum
-    });
-    (outcome, expected, server)
+    }
+}
+
+/// Runs a whole round through the wire encodings (the server parses every message as the coordinator would);
+/// returns the outcome, the expected sum of U3's inputs if it completed, and the server.
+pub fn run(
+    s: &Setup,
+    drops: &Dropouts,
+    seed: u64,
+) -> (RoundOutcome, Option<Vec<u32>>, SecAggServer) {
+    let mut g = Game::start(s, drops, seed, |_| true);
+    g.finish(drops);
+    let outcome = g.server.outcome().unwrap();
+    let expected = matches!(outcome, RoundOutcome::Completed(_)).then(|| g.expected_sum());
+    (outcome, expected, g.server)
 }
 
 /// Runs a round and asserts that it completes with the exact sum.
@@ -299,5 +351,138 @@ impl Revealed {
         self.self_mask_known(owner, t)
             && (self.mask_key_known(owner, t, corrupt)
                 || partners.iter().all(|&v| self.mask_key_known(v, t, corrupt)))
+    }
+}
+
+/// How a corrupt dealer deviates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tamper {
+    /// Deals correctly.
+    Honest,
+    /// Commits correctly but encrypts a wrong self-mask share for these holders.
+    WrongShareFor(Vec<u32>),
+    /// Sends these holders ciphertexts that do not authenticate.
+    GarbleFor(Vec<u32>),
+    /// Commits to shares that are not on one polynomial.
+    CommitmentOffPolynomial,
+}
+
+/// A participant the attacker controls, assembled from the public building blocks so that it can deviate.
+pub struct Corrupt {
+    pub id: u32,
+    pub identity: IdentityKey,
+    pub cipher: KeyPair,
+    pub mask: MaskKeyPair,
+    pub beta: SecretScalar,
+    params: SecAggParams,
+}
+
+impl Corrupt {
+    pub fn new(s: &Setup, id: u32, seed: u64) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        Corrupt {
+            id,
+            identity: s.identities[id as usize].clone(),
+            cipher: KeyPair::generate(&mut rng),
+            mask: MaskKeyPair::generate(&mut rng),
+            beta: SecretScalar::random(&mut rng),
+            params: s.params.clone(),
+        }
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        self.params.digest()
+    }
+
+    pub fn advertise(&self) -> AdvertiseKeys {
+        let mut m = AdvertiseKeys {
+            version: WIRE_VERSION,
+            round_id: self.params.round_id,
+            sender: self.id,
+            cipher_public_key: self.cipher.public_bytes(),
+            mask_public_key: self.mask.public_bytes(),
+            signature: None,
+        };
+        m.signature = Some(self.identity.sign(&m.statement(&self.digest())));
+        m
+    }
+
+    /// Deals to everyone in the directory (complete graph), deviating as `tamper` says, and signs the dealing.
+    pub fn deal(&self, dir: &KeyDirectory, tamper: &Tamper, rng: &mut ChaCha20Rng) -> ShareKeys {
+        let t = self.params.threshold as usize;
+        let holders: Vec<u32> = dir.participants.iter().map(|e| e.participant).collect();
+        let xs: Vec<u32> = holders.iter().map(|h| h + 1).collect();
+        let sm = shamir::split(&self.beta, t, &xs, rng).unwrap();
+        let mk = shamir::split(self.mask.secret(), t, &xs, rng).unwrap();
+        let mut commitments = ShareCommitments {
+            self_mask: sm.iter().map(|s| group::commit(&s.y)).collect(),
+            mask_key: mk.iter().map(|s| group::commit(&s.y)).collect(),
+        };
+        if *tamper == Tamper::CommitmentOffPolynomial {
+            commitments.mask_key[0] = group::commit(&Scalar::from(7u64));
+        }
+        let round = self.params.round_id;
+        let mut encrypted_shares = Vec::new();
+        for (i, e) in dir.participants.iter().enumerate() {
+            let h = e.participant;
+            if h == self.id {
+                continue;
+            }
+            let mut held = HeldShares {
+                self_mask: sm[i].clone(),
+                mask_key: mk[i].clone(),
+            };
+            if matches!(tamper, Tamper::WrongShareFor(v) if v.contains(&h)) {
+                held.self_mask.y += Scalar::ONE;
+            }
+            let key = crypto::share_encryption_key(
+                &self.cipher,
+                &e.cipher_public_key,
+                round,
+                self.id,
+                h,
+                h,
+            )
+            .unwrap();
+            let mut ciphertext = crypto::encrypt_shares(
+                &key,
+                round,
+                self.id,
+                h,
+                &encode_share_plaintext(self.id, h, &held),
+            );
+            if matches!(tamper, Tamper::GarbleFor(v) if v.contains(&h)) {
+                ciphertext[5] ^= 1;
+            }
+            encrypted_shares.push(EncryptedShares {
+                recipient: h,
+                ciphertext,
+            });
+        }
+        let mut m = ShareKeys {
+            version: WIRE_VERSION,
+            round_id: round,
+            sender: self.id,
+            self_mask_commitment: group::commit(self.beta.expose()),
+            encrypted_shares,
+            commitments: Some(commitments),
+            signature: None,
+        };
+        m.signature = Some(self.identity.sign(&m.statement(&self.digest())));
+        m
+    }
+
+    /// A signed verdict with these complaints, revealing `key` as its cipher key.
+    pub fn complain(&self, complaints: Vec<Complaint>, key: [u8; 32]) -> ShareVerification {
+        let mut m = ShareVerification {
+            version: WIRE_VERSION,
+            round_id: self.params.round_id,
+            sender: self.id,
+            complaints,
+            revealed_cipher_key: Some(RevealedCipherKey(key)),
+            signature: SignatureBytes([0; 64]),
+        };
+        m.signature = self.identity.sign(&m.statement(&self.digest()));
+        m
     }
 }
