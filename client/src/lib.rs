@@ -122,7 +122,8 @@ impl CoordinatorClient {
         format!("{}{path}", self.base)
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
+    /// A successful GET answer (an error status becomes the API's error).
+    async fn get_ok(&self, path: &str) -> ClientResult<reqwest::Response> {
         let resp = self
             .http
             .get(self.url(path))
@@ -130,7 +131,11 @@ impl CoordinatorClient {
             .timeout(self.timeout)
             .send()
             .await?;
-        Ok(check(resp).await?.json().await?)
+        check(resp).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
+        Ok(self.get_ok(path).await?.json().await?)
     }
 
     async fn post<B: serde::Serialize, T: DeserializeOwned>(
@@ -152,15 +157,7 @@ impl CoordinatorClient {
     /// Downloads a binary body, reading at most `limit` bytes (refused as soon as the announced or received size
     /// exceeds it).
     async fn get_bytes(&self, path: &str, limit: usize) -> ClientResult<ModelDownload> {
-        let mut resp = check(
-            self.http
-                .get(self.url(path))
-                .bearer_auth(&self.token)
-                .timeout(self.timeout)
-                .send()
-                .await?,
-        )
-        .await?;
+        let mut resp = self.get_ok(path).await?;
         if resp.content_length().is_some_and(|n| n > limit as u64) {
             return Err(ClientError::TooLarge { limit });
         }
@@ -182,14 +179,7 @@ impl CoordinatorClient {
 
     /// Text of a GET answer (e.g. the Prometheus exposition).
     async fn get_text(&self, path: &str) -> ClientResult<String> {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .timeout(self.timeout)
-            .send()
-            .await?;
-        Ok(check(resp).await?.text().await?)
+        Ok(self.get_ok(path).await?.text().await?)
     }
 
     // ---- service ----

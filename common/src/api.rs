@@ -56,11 +56,12 @@ pub enum GraphParams {
     },
 }
 
-/// Fixed-point quantisation of clipped updates into the ring.
+/// How a study asks for its updates to be quantised into the ring. Each round turns it into the protocol's
+/// [`crate::secagg::QuantizationParams`] (levels fixed for the round's number of inputs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
-pub struct QuantisationParams {
+pub struct QuantisationConfig {
     /// Each update coordinate is clipped to [-clip_range, clip_range] before quantisation. Absent: derived at
     /// study creation from the DP-SGD parameters and the local optimiser (`confide_common::plan::update_bound`),
     /// and stored; the study's warnings say when a given range is below that bound (updates likely clamped).
@@ -74,20 +75,24 @@ pub struct QuantisationParams {
     pub max_weight: u32,
 }
 
+/// The default largest weight one participant may put in the weight coordinate.
+pub const DEFAULT_MAX_WEIGHT: u32 = 100_000;
+
 fn default_max_weight() -> u32 {
-    100_000
+    DEFAULT_MAX_WEIGHT
 }
 
-/// Secure-aggregation parameters of a study.
+/// The secure aggregation a study asks for (threat model and quantisation). Each round derives the protocol's
+/// [`crate::secagg::SecAggParams`] from it (participants, threshold, graph seed, vector length).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
-pub struct SecAggParams {
+pub struct SecAggConfig {
     /// Shamir threshold t; derived from the graph when absent.
     #[serde(default)]
     pub threshold: Option<u32>,
     pub graph: GraphParams,
-    pub quantisation: QuantisationParams,
+    pub quantisation: QuantisationConfig,
 }
 
 /// Per-participant privacy budget of a study.
@@ -220,7 +225,7 @@ pub struct CreateStudyRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_weights: Option<String>,
     pub dp: DpParams,
-    pub secagg: SecAggParams,
+    pub secagg: SecAggConfig,
     pub budget: BudgetParams,
     /// Number of rounds the study runs.
     pub rounds: u32,
@@ -337,13 +342,119 @@ impl RoundStage {
     }
 }
 
-/// Who is in one stage's set (U0 = selected, U1 = advertised keys, …).
+/// How a finished round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RoundOutcome {
+    /// The model was published and the aggregated participants were charged.
+    Completed,
+    /// Nothing was published and nothing was charged (the round's `reason` says why).
+    Aborted,
+}
+
+impl RoundOutcome {
+    pub const ALL: [Self; 2] = [Self::Completed, Self::Aborted];
+
+    /// The name on the wire, in the database (`rounds.outcome`) and in the `outcome` label of the metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Aborted => "aborted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// The sets of a round's members: who was selected, and who completed each stage (U1 … U4 of the protocol). A set
+/// is named after the stage its members completed, on the wire and in the database (`round_members.stage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub enum MemberSet {
+    /// Chosen at the round's start (within budget).
+    #[serde(rename = "selected")]
+    Selected,
+    /// U1: advertised their keys.
+    #[serde(rename = "advertise_keys")]
+    AdvertisedKeys,
+    /// U2: shared their keys.
+    #[serde(rename = "share_keys")]
+    SharedKeys,
+    /// U3: sent their masked input.
+    #[serde(rename = "masked_input_collection")]
+    SentMaskedInput,
+    /// U4: answered the unmasking request.
+    #[serde(rename = "unmasking")]
+    Unmasked,
+}
+
+impl MemberSet {
+    pub const ALL: [Self; 5] = [
+        Self::Selected,
+        Self::AdvertisedKeys,
+        Self::SharedKeys,
+        Self::SentMaskedInput,
+        Self::Unmasked,
+    ];
+
+    /// The name on the wire and in the database (the serde names above).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Selected => "selected",
+            Self::AdvertisedKeys => "advertise_keys",
+            Self::SharedKeys => "share_keys",
+            Self::SentMaskedInput => "masked_input_collection",
+            Self::Unmasked => "unmasking",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|set| set.as_str() == s)
+    }
+
+    /// The set of those who completed `stage`, recorded when it closes.
+    pub const fn completed(stage: RoundStage) -> Self {
+        match stage {
+            RoundStage::AdvertiseKeys => Self::AdvertisedKeys,
+            RoundStage::ShareKeys => Self::SharedKeys,
+            RoundStage::MaskedInputCollection => Self::SentMaskedInput,
+            RoundStage::Unmasking | RoundStage::Finished => Self::Unmasked,
+        }
+    }
+
+    /// The set whose members may send a message in `stage`: the selected may advertise keys, U1 may share keys,
+    /// U2 may send masked inputs, U3 may unmask.
+    pub const fn eligible_in(stage: RoundStage) -> Self {
+        match stage {
+            RoundStage::AdvertiseKeys => Self::Selected,
+            RoundStage::ShareKeys => Self::AdvertisedKeys,
+            RoundStage::MaskedInputCollection => Self::SharedKeys,
+            RoundStage::Unmasking | RoundStage::Finished => Self::SentMaskedInput,
+        }
+    }
+}
+
+/// Who is in one of a round's member sets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct StageSet {
     /// `selected`, or the stage whose message these participants sent.
-    pub stage: String,
+    pub stage: MemberSet,
     pub participants: Vec<i64>,
+}
+
+impl RoundInfo {
+    /// The members of `set` (empty if nobody is in it yet).
+    pub fn members(&self, set: MemberSet) -> &[i64] {
+        self.sets
+            .iter()
+            .find(|s| s.stage == set)
+            .map(|s| s.participants.as_slice())
+            .unwrap_or_default()
+    }
 }
 
 /// `POST /v1/studies/{id}/rounds`.
@@ -380,8 +491,8 @@ pub struct RoundInfo {
     pub study_id: i64,
     pub round_number: i64,
     pub stage: RoundStage,
-    /// `completed` or `aborted` once finished.
-    pub outcome: Option<String>,
+    /// Set once the round has finished.
+    pub outcome: Option<RoundOutcome>,
     pub reason: Option<String>,
     /// Model version the round trains from.
     pub base_version: i64,
@@ -459,7 +570,7 @@ pub struct RoundTask {
     pub dp: DpParams,
     /// The study's local optimiser: every participant trains with it.
     pub local_training: LocalTraining,
-    pub secagg: SecAggParams,
+    pub secagg: SecAggConfig,
     /// The privacy events this round will charge if the participant's input is aggregated.
     pub planned_events: Vec<PrivacyEvent>,
     /// Number of model parameters (length of the update vector before quantisation and the weight coordinate).
@@ -480,4 +591,62 @@ pub struct RoundTask {
 pub struct Health {
     pub status: String,
     pub database: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_sets_and_outcomes_keep_their_names() {
+        let names: Vec<&str> = MemberSet::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "selected",
+                "advertise_keys",
+                "share_keys",
+                "masked_input_collection",
+                "unmasking"
+            ]
+        );
+        for set in MemberSet::ALL {
+            assert_eq!(MemberSet::parse(set.as_str()), Some(set));
+            // The serde name is the stored name.
+            assert_eq!(
+                serde_json::to_string(&set).unwrap(),
+                format!("\"{}\"", set.as_str())
+            );
+        }
+        assert_eq!(MemberSet::parse("nobody"), None);
+        for outcome in RoundOutcome::ALL {
+            assert_eq!(RoundOutcome::parse(outcome.as_str()), Some(outcome));
+            assert_eq!(
+                serde_json::to_string(&outcome).unwrap(),
+                format!("\"{}\"", outcome.as_str())
+            );
+        }
+        assert_eq!(RoundOutcome::parse("finished"), None);
+        // Who may speak in a stage is who completed the one before.
+        assert_eq!(
+            MemberSet::eligible_in(RoundStage::ShareKeys),
+            MemberSet::completed(RoundStage::AdvertiseKeys)
+        );
+        assert_eq!(
+            MemberSet::eligible_in(RoundStage::Unmasking),
+            MemberSet::completed(RoundStage::MaskedInputCollection)
+        );
+    }
+
+    #[test]
+    fn round_status_json_is_unchanged_by_the_typed_sets_and_outcome() {
+        let json = r#"{"id":7,"study_id":1,"round_number":2,"stage":"finished","outcome":"completed","reason":null,"base_version":1,"started_at_ms":10,"finished_at_ms":20,"stage_deadline_ms":30,"sets":[{"stage":"selected","participants":[1,2,3]},{"stage":"masked_input_collection","participants":[1,3]}],"excluded":[]}"#;
+        let info: RoundInfo = serde_json::from_str(json).unwrap();
+        assert_eq!(info.outcome, Some(RoundOutcome::Completed));
+        assert_eq!(info.members(MemberSet::SentMaskedInput), [1, 3]);
+        assert!(info.members(MemberSet::Unmasked).is_empty());
+        assert_eq!(serde_json::to_string(&info).unwrap(), json);
+        let unknown = json.replace("\"completed\"", "\"done\"");
+        assert!(serde_json::from_str::<RoundInfo>(&unknown).is_err());
+    }
 }

@@ -1,14 +1,12 @@
 //! Prometheus metrics of the coordinator. Gauges that describe stored state (ε spent and budgets, round counts) are
 //! reloaded from the database at start-up, so a restart does not reset what Grafana shows.
 
-use confide_common::api::RoundStage;
+use confide_common::api::{RoundOutcome, RoundStage};
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-/// The `outcome` label values of `confide_rounds_total`.
-pub const ROUND_OUTCOMES: [&str; 2] = ["completed", "aborted"];
 /// The stages whose dropouts `confide_participant_dropouts_total` counts.
 pub const DROPOUT_STAGES: [RoundStage; 4] = [
     RoundStage::AdvertiseKeys,
@@ -122,14 +120,21 @@ impl Metrics {
     /// rather than no data before the first round ends or the first participant drops out. Idempotent.
     pub fn init_study(&self, study_id: i64) {
         let sid = study_id.to_string();
-        for outcome in ROUND_OUTCOMES {
+        for outcome in RoundOutcome::ALL {
             self.rounds_total
-                .with_label_values(&[sid.as_str(), outcome]);
+                .with_label_values(&[sid.as_str(), outcome.as_str()]);
         }
         for stage in DROPOUT_STAGES {
             self.dropouts_total
                 .with_label_values(&[sid.as_str(), stage.as_str()]);
         }
+    }
+
+    /// Counts `n` finished rounds of a study with their outcome (`confide_rounds_total`).
+    pub fn rounds_finished(&self, study_id: i64, outcome: RoundOutcome, n: u64) {
+        self.rounds_total
+            .with_label_values(&[study_id.to_string().as_str(), outcome.as_str()])
+            .inc_by(n);
     }
 
     /// The text exposition format.

@@ -6,7 +6,7 @@
 
 mod support;
 
-use confide_common::api::RoundStage;
+use confide_common::api::{RoundOutcome, RoundStage};
 use confide_common::model::{ModelSpec, decode_safetensors};
 use confide_coordinator::client::CoordinatorClient;
 use confide_coordinator::store::Backend;
@@ -134,7 +134,7 @@ async fn crash_and_resume(backend: Backend) {
     wait_until(60, "round completion", || async {
         op.get_round(rid)
             .await
-            .is_ok_and(|r| r.outcome.as_deref() == Some("completed"))
+            .is_ok_and(|r| r.outcome == Some(RoundOutcome::Completed))
     })
     .await;
 
@@ -180,7 +180,7 @@ async fn crash_and_resume(backend: Backend) {
     c.kill();
     let (d, _, op) = cluster.start();
     let aborted = op.abort_round(rid2, "after crash").await.unwrap();
-    assert_eq!(aborted.outcome.as_deref(), Some("aborted"));
+    assert_eq!(aborted.outcome, Some(RoundOutcome::Aborted));
     assert_eq!(db.store.list_model_versions(sid).await.unwrap().len(), 2);
     assert_eq!(db.store.ledger(sid).await.unwrap().len(), 3);
     drop(d);
@@ -205,7 +205,7 @@ async fn two_processes_never_double_drive() {
             s.step(if i % 2 == 0 { &base_a } else { &base_b }).await;
         }
         let round = op_a.get_round(rid).await.unwrap();
-        if round.outcome.as_deref() == Some("completed") {
+        if round.outcome == Some(RoundOutcome::Completed) {
             break;
         }
         assert!(

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use confide_common::api::{RoundStage, StartRoundRequest};
+use confide_common::api::{MemberSet, RoundStage, StartRoundRequest};
 use confide_common::secagg::SecAggClient;
 use confide_common::secagg::messages::ControlMessage;
 use confide_coordinator::Limits;
@@ -202,7 +202,7 @@ async fn declines(db: &TestDb) {
     let u1 = &status
         .sets
         .iter()
-        .find(|s| s.stage == "advertise_keys")
+        .find(|s| s.stage == MemberSet::AdvertisedKeys)
         .unwrap()
         .participants;
     assert_eq!(u1, &[sims[1].id, sims[2].id, sims[3].id], "{status:?}");

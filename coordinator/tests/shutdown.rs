@@ -96,7 +96,7 @@ async fn sigterm_during_long_poll(backend: Backend) {
     assert_eq!(sims[1].step(&base).await, Some(RoundStage::AdvertiseKeys));
     assert_eq!(sims[2].step(&base).await, Some(RoundStage::AdvertiseKeys));
     wait_until(20, "B to close advertise_keys", || async {
-        db.store.get_round(rid).await.unwrap().stage == "share_keys"
+        db.store.get_round(rid).await.unwrap().stage == RoundStage::ShareKeys
     })
     .await;
 

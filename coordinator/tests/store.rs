@@ -2,10 +2,10 @@
 
 mod support;
 
-use confide_common::api::{BudgetParams, RoundStage};
+use confide_common::api::{BudgetParams, MemberSet, RoundOutcome, RoundStage};
 use confide_coordinator::service::privacy::{self, PrivacyError};
 use confide_coordinator::store::{
-    Charge, MemberSet, NewRound, Publication, RoundRow, StageTransition, StoreError,
+    Charge, NewRound, Publication, RoundRow, StageBoundary, StoreError,
 };
 use support::TestDb;
 
@@ -233,7 +233,7 @@ async fn round_lifecycle(db: &TestDb) {
     );
 
     // stage boundary
-    let t = StageTransition {
+    let t = StageBoundary {
         round_id: round.id,
         from_stage: RoundStage::AdvertiseKeys,
         to_stage: RoundStage::ShareKeys,
@@ -245,7 +245,7 @@ async fn round_lifecycle(db: &TestDb) {
     assert!(s.advance_stage(&t).await.unwrap());
     assert!(!s.advance_stage(&t).await.unwrap(), "a stage closes once");
     let r = s.get_round(round.id).await.unwrap();
-    assert_eq!((r.stage.as_str(), r.stage_deadline), ("share_keys", 123));
+    assert_eq!((r.stage, r.stage_deadline), (RoundStage::ShareKeys, 123));
     assert_eq!(
         s.server_snapshot(round.id).await.unwrap().as_deref(),
         Some(&[9u8][..])
@@ -299,8 +299,8 @@ async fn round_lifecycle(db: &TestDb) {
     assert!(!s.abort_round(round.id, "again").await.unwrap());
     let r = s.get_round(round.id).await.unwrap();
     assert_eq!(
-        (r.outcome.as_deref(), r.reason.as_deref()),
-        (Some("aborted"), Some("operator"))
+        (r.outcome, r.reason.as_deref()),
+        (Some(RoundOutcome::Aborted), Some("operator"))
     );
     assert!(
         s.stage_messages(round.id, RoundStage::ShareKeys)
@@ -328,7 +328,7 @@ async fn round_lifecycle(db: &TestDb) {
     assert_eq!(s.list_rounds(study).await.unwrap().len(), 2);
     assert_eq!(
         s.round_outcome_counts().await.unwrap(),
-        vec![(study, "aborted".to_string(), 1)]
+        vec![(study, RoundOutcome::Aborted, 1)]
     );
 }
 both_backends!(round_lifecycle_works, round_lifecycle);
@@ -419,7 +419,7 @@ async fn publish(db: &TestDb) {
     );
     assert_eq!(s.optimizer_state(study, 0).await.unwrap(), None);
     let r = s.get_round(round.id).await.unwrap();
-    assert_eq!(r.outcome.as_deref(), Some("completed"));
+    assert_eq!(r.outcome, Some(RoundOutcome::Completed));
     // the next round's charge is checked against the ledger that now has one entry
     let round2 = s
         .create_round(&new_round(study, vec![p1, p2]))

@@ -14,7 +14,7 @@ use confide_common::model::ModelSpec;
 use confide_participant::data::{CsvOptions, Dataset, Standardization, read_csv};
 use confide_participant::dpsgd::OptimizerConfig;
 use confide_participant::model::{Network, features_tensor, labels_tensor};
-use confide_participant::train::{RoundPlan, train_round};
+use confide_participant::train::{TrainingPlan, train_round};
 
 const SITES: usize = 4;
 const LOCAL_EPOCHS: u64 = 1;
@@ -119,7 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let expected_batch_size = q * sites.iter().map(Dataset::len).max().unwrap_or(1) as f64;
     for (name, optimizer) in configs {
-        let plan = RoundPlan {
+        let plan = TrainingPlan {
             sampling_rate: q,
             clip_norm: 1.0,
             noise_multiplier: sigma,

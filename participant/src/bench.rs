@@ -53,7 +53,6 @@ pub fn bench_dpsgd(
 ) -> Result<BenchReport, TrainError> {
     spec.validate()?;
     check_supported(spec)?;
-    crate::memory::keep_freed_memory_for_reuse();
     if batch_size == 0 || steps == 0 {
         return Err(TrainError::InvalidParams(
             "batch size and steps must be at least 1".into(),

@@ -266,20 +266,28 @@ pub fn read_csv_with_fingerprint(
     Ok((parse_csv(&file, &text, options)?, fingerprint))
 }
 
-/// Parses CSV text with a header line. Fields are separated by commas; surrounding whitespace and
-/// double quotes around a field are ignored; blank lines are skipped. `file` names the source in
-/// error messages.
+/// Parses CSV text with a header line (RFC 4180 through the `csv` crate: a quoted field may hold commas, quotes
+/// and line breaks). Whitespace around fields is ignored; blank lines are skipped. `file` names the source in error
+/// messages.
 pub fn parse_csv(file: &str, text: &str, options: &CsvOptions) -> Result<Dataset, DataError> {
     let file = file.to_string();
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
-        .filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut records = reader
+        .records()
+        .map(|r| {
+            r.map_err(|e| DataError::Io {
+                file: file.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+            })
+        })
+        .filter(|r| r.as_ref().map_or(true, |rec| !is_blank(rec)));
+    let Some(header) = records.next().transpose()? else {
         return Err(DataError::Empty { file });
     };
-    let columns: Vec<String> = header.split(',').map(|c| clean(c).to_string()).collect();
+    let columns: Vec<String> = header.iter().map(|c| c.trim().to_string()).collect();
     for (i, c) in columns.iter().enumerate() {
         if columns[..i].contains(c) {
             return Err(DataError::DuplicateColumn {
@@ -305,33 +313,45 @@ pub fn parse_csv(file: &str, text: &str, options: &CsvOptions) -> Result<Dataset
     };
     let mut features = Vec::new();
     let mut labels = Vec::new();
-    let mut fields: Vec<&str> = Vec::with_capacity(columns.len());
-    for (line, text) in lines {
-        fields.clear();
-        fields.extend(text.split(',').map(clean));
+    for record in records {
+        let fields = record?;
+        // The line the record starts on (1-based, as an editor shows it), counted only for an error message. The
+        // reader's position is where it started looking: before the previous line's end and any blank lines.
+        let line = || {
+            let from = fields
+                .position()
+                .map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX))
+                .min(text.len());
+            let bytes = text.as_bytes();
+            let start = bytes[from..]
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .map_or(bytes.len(), |i| from + i);
+            1 + bytes[..start].iter().filter(|&&b| b == b'\n').count()
+        };
         if fields.len() != columns.len() {
             return Err(DataError::RaggedRow {
                 file,
-                line,
+                line: line(),
                 expected: columns.len(),
                 found: fields.len(),
             });
         }
         for &j in &feature_indices {
-            let value = fields[j];
+            let value = fields[j].trim();
             match value.parse::<f32>() {
                 Ok(x) if x.is_finite() => features.push(x),
                 _ => {
                     return Err(DataError::NotNumeric {
                         file,
-                        line,
+                        line: line(),
                         column: columns[j].clone(),
                         value: value.to_string(),
                     });
                 }
             }
         }
-        let raw = fields[label_index];
+        let raw = fields[label_index].trim();
         let label = raw.parse::<f64>().ok().filter(|v| {
             v.is_finite() && v.fract() == 0.0 && *v >= 0.0 && *v < options.num_classes as f64
         });
@@ -340,7 +360,7 @@ pub fn parse_csv(file: &str, text: &str, options: &CsvOptions) -> Result<Dataset
             None => {
                 return Err(DataError::LabelOutOfRange {
                     file,
-                    line,
+                    line: line(),
                     column: options.label.clone(),
                     value: raw.to_string(),
                     num_classes: options.num_classes,
@@ -361,12 +381,10 @@ pub fn parse_csv(file: &str, text: &str, options: &CsvOptions) -> Result<Dataset
     })
 }
 
-fn clean(field: &str) -> &str {
-    let t = field.trim();
-    t.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(t)
-        .trim()
+/// A line with nothing but whitespace. (Fields are trimmed where they are read: the `csv` crate's own trimming
+/// drops the record's position, which error messages need.)
+fn is_blank(record: &csv::StringRecord) -> bool {
+    record.len() == 1 && record[0].trim().is_empty()
 }
 
 #[cfg(test)]
@@ -445,6 +463,37 @@ mod tests {
             "data.csv: line 3: expected 3 fields like the header, found 2"
         );
         assert!(e("a,a,y\n1,2,0\n", opts("y", 2)).contains("more than once"));
+    }
+
+    #[test]
+    fn quoted_fields_and_headers_follow_rfc_4180() {
+        // A hospital export: quoted headers (one with a comma in its name), a quoted number, blank and
+        // whitespace-only lines, CRLF endings.
+        let text = "\"age, years\",\"note\",\"y\"\r\n\r\n\"61\",\"stable, discharged\",0\r\n   \r\n 70 ,\"said \"\"ok\"\"\",1\r\n";
+        let o = CsvOptions {
+            features: Some(vec!["age, years".into()]),
+            ..opts("y", 2)
+        };
+        let d = parse_csv("t.csv", text, &o).unwrap();
+        assert_eq!(d.feature_names, ["age, years"]);
+        assert_eq!(d.features, [61.0, 70.0]);
+        assert_eq!(d.labels, [0, 1]);
+        // The comma inside the quotes does not make a ragged row; a text column is still refused as a feature,
+        // on the line it is on.
+        assert_eq!(
+            parse_csv("t.csv", text, &opts("y", 2))
+                .unwrap_err()
+                .to_string(),
+            "t.csv: line 3, column 'note': 'stable, discharged' is not a finite number"
+        );
+        // A quoted field may span lines; the error names the line its record starts on.
+        let multi = "a,y\n1,0\n\"2\n\",x\n";
+        assert_eq!(
+            parse_csv("t.csv", multi, &opts("y", 2))
+                .unwrap_err()
+                .to_string(),
+            "t.csv: line 3, column 'y': label 'x' is not an integer class in 0..2"
+        );
     }
 
     #[test]

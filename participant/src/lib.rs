@@ -7,16 +7,16 @@
 //! - [`dpsgd`]: Poisson sampling, ghost-norm clipping, noise, SGD/Adam.
 //! - [`train`]: the local training loop; [`train::train_round`] is what the agent calls per round.
 //! - [`bench`]: plain vs DP step speed.
-//! - [`memory`]: allocator settings that keep a training loop from remapping memory every step.
 //! - [`omp`]: running Rust work (the noise draw) on torch's OpenMP threads.
+//! - [`tensor_fill`]: writing a tensor's values from Rust in place (the noise vector).
 
 pub mod agent;
 pub mod bench;
 pub mod data;
 pub mod dpsgd;
-pub mod memory;
 pub mod model;
 pub mod omp;
+pub mod tensor_fill;
 pub mod train;
 
 /// The privacy module (noise, events, accountants), re-exported for convenience.

@@ -5,15 +5,16 @@ mod cli;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cli::{CsvArgs, read_spec};
 use confide_common::model::{decode_safetensors, spec_from_safetensors};
 use confide_participant::agent::Agent;
-use confide_participant::agent::config::{AgentConfig, LogFormat, RunArgs};
+use confide_participant::agent::config::{AgentConfig, RunArgs};
 use confide_participant::bench::bench_dpsgd;
 use confide_participant::data::{Standardization, read_csv};
 use confide_participant::model::{Network, features_tensor, labels_tensor};
+use confide_runtime::{cancel_on_shutdown_signal, init_tracing};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -98,6 +99,8 @@ struct BenchArgs {
 
 fn main() {
     let cli = Cli::parse();
+    // Before any training thread starts: how freed memory is kept decides whether every step remaps its tensors.
+    cli::memory::keep_freed_memory_for_reuse();
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Budget(args) => cli::budget::budget(args),
@@ -127,44 +130,12 @@ fn stats(args: StatsArgs) -> Result<()> {
     Ok(())
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-    }
-}
-
-/// Cancels `token` on SIGTERM or SIGINT.
-async fn watch_signals(token: tokio_util::sync::CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop the agent with SIGKILL");
-        return;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutting down after the current step");
-    token.cancel();
-}
-
 fn run(args: RunArgs) -> Result<()> {
     let cfg = AgentConfig::resolve(&args)?;
     init_tracing(cfg.log_format);
     cli::runtime()?.block_on(async move {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
+        // Between steps: durable writes (ledger, identity) are never interrupted.
+        let shutdown = cancel_on_shutdown_signal();
         match Agent::start(cfg, shutdown).await? {
             Some(agent) => agent.run().await?,
             None => tracing::info!("stopped before enrolment completed"),
@@ -193,16 +164,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         })?;
     let params =
         decode_safetensors(&spec, &bytes).with_context(|| format!("{}", args.model.display()))?;
-    let mut data = read_csv(&args.csv.data, &args.csv.options(spec.num_classes()))?;
-    if data.num_features() != spec.input_dim() {
-        bail!(
-            "{}: {} feature columns selected, the model {} expects {}",
-            args.csv.data.display(),
-            data.num_features(),
-            args.model.display(),
-            spec.input_dim()
-        );
-    }
+    let mut data = args.csv.read_for(&spec, &args.model)?;
     if !args.no_standardize {
         let stats = match &args.stats {
             Some(path) => Standardization::read(path)?,

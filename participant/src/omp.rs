@@ -78,8 +78,11 @@ mod tests {
 
     #[test]
     fn every_item_runs_once_on_the_team() {
+        // A call into torch, so that the test binary links libtorch (and with it libgomp) even though no other unit
+        // test of this binary calls torch: the linker drops libraries nothing refers to.
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(2);
         let counts: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
-        let ran = parallel_for(counts.len(), 2, &|i| {
+        let ran = parallel_for(counts.len(), threads, &|i| {
             counts[i].fetch_add(1, Ordering::Relaxed);
         });
         // libtorch brings libgomp into every process that links it.

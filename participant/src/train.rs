@@ -159,7 +159,6 @@ impl LocalTrainer {
             return Err(TrainError::LabelOutOfRange { num_classes });
         }
         let net = Network::new(spec, initial)?;
-        crate::memory::keep_freed_memory_for_reuse();
         let sampler = match sampler_seed {
             Some(seed) => ChaCha20Rng::seed_from_u64(seed),
             None => ChaCha20Rng::try_from_rng(&mut rand::rngs::SysRng)
@@ -252,7 +251,7 @@ impl LocalTrainer {
 
 /// What a participant trains in one round.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RoundPlan {
+pub struct TrainingPlan {
     pub sampling_rate: f64,
     pub clip_norm: f64,
     pub noise_multiplier: f64,
@@ -280,7 +279,7 @@ pub fn train_round(
     spec: &ModelSpec,
     global: &[f32],
     train: &Dataset,
-    plan: &RoundPlan,
+    plan: &TrainingPlan,
 ) -> Result<LocalUpdate, TrainError> {
     if plan.steps == 0 {
         return Err(TrainError::InvalidParams(

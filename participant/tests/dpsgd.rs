@@ -9,7 +9,7 @@ use confide_participant::dpsgd::{
 };
 use confide_participant::model::{Network, cross_entropy_sum};
 use confide_participant::train::{
-    LocalTrainer, Mode, PrivacySpent, RoundPlan, TrainError, train_round,
+    LocalTrainer, Mode, PrivacySpent, TrainError, TrainingPlan, train_round,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -249,7 +249,7 @@ fn the_agents_update_noise_does_not_reveal_the_record_count() {
         input_dim: 2000,
         num_classes: 2,
     };
-    let plan = RoundPlan {
+    let plan = TrainingPlan {
         sampling_rate: 0.5,
         clip_norm: 1.0,
         noise_multiplier: 1.0,

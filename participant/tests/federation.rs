@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use confide_common::api::{CreateStudyRequest, RoundInfo, StartRoundRequest};
+use confide_common::api::{
+    CreateStudyRequest, MemberSet, RoundInfo, RoundOutcome, RoundStage, StartRoundRequest,
+};
 use confide_common::dp::ledger::epsilon;
 use confide_common::dp::{AccountantKind, PrivacyEvent};
 use confide_common::model::{ModelSpec, decode_safetensors};
@@ -427,8 +429,8 @@ impl Federation {
         .await;
         let info = self.op().get_round(round).await.unwrap();
         assert_eq!(
-            info.outcome.as_deref(),
-            Some("completed"),
+            info.outcome,
+            Some(RoundOutcome::Completed),
             "round {round}: {:?}\n{}",
             info.reason,
             self.logs()
@@ -447,12 +449,8 @@ impl Federation {
     /// aggregate (U3), computed from what the agents sent; returns the participants in the aggregate.
     async fn check_published_model(&self, info: &RoundInfo) -> Vec<i64> {
         let op = self.op();
-        let in_sum = info
-            .sets
-            .iter()
-            .find(|s| s.stage == "masked_input_collection")
-            .map(|s| s.participants.clone())
-            .expect("U3 recorded");
+        let in_sum = info.members(MemberSet::SentMaskedInput).to_vec();
+        assert!(!in_sum.is_empty(), "U3 recorded: {info:?}");
         let versions = op.list_model_versions(self.study).await.unwrap();
         let published = versions
             .iter()
@@ -473,12 +471,7 @@ impl Federation {
         let base = decode_safetensors(&spec, &base.bytes).unwrap();
         let new = decode_safetensors(&spec, &new.bytes).unwrap();
         // The quantisation the round used, as the agents saw it (bits 32, n = selected participants).
-        let selected = info
-            .sets
-            .iter()
-            .find(|s| s.stage == "selected")
-            .map(|s| s.participants.len())
-            .unwrap() as u32;
+        let selected = info.members(MemberSet::Selected).len() as u32;
         let q = QuantizationParams::for_participants(4.0, 32, selected, 1000).unwrap();
         let mut sum = vec![0u32; base.len() + 1];
         for p in &in_sum {
@@ -548,9 +541,23 @@ async fn five_agents_three_rounds_publish_fedavg() {
         assert_eq!(f.check_published_model(&info).await.len(), 5);
     }
     let report = f.op().privacy_report(f.study).await.unwrap();
+    // One ε path: the coordinator's report, every agent's ledger, R events of T steps and one event of R·T steps
+    // give the same number, bit for bit.
     let expected = epsilon_of_rounds(3);
+    let merged = epsilon(
+        &[PrivacyEvent::SubsampledGaussian {
+            sampling_rate: Q,
+            noise_multiplier: SIGMA,
+            steps: 3 * (f64::from(LOCAL_EPOCHS) / Q).ceil() as u64,
+        }],
+        1e-5,
+        AccountantKind::Pld,
+    )
+    .unwrap();
+    assert_eq!(expected.to_bits(), merged.to_bits());
     for p in &report.participants {
         assert_eq!(p.rounds_charged, 3);
+        assert_eq!(p.epsilon_spent.to_bits(), expected.to_bits(), "{report:?}");
     }
     for a in &f.agents {
         let b = a.budget_json();
@@ -559,8 +566,9 @@ async fn five_agents_three_rounds_publish_fedavg() {
         assert_eq!(dataset["rounds_charged"], 3, "{b}");
         assert_eq!(b["studies"][0]["study_id"], f.study, "{b}");
         let spent = dataset["epsilon_spent"].as_f64().unwrap();
-        assert!(
-            (spent - expected).abs() < 1e-9,
+        assert_eq!(
+            spent.to_bits(),
+            expected.to_bits(),
             "local ε {spent}, expected {expected}"
         );
         assert!(
@@ -591,9 +599,9 @@ async fn dropouts_after_share_keys_and_during_unmasking() {
         in_sum.contains(&crashed_late),
         "its masked input is in the sum"
     );
-    let unmasked = info.sets.iter().find(|s| s.stage == "unmasking").unwrap();
-    assert_eq!(unmasked.participants.len(), 3);
-    assert!(!unmasked.participants.contains(&crashed_late));
+    let unmasked = info.members(MemberSet::Unmasked);
+    assert_eq!(unmasked.len(), 3);
+    assert!(!unmasked.contains(&crashed_late));
     for a in &mut f.agents[..2] {
         let status = a.child.wait().unwrap();
         assert!(!status.success(), "{} should have aborted", a.name);
@@ -698,19 +706,23 @@ async fn agents_survive_a_coordinator_restart_mid_round() {
     let until = Instant::now() + Duration::from_secs(60);
     let stage = loop {
         let r = f.coordinator().store.get_round(first).await.unwrap();
-        if r.stage == "share_keys" || r.stage == "masked_input_collection" || r.outcome.is_some() {
+        if r.stage == RoundStage::ShareKeys
+            || r.stage == RoundStage::MaskedInputCollection
+            || r.outcome.is_some()
+        {
             break r.stage;
         }
         assert!(
             Instant::now() < until,
             "round stuck in {}\n{}",
-            r.stage,
+            r.stage.as_str(),
             f.logs()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert_ne!(
-        stage, "finished",
+        stage,
+        RoundStage::Finished,
         "the round ended before the second restart"
     );
     f.restart_coordinator().await;

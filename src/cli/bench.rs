@@ -252,16 +252,9 @@ fn progress(len: u64, what: &str, hidden: bool) -> ProgressBar {
 /// CPU time consumed by this process (all threads), in seconds. On a shared machine the wall-clock ratios swing
 /// with the neighbours' load; the CPU-time ratios show how much work the code does.
 fn process_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec we pass, which lives for the whole call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    cpu_time::ProcessTime::try_now()
+        .map(|t| t.as_duration().as_secs_f64())
+        .unwrap_or(f64::NAN)
 }
 
 /// `f`'s result and its wall-clock and CPU cost.

@@ -6,18 +6,20 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use confide_common::dp::{
-    AccountantKind, GaussianNoise, PldAccountant, PrivacyEvent, RdpAccountant,
-    noise_multiplier_for_target,
+    AccountantKind, EpsilonBounds, GaussianNoise, PldAccountant, PrivacyEvent, PrivacyLedger,
+    RdpAccountant, analytic_gaussian, noise_multiplier_for_target,
 };
 use serde_json::json;
 
 #[derive(Subcommand)]
 pub enum PrivacyCommand {
-    /// ε of `steps` DP-SGD steps with Poisson sampling rate q and noise multiplier σ, at a given δ.
+    /// ε of `steps` DP-SGD steps with Poisson sampling rate q and noise multiplier σ, at a given δ: `epsilon` is the
+    /// certified upper bound (what budgets enforce), `epsilon_lower` the PLD's certified lower bound.
     Epsilon(EpsilonArgs),
     /// The smallest noise multiplier σ (to 0.001) that keeps ε ≤ a target for (δ, q, steps).
     Plan(PlanArgs),
-    /// Time the accountants (T = 10,000) and the noise sampler; prints measurements.
+    /// Time the accountants (T = 10,000) and the noise sampler, and show the PLD's upper/lower gap; prints
+    /// measurements.
     Bench(BenchArgs),
 }
 
@@ -85,9 +87,20 @@ fn epsilon(args: EpsilonArgs) -> anyhow::Result<()> {
         noise_multiplier: args.noise_multiplier,
         steps: args.steps,
     };
-    let eps = confide_common::dp::ledger::epsilon(&[event], args.delta, args.accountant)?;
+    let ledger = PrivacyLedger {
+        events: vec![event],
+    };
+    // The PLD's upper bound is what budgets enforce; its lower bound shows how tight that is. RDP has no lower bound.
+    let (eps, lower) = match args.accountant {
+        AccountantKind::Pld => {
+            let b = ledger.epsilon_bounds(args.delta)?;
+            (b.upper, Some(b.lower))
+        }
+        AccountantKind::Rdp => (ledger.epsilon(args.delta, args.accountant)?, None),
+    };
     print_json(&json!({
         "epsilon": eps,
+        "epsilon_lower": lower,
         "delta": args.delta,
         "accountant": args.accountant,
         "sampling_rate": args.sampling_rate,
@@ -172,6 +185,27 @@ fn measure(repeats: usize, thread_cpu: bool, mut f: impl FnMut()) -> Timing {
     }
 }
 
+/// Settings whose upper/lower gap the benchmark reports beside the timed one: a q = 1 case (with the exact
+/// Gaussian ε) and a small-q one.
+const GAP_CASES: [(f64, f64, u64); 2] = [(1.0, 2.0, 100), (0.001, 2.0, 5000)];
+
+/// One bench row for a PLD setting: bounds, gap and, at q = 1, the exact Gaussian ε.
+fn gap_row(q: f64, sigma: f64, steps: u64, delta: f64, b: &EpsilonBounds) -> serde_json::Value {
+    let exact = (q == 1.0)
+        .then(|| {
+            analytic_gaussian::epsilon_for_delta(
+                analytic_gaussian::composed_mu(sigma, steps),
+                delta,
+            )
+            .ok()
+        })
+        .flatten();
+    json!({
+        "sampling_rate": q, "noise_multiplier": sigma, "steps": steps, "delta": delta,
+        "upper": b.upper, "lower": b.lower, "relative_gap": b.relative_gap(), "exact_gaussian": exact,
+    })
+}
+
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let (q, sigma, steps, delta) = (0.01, 1.0, 10_000u64, 1e-5);
     let events = [PrivacyEvent::SubsampledGaussian {
@@ -185,13 +219,17 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .context("building a one-thread pool")?;
     let pld = PldAccountant::default();
     let rdp = RdpAccountant::default();
-    let mut pld_eps = 0.0;
+    let mut pld_bounds = None;
     let mut rdp_eps = 0.0;
+    // Both bounds are computed together (the upper alone is not cheaper: they share the curve evaluations).
     let pld_time = one_core.install(|| {
         measure(args.repeats, true, || {
-            pld_eps = pld.epsilon(&events, delta).unwrap_or(f64::NAN);
+            pld_bounds = Some(pld.epsilon_bounds(&events, delta));
         })
     });
+    let pld_bounds = pld_bounds
+        .context("the PLD measurement did not run")?
+        .context("PLD bounds for the benchmark setting")?;
     let rdp_time = one_core.install(|| {
         measure(args.repeats, true, || {
             rdp_eps = rdp.epsilon(&events, delta).unwrap_or(f64::NAN);
@@ -204,6 +242,18 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 .unwrap_or(f64::NAN);
         })
     });
+    let mut gaps = vec![gap_row(q, sigma, steps, delta, &pld_bounds)];
+    for (gq, gsigma, gsteps) in GAP_CASES {
+        let event = [PrivacyEvent::SubsampledGaussian {
+            sampling_rate: gq,
+            noise_multiplier: gsigma,
+            steps: gsteps,
+        }];
+        let b = pld
+            .epsilon_bounds(&event, delta)
+            .with_context(|| format!("PLD bounds for q={gq} σ={gsigma} T={gsteps}"))?;
+        gaps.push(gap_row(gq, gsigma, gsteps, delta, &b));
+    }
 
     let len = 1usize << 24;
     let mut buf = vec![0.0f32; len];
@@ -216,8 +266,11 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
     let report = json!({
         "setting": {"sampling_rate": q, "noise_multiplier": sigma, "steps": steps, "delta": delta},
-        "pld_epsilon": pld_eps,
+        "pld_epsilon": pld_bounds.upper,
+        "pld_epsilon_lower": pld_bounds.lower,
+        "pld_relative_gap": pld_bounds.relative_gap(),
         "pld_epsilon_seconds_one_core": {"wall": pld_time.wall, "cpu": pld_time.cpu},
+        "pld_gaps": gaps,
         "rdp_epsilon": rdp_eps,
         "rdp_epsilon_seconds_one_core": {"wall": rdp_time.wall, "cpu": rdp_time.cpu},
         "pld_plan_target_epsilon_1": {"noise_multiplier": plan_sigma, "wall": plan_time.wall, "cpu": plan_time.cpu},
@@ -229,15 +282,34 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "threads": threads,
         },
         "repeats": args.repeats,
-        "note": "cpu = CPU seconds of the measuring thread (one core) or of the whole process; wall also counts waiting on a shared machine",
+        "note": "cpu = CPU seconds of the measuring thread (one core) or of the whole process; wall also counts waiting on a shared machine; PLD timings cover both bounds",
     });
     if args.json {
         return print_json(&report);
     }
     println!(
-        "PLD ε (q={q}, σ={sigma}, T={steps}, δ={delta}) = {pld_eps:.6}: {:.4} s CPU, {:.4} s wall (one core)",
-        pld_time.cpu, pld_time.wall
+        "PLD ε (q={q}, σ={sigma}, T={steps}, δ={delta}) ∈ [{:.6}, {:.6}] (gap {:.2e}): {:.4} s CPU, {:.4} s wall (one core, both bounds)",
+        pld_bounds.lower,
+        pld_bounds.upper,
+        pld_bounds.relative_gap(),
+        pld_time.cpu,
+        pld_time.wall
     );
+    for row in gaps.iter().skip(1) {
+        let exact = match row["exact_gaussian"].as_f64() {
+            Some(e) => format!(", exact Gaussian {e:.6}"),
+            None => String::new(),
+        };
+        println!(
+            "PLD ε (q={}, σ={}, T={}) ∈ [{:.6}, {:.6}] (gap {:.2e}){exact}",
+            row["sampling_rate"],
+            row["noise_multiplier"],
+            row["steps"],
+            row["lower"].as_f64().unwrap_or(f64::NAN),
+            row["upper"].as_f64().unwrap_or(f64::NAN),
+            row["relative_gap"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
     println!(
         "RDP ε = {rdp_eps:.6}: {:.3} ms CPU, {:.3} ms wall (one core)",
         rdp_time.cpu * 1e3,

@@ -7,12 +7,25 @@
 //! the exact answer whenever every event has sampling rate q = 1. Both accountants are checked against it.
 
 use super::DpError;
-use super::special::log_ndtr;
+use super::special::{log_mills, log_ndtr, log_phi};
 
 /// δ(ε) of a Gaussian mechanism whose sensitivity-to-noise ratio is `mu` (μ = Δ/σ).
+///
+/// With z₁ = ε/μ − μ/2 and z₂ = ε/μ + μ/2, e^ε·φ(z₂) = φ(z₁), so e^ε·Φ(−z₂) = φ(z₁)·M(z₂) (M the Mills ratio):
+/// written that way nothing of size e^ε is ever formed, and δ stays accurate when ε is in the billions (tiny σ).
 pub fn delta_for_epsilon(mu: f64, epsilon: f64) -> f64 {
-    let a = log_ndtr(mu / 2.0 - epsilon / mu).exp();
-    let b = (epsilon + log_ndtr(-mu / 2.0 - epsilon / mu)).exp();
+    let z1 = epsilon / mu - mu / 2.0;
+    let z2 = epsilon / mu + mu / 2.0;
+    let a = if z1 > 0.0 {
+        (log_phi(z1) + log_mills(z1)).exp()
+    } else {
+        log_ndtr(-z1).exp()
+    };
+    let b = if z2 > 0.0 {
+        (log_phi(z1) + log_mills(z2)).exp()
+    } else {
+        (epsilon + log_ndtr(-z2)).exp()
+    };
     (a - b).clamp(0.0, 1.0)
 }
 
@@ -71,6 +84,16 @@ mod tests {
         let eps = epsilon_for_delta(mu, 1e-6).unwrap();
         assert!(eps.is_finite() && eps > 20_000.0, "{eps}");
         assert!((delta_for_epsilon(mu, eps) - 1e-6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn tiny_noise_gives_the_right_order_of_magnitude() {
+        // σ = 1e-9 (μ = 1e9): ε ≈ μ²/2 + μ·Φ⁻¹(1 − δ) — the naive e^ε·Φ(·) form loses all digits here.
+        let mu = 1e9;
+        let eps = epsilon_for_delta(mu, 1e-5).unwrap();
+        let approx = mu * mu / 2.0 + mu * 4.264_890_793_922_825;
+        assert!((eps - approx).abs() < 1e-6 * approx, "{eps} vs {approx}");
+        assert!(delta_for_epsilon(mu, eps * (1.0 - 1e-9)) > 1e-5);
     }
 
     #[test]

@@ -53,6 +53,43 @@ pub enum DpError {
         "δ = {delta} is below what the PLD accountant can certify (its pessimistic mass at infinite loss is {floor}); use a larger δ"
     )]
     DeltaBelowResolution { delta: f64, floor: f64 },
+    /// Merging a ledger's events of one mechanism (q, σ) would add up to more steps than 64 bits hold.
+    #[error(
+        "the ledger's steps at sampling rate q = {sampling_rate}, noise multiplier σ = {noise_multiplier} add up to more than 2^64 − 1; no ε can be computed for it"
+    )]
+    StepsOverflow {
+        sampling_rate: f64,
+        noise_multiplier: f64,
+    },
+    /// A PLD self-check found NaN/∞ (or a negative mass) where a finite number was expected.
+    #[error(
+        "PLD self-check failed: {what} contains {value} where a finite, non-negative number was expected; the accountant cannot certify ε for this ledger — use fewer steps or more noise (or the RDP accountant), and report it as a bug"
+    )]
+    PldNotFinite { what: &'static str, value: f64 },
+    /// A PLD self-check found a total probability mass off from what it must be.
+    #[error(
+        "PLD self-check failed: {what} has total mass {got}, expected {expected} ± {tolerance}; the accountant cannot certify ε for this ledger — use fewer steps, more noise or a larger δ (or the RDP accountant), and report it as a bug"
+    )]
+    PldMassMismatch {
+        what: &'static str,
+        expected: f64,
+        got: f64,
+        tolerance: f64,
+    },
+    /// A discretised PLD is not the PLD of any pair of distributions (Σ p·e^{−l} > 1).
+    #[error(
+        "PLD self-check failed: {what} has Σ p·e^(−loss) = {q_mass} > 1 + {tolerance}, so it is not a valid privacy curve; the accountant cannot certify ε — report it as a bug"
+    )]
+    PldInvalidCurve {
+        what: &'static str,
+        q_mass: f64,
+        tolerance: f64,
+    },
+    /// The certified upper bound came out below the lower bound: one of them is wrong.
+    #[error(
+        "PLD self-check failed: the upper bound ε = {upper} is below the lower bound ε = {lower}; the accountant cannot certify ε for this ledger — report it as a bug (the RDP accountant is an independent fallback)"
+    )]
+    PldBoundsCrossed { upper: f64, lower: f64 },
     /// The operating system could not provide entropy to seed the noise generator.
     #[error("could not seed the noise generator from operating-system entropy: {0}")]
     Entropy(String),

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::DpError;
-use super::pld::PldAccountant;
+use super::pld::{EpsilonBounds, PldAccountant};
 use super::rdp::RdpAccountant;
 
 /// One privacy-relevant release, in units of a sensitivity-1 mechanism.
@@ -127,9 +127,14 @@ impl PrivacyLedger {
         Ok(())
     }
 
-    /// ε at `delta` of everything in the ledger (0 when empty).
+    /// ε at `delta` of everything in the ledger (0 when empty): the PLD's certified upper bound, or RDP's bound.
     pub fn epsilon(&self, delta: f64, kind: AccountantKind) -> Result<f64, DpError> {
         epsilon(&self.events, delta, kind)
+    }
+
+    /// The PLD accountant's certified upper and lower bounds on ε at `delta` (both 0 when empty).
+    pub fn epsilon_bounds(&self, delta: f64) -> Result<EpsilonBounds, DpError> {
+        PldAccountant::default().epsilon_bounds(&self.events, delta)
     }
 
     /// δ at `epsilon` of everything in the ledger (0 when empty).
@@ -153,7 +158,59 @@ impl PrivacyLedger {
     }
 }
 
-/// ε at `delta` of a list of events with the chosen accountant's default settings.
+/// The events validated, with identical mechanisms merged, in a canonical order: the one form both accountants
+/// compute from, so that ε does not depend on how a ledger is ordered or split. Subsampled Gaussians with
+/// bit-identical (q, σ) become one event with the summed steps (T steps then T' steps of one mechanism are T + T'
+/// steps of it; an overflow is an error); events are sorted by kind, then by the bits of (q, σ) or ρ (all positive,
+/// so bit order is numeric order). zCDP releases are only sorted.
+pub fn merge_events(events: &[PrivacyEvent]) -> Result<Vec<PrivacyEvent>, DpError> {
+    for event in events {
+        event.validate()?;
+    }
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(canonical_key);
+    let mut merged: Vec<PrivacyEvent> = Vec::with_capacity(sorted.len());
+    for event in sorted {
+        if let (
+            Some(PrivacyEvent::SubsampledGaussian {
+                sampling_rate: q0,
+                noise_multiplier: s0,
+                steps,
+            }),
+            PrivacyEvent::SubsampledGaussian {
+                sampling_rate,
+                noise_multiplier,
+                steps: more,
+            },
+        ) = (merged.last_mut(), event)
+            && q0.to_bits() == sampling_rate.to_bits()
+            && s0.to_bits() == noise_multiplier.to_bits()
+        {
+            *steps = steps.checked_add(more).ok_or(DpError::StepsOverflow {
+                sampling_rate,
+                noise_multiplier,
+            })?;
+            continue;
+        }
+        merged.push(event);
+    }
+    Ok(merged)
+}
+
+/// Sort key of `merge_events`: kind, then the parameters' bits.
+fn canonical_key(event: &PrivacyEvent) -> (u8, u64, u64) {
+    match *event {
+        PrivacyEvent::SubsampledGaussian {
+            sampling_rate,
+            noise_multiplier,
+            ..
+        } => (0, sampling_rate.to_bits(), noise_multiplier.to_bits()),
+        PrivacyEvent::ZcdpGaussian { rho } => (1, rho.to_bits(), 0),
+    }
+}
+
+/// ε at `delta` of a list of events with the chosen accountant's default settings: for PLD the certified upper
+/// bound (see [`PrivacyLedger::epsilon_bounds`] for both bounds), for RDP its own bound.
 pub fn epsilon(events: &[PrivacyEvent], delta: f64, kind: AccountantKind) -> Result<f64, DpError> {
     match kind {
         AccountantKind::Pld => PldAccountant::default().epsilon(events, delta),

@@ -18,5 +18,5 @@ pub use calibrate::noise_multiplier_for_target;
 pub use error::DpError;
 pub use ledger::{AccountantKind, PrivacyEvent, PrivacyLedger};
 pub use noise::GaussianNoise;
-pub use pld::PldAccountant;
+pub use pld::{DeltaBounds, EpsilonBounds, PldAccountant};
 pub use rdp::RdpAccountant;

@@ -9,6 +9,7 @@
 //! mechanism, and the accountant returns the exact analytic-Gaussian ε (never larger than the RDP bound).
 
 use super::analytic_gaussian;
+use super::ledger::merge_events;
 use super::special::{log_add, log_binom, log_erfc};
 use super::{DpError, PrivacyEvent};
 
@@ -150,12 +151,11 @@ impl RdpAccountant {
         &self.orders
     }
 
-    /// The composed RDP curve of `events`, one value per order.
+    /// The composed RDP curve of `events`, one value per order (events merged and summed in canonical order).
     pub fn rdp(&self, events: &[PrivacyEvent]) -> Result<Vec<f64>, DpError> {
         let mut total = vec![0.0; self.orders.len()];
-        for event in events {
-            event.validate()?;
-            match *event {
+        for event in merge_events(events)? {
+            match event {
                 PrivacyEvent::SubsampledGaussian {
                     sampling_rate,
                     noise_multiplier,
@@ -179,12 +179,13 @@ impl RdpAccountant {
     /// ε at `delta` for the composition of `events` (0 for no events).
     pub fn epsilon(&self, events: &[PrivacyEvent], delta: f64) -> Result<f64, DpError> {
         check_delta(delta)?;
-        let rdp = self.rdp(events)?;
+        let events = merge_events(events)?;
+        let rdp = self.rdp(&events)?;
         if events.is_empty() {
             return Ok(0.0);
         }
         let (eps, _) = epsilon_from_rdp(&self.orders, &rdp, delta);
-        match gaussian_only_mu(events) {
+        match gaussian_only_mu(&events) {
             Some(mu) => Ok(eps.min(analytic_gaussian::epsilon_for_delta(mu, delta)?)),
             None => Ok(eps),
         }
@@ -193,12 +194,13 @@ impl RdpAccountant {
     /// δ at `epsilon` for the composition of `events` (0 for no events).
     pub fn delta(&self, events: &[PrivacyEvent], epsilon: f64) -> Result<f64, DpError> {
         check_epsilon(epsilon)?;
-        let rdp = self.rdp(events)?;
+        let events = merge_events(events)?;
+        let rdp = self.rdp(&events)?;
         if events.is_empty() {
             return Ok(0.0);
         }
         let (delta, _) = delta_from_rdp(&self.orders, &rdp, epsilon);
-        match gaussian_only_mu(events) {
+        match gaussian_only_mu(&events) {
             Some(mu) => Ok(delta.min(analytic_gaussian::delta_for_epsilon(mu, epsilon))),
             None => Ok(delta),
         }

@@ -23,6 +23,29 @@ pub(crate) fn log_ndtr(x: f64) -> f64 {
     }
 }
 
+/// ln √(2π).
+const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
+
+/// log φ(x) for the standard normal density φ.
+pub(crate) fn log_phi(x: f64) -> f64 {
+    -0.5 * x * x - LN_SQRT_2PI
+}
+
+/// log of the Mills ratio M(z) = Φ(−z)/φ(z) = √(π/2)·erfcx(z/√2). For large z, Φ(−z) and φ(z) both underflow (and
+/// log Φ(−z) + z²/2 cancels catastrophically) while M(z) ≈ 1/z does not; the Gaussian privacy curves are written
+/// with it so that e^ε·Φ(·) never has to be formed when ε is huge.
+pub(crate) fn log_mills(z: f64) -> f64 {
+    if z >= 26.0 * SQRT_2 {
+        // The asymptotic series of `log_erfc` without its −y² term (y = z/√2, 1/(2y²) = 1/z²).
+        let t = 1.0 / (z * z);
+        let series = 1.0 - t + 3.0 * t * t - 15.0 * t.powi(3) + 105.0 * t.powi(4);
+        -z.ln() + series.ln()
+    } else {
+        // Here z²/2 < 676: the cancellation costs at most ~1e-13 absolute.
+        log_ndtr(-z) + 0.5 * z * z + LN_SQRT_2PI
+    }
+}
+
 /// log|Γ(x)|.
 pub(crate) fn ln_gamma(x: f64) -> f64 {
     libm::lgamma_r(x).0
@@ -64,6 +87,19 @@ mod tests {
                 "log_ndtr({x}) = {got}, want {want}"
             );
         }
+    }
+
+    #[test]
+    fn log_mills_matches_its_definition_and_is_continuous() {
+        for z in [-30.0, -3.0, 0.0, 1.0, 5.0, 20.0, 36.0] {
+            let direct = log_ndtr(-z) - log_phi(z);
+            assert!((log_mills(z) - direct).abs() < 1e-12, "z = {z}");
+        }
+        let s = 26.0 * SQRT_2;
+        let (below, above) = (log_mills(s * (1.0 - 1e-12)), log_mills(s));
+        assert!((below - above).abs() < 1e-12, "{below} vs {above}");
+        // M(z) ~ 1/z far out, where Φ(−z) underflows.
+        assert!((log_mills(1e9) + 1e9f64.ln()).abs() < 1e-15);
     }
 
     #[test]

@@ -104,9 +104,7 @@ impl Coordinator {
         }
         for (study, outcome, n) in self.store.round_outcome_counts().await? {
             self.metrics
-                .rounds_total
-                .with_label_values(&[study.to_string().as_str(), outcome.as_str()])
-                .inc_by(n as u64);
+                .rounds_finished(study, outcome, u64::try_from(n).unwrap_or(0));
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The privacy ledger and the publication of a round's model together with its charges.
 
-use confide_common::api::RoundStage;
+use confide_common::api::{RoundOutcome, RoundStage};
 use confide_common::dp::PrivacyEvent;
 
 use super::{Backend, Store, StoreError, StoreResult, map_unique, now_ms, sha256_hex};
@@ -85,7 +85,7 @@ impl Store {
             Box::pin(async move {
                 // Conditional update first: it takes the round's (and, on SQLite, the database's) write lock.
                 let study_id: i64 = sqlx::query_scalar(
-                    "UPDATE rounds SET outcome = 'completed', stage = $4, finished_at = $3, server_state = NULL,
+                    "UPDATE rounds SET outcome = $5, stage = $4, finished_at = $3, server_state = NULL,
                                        lease_owner = NULL
                      WHERE id = $1 AND stage = $2 AND outcome IS NULL RETURNING study_id",
                 )
@@ -93,6 +93,7 @@ impl Store {
                 .bind(p.from_stage.as_str())
                 .bind(now)
                 .bind(RoundStage::Finished.as_str())
+                .bind(RoundOutcome::Completed.as_str())
                 .fetch_optional(&mut **tx)
                 .await?
                 .ok_or_else(|| StoreError::Conflict(format!("round {} is not in stage {}", p.round_id, p.from_stage.as_str())))?;

@@ -1,8 +1,8 @@
 //! A round's traffic: participants' messages per stage, the server's broadcasts, and declines.
 
-use confide_common::api::RoundStage;
+use confide_common::api::{MemberSet, RoundStage};
 
-use super::{MemberSet, Store, StoreError, StoreResult, map_unique, now_ms};
+use super::{Store, StoreError, StoreResult, map_unique, now_ms};
 
 impl Store {
     /// Stores a participant's message for the round's current stage. Refused if the round is finished or in another

@@ -24,12 +24,12 @@ mod tx;
 
 pub use ledger::{Charge, LedgerRow, Publication};
 pub use participants::ParticipantRow;
-pub use rounds::{MemberSet, NewRound, RoundRow, StageTransition};
+pub use rounds::{NewRound, RoundRow, StageBoundary};
 pub use studies::{ModelVersionRow, StudyRow};
 
 use std::str::FromStr;
 use std::sync::Once;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -68,13 +68,8 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Milliseconds since the Unix epoch (all stored times use this).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch: all stored times use this clock.
+pub use confide_runtime::now_ms;
 
 /// Hex sha256 of a secret or a blob.
 pub fn sha256_hex(bytes: &[u8]) -> String {

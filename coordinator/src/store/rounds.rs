@@ -2,71 +2,9 @@
 
 use std::time::Duration;
 
-use confide_common::api::RoundStage;
+use confide_common::api::{MemberSet, RoundOutcome, RoundStage};
 
 use super::{Backend, Store, StoreError, StoreResult, map_unique, now_ms};
-
-/// The sets of a round's members, stored by name in `round_members.stage`: who was selected, and who completed
-/// each stage (U1 … U4 of the protocol). A set is named in the database after the stage its members completed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MemberSet {
-    /// Chosen at the round's start (within budget).
-    Selected,
-    /// U1: advertised their keys.
-    AdvertisedKeys,
-    /// U2: shared their keys.
-    SharedKeys,
-    /// U3: sent their masked input.
-    SentMaskedInput,
-    /// U4: answered the unmasking request.
-    Unmasked,
-}
-
-impl MemberSet {
-    pub const ALL: [Self; 5] = [
-        Self::Selected,
-        Self::AdvertisedKeys,
-        Self::SharedKeys,
-        Self::SentMaskedInput,
-        Self::Unmasked,
-    ];
-
-    /// The name stored in `round_members.stage` (and shown in the round status).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Selected => "selected",
-            Self::AdvertisedKeys => "advertise_keys",
-            Self::SharedKeys => "share_keys",
-            Self::SentMaskedInput => "masked_input_collection",
-            Self::Unmasked => "unmasking",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|set| set.as_str() == s)
-    }
-
-    /// The set of those who completed `stage`, recorded when it closes.
-    pub const fn completed(stage: RoundStage) -> Self {
-        match stage {
-            RoundStage::AdvertiseKeys => Self::AdvertisedKeys,
-            RoundStage::ShareKeys => Self::SharedKeys,
-            RoundStage::MaskedInputCollection => Self::SentMaskedInput,
-            RoundStage::Unmasking | RoundStage::Finished => Self::Unmasked,
-        }
-    }
-
-    /// The set whose members may send a message in `stage`: the selected may advertise keys, U1 may share keys,
-    /// U2 may send masked inputs, U3 may unmask.
-    pub const fn eligible_in(stage: RoundStage) -> Self {
-        match stage {
-            RoundStage::AdvertiseKeys => Self::Selected,
-            RoundStage::ShareKeys => Self::AdvertisedKeys,
-            RoundStage::MaskedInputCollection => Self::SharedKeys,
-            RoundStage::Unmasking | RoundStage::Finished => Self::SentMaskedInput,
-        }
-    }
-}
 
 /// A stage name as stored in `rounds.stage`, read back (an unknown one is data this version cannot read).
 pub(super) fn parse_stage(round_id: i64, stage: &str) -> StoreResult<RoundStage> {
@@ -74,13 +12,15 @@ pub(super) fn parse_stage(round_id: i64, stage: &str) -> StoreResult<RoundStage>
         .ok_or_else(|| StoreError::Corrupt(format!("round {round_id} has stage {stage:?}")))
 }
 
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+/// A round as stored (every column but the server snapshot).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoundRow {
     pub id: i64,
     pub study_id: i64,
     pub round_number: i64,
-    pub stage: String,
-    pub outcome: Option<String>,
+    pub stage: RoundStage,
+    /// Set once the round has finished.
+    pub outcome: Option<RoundOutcome>,
     pub reason: Option<String>,
     pub base_version: i64,
     pub plan_json: String,
@@ -90,11 +30,57 @@ pub struct RoundRow {
     pub finished_at: Option<i64>,
 }
 
-impl RoundRow {
-    /// [`RoundRow::stage`] as the protocol stage it names.
-    pub fn current_stage(&self) -> StoreResult<RoundStage> {
-        parse_stage(self.id, &self.stage)
+/// [`RoundRow`] as the database returns it: stage and outcome by name, checked by `TryFrom` (an unknown name is
+/// data this version cannot read).
+#[derive(sqlx::FromRow)]
+pub(super) struct StoredRound {
+    id: i64,
+    study_id: i64,
+    round_number: i64,
+    stage: String,
+    outcome: Option<String>,
+    reason: Option<String>,
+    base_version: i64,
+    plan_json: String,
+    stage_started_at: i64,
+    stage_deadline: i64,
+    started_at: i64,
+    finished_at: Option<i64>,
+}
+
+impl TryFrom<StoredRound> for RoundRow {
+    type Error = StoreError;
+
+    fn try_from(r: StoredRound) -> StoreResult<Self> {
+        Ok(Self {
+            stage: parse_stage(r.id, &r.stage)?,
+            outcome: r
+                .outcome
+                .as_deref()
+                .map(|o| parse_outcome(r.id, o))
+                .transpose()?,
+            id: r.id,
+            study_id: r.study_id,
+            round_number: r.round_number,
+            reason: r.reason,
+            base_version: r.base_version,
+            plan_json: r.plan_json,
+            stage_started_at: r.stage_started_at,
+            stage_deadline: r.stage_deadline,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
     }
+}
+
+/// A round outcome as stored in `rounds.outcome`, read back.
+fn parse_outcome(round_id: i64, outcome: &str) -> StoreResult<RoundOutcome> {
+    RoundOutcome::parse(outcome)
+        .ok_or_else(|| StoreError::Corrupt(format!("round {round_id} has outcome {outcome:?}")))
+}
+
+fn rows(stored: Vec<StoredRound>) -> StoreResult<Vec<RoundRow>> {
+    stored.into_iter().map(RoundRow::try_from).collect()
 }
 
 /// A round to create: who was selected, the plan (JSON) and the server's initial state.
@@ -114,7 +100,7 @@ pub struct NewRound {
 /// A stage boundary: the new stage, the server state after closing the old one, the new set of members and what
 /// the server tells them. Applied only if the round is still in `from_stage` and unfinished.
 #[derive(Debug, Clone)]
-pub struct StageTransition {
+pub struct StageBoundary {
     pub round_id: i64,
     pub from_stage: RoundStage,
     pub to_stage: RoundStage,
@@ -144,11 +130,12 @@ impl Store {
                     .await?;
                 let (last, completed, active): (i64, i64, i64) = sqlx::query_as(
                     "SELECT COALESCE(MAX(round_number), 0) AS last,
-                            CAST(COUNT(CASE WHEN outcome = 'completed' THEN 1 END) AS BIGINT) AS completed,
+                            CAST(COUNT(CASE WHEN outcome = $2 THEN 1 END) AS BIGINT) AS completed,
                             CAST(COUNT(CASE WHEN outcome IS NULL THEN 1 END) AS BIGINT) AS active
                      FROM rounds WHERE study_id = $1",
                 )
                 .bind(new.study_id)
+                .bind(RoundOutcome::Completed.as_str())
                 .fetch_one(&mut **tx)
                 .await?;
                 if active > 0 {
@@ -168,7 +155,7 @@ impl Store {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7) RETURNING {}",
                     Self::ROUND_COLUMNS
                 );
-                let round: RoundRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                let round: StoredRound = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(new.study_id)
                     .bind(last + 1)
                     .bind(new.stage.as_str())
@@ -180,6 +167,7 @@ impl Store {
                     .fetch_one(&mut **tx)
                     .await
                     .map_err(|e| map_unique(e, "the study already has an active round"))?;
+                let round = RoundRow::try_from(round)?;
                 for p in &new.selected {
                     Self::insert_member(tx, round.id, MemberSet::Selected, *p, now).await?;
                 }
@@ -208,11 +196,12 @@ impl Store {
 
     pub async fn get_round(&self, id: i64) -> StoreResult<RoundRow> {
         let sql = format!("SELECT {} FROM rounds WHERE id = $1", Self::ROUND_COLUMNS);
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as::<_, StoredRound>(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or(StoreError::NotFound("round"))
+            .ok_or(StoreError::NotFound("round"))?
+            .try_into()
     }
 
     /// The secure-aggregation server snapshot persisted at the round's last stage boundary (None once finished).
@@ -229,10 +218,12 @@ impl Store {
             "SELECT {} FROM rounds WHERE study_id = $1 ORDER BY round_number",
             Self::ROUND_COLUMNS
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(study_id)
-            .fetch_all(&self.pool)
-            .await?)
+        rows(
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(study_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Unfinished rounds of all studies.
@@ -241,18 +232,29 @@ impl Store {
             "SELECT {} FROM rounds WHERE outcome IS NULL ORDER BY id",
             Self::ROUND_COLUMNS
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?)
+        rows(
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Finished rounds per (study, outcome), for metrics.
-    pub async fn round_outcome_counts(&self) -> StoreResult<Vec<(i64, String, i64)>> {
-        Ok(sqlx::query_as(
+    pub async fn round_outcome_counts(&self) -> StoreResult<Vec<(i64, RoundOutcome, i64)>> {
+        let counts: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT study_id, outcome, CAST(COUNT(*) AS BIGINT) AS n FROM rounds WHERE outcome IS NOT NULL GROUP BY study_id, outcome",
         )
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        counts
+            .into_iter()
+            .map(|(study, outcome, n)| match RoundOutcome::parse(&outcome) {
+                Some(outcome) => Ok((study, outcome, n)),
+                None => Err(StoreError::Corrupt(format!(
+                    "study {study} has rounds with outcome {outcome:?}"
+                ))),
+            })
+            .collect()
     }
 
     /// (set, participant) pairs of a round, in the order the sets were formed, then by participant.
@@ -380,7 +382,7 @@ impl Store {
     /// the new stage's broadcasts, and the deletion of the old stage's messages (the snapshot holds everything the
     /// server took from them; masked inputs survive only inside its running sum). Returns false (and changes
     /// nothing) if the round is no longer in `from_stage` or is finished.
-    pub async fn advance_stage(&self, t: &StageTransition) -> StoreResult<bool> {
+    pub async fn advance_stage(&self, t: &StageBoundary) -> StoreResult<bool> {
         let now = now_ms();
         self.run_tx("advance_stage", |tx| {
             Box::pin(async move {
@@ -426,7 +428,7 @@ impl Store {
         self.run_tx("abort_round", |tx| {
             Box::pin(async move {
                 let res = sqlx::query(
-                    "UPDATE rounds SET outcome = 'aborted', reason = $2, finished_at = $3, stage = $4, server_state = NULL,
+                    "UPDATE rounds SET outcome = $5, reason = $2, finished_at = $3, stage = $4, server_state = NULL,
                                        lease_owner = NULL
                      WHERE id = $1 AND outcome IS NULL",
                 )
@@ -434,6 +436,7 @@ impl Store {
                 .bind(reason)
                 .bind(now)
                 .bind(RoundStage::Finished.as_str())
+                .bind(RoundOutcome::Aborted.as_str())
                 .execute(&mut **tx)
                 .await?;
                 if res.rows_affected() != 1 {
@@ -447,38 +450,5 @@ impl Store {
             })
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn member_sets_keep_their_stored_names() {
-        let names: Vec<&str> = MemberSet::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "selected",
-                "advertise_keys",
-                "share_keys",
-                "masked_input_collection",
-                "unmasking"
-            ]
-        );
-        for set in MemberSet::ALL {
-            assert_eq!(MemberSet::parse(set.as_str()), Some(set));
-        }
-        assert_eq!(MemberSet::parse("nobody"), None);
-        // Who may speak in a stage is who completed the one before.
-        assert_eq!(
-            MemberSet::eligible_in(RoundStage::ShareKeys),
-            MemberSet::completed(RoundStage::AdvertiseKeys)
-        );
-        assert_eq!(
-            MemberSet::eligible_in(RoundStage::Unmasking),
-            MemberSet::completed(RoundStage::MaskedInputCollection)
-        );
     }
 }

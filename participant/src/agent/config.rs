@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -21,15 +21,7 @@ pub const DEFAULT_MAX_BACKOFF_SECS: f64 = 30.0;
 /// Longest dataset id accepted.
 pub const MAX_DATASET_ID_LEN: usize = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use confide_runtime::LogFormat;
 
 /// `confide-participant run`: flags (each also an environment variable) that override the config file.
 #[derive(Debug, Clone, Default, Args)]

@@ -11,47 +11,50 @@
 //!    then send the masked input.
 //! 4. **Unmasking** — reveal the shares the server needs.
 //!
-//! Robustness: every request that fails in transport (or with 429/5xx) is retried with exponential backoff and
-//! jitter; a computed message whose upload failed is re-sent as is (a 409 "already sent" counts as done), so a
-//! coordinator restart or a flaky network costs time, not the round. The secure-aggregation secrets live only in
-//! memory: an agent restarted mid-round sits that round out. SIGTERM/SIGINT stop the agent between steps; durable
-//! writes (ledger, identity) are never interrupted.
+//! One file per job: [`transport`] (HTTP client, retries with backoff, the outgoing message kept until delivered),
+//! [`enrol`], [`round_plan`] (the training plan derived from the charged events, the model checks), and one file
+//! per stage in `stages/`; this file holds the agent's state and its task loop.
+//!
+//! Robustness: a coordinator restart or a flaky network costs time, not the round ([`transport`]). The
+//! secure-aggregation secrets live only in memory: an agent restarted mid-round sits that round out. SIGTERM/SIGINT
+//! stop the agent between steps; durable writes (ledger, identity) are never interrupted.
 //!
 //! Logs never contain records, updates, keys or shares: only round numbers, stages, sizes, ε and durations.
 
 pub mod config;
 pub mod dataset;
 pub mod debug;
+mod enrol;
 pub mod ledger;
 pub mod round_plan;
 pub mod saturation;
+mod stages;
 pub mod state;
+mod transport;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use confide_client::{ClientError, CoordinatorClient};
 use confide_common::api::{RoundStage, RoundTask, TaskResponse};
 use confide_common::dp::PrivacyEvent;
 use confide_common::secagg::messages::ControlMessage;
-use confide_common::secagg::{
-    KeyDirectory, QuantizationParams, RoutedShares, SecAggClient, UnmaskingRequest,
-};
+use confide_common::secagg::{QuantizationParams, SecAggClient};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::data::{DataError, Dataset};
-use crate::train::train_round;
 use config::AgentConfig;
 use dataset::Statistics;
-use ledger::{Budget, Charge, ChargeKey, LedgerError, LocalLedger};
-use round_plan::decode_model;
+use enrol::enrol;
+use ledger::{LedgerError, LocalLedger};
 pub use round_plan::training_plan;
 use state::{Identity, StateDir, StateError};
+use transport::{Backoff, Outgoing, http_client};
+
 /// Pause before polling again while the current round has nothing for this agent to do.
 const SIT_OUT_PAUSE: Duration = Duration::from_secs(1);
 
@@ -66,49 +69,6 @@ pub enum AgentError {
     Data(#[from] DataError),
     #[error("{0}")]
     Fatal(String),
-}
-
-/// Exponential backoff with jitter: the n-th consecutive failure waits a uniform time in [d/2, d] with
-/// d = min(cap, 250 ms · 2^n).
-#[derive(Debug)]
-struct Backoff {
-    failures: u32,
-    cap: Duration,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let d = Duration::from_millis(250)
-            .saturating_mul(1u32 << self.failures.min(16))
-            .min(self.cap);
-        self.failures = self.failures.saturating_add(1);
-        d.mul_f64(0.5 + 0.5 * rand::random::<f64>())
-    }
-
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
-/// A message computed for the coordinator, kept until it is delivered (re-sent unchanged after transport errors).
-enum Outgoing {
-    Message {
-        round_id: i64,
-        stage: RoundStage,
-        body: Vec<u8>,
-    },
-    Decline {
-        round_id: i64,
-        reason: String,
-    },
-}
-
-impl Outgoing {
-    fn round_id(&self) -> i64 {
-        match self {
-            Self::Message { round_id, .. } | Self::Decline { round_id, .. } => *round_id,
-        }
-    }
 }
 
 /// This agent's part in one round. Dropping it forgets the secure-aggregation secrets.
@@ -151,13 +111,6 @@ pub struct Agent {
     shutdown: CancellationToken,
 }
 
-fn http_client() -> Result<reqwest::Client, AgentError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| AgentError::Fatal(format!("HTTP client: {e}")))
-}
-
 impl Agent {
     /// Opens the state directory, loads the data, and enrols unless an identity is stored. Returns `None` if
     /// shut down while enrolling.
@@ -177,10 +130,7 @@ impl Agent {
         state::restrict_files(state.path())
             .map_err(|e| AgentError::Fatal(format!("state directory permissions: {e}")))?;
         let http = http_client()?;
-        let mut backoff = Backoff {
-            failures: 0,
-            cap: cfg.max_backoff,
-        };
+        let backoff = Backoff::new(cfg.max_backoff);
         let identity = match state.identity()? {
             Some(id) => {
                 if cfg.enrolment_token.is_some() {
@@ -191,7 +141,7 @@ impl Agent {
                 }
                 id
             }
-            None => match enrol(&cfg, &state, http.clone(), &mut backoff, &shutdown).await? {
+            None => match enrol(&cfg, &state, http.clone(), &backoff, &shutdown).await? {
                 Some(id) => id,
                 None => return Ok(None),
             },
@@ -319,80 +269,6 @@ impl Agent {
         }
     }
 
-    /// Transient errors are retried; a rejected credential is fatal; other refusals abandon the current step.
-    fn classify(&mut self, e: ClientError) -> Result<Next, AgentError> {
-        if e.status() == Some(401) {
-            return Err(credential_rejected(&e));
-        }
-        if e.is_transient() {
-            return Ok(Next::Retry(e));
-        }
-        tracing::warn!(error = %e, "request refused; sitting this step out");
-        Ok(Next::Pause)
-    }
-
-    /// Sends an outgoing message. `Ok(None)` when delivered (or when the coordinator already has it / no longer
-    /// wants it); `Ok(Some(..))` to retry after a transient failure.
-    async fn deliver(
-        &mut self,
-        out: Outgoing,
-    ) -> Result<Option<(Outgoing, ClientError)>, AgentError> {
-        let result = match &out {
-            Outgoing::Message {
-                round_id,
-                stage: RoundStage::MaskedInputCollection,
-                body,
-            } => self.client.post_masked_input(*round_id, body.clone()).await,
-            Outgoing::Message {
-                round_id,
-                stage,
-                body,
-            } => {
-                let json = String::from_utf8_lossy(body).into_owned();
-                self.client
-                    .post_control_message(*round_id, *stage, json)
-                    .await
-            }
-            Outgoing::Decline { round_id, reason } => {
-                self.client.decline_round(*round_id, reason).await
-            }
-        };
-        let delivered = match result {
-            Ok(()) => true,
-            Err(e) if e.status() == Some(409) => {
-                // Already stored (an earlier attempt got through) or the stage moved on: nothing to re-send.
-                tracing::info!(round_id = out.round_id(), detail = %e, "coordinator already has this message or moved on");
-                true
-            }
-            Err(e) if e.status() == Some(401) => return Err(credential_rejected(&e)),
-            Err(e) if e.is_transient() => return Ok(Some((out, e))),
-            Err(e) => {
-                tracing::warn!(round_id = out.round_id(), error = %e, "message refused; leaving the round");
-                self.abandon(out.round_id());
-                return Ok(None);
-            }
-        };
-        if delivered {
-            match &out {
-                Outgoing::Message {
-                    round_id, stage, ..
-                } => {
-                    if let Some(s) = self.session.as_mut().filter(|s| s.round_id == *round_id) {
-                        s.answered.insert(*stage);
-                        tracing::info!(round = s.round_number, stage = stage.as_str(), "sent");
-                    }
-                    if *stage == RoundStage::ShareKeys {
-                        debug::crash_point(debug::AFTER_SHARE_KEYS);
-                    }
-                }
-                Outgoing::Decline { round_id, .. } => {
-                    tracing::info!(round_id = *round_id, "declined the round");
-                }
-            }
-        }
-        Ok(None)
-    }
-
     /// Leaves a round: forgets its secrets and sits out the rest of it.
     fn abandon(&mut self, round_id: i64) {
         if let Some(mut s) = self.session.take_if(|s| s.round_id == round_id) {
@@ -458,145 +334,27 @@ impl Agent {
         }
     }
 
-    /// AdvertiseKeys: budget check, model download and check, local training, keys.
-    async fn join(&mut self, task: &RoundTask) -> Result<Next, AgentError> {
-        tracing::info!(
-            round = task.round_number,
-            round_id = task.round_id,
-            "selected for a round"
-        );
-        let (plan, planned) = match training_plan(task) {
-            Ok(p) => p,
-            Err(reason) => return Ok(self.decline(task, reason)),
+    /// The server's broadcast for the task's stage, parsed; or, as `Err`, what the loop does instead: back off after
+    /// a transport error, leave the round after a malformed broadcast.
+    async fn read_broadcast<T: ControlMessage>(
+        &mut self,
+        task: &RoundTask,
+    ) -> Result<Result<T, Next>, AgentError> {
+        let text = match self.client.broadcast(task.round_id, task.stage).await {
+            Ok(t) => t,
+            Err(e) => return self.classify(e).map(Err),
         };
-        let budget = self.cfg.budget;
-        // Everything this dataset ever spent, in every study, plus this round.
-        let epsilon_after = self.ledger.epsilon_with(&planned, budget.delta).await?;
-        if epsilon_after > budget.epsilon {
-            let reason = format!(
-                "local privacy budget: this round would bring the site's ε to {epsilon_after:.4}, over its budget \
-                 {} (δ = {})",
-                budget.epsilon, budget.delta
-            );
-            return Ok(self.decline(task, reason));
-        }
-        tracing::info!(
-            round = task.round_number,
-            epsilon_after,
-            epsilon_budget = budget.epsilon,
-            "local budget allows the round"
-        );
-        if self.statistics == Statistics::OwnRecords {
-            dataset::warn_non_private_statistics();
-        }
-
-        let download = match self
-            .client
-            .download_model(
-                task.model_version,
-                usize::try_from(self.cfg.max_model_bytes).unwrap_or(usize::MAX),
-            )
-            .await
-        {
-            Ok(d) => d,
-            Err(ClientError::TooLarge { limit }) => {
-                return Ok(self.decline(
-                    task,
-                    format!("the model is larger than this agent's limit of {limit} bytes"),
-                ));
-            }
-            Err(e) => return self.classify(e),
-        };
-        let digest = hex::encode(Sha256::digest(&download.bytes));
-        if !digest.eq_ignore_ascii_case(&task.model_sha256) {
-            return Ok(self.decline(
-                task,
-                format!(
-                    "the downloaded model's sha256 {digest} differs from the task's {}",
-                    task.model_sha256
-                ),
-            ));
-        }
-        let (spec, global) = match decode_model(&download.bytes, task) {
-            Ok(m) => m,
-            Err(reason) => return Ok(self.decline(task, reason)),
-        };
-        if spec.input_dim() != self.data.num_features() {
-            return Ok(self.decline(
-                task,
-                format!(
-                    "the model expects {} features, this site's data has {}",
-                    spec.input_dim(),
-                    self.data.num_features()
-                ),
-            ));
-        }
-
-        let started = Instant::now();
-        let data = Arc::clone(&self.data);
-        let g = global.clone();
-        let training = tokio::task::spawn_blocking(move || train_round(&spec, &g, &data, &plan));
-        let trained = tokio::select! {
-            _ = self.shutdown.cancelled() => return Ok(Next::Poll),
-            r = training => r.map_err(|e| AgentError::Fatal(format!("training task failed: {e}")))?,
-        };
-        let local = match trained {
-            Ok(u) => u,
-            Err(e) => return Ok(self.decline(task, format!("local training failed: {e}"))),
-        };
-        if local.events != planned {
-            // train_round runs exactly plan.steps steps; anything else would make the charge wrong.
-            return Err(AgentError::Fatal(format!(
-                "training spent {:?}, the round planned {:?}",
-                local.events, planned
-            )));
-        }
-        tracing::info!(
-            round = task.round_number,
-            steps = local.steps,
-            seconds = started.elapsed().as_secs_f64(),
-            "local DP-SGD done"
-        );
-        let update: Vec<f32> = local
-            .parameters
-            .iter()
-            .zip(&global)
-            .map(|(l, g)| l - g)
-            .collect();
-        saturation::warn_if_saturated(task.round_number, &task.quantisation, &update);
-
-        let mut rng = os_rng()?;
-        let (client, msg) = match SecAggClient::new(
-            task.protocol.clone(),
-            task.participant_index,
-            &mut rng,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(round = task.round_number, error = %e, "unusable secure-aggregation parameters; sitting the round out");
-                self.sitting_out = Some(task.round_id);
-                return Ok(Next::Pause);
-            }
-        };
-        self.session = Some(Session {
-            round_id: task.round_id,
-            round_number: task.round_number,
-            client,
-            quantisation: task.quantisation,
-            update,
-            planned,
-            answered: HashSet::new(),
-        });
-        self.pending = Some(Outgoing::Message {
-            round_id: task.round_id,
-            stage: RoundStage::AdvertiseKeys,
-            body: msg.to_json().into_bytes(),
-        });
-        Ok(Next::Poll)
+        Ok(T::from_json(&text).map_err(|e| self.protocol_error(task, e)))
     }
 
-    async fn broadcast(&self, task: &RoundTask) -> Result<String, ClientError> {
-        self.client.broadcast(task.round_id, task.stage).await
+    /// Queues this agent's message for the task's stage (kept until delivered) and polls on.
+    fn send(&mut self, task: &RoundTask, body: Vec<u8>) -> Next {
+        self.pending = Some(Outgoing::Message {
+            round_id: task.round_id,
+            stage: task.stage,
+            body,
+        });
+        Next::Poll
     }
 
     /// A protocol error in a server broadcast: the round is left (its secrets forgotten).
@@ -605,207 +363,9 @@ impl Agent {
         self.abandon(task.round_id);
         Next::Pause
     }
-
-    async fn share_keys(&mut self, task: &RoundTask) -> Result<Next, AgentError> {
-        let text = match self.broadcast(task).await {
-            Ok(t) => t,
-            Err(e) => return self.classify(e),
-        };
-        let dir = match KeyDirectory::from_json(&text) {
-            Ok(d) => d,
-            Err(e) => return Ok(self.protocol_error(task, e)),
-        };
-        let mut rng = os_rng()?;
-        let Some(session) = self.session.as_mut() else {
-            return Ok(Next::Pause);
-        };
-        let msg = match session.client.handle_key_directory(&dir, &mut rng) {
-            Ok(m) => m,
-            Err(e) => return Ok(self.protocol_error(task, e)),
-        };
-        self.pending = Some(Outgoing::Message {
-            round_id: task.round_id,
-            stage: RoundStage::ShareKeys,
-            body: msg.to_json().into_bytes(),
-        });
-        Ok(Next::Poll)
-    }
-
-    async fn masked_input(&mut self, task: &RoundTask) -> Result<Next, AgentError> {
-        let text = match self.broadcast(task).await {
-            Ok(t) => t,
-            Err(e) => return self.classify(e),
-        };
-        let routed = match RoutedShares::from_json(&text) {
-            Ok(r) => r,
-            Err(e) => return Ok(self.protocol_error(task, e)),
-        };
-        let mut rng = os_rng()?;
-        let Some(session) = self.session.as_mut() else {
-            return Ok(Next::Pause);
-        };
-        // Weight 1 for everyone: the aggregate is the plain (uniform) FedAvg of the updates. A site's record count is
-        // not protected by DP, so it is never sent, not even inside the masked sum.
-        let input = match session.quantisation.quantize(&session.update, 1, &mut rng) {
-            Ok(i) => i,
-            Err(e) => return Ok(self.protocol_error(task, e)),
-        };
-        let masked = match session.client.handle_routed_shares(&routed, &input) {
-            Ok(m) => m,
-            Err(e) => return Ok(self.protocol_error(task, e)),
-        };
-        session.update.clear();
-        let (round_id, round_number) = (session.round_id, session.round_number);
-        let planned = session.planned.clone();
-        // The spend is durable BEFORE the masked input leaves this machine (one transaction, once per round).
-        let budget: Budget = self.cfg.budget;
-        let key = ChargeKey::new(&self.identity, round_id, round_number);
-        match self.ledger.charge(&key, &planned, budget).await? {
-            Charge::Charged { epsilon_after } => {
-                tracing::info!(
-                    round = round_number,
-                    epsilon_after,
-                    "privacy spend recorded in the local ledger"
-                )
-            }
-            Charge::AlreadyCharged { epsilon_after } => {
-                tracing::info!(
-                    round = round_number,
-                    epsilon_after,
-                    "round already charged in the local ledger"
-                )
-            }
-            Charge::OverBudget { epsilon_after } => {
-                return Ok(self.protocol_error(
-                    task,
-                    format!("the local budget no longer allows this round (ε would be {epsilon_after:.4})"),
-                ));
-            }
-        }
-        debug::dump_input(self.state.path(), round_id, &input);
-        self.pending = Some(Outgoing::Message {
-            round_id,
-            stage: RoundStage::MaskedInputCollection,
-            body: masked.encode(),
-        });
-        Ok(Next::Poll)
-    }
-
-    async fn unmask(&mut self, task: &RoundTask) -> Result<Next, AgentError> {
-        let text = match self.broadcast(task).await {
-            Ok(t) => t,
-            Err(e) => return self.classify(e),
-        };
-        let req = match UnmaskingRequest::from_json(&text) {
-            Ok(r) => r,
-            Err(e) => return Ok(self.protocol_error(task, e)),
-        };
-        let Some(session) = self.session.as_mut() else {
-            return Ok(Next::Pause);
-        };
-        let msg = match session.client.handle_unmasking_request(&req) {
-            Ok(m) => m,
-            Err(e) => return Ok(self.protocol_error(task, e)),
-        };
-        debug::crash_point(debug::BEFORE_UNMASKING_RESPONSE);
-        self.pending = Some(Outgoing::Message {
-            round_id: task.round_id,
-            stage: RoundStage::Unmasking,
-            body: msg.to_json().into_bytes(),
-        });
-        Ok(Next::Poll)
-    }
-}
-
-fn credential_rejected(e: &ClientError) -> AgentError {
-    AgentError::Fatal(format!(
-        "the coordinator rejected this agent's credential ({e}); if the study was recreated, move the state \
-         directory's identity.json away and enrol again with a new token"
-    ))
 }
 
 fn os_rng() -> Result<ChaCha20Rng, AgentError> {
     ChaCha20Rng::try_from_rng(&mut rand::rngs::SysRng)
         .map_err(|e| AgentError::Fatal(format!("OS randomness unavailable: {e}")))
-}
-
-/// Enrols with the one-time token and stores the identity. `None` if shut down meanwhile.
-async fn enrol(
-    cfg: &AgentConfig,
-    state: &StateDir,
-    http: reqwest::Client,
-    backoff: &mut Backoff,
-    shutdown: &CancellationToken,
-) -> Result<Option<Identity>, AgentError> {
-    let token = cfg.enrolment_token.as_deref().ok_or_else(|| {
-        AgentError::Fatal(format!(
-            "{} holds no identity yet: enrol with --enrolment-token (or CONFIDE_ENROLMENT_TOKEN)",
-            state.path().display()
-        ))
-    })?;
-    let url = cfg.coordinator_url.as_deref().ok_or_else(|| {
-        AgentError::Fatal("enrolment needs the coordinator URL (--coordinator-url)".into())
-    })?;
-    let name = cfg.name.as_deref().ok_or_else(|| {
-        AgentError::Fatal(
-            "enrolment needs a display name (--name, CONFIDE_PARTICIPANT_NAME or 'name' in the config file)".into(),
-        )
-    })?;
-    let client = CoordinatorClient::with_http(url, "", http);
-    loop {
-        match client.enrol(token, name).await {
-            Ok(r) => {
-                let identity = Identity {
-                    participant_id: r.participant_id,
-                    study_id: r.study_id,
-                    credential: r.credential,
-                    coordinator_url: url.to_string(),
-                    name: name.to_string(),
-                    enrolled_at_ms: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as i64)
-                        .unwrap_or(0),
-                };
-                state.save_identity(&identity)?;
-                tracing::info!(
-                    participant = identity.participant_id,
-                    study = identity.study_id,
-                    "enrolled; identity stored in the state directory"
-                );
-                return Ok(Some(identity));
-            }
-            Err(e) if e.is_transient() => {
-                let wait = backoff.next();
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "enrolment failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            Err(e) => {
-                return Err(AgentError::Fatal(format!(
-                    "enrolment refused: {e} (ask the operator for a new token if this one was used or expired)"
-                )));
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_up_to_the_cap() {
-        let mut b = Backoff {
-            failures: 0,
-            cap: Duration::from_secs(2),
-        };
-        let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
-        assert!(waits[0] >= Duration::from_millis(125) && waits[0] <= Duration::from_millis(250));
-        assert!(waits.iter().all(|w| *w <= Duration::from_secs(2)));
-        assert!(waits[7] >= Duration::from_secs(1));
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(250));
-    }
 }

@@ -5,12 +5,12 @@ use confide_common::dp::PrivacyEvent;
 use confide_common::model::{ModelSpec, decode_safetensors, spec_from_safetensors};
 
 use crate::dpsgd::OptimizerConfig;
-use crate::train::RoundPlan;
+use crate::train::TrainingPlan;
 
 /// The local training of a round, derived from the events the coordinator will charge: exactly one DP-SGD run
 /// whose q and σ are the study's. Anything else is refused (the agent would otherwise spend differently from
 /// what is charged and checked).
-pub fn training_plan(task: &RoundTask) -> Result<(RoundPlan, Vec<PrivacyEvent>), String> {
+pub fn training_plan(task: &RoundTask) -> Result<(TrainingPlan, Vec<PrivacyEvent>), String> {
     let planned: Vec<PrivacyEvent> = task.planned_events.clone();
     let [event] = planned.as_slice() else {
         return Err(format!(
@@ -52,7 +52,7 @@ pub fn training_plan(task: &RoundTask) -> Result<(RoundPlan, Vec<PrivacyEvent>),
     };
     optimizer.validate()?;
     Ok((
-        RoundPlan {
+        TrainingPlan {
             sampling_rate,
             clip_norm: task.dp.clip_norm,
             noise_multiplier,
@@ -90,7 +90,7 @@ pub(crate) fn decode_model(
 mod tests {
     use super::*;
     use confide_common::api::{
-        DpParams, GraphParams, LocalTraining, QuantisationParams, RoundStage,
+        DpParams, GraphParams, LocalTraining, QuantisationConfig, RoundStage, SecAggConfig,
     };
     use confide_common::model::encode_safetensors;
     use confide_common::secagg::{GraphKind, QuantizationParams, SecAggParams};
@@ -112,10 +112,10 @@ mod tests {
                 expected_batch_size: 10.0,
             },
             local_training: LocalTraining::default(),
-            secagg: confide_common::api::SecAggParams {
+            secagg: SecAggConfig {
                 threshold: None,
                 graph: GraphParams::Complete,
-                quantisation: QuantisationParams {
+                quantisation: QuantisationConfig {
                     clip_range: Some(1.0),
                     bits: 32,
                     max_weight: 10,

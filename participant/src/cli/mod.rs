@@ -1,14 +1,16 @@
-//! The `confide-participant` commands that need more than a few lines: `train` and `budget`.
+//! The `confide-participant` commands that need more than a few lines (`train`, `budget`), and the binary's
+//! process-wide start-up setting ([`memory`]).
 
 pub mod budget;
+pub mod memory;
 pub mod train;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use confide_common::model::ModelSpec;
-use confide_participant::data::CsvOptions;
+use confide_participant::data::{CsvOptions, Dataset, read_csv};
 
 /// The CSV columns every data command reads.
 #[derive(Args)]
@@ -25,6 +27,21 @@ pub struct CsvArgs {
 }
 
 impl CsvArgs {
+    /// Reads the records for `spec` (the model in file `model`): labels in its classes, exactly its input width.
+    pub fn read_for(&self, spec: &ModelSpec, model: &Path) -> Result<Dataset> {
+        let data = read_csv(&self.data, &self.options(spec.num_classes()))?;
+        if data.num_features() != spec.input_dim() {
+            bail!(
+                "{}: {} feature columns selected, the model {} expects {}",
+                self.data.display(),
+                data.num_features(),
+                model.display(),
+                spec.input_dim()
+            );
+        }
+        Ok(data)
+    }
+
     pub fn options(&self, num_classes: usize) -> CsvOptions {
         CsvOptions {
             label: self.label.clone(),
@@ -41,9 +58,5 @@ pub fn read_spec(path: &Path) -> Result<ModelSpec> {
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    confide_runtime::tokio_runtime().context("starting the async runtime")
 }

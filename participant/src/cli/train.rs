@@ -223,16 +223,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     }
     let initial = initial_weights(&spec, args.initial_model.as_deref(), args.seed)?;
     let csv_options = args.csv.options(spec.num_classes());
-    let data = read_csv(&args.csv.data, &csv_options)?;
-    if data.num_features() != spec.input_dim() {
-        bail!(
-            "{}: {} feature columns selected, the model {} expects {}",
-            args.csv.data.display(),
-            data.num_features(),
-            args.model.display(),
-            spec.input_dim()
-        );
-    }
+    let data = args.csv.read_for(&spec, &args.model)?;
     let (mut train_set, mut test_set) = match &args.test_data {
         Some(path) => {
             let test = read_csv(path, &csv_options)?;

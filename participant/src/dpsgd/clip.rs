@@ -20,7 +20,7 @@
 //! Measured costs that shaped this (2 cores): torch's CPU `im2col` runs one parallel region per
 //! example, so patches come from one identity-kernel convolution (single-channel input) or one
 //! strided copy of the channels-last input; the Gram matrices of the first digits-CNN layer are
-//! 4 MB per batch, which is why training keeps freed memory for reuse ([`crate::memory`]).
+//! 4 MB per batch, which is why the `confide-participant` binary keeps freed memory for reuse (its `cli/memory.rs`).
 
 use confide_common::model::{Layer, ParameterInfo};
 use tch::{Kind, Tensor};

@@ -24,7 +24,7 @@ use super::publication::{Completed, publish};
 use super::{RoundError, RoundPlan, abort, deadline_secs};
 use crate::service::Coordinator;
 use crate::service::studies;
-use crate::store::{StageTransition, StoreError, now_ms};
+use crate::store::{StageBoundary, StoreError, now_ms};
 
 /// How often a driver looks for new messages when not woken.
 const TICK: Duration = Duration::from_millis(200);
@@ -183,7 +183,7 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
     }
     let study = studies::load(ctx, round.study_id).await?;
     let plan = RoundPlan::parse(&round)?;
-    let mut stage = round.current_stage()?;
+    let mut stage = round.stage;
     let snapshot = ctx.store.server_snapshot(round_id).await?;
     let mut server = match rebuild(snapshot.as_deref(), &plan, stage) {
         Ok(s) => s,
@@ -293,7 +293,7 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
                     let next = api_stage(server.stage());
                     let broadcasts = collect_broadcasts(&server, next, &plan)?;
                     let next_deadline = now_ms() + 1000 * deadline_secs(&study, next) as i64;
-                    let t = StageTransition {
+                    let t = StageBoundary {
                         round_id,
                         from_stage: stage,
                         to_stage: next,

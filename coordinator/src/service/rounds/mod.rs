@@ -12,7 +12,8 @@ pub use participation::{DECLINED_PREFIX, MAX_DECLINE_REASON};
 use std::collections::BTreeSet;
 
 use confide_common::api::{
-    ExcludedParticipant, GraphParams, RoundInfo, RoundStage, StageSet, StartRoundRequest,
+    ExcludedParticipant, GraphParams, MemberSet, RoundInfo, RoundOutcome, RoundStage, StageSet,
+    StartRoundRequest,
 };
 use confide_common::dp::PrivacyEvent;
 use confide_common::plan;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::Coordinator;
 use super::privacy::{self, PrivacyError};
 use super::studies::{self, Study, StudyError};
-use crate::store::{MemberSet, NewRound, RoundRow, StoreError, now_ms};
+use crate::store::{NewRound, RoundRow, StoreError, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoundError {
@@ -267,10 +268,10 @@ pub async fn info(ctx: &Coordinator, round: &RoundRow) -> Result<RoundInfo, Roun
     let plan = RoundPlan::parse(round)?;
     let mut sets: Vec<StageSet> = Vec::new();
     for (set, participant) in ctx.store.round_members(round.id).await? {
-        match sets.iter_mut().find(|s| s.stage == set.as_str()) {
+        match sets.iter_mut().find(|s| s.stage == set) {
             Some(s) => s.participants.push(participant),
             None => sets.push(StageSet {
-                stage: set.as_str().to_string(),
+                stage: set,
                 participants: vec![participant],
             }),
         }
@@ -286,8 +287,8 @@ pub async fn info(ctx: &Coordinator, round: &RoundRow) -> Result<RoundInfo, Roun
         id: round.id,
         study_id: round.study_id,
         round_number: round.round_number,
-        stage: round.current_stage()?,
-        outcome: round.outcome.clone(),
+        stage: round.stage,
+        outcome: round.outcome,
         reason: round.reason.clone(),
         base_version: round.base_version,
         started_at_ms: round.started_at,
@@ -323,9 +324,7 @@ pub async fn abort(ctx: &Coordinator, round: &RoundRow, reason: &str) -> Result<
             "round aborted"
         );
         ctx.metrics
-            .rounds_total
-            .with_label_values(&[round.study_id.to_string().as_str(), "aborted"])
-            .inc();
+            .rounds_finished(round.study_id, RoundOutcome::Aborted, 1);
         ctx.notify_changed();
     }
     Ok(done)

@@ -4,14 +4,14 @@
 
 use std::collections::BTreeSet;
 
-use confide_common::api::{RoundStage, RoundTask, TaskResponse};
+use confide_common::api::{MemberSet, RoundStage, RoundTask, TaskResponse};
 use confide_common::secagg::messages::{ControlMessage, MASKED_INPUT_HEADER_LEN};
 use confide_common::secagg::{AdvertiseKeys, MaskedInput, ShareKeys, UnmaskingResponse};
 
 use super::{RoundError, RoundPlan};
 use crate::service::Coordinator;
 use crate::service::studies;
-use crate::store::{MemberSet, ParticipantRow, RoundRow, StoreError};
+use crate::store::{ParticipantRow, RoundRow, StoreError};
 
 /// Prefix of a declined participant's reason in `RoundInfo::excluded`.
 pub const DECLINED_PREFIX: &str = "declined: ";
@@ -48,7 +48,7 @@ pub async fn task_for(ctx: &Coordinator, p: &ParticipantRow) -> Result<TaskRespo
         let Some(round) = rounds.into_iter().find(|r| r.outcome.is_none()) else {
             return Ok(TaskResponse::Idle);
         };
-        let stage = round.current_stage()?;
+        let stage = round.stage;
         let plan = RoundPlan::parse(&round)?;
         let Some(index) = plan.index_of(p.id) else {
             return Ok(TaskResponse::Idle);

@@ -3,7 +3,7 @@
 //! the aggregate ([`privacy::publish_with_charges`]) — or the round is aborted with the reason, publishing and
 //! charging nothing.
 
-use confide_common::api::RoundStage;
+use confide_common::api::{RoundOutcome, RoundStage};
 use confide_common::model::{decode_safetensors, encode_safetensors};
 
 use super::{RoundError, RoundPlan};
@@ -109,9 +109,7 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
                 "round completed"
             );
             ctx.metrics
-                .rounds_total
-                .with_label_values(&[round.study_id.to_string().as_str(), "completed"])
-                .inc();
+                .rounds_finished(round.study_id, RoundOutcome::Completed, 1);
             privacy::refresh_gauges(ctx, round.study_id, &study.config.budget).await;
             ctx.notify_changed();
             Ok(())

@@ -11,7 +11,7 @@ pub use rules::{
 use confide_common::api::{
     CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolRequest, EnrolResponse,
     EnrolmentTokenResponse, ModelVersionInfo, ParticipantInfo, ParticipantPrivacy, PrivacyReport,
-    StudyInfo,
+    RoundOutcome, StudyInfo,
 };
 use confide_common::dp::AccountantKind;
 
@@ -61,7 +61,7 @@ pub async fn info(ctx: &Coordinator, row: &StudyRow) -> Result<StudyInfo, StudyE
         latest_model_version: latest.version,
         rounds_completed: rounds
             .iter()
-            .filter(|r| r.outcome.as_deref() == Some("completed"))
+            .filter(|r| r.outcome == Some(RoundOutcome::Completed))
             .count() as i64,
         active_round: rounds.iter().find(|r| r.outcome.is_none()).map(|r| r.id),
         warnings,

@@ -74,7 +74,7 @@ pub struct Budget {
 
 /// What a charge did.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Charge {
+pub enum ChargeOutcome {
     /// Recorded now; ε of the dataset after it.
     Charged { epsilon_after: f64 },
     /// This round was charged before (a retry); nothing new was written.
@@ -126,12 +126,7 @@ pub struct LocalLedger {
     dataset: String,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use confide_runtime::now_ms;
 
 /// The events of stored charges (one JSON array per row).
 fn decode_events(
@@ -297,7 +292,7 @@ impl LocalLedger {
         key: &ChargeKey,
         events: &[PrivacyEvent],
         budget: Budget,
-    ) -> Result<Charge, LedgerError> {
+    ) -> Result<ChargeOutcome, LedgerError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let earlier = sqlx::query(
             "SELECT epsilon_after FROM charges WHERE dataset_id = $1 AND coordinator_url = $2 AND participant_id = $3
@@ -312,7 +307,7 @@ impl LocalLedger {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = earlier {
-            return Ok(Charge::AlreadyCharged {
+            return Ok(ChargeOutcome::AlreadyCharged {
                 epsilon_after: row.try_get("epsilon_after")?,
             });
         }
@@ -320,7 +315,7 @@ impl LocalLedger {
         all.extend_from_slice(events);
         let epsilon_after = epsilon(&all, budget.delta, AccountantKind::Pld)?;
         if epsilon_after > budget.epsilon {
-            return Ok(Charge::OverBudget { epsilon_after });
+            return Ok(ChargeOutcome::OverBudget { epsilon_after });
         }
         let json = serde_json::to_string(events).map_err(|e| LedgerError::Corrupt {
             dataset: self.dataset.clone(),
@@ -344,7 +339,7 @@ impl LocalLedger {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Charge::Charged { epsilon_after })
+        Ok(ChargeOutcome::Charged { epsilon_after })
     }
 
     /// Spend per dataset and per study of the whole file.

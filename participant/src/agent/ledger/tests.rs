@@ -48,7 +48,7 @@ async fn charges_once_per_round_and_refuses_over_budget() {
             .charge(&key(7, 1), &[event(10)], budget)
             .await
             .unwrap(),
-        Charge::Charged { epsilon_after: one }
+        ChargeOutcome::Charged { epsilon_after: one }
     );
     // A retry of the same round does not charge again.
     assert_eq!(
@@ -56,7 +56,7 @@ async fn charges_once_per_round_and_refuses_over_budget() {
             .charge(&key(7, 1), &[event(10)], budget)
             .await
             .unwrap(),
-        Charge::AlreadyCharged { epsilon_after: one }
+        ChargeOutcome::AlreadyCharged { epsilon_after: one }
     );
     assert_eq!(ledger.epsilon_with(&[event(10)], 1e-5).await.unwrap(), two);
     assert_eq!(
@@ -64,7 +64,7 @@ async fn charges_once_per_round_and_refuses_over_budget() {
             .charge(&key(7, 2), &[event(10)], budget)
             .await
             .unwrap(),
-        Charge::OverBudget { epsilon_after: two }
+        ChargeOutcome::OverBudget { epsilon_after: two }
     );
     let summary = ledger.summary().await.unwrap();
     assert_eq!(summary.datasets.len(), 1);
@@ -98,7 +98,7 @@ async fn every_study_and_enrolment_spends_the_one_dataset_budget() {
             .charge(&key(1, 1), &[event(10)], budget)
             .await
             .unwrap(),
-        Charge::Charged { .. }
+        ChargeOutcome::Charged { .. }
     ));
     // Another study on the same data starts from what study 1 spent.
     let two = eps(&[event(10), event(10)]);
@@ -108,7 +108,7 @@ async fn every_study_and_enrolment_spends_the_one_dataset_budget() {
             .charge(&key(2, 1), &[event(10)], budget)
             .await
             .unwrap(),
-        Charge::OverBudget { epsilon_after: two }
+        ChargeOutcome::OverBudget { epsilon_after: two }
     );
     // A re-enrolment in a recreated study (same study and round ids, new enrolment) is not a retry.
     let reenrolled = ChargeKey {
@@ -120,7 +120,7 @@ async fn every_study_and_enrolment_spends_the_one_dataset_budget() {
             .charge(&reenrolled, &[event(10)], budget)
             .await
             .unwrap(),
-        Charge::OverBudget { epsilon_after: two }
+        ChargeOutcome::OverBudget { epsilon_after: two }
     );
     // Another dataset in the same file has its own budget.
     let other = LocalLedger::open(&dir.path().join(LEDGER_FILE), "other")
@@ -132,7 +132,7 @@ async fn every_study_and_enrolment_spends_the_one_dataset_budget() {
             .charge(&key(2, 1), &[event(10)], budget)
             .await
             .unwrap(),
-        Charge::Charged { .. }
+        ChargeOutcome::Charged { .. }
     ));
     let summary = ledger.summary().await.unwrap();
     let ids: Vec<&str> = summary
@@ -247,12 +247,12 @@ async fn agents_sharing_a_ledger_file_are_serialised() {
     let outcomes = [ra.unwrap(), rb.unwrap()];
     let charged = outcomes
         .iter()
-        .filter(|c| matches!(c, Charge::Charged { .. }))
+        .filter(|c| matches!(c, ChargeOutcome::Charged { .. }))
         .count();
     assert_eq!(charged, 1, "{outcomes:?}");
     assert!(
         outcomes
             .iter()
-            .any(|c| matches!(c, Charge::OverBudget { .. }))
+            .any(|c| matches!(c, ChargeOutcome::OverBudget { .. }))
     );
 }

@@ -1,0 +1,64 @@
+//! MaskedInputCollection: quantise Δ with weight 1, mask it with the routed shares, charge the local ledger durably,
+//! and only then send the masked input.
+
+use confide_common::api::RoundTask;
+use confide_common::secagg::RoutedShares;
+
+use crate::agent::ledger::{Budget, ChargeKey, ChargeOutcome};
+use crate::agent::{Agent, AgentError, Next, debug, os_rng};
+
+impl Agent {
+    pub(in crate::agent) async fn masked_input(
+        &mut self,
+        task: &RoundTask,
+    ) -> Result<Next, AgentError> {
+        let routed: RoutedShares = match self.read_broadcast(task).await? {
+            Ok(r) => r,
+            Err(next) => return Ok(next),
+        };
+        let mut rng = os_rng()?;
+        let Some(session) = self.session.as_mut() else {
+            return Ok(Next::Pause);
+        };
+        // Weight 1 for everyone: the aggregate is the plain (uniform) FedAvg of the updates. A site's record count is
+        // not protected by DP, so it is never sent, not even inside the masked sum.
+        let input = match session.quantisation.quantize(&session.update, 1, &mut rng) {
+            Ok(i) => i,
+            Err(e) => return Ok(self.protocol_error(task, e)),
+        };
+        let masked = match session.client.handle_routed_shares(&routed, &input) {
+            Ok(m) => m,
+            Err(e) => return Ok(self.protocol_error(task, e)),
+        };
+        session.update.clear();
+        let (round_id, round_number) = (session.round_id, session.round_number);
+        let planned = session.planned.clone();
+        // The spend is durable BEFORE the masked input leaves this machine (one transaction, once per round).
+        let budget: Budget = self.cfg.budget;
+        let key = ChargeKey::new(&self.identity, round_id, round_number);
+        match self.ledger.charge(&key, &planned, budget).await? {
+            ChargeOutcome::Charged { epsilon_after } => {
+                tracing::info!(
+                    round = round_number,
+                    epsilon_after,
+                    "privacy spend recorded in the local ledger"
+                )
+            }
+            ChargeOutcome::AlreadyCharged { epsilon_after } => {
+                tracing::info!(
+                    round = round_number,
+                    epsilon_after,
+                    "round already charged in the local ledger"
+                )
+            }
+            ChargeOutcome::OverBudget { epsilon_after } => {
+                return Ok(self.protocol_error(
+                    task,
+                    format!("the local budget no longer allows this round (ε would be {epsilon_after:.4})"),
+                ));
+            }
+        }
+        debug::dump_input(self.state.path(), round_id, &input);
+        Ok(self.send(task, masked.encode()))
+    }
+}

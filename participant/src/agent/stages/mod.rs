@@ -1,0 +1,7 @@
+//! One file per round stage, each an `impl Agent` block with the stage's handler; [`super::Agent::handle`] picks the
+//! handler for the task's stage.
+
+mod advertise;
+mod masked_input;
+mod share_keys;
+mod unmasking;

@@ -1,0 +1,323 @@
+//! `confide demo`: the whole system on one machine. A coordinator on an embedded SQLite file and a loopback port,
+//! N participant agents as separate processes talking real HTTP, the bundled dataset split non-IID across them with
+//! a held-out test set, R secure-aggregation rounds of DP-SGD, and the non-private centralised baseline beside it.
+//!
+//! The demo plays the operator (it creates the study, hands out enrolment tokens, starts rounds) and an evaluator
+//! holding the public test set. It never sees a hospital's update: it scores the published global models only.
+//!
+//! One file per job: [`presets`] (datasets, the study, σ calibration), [`data`] (CSV, the non-IID split),
+//! [`processes`] (binaries, children, one-shot commands), [`report`] (progress, table, JSON); this file runs the
+//! demo from start to end.
+
+mod data;
+mod presets;
+mod processes;
+mod report;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+use confide_client::CoordinatorClient;
+use confide_common::api::{CreateEnrolmentTokenRequest, RoundOutcome, StartRoundRequest};
+
+use data::{Table, data_dir, split_non_iid};
+pub use presets::DemoDataset;
+use presets::{StudyShape, calibrate_sigma, preset, study_request};
+use processes::{Children, Tools, check_children, default_bin_dir, find_binary, start_coordinator};
+use report::{DemoSummary, Report, RoundResult, stage_message, stage_position};
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Number of hospitals (participant agents); at least 3, the fewest inputs a round may publish.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(3..=32))]
+    participants: u32,
+    /// Federated rounds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=200))]
+    rounds: u32,
+    #[arg(long, value_enum, default_value_t = DemoDataset::BreastCancer)]
+    dataset: DemoDataset,
+    /// Privacy budget ε of every hospital over the whole study (the noise is calibrated to it, PLD accountant).
+    /// Default: 1 for breast-cancer, 3 for digits.
+    #[arg(long)]
+    target_epsilon: Option<f64>,
+    /// δ of every hospital's (ε, δ) guarantee.
+    #[arg(long, default_value_t = 1e-5)]
+    delta: f64,
+    /// Dirichlet concentration of the label skew across hospitals (smaller = more non-IID).
+    #[arg(long, default_value_t = 1.0)]
+    dirichlet_alpha: f64,
+    /// Seed of the data split and the initial weights (noise is always seeded by the OS).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where the coordinator database, the hospitals' data slices, state and logs go (default: a fresh temporary
+    /// directory, removed at the end unless --keep).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Keep the work directory (logs, database, models) after the demo.
+    #[arg(long)]
+    keep: bool,
+    /// Folder with `confide-coordinator` and `confide-participant` (default: beside this executable).
+    #[arg(long, env = "CONFIDE_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Folder with the bundled datasets (default: the source tree's `data/`, then `./data`).
+    #[arg(long, env = "CONFIDE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Use this running coordinator instead of starting one (e.g. to feed a Prometheus/Grafana stack).
+    #[arg(long, env = "COORDINATOR_URL", requires = "operator_token")]
+    coordinator_url: Option<String>,
+    /// Operator token for --coordinator-url (`confide-coordinator token create`).
+    #[arg(long, env = "CONFIDE_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+    /// Print one JSON object at the end instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    let runtime = confide_runtime::tokio_runtime().context("starting the async runtime")?;
+    runtime.block_on(demo(args))
+}
+
+/// The work directory: `--work-dir`, or a fresh temporary one (removed at the end unless `--keep`). The guard it
+/// returns keeps a temporary directory alive.
+fn work_dir(args: &DemoArgs) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    if let Some(d) = &args.work_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        return Ok((d.clone(), None));
+    }
+    let temp = tempfile::Builder::new()
+        .prefix("confide-demo-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    Ok(if args.keep {
+        (temp.keep(), None)
+    } else {
+        (temp.path().to_path_buf(), Some(temp))
+    })
+}
+
+async fn demo(args: DemoArgs) -> Result<()> {
+    let p = preset(args.dataset);
+    let target_epsilon = args.target_epsilon.unwrap_or(p.default_epsilon);
+    ensure!(
+        target_epsilon.is_finite() && target_epsilon > 0.0,
+        "--target-epsilon must be > 0"
+    );
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => default_bin_dir()?,
+    };
+    let tools = Tools {
+        coordinator: find_binary(&bin_dir, "confide-coordinator")?,
+        participant: find_binary(&bin_dir, "confide-participant")?,
+    };
+    let (work, _temp) = work_dir(&args)?;
+    let kept = args.keep || args.work_dir.is_some();
+    let report = Report { json: args.json };
+
+    // ---- data: held-out test set, non-IID hospital slices, shared standardisation ----
+    let data_path = data_dir(args.data_dir.clone())?.join(p.file);
+    let table = Table::read(&data_path, p.label)?;
+    let n = args.participants as usize;
+    let (test_idx, slices) = split_non_iid(&table.labels, n, args.dirichlet_alpha, 0.2, args.seed)?;
+    let test_csv = work.join("test.csv");
+    table.write(&test_csv, &test_idx)?;
+    let pooled: Vec<usize> = slices.iter().flatten().copied().collect();
+    let pooled_csv = work.join("pooled-train.csv");
+    table.write(&pooled_csv, &pooled)?;
+    for (h, idx) in slices.iter().enumerate() {
+        table.write(&work.join(format!("hospital-{}.csv", h + 1)), idx)?;
+    }
+    // Standardisation fixed in advance and shared by every hospital (a federated model needs one input scale).
+    // It comes from the evaluator's public held-out set, not from any hospital's records.
+    let stats_path = work.join("standardization.json");
+    tools.write_stats(&test_csv, p.label, &stats_path)?;
+    let model_path = work.join("model.json");
+    std::fs::write(&model_path, p.model_spec).context("writing the model spec")?;
+
+    let steps_per_round = p.steps_per_round();
+    let slice_len = slices.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let sigma = calibrate_sigma(
+        target_epsilon,
+        args.delta,
+        p.sampling_rate,
+        steps_per_round,
+        args.rounds,
+    )?;
+    report.say(format!(
+        "Confide demo: {} hospitals ({} records each, label skew Dirichlet({})), {} held-out test records, {} rounds",
+        n,
+        slices
+            .iter()
+            .map(|s| s.len().to_string())
+            .collect::<Vec<_>>()
+            .join("/"),
+        args.dirichlet_alpha,
+        test_idx.len(),
+        args.rounds
+    ));
+    report.say(format!(
+        "DP-SGD per hospital: q = {}, {} steps per round, clip C = {}, σ = {sigma:.3} → ε ≤ {target_epsilon} at δ = {} \
+         over the study (PLD); secure aggregation over all hospitals",
+        p.sampling_rate, steps_per_round, p.clip_norm, args.delta
+    ));
+    report.say(format!("work directory: {}", work.display()));
+
+    // ---- the centralised, non-private baseline (what the hospitals could reach by pooling their records) ----
+    let baseline = tools.baseline_accuracy(
+        &pooled_csv,
+        &test_csv,
+        &model_path,
+        &p,
+        &stats_path,
+        args.seed,
+    )?;
+
+    // ---- coordinator ----
+    let mut children = Children::new();
+    let (url, operator_token) = match (&args.coordinator_url, &args.operator_token) {
+        (Some(url), Some(token)) => (url.trim_end_matches('/').to_string(), token.clone()),
+        _ => start_coordinator(&tools, &work, &mut children)?,
+    };
+    let op = CoordinatorClient::new(&url, &operator_token);
+
+    // ---- study ----
+    let shape = StudyShape {
+        name: format!(
+            "demo-{}-{}",
+            args.dataset.name(),
+            confide_runtime::now_ms() / 1000
+        ),
+        seed: args.seed,
+        noise_multiplier: sigma,
+        expected_batch_size: (p.sampling_rate * slice_len as f64).max(1.0),
+        target_epsilon,
+        delta: args.delta,
+        rounds: args.rounds,
+        hospitals: args.participants,
+    };
+    let study = op
+        .create_study(&study_request(&p, &shape)?)
+        .await
+        .context("creating the study")?;
+
+    // ---- hospitals ----
+    for h in 1..=n {
+        let name = format!("hospital-{h}");
+        let token = op
+            .create_enrolment_token(
+                study.id,
+                &CreateEnrolmentTokenRequest {
+                    label: name.clone(),
+                    expires_in_secs: Some(3600),
+                },
+            )
+            .await
+            .context("creating an enrolment token")?;
+        let agent = processes::Agent {
+            coordinator_url: &url,
+            // The hospital's records: its privacy budget belongs to them, whatever study they serve.
+            dataset_id: format!("{name}-{}", args.dataset.name()),
+            name: &name,
+            label: p.label,
+            stats: &stats_path,
+            epsilon: target_epsilon,
+            delta: args.delta,
+            enrolment_token: &token.token,
+        };
+        let child = tools.spawn_agent(&agent, &work)?;
+        children.push(name, child);
+    }
+    let enrol_deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let enrolled = op.list_participants(study.id).await?.len();
+        if enrolled >= n {
+            break;
+        }
+        check_children(&mut children, &work)?;
+        ensure!(
+            Instant::now() < enrol_deadline,
+            "only {enrolled} of {n} agents enrolled within 60 s (see the hospital-*.log files in {})",
+            work.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // ---- rounds ----
+    let mut results = Vec::new();
+    let mut last_accuracy = None;
+    report.table_header();
+    for r in 1..=args.rounds {
+        let started = Instant::now();
+        let bar = report.round_bar(r);
+        let round = op
+            .start_round(study.id, &StartRoundRequest::default())
+            .await
+            .with_context(|| format!("starting round {r}"))?;
+        let (finished, outcome) = loop {
+            let info = op.get_round(round.id).await?;
+            bar.set_position(stage_position(&info));
+            bar.set_message(stage_message(&info));
+            if let Some(outcome) = info.outcome {
+                break (info, outcome);
+            }
+            check_children(&mut children, &work)?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        bar.finish_and_clear();
+        let privacy = op.privacy_report(study.id).await?;
+        let mut row = RoundResult::new(r, &finished, outcome);
+        row.epsilon_max = privacy
+            .participants
+            .iter()
+            .map(|x| x.epsilon_spent)
+            .fold(0.0, f64::max);
+        if outcome == RoundOutcome::Completed {
+            let versions = op.list_model_versions(study.id).await?;
+            let latest = versions
+                .iter()
+                .filter(|v| v.round_id == Some(finished.id))
+                .map(|v| v.version)
+                .max()
+                .context("a completed round published no model version")?;
+            let download = op.download_model_version(study.id, latest).await?;
+            let path = work.join(format!("model-v{latest}.safetensors"));
+            std::fs::write(&path, &download.bytes)?;
+            let acc = tools.evaluate(&path, &test_csv, p.label, &stats_path)?;
+            last_accuracy = Some(acc);
+            row.test_accuracy = Some(acc);
+        }
+        row.seconds = started.elapsed().as_secs_f64();
+        report.round_line(&row);
+        results.push(row);
+    }
+    children.stop_all();
+
+    let completed = results
+        .iter()
+        .filter(|r| r.outcome == RoundOutcome::Completed)
+        .count() as u32;
+    let summary = DemoSummary {
+        dataset: args.dataset.name(),
+        participants: args.participants,
+        rounds_requested: args.rounds,
+        rounds_completed: completed,
+        test_accuracy: last_accuracy,
+        baseline_accuracy: baseline,
+        epsilon_max: results.iter().map(|r| r.epsilon_max).fold(0.0, f64::max),
+        epsilon_target: target_epsilon,
+        delta: args.delta,
+        noise_multiplier: sigma,
+        records_per_hospital: slices.iter().map(Vec::len).collect(),
+        test_records: test_idx.len(),
+        rounds: results,
+        work_dir: kept.then(|| work.display().to_string()),
+    };
+    report.finish(&summary)?;
+    if completed == 0 {
+        bail!("no round completed (see the logs in {})", work.display());
+    }
+    Ok(())
+}
