@@ -39,6 +39,7 @@ pub type AppState = Coordinator;
         operator::get_study,
         operator::create_enrolment_token,
         operator::list_participants,
+        operator::disable_participant,
         operator::start_round,
         operator::list_rounds,
         operator::get_round,
@@ -148,6 +149,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/studies/{study_id}/participants",
             get(operator::list_participants),
+        )
+        .route(
+            "/v1/studies/{study_id}/participants/{participant_id}/disable",
+            post(operator::disable_participant),
         )
         .route(
             "/v1/studies/{study_id}/rounds",

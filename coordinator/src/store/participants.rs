@@ -1,4 +1,5 @@
-//! Participants: enrolment (spending a one-time token) and credential lookup.
+//! Participants: enrolment (spending a one-time token, registering the identity key), credential lookup, and the
+//! operator disabling one.
 
 use super::{Store, StoreError, StoreResult, map_unique, new_secret, now_ms, sha256_hex};
 
@@ -8,11 +9,24 @@ pub struct ParticipantRow {
     pub study_id: i64,
     pub name: String,
     pub enrolled_at: i64,
+    /// The Ed25519 identity public key registered at enrolment (32 bytes), if any.
+    pub identity_key: Option<Vec<u8>>,
+    /// When the operator disabled it (no longer selected for rounds).
+    pub disabled_at: Option<i64>,
 }
 
+/// The columns of a [`ParticipantRow`].
+const COLUMNS: &str = "id, study_id, name, enrolled_at, identity_key, disabled_at";
+
 impl Store {
-    /// Spends an enrolment token and creates the participant with a new credential, in one transaction.
-    pub async fn enrol(&self, token: &str, name: &str) -> StoreResult<(ParticipantRow, String)> {
+    /// Spends an enrolment token and creates the participant with a new credential and its identity key (unique in
+    /// the study), in one transaction.
+    pub async fn enrol(
+        &self,
+        token: &str,
+        name: &str,
+        identity_key: Option<&[u8]>,
+    ) -> StoreResult<(ParticipantRow, String)> {
         let now = now_ms();
         let credential = new_secret();
         let (token_hash, credential_hash) = (
@@ -34,17 +48,33 @@ impl Store {
                     .ok_or_else(|| {
                         StoreError::Refused("enrolment token is unknown, expired or already used".into())
                     })?;
+                    if let Some(key) = identity_key {
+                        let taken = sqlx::query("SELECT 1 AS one FROM participants WHERE study_id = $1 AND identity_key = $2")
+                            .bind(study_id)
+                            .bind(key)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                        if taken.is_some() {
+                            return Err(StoreError::Conflict(
+                                "this identity key is already registered by another participant of the study; each \
+                                 site needs its own (a fresh state directory makes one)"
+                                    .into(),
+                            ));
+                        }
+                    }
                     let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO participants (study_id, name, credential_hash, enrolled_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                        "INSERT INTO participants (study_id, name, credential_hash, enrolled_at, identity_key)
+                         VALUES ($1, $2, $3, $4, $5) RETURNING id",
                     )
                     .bind(study_id)
                     .bind(name)
                     .bind(credential_hash)
                     .bind(now)
+                    .bind(identity_key)
                     .fetch_one(&mut **tx)
                     .await
                     .map_err(|e| {
-                        map_unique(e, &format!("a participant named {name:?} is already enrolled in this study"))
+                        map_unique(e, &format!("a participant named {name:?} (or with this identity key) is already enrolled in this study"))
                     })?;
                     sqlx::query("UPDATE enrolment_tokens SET participant_id = $1 WHERE id = $2")
                         .bind(id)
@@ -61,6 +91,8 @@ impl Store {
                 study_id,
                 name: name.to_string(),
                 enrolled_at: now,
+                identity_key: identity_key.map(<[u8]>::to_vec),
+                disabled_at: None,
             },
             credential,
         ))
@@ -70,20 +102,52 @@ impl Store {
         &self,
         credential: &str,
     ) -> StoreResult<Option<ParticipantRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, study_id, name, enrolled_at FROM participants WHERE credential_hash = $1",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM participants WHERE credential_hash = $1"
+        )))
         .bind(sha256_hex(credential.as_bytes()))
         .fetch_optional(&self.pool)
         .await?)
     }
 
     pub async fn list_participants(&self, study_id: i64) -> StoreResult<Vec<ParticipantRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, study_id, name, enrolled_at FROM participants WHERE study_id = $1 ORDER BY id",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM participants WHERE study_id = $1 ORDER BY id"
+        )))
         .bind(study_id)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Disables a participant of a study: it is no longer selected for rounds (its ledger stays). Disabling twice
+    /// keeps the first time. `NotFound` if the study has no such participant.
+    pub async fn disable_participant(
+        &self,
+        study_id: i64,
+        participant_id: i64,
+    ) -> StoreResult<ParticipantRow> {
+        let now = now_ms();
+        self.run_tx("disable_participant", |tx| {
+            Box::pin(async move {
+                let res = sqlx::query(
+                    "UPDATE participants SET disabled_at = COALESCE(disabled_at, $3) WHERE id = $1 AND study_id = $2",
+                )
+                .bind(participant_id)
+                .bind(study_id)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                if res.rows_affected() != 1 {
+                    return Err(StoreError::NotFound("participant"));
+                }
+                Ok(sqlx::query_as::<_, ParticipantRow>(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM participants WHERE id = $1"
+                )))
+                .bind(participant_id)
+                .fetch_one(&mut **tx)
+                .await?)
+            })
+        })
+        .await
     }
 }

@@ -35,7 +35,7 @@ impl Store {
             Blob(&'static str),
             Float(&'static str),
         }
-        const TABLES: [(&str, &[Col], &str); 11] = [
+        const TABLES: [(&str, &[Col], &str); 12] = [
             (
                 "operator_tokens",
                 &[
@@ -65,6 +65,8 @@ impl Store {
                     Text("name"),
                     Text("credential_hash"),
                     Int("enrolled_at"),
+                    Blob("identity_key"),
+                    Int("disabled_at"),
                 ],
                 "id",
             ),
@@ -140,6 +142,11 @@ impl Store {
                     Text("reason"),
                     Int("declined_at"),
                 ],
+                "round_id, participant_id",
+            ),
+            (
+                "round_exclusions",
+                &[Int("round_id"), Int("participant_id"), Text("reason")],
                 "round_id, participant_id",
             ),
             (
