@@ -365,10 +365,38 @@ impl CoordinatorClient {
         self.get(&format!("/v1/studies/{study}/privacy")).await
     }
 
+    /// Disables a participant of a study (no longer selected; its ledger stays).
+    pub async fn disable_participant(
+        &self,
+        study: i64,
+        participant: i64,
+    ) -> ClientResult<ParticipantInfo> {
+        let resp = self
+            .http
+            .post(self.url(&format!(
+                "/v1/studies/{study}/participants/{participant}/disable"
+            )))
+            .bearer_auth(&self.token)
+            .timeout(self.timeout)
+            .send()
+            .await?;
+        Ok(check(resp).await?.json().await?)
+    }
+
     // ---- participant ----
 
     /// Enrols with a one-time token (no credential needed); use the returned credential with [`Self::with_token`].
     pub async fn enrol(&self, token: &str, name: &str) -> ClientResult<EnrolResponse> {
+        self.enrol_with_identity(token, name, None).await
+    }
+
+    /// [`Self::enrol`], registering the site's identity public key (needed for malicious-model rounds).
+    pub async fn enrol_with_identity(
+        &self,
+        token: &str,
+        name: &str,
+        identity_key: Option<confide_common::secagg::IdentityPublicKey>,
+    ) -> ClientResult<EnrolResponse> {
         let resp = self
             .http
             .post(self.url("/v1/participant/enrol"))
@@ -376,6 +404,7 @@ impl CoordinatorClient {
             .json(&EnrolRequest {
                 token: token.into(),
                 name: name.into(),
+                identity_key,
             })
             .send()
             .await?;

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dp::{AccountantKind, PrivacyEvent};
+use crate::secagg::{IdentityPublicKey, ThreatModel};
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
@@ -88,11 +89,34 @@ fn default_max_weight() -> u32 {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecAggConfig {
+    /// The coordinator the rounds must withstand: `malicious` (default: signed messages against the participants'
+    /// registered identity keys, verifiable shares, share verification and consistency check; complete graph only)
+    /// or `semi_honest` (the coordinator follows the protocol; four stages, no signatures).
+    #[serde(default = "default_threat_model")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub threat_model: ThreatModel,
+    /// Malicious rounds: the fraction of the selected participants that may collude with the coordinator, in
+    /// [0, 0.5); n_c = ⌈fraction · n⌉ and the threshold is at least ⌊(n + n_c)/2⌋ + 1. (Sparse graphs, semi-honest
+    /// only, carry their own in `graph`.)
+    #[serde(default = "default_corrupt_fraction")]
+    pub corrupt_fraction: f64,
     /// Shamir threshold t; derived from the graph when absent.
     #[serde(default)]
     pub threshold: Option<u32>,
     pub graph: GraphParams,
     pub quantisation: QuantisationConfig,
+}
+
+/// Default threat model of a study: a coordinator that may deviate from the protocol.
+pub const DEFAULT_THREAT_MODEL: ThreatModel = ThreatModel::Malicious;
+/// Default tolerated corrupt fraction of a malicious-model study.
+pub const DEFAULT_CORRUPT_FRACTION: f64 = 0.05;
+
+fn default_threat_model() -> ThreatModel {
+    DEFAULT_THREAT_MODEL
+}
+fn default_corrupt_fraction() -> f64 {
+    DEFAULT_CORRUPT_FRACTION
 }
 
 /// Per-participant privacy budget of a study.
@@ -114,8 +138,18 @@ pub struct StageDeadlines {
     /// Seconds for local training plus AdvertiseKeys.
     pub advertise_keys_secs: u64,
     pub share_keys_secs: u64,
+    /// Malicious rounds: acknowledging (or complaining about) the shares dealt.
+    #[serde(default = "default_short_stage_secs")]
+    pub share_verification_secs: u64,
     pub masked_input_secs: u64,
+    /// Malicious rounds: signing the survivor set.
+    #[serde(default = "default_short_stage_secs")]
+    pub consistency_check_secs: u64,
     pub unmasking_secs: u64,
+}
+
+fn default_short_stage_secs() -> u64 {
+    60
 }
 
 impl Default for StageDeadlines {
@@ -123,7 +157,9 @@ impl Default for StageDeadlines {
         Self {
             advertise_keys_secs: 600,
             share_keys_secs: 60,
+            share_verification_secs: 60,
             masked_input_secs: 600,
+            consistency_check_secs: 60,
             unmasking_secs: 60,
         }
     }
@@ -305,6 +341,11 @@ pub struct EnrolRequest {
     pub token: String,
     /// The participant's display name, unique within the study.
     pub name: String,
+    /// The participant's long-term Ed25519 identity public key (base64, 32 bytes), unique within the study. Malicious-
+    /// model rounds select only participants that registered one; their peers pin it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub identity_key: Option<IdentityPublicKey>,
 }
 
 /// The participant's long-term credential; shown once, stored hashed.
@@ -326,6 +367,13 @@ pub struct ParticipantInfo {
     /// When the operator revoked its credential (every request with it is then refused, and it is not selected).
     #[serde(default)]
     pub revoked_at_ms: Option<i64>,
+    /// Fingerprint of the identity key registered at enrolment (compare it with `confide-participant identity` at
+    /// the site, out of band); absent if none was registered.
+    #[serde(default)]
+    pub identity_fingerprint: Option<String>,
+    /// Whether the operator disabled it (it is no longer selected; its ledger stays).
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 /// Stage of a round as seen on the wire.
@@ -335,32 +383,77 @@ pub struct ParticipantInfo {
 pub enum RoundStage {
     AdvertiseKeys,
     ShareKeys,
+    /// Malicious rounds: holders acknowledge the shares they were dealt, or complain with proof.
+    ShareVerification,
     MaskedInputCollection,
+    /// Malicious rounds: survivors sign the survivor set U3.
+    ConsistencyCheck,
     Unmasking,
     Finished,
 }
 
 impl RoundStage {
+    /// Every stage, in protocol order.
+    pub const ALL: [Self; 7] = [
+        Self::AdvertiseKeys,
+        Self::ShareKeys,
+        Self::ShareVerification,
+        Self::MaskedInputCollection,
+        Self::ConsistencyCheck,
+        Self::Unmasking,
+        Self::Finished,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::AdvertiseKeys => "advertise_keys",
             Self::ShareKeys => "share_keys",
+            Self::ShareVerification => "share_verification",
             Self::MaskedInputCollection => "masked_input_collection",
+            Self::ConsistencyCheck => "consistency_check",
             Self::Unmasking => "unmasking",
             Self::Finished => "finished",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::AdvertiseKeys,
-            Self::ShareKeys,
-            Self::MaskedInputCollection,
-            Self::Unmasking,
-            Self::Finished,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// The wire stage of a protocol stage (both terminal states are `Finished`).
+    pub const fn of_protocol(s: crate::secagg::RoundStage) -> Self {
+        use crate::secagg::RoundStage as P;
+        match s {
+            P::AdvertiseKeys => Self::AdvertiseKeys,
+            P::ShareKeys => Self::ShareKeys,
+            P::ShareVerification => Self::ShareVerification,
+            P::MaskedInputCollection => Self::MaskedInputCollection,
+            P::ConsistencyCheck => Self::ConsistencyCheck,
+            P::Unmasking => Self::Unmasking,
+            P::Completed | P::Aborted => Self::Finished,
+        }
+    }
+
+    /// The protocol stage of a wire stage (`None` for `Finished`).
+    pub const fn protocol(self) -> Option<crate::secagg::RoundStage> {
+        use crate::secagg::RoundStage as P;
+        Some(match self {
+            Self::AdvertiseKeys => P::AdvertiseKeys,
+            Self::ShareKeys => P::ShareKeys,
+            Self::ShareVerification => P::ShareVerification,
+            Self::MaskedInputCollection => P::MaskedInputCollection,
+            Self::ConsistencyCheck => P::ConsistencyCheck,
+            Self::Unmasking => P::Unmasking,
+            Self::Finished => return None,
+        })
+    }
+
+    /// Whether a round of `threat_model` goes through this stage (`Finished` always).
+    pub fn in_model(self, threat_model: ThreatModel) -> bool {
+        match self.protocol() {
+            None => true,
+            Some(p) => crate::secagg::RoundStage::sequence(threat_model).contains(&p),
+        }
     }
 }
 
@@ -405,20 +498,28 @@ pub enum MemberSet {
     /// U2: shared their keys.
     #[serde(rename = "share_keys")]
     SharedKeys,
+    /// Malicious rounds: members of U2 that acknowledged the shares they were dealt.
+    #[serde(rename = "share_verification")]
+    VerifiedShares,
     /// U3: sent their masked input.
     #[serde(rename = "masked_input_collection")]
     SentMaskedInput,
+    /// Malicious rounds: members of U3 that signed it.
+    #[serde(rename = "consistency_check")]
+    SignedSurvivors,
     /// U4: answered the unmasking request.
     #[serde(rename = "unmasking")]
     Unmasked,
 }
 
 impl MemberSet {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Selected,
         Self::AdvertisedKeys,
         Self::SharedKeys,
+        Self::VerifiedShares,
         Self::SentMaskedInput,
+        Self::SignedSurvivors,
         Self::Unmasked,
     ];
 
@@ -428,7 +529,9 @@ impl MemberSet {
             Self::Selected => "selected",
             Self::AdvertisedKeys => "advertise_keys",
             Self::SharedKeys => "share_keys",
+            Self::VerifiedShares => "share_verification",
             Self::SentMaskedInput => "masked_input_collection",
+            Self::SignedSurvivors => "consistency_check",
             Self::Unmasked => "unmasking",
         }
     }
@@ -442,19 +545,27 @@ impl MemberSet {
         match stage {
             RoundStage::AdvertiseKeys => Self::AdvertisedKeys,
             RoundStage::ShareKeys => Self::SharedKeys,
+            RoundStage::ShareVerification => Self::VerifiedShares,
             RoundStage::MaskedInputCollection => Self::SentMaskedInput,
+            RoundStage::ConsistencyCheck => Self::SignedSurvivors,
             RoundStage::Unmasking | RoundStage::Finished => Self::Unmasked,
         }
     }
 
-    /// The set whose members may send a message in `stage`: the selected may advertise keys, U1 may share keys,
-    /// U2 may send masked inputs, U3 may unmask.
-    pub const fn eligible_in(stage: RoundStage) -> Self {
-        match stage {
-            RoundStage::AdvertiseKeys => Self::Selected,
-            RoundStage::ShareKeys => Self::AdvertisedKeys,
-            RoundStage::MaskedInputCollection => Self::SharedKeys,
-            RoundStage::Unmasking | RoundStage::Finished => Self::SentMaskedInput,
+    /// The set whose members may send a message in `stage` of a round of `threat_model`: those who completed the
+    /// stage before it (the selected may advertise keys; semi-honest: U1 share keys, U2 mask, U3 unmask;
+    /// malicious: U2 verify their shares, the verified mask, U3 signs, the signers unmask).
+    pub fn eligible_in(stage: RoundStage, threat_model: ThreatModel) -> Self {
+        let previous = stage.protocol().and_then(|p| {
+            let seq = crate::secagg::RoundStage::sequence(threat_model);
+            let i = seq.iter().position(|&s| s == p)?;
+            i.checked_sub(1).map(|j| seq[j])
+        });
+        match (stage, previous) {
+            (RoundStage::AdvertiseKeys, _) => Self::Selected,
+            (_, Some(p)) => Self::completed(RoundStage::of_protocol(p)),
+            // Finished, or a stage this model does not have: nobody may send.
+            (_, None) => Self::Unmasked,
         }
     }
 }
@@ -599,6 +710,10 @@ pub struct RoundTask {
     pub num_parameters: i64,
     /// This participant's secure-aggregation id in the round.
     pub participant_index: u32,
+    /// The coordinator's participant id of each secure-aggregation id (index i is `protocol.roster` entry i): what
+    /// agents pin peers' identity keys under.
+    #[serde(default)]
+    pub participant_ids: Vec<i64>,
     /// The round's secure-aggregation parameters (round id, participants, threshold, graph, vector length, ring).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub protocol: crate::secagg::SecAggParams,
@@ -628,7 +743,9 @@ mod tests {
                 "selected",
                 "advertise_keys",
                 "share_keys",
+                "share_verification",
                 "masked_input_collection",
+                "consistency_check",
                 "unmasking"
             ]
         );
@@ -649,15 +766,45 @@ mod tests {
             );
         }
         assert_eq!(RoundOutcome::parse("finished"), None);
-        // Who may speak in a stage is who completed the one before.
+        // Who may speak in a stage is who completed the one before, in the round's threat model.
+        let (semi, mal) = (ThreatModel::SemiHonest, ThreatModel::Malicious);
         assert_eq!(
-            MemberSet::eligible_in(RoundStage::ShareKeys),
+            MemberSet::eligible_in(RoundStage::ShareKeys, semi),
             MemberSet::completed(RoundStage::AdvertiseKeys)
         );
         assert_eq!(
-            MemberSet::eligible_in(RoundStage::Unmasking),
+            MemberSet::eligible_in(RoundStage::Unmasking, semi),
             MemberSet::completed(RoundStage::MaskedInputCollection)
         );
+        assert_eq!(
+            MemberSet::eligible_in(RoundStage::MaskedInputCollection, semi),
+            MemberSet::SharedKeys
+        );
+        assert_eq!(
+            MemberSet::eligible_in(RoundStage::MaskedInputCollection, mal),
+            MemberSet::VerifiedShares
+        );
+        assert_eq!(
+            MemberSet::eligible_in(RoundStage::ShareVerification, mal),
+            MemberSet::SharedKeys
+        );
+        assert_eq!(
+            MemberSet::eligible_in(RoundStage::Unmasking, mal),
+            MemberSet::SignedSurvivors
+        );
+        assert_eq!(
+            MemberSet::eligible_in(RoundStage::AdvertiseKeys, mal),
+            MemberSet::Selected
+        );
+        for stage in RoundStage::ALL {
+            assert_eq!(RoundStage::parse(stage.as_str()), Some(stage));
+            if let Some(p) = stage.protocol() {
+                assert_eq!(RoundStage::of_protocol(p), stage);
+                assert_eq!(p.as_str(), stage.as_str(), "one name per stage");
+            }
+        }
+        assert!(!RoundStage::ConsistencyCheck.in_model(semi));
+        assert!(RoundStage::ConsistencyCheck.in_model(mal));
     }
 
     #[test]

@@ -1,192 +1,28 @@
-//! End-to-end tests of the secure-aggregation state machines: correctness under dropouts at every stage, aborts,
-//! the honest client's reveal rule, typed errors that leave the server unchanged, and statistical uniformity.
+//! End-to-end tests of the secure-aggregation state machines in both threat models: correctness under dropouts at
+//! every stage, aborts, the honest client's reveal rule, typed errors that leave the server unchanged, and
+//! statistical uniformity. The malicious-server and malicious-participant attacks are in `secagg_malicious_*.rs`.
 
-use confide_common::secagg::messages::ControlMessage;
+mod secagg_support;
+
+use confide_common::secagg::group::Scalar;
 use confide_common::secagg::{
-    AbortReason, GraphKind, KeyDirectory, MaskedInput, QuantizationParams, RoundOutcome,
-    RoundStage, RoutedShares, SecAggClient, SecAggError, SecAggParams, SecAggServer,
+    AbortReason, GraphKind, MaskedInput, QuantizationParams, RoundOutcome, RoundStage,
+    SecAggClient, SecAggError, SecAggParams, SecAggServer, SecurityRequirements, ThreatModel,
     UnmaskingRequest, UnmaskingResponse,
 };
 use proptest::prelude::*;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use secagg_support::{
+    Dropouts, Setup, assert_completes, malicious, run, semi_honest, spread_dropouts,
+};
 
 fn params(n: u32, t: u32, graph: GraphKind, len: u32, bits: u32) -> SecAggParams {
-    let p = SecAggParams {
-        round_id: 42,
-        participants: n,
-        threshold: t,
-        graph,
-        graph_seed: [3; 32],
-        vector_len: len,
-        bits,
-    };
-    p.validate().unwrap();
-    p
+    semi_honest(n, t, graph, len, bits).params
 }
 
-/// Who stops answering at which stage.
-#[derive(Default, Clone, Debug)]
-struct Dropouts {
-    advertise: Vec<u32>,
-    share: Vec<u32>,
-    masked: Vec<u32>,
-    unmask: Vec<u32>,
-}
-
-struct Round {
-    server: SecAggServer,
-    clients: Vec<SecAggClient>,
-    inputs: Vec<Vec<u32>>,
-    rng: ChaCha20Rng,
-}
-
-impl Round {
-    fn new(p: &SecAggParams, seed: u64) -> Self {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let server = SecAggServer::new(p.clone()).unwrap();
-        let mut clients = Vec::new();
-        let mut inputs = Vec::new();
-        for u in 0..p.participants {
-            let (c, _) = SecAggClient::new(p.clone(), u, &mut rng).unwrap();
-            clients.push(c);
-            let mask = if p.bits == 32 {
-                u32::MAX
-            } else {
-                (1 << p.bits) - 1
-            };
-            inputs.push((0..p.vector_len).map(|_| rng.next_u32() & mask).collect());
-        }
-        Round {
-            server,
-            clients,
-            inputs,
-            rng,
-        }
-    }
-
-    /// Persists and restores the server, as the coordinator does at every stage boundary.
-    fn persist(&mut self) {
-        let bytes = self.server.encode();
-        self.server = SecAggServer::decode(&bytes).unwrap();
-        assert_eq!(self.server.encode(), bytes);
-    }
-}
-
-/// Runs a whole round; returns the outcome and the expected sum of U3's inputs.
-fn run(p: &SecAggParams, drops: &Dropouts, seed: u64) -> (RoundOutcome, Option<Vec<u32>>) {
-    let mut r = Round::new(p, seed);
-    let n = p.participants;
-    // AdvertiseKeys: re-create the clients to capture their messages.
-    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xabc);
-    for u in 0..n {
-        let (c, msg) = SecAggClient::new(p.clone(), u, &mut rng).unwrap();
-        r.clients[u as usize] = c;
-        if !drops.advertise.contains(&u) {
-            let msg = confide_common::secagg::AdvertiseKeys::from_json(&msg.to_json()).unwrap();
-            r.server.handle_advertise_keys(&msg).unwrap();
-        }
-    }
-    r.server.close_stage().unwrap();
-    r.persist();
-    if r.server.stage() == RoundStage::Aborted {
-        return (r.server.outcome().unwrap(), None);
-    }
-    let dir = KeyDirectory::from_json(&r.server.key_directory().unwrap().to_json()).unwrap();
-    for &u in &r.server.u1().to_vec() {
-        let msg = r.clients[u as usize]
-            .handle_key_directory(&dir, &mut r.rng)
-            .unwrap();
-        if !drops.share.contains(&u) {
-            let msg = confide_common::secagg::ShareKeys::from_json(&msg.to_json()).unwrap();
-            r.server.handle_share_keys(&msg).unwrap();
-        }
-    }
-    r.server.close_stage().unwrap();
-    r.persist();
-    if r.server.stage() == RoundStage::Aborted {
-        return (r.server.outcome().unwrap(), None);
-    }
-    for &u in &r.server.u2().to_vec() {
-        let routed =
-            RoutedShares::from_json(&r.server.routed_shares(u).unwrap().to_json()).unwrap();
-        let masked = r.clients[u as usize]
-            .handle_routed_shares(&routed, &r.inputs[u as usize])
-            .unwrap();
-        if !drops.masked.contains(&u) {
-            r.server
-                .handle_masked_input_bytes(&masked.encode())
-                .unwrap();
-        }
-    }
-    r.server.close_stage().unwrap();
-    r.persist();
-    if r.server.stage() == RoundStage::Aborted {
-        return (r.server.outcome().unwrap(), None);
-    }
-    let u3 = r.server.u3().to_vec();
-    let mask = if p.bits == 32 {
-        u32::MAX
-    } else {
-        (1u32 << p.bits) - 1
-    };
-    let mut expected = vec![0u32; p.vector_len as usize];
-    for &u in &u3 {
-        for (e, x) in expected.iter_mut().zip(&r.inputs[u as usize]) {
-            *e = e.wrapping_add(*x) & mask;
-        }
-    }
-    let req =
-        UnmaskingRequest::from_json(&r.server.unmasking_request().unwrap().to_json()).unwrap();
-    for &u in &u3 {
-        if drops.unmask.contains(&u) {
-            continue;
-        }
-        let resp = r.clients[u as usize]
-            .handle_unmasking_request(&req)
-            .unwrap();
-        let resp = UnmaskingResponse::from_json(&resp.to_json()).unwrap();
-        r.server.handle_unmasking_response(&resp).unwrap();
-    }
-    assert_eq!(
-        r.server.ready_to_close(),
-        drops.unmask.iter().all(|u| !u3.contains(u))
-    );
-    r.server.close_stage().unwrap();
-    r.persist();
-    (r.server.outcome().unwrap(), Some(expected))
-}
-
-fn assert_completes(p: &SecAggParams, drops: &Dropouts, seed: u64) {
-    let (outcome, expected) = run(p, drops, seed);
-    match outcome {
-        RoundOutcome::Completed(sum) => assert_eq!(
-            Some(sum),
-            expected,
-            "n = {}, drops = {drops:?}",
-            p.participants
-        ),
-        RoundOutcome::Aborted { reason } => panic!(
-            "aborted: {reason} (n = {}, drops = {drops:?})",
-            p.participants
-        ),
-    }
-}
-
-/// Spreads `count` dropouts over the four stages, round robin, choosing pseudo-random participants.
-fn spread_dropouts(n: u32, count: u32, rng: &mut ChaCha20Rng) -> Dropouts {
-    let mut ids: Vec<u32> = (0..n).collect();
-    rand::seq::SliceRandom::shuffle(&mut ids[..], rng);
-    let mut d = Dropouts::default();
-    for (i, &u) in ids.iter().take(count as usize).enumerate() {
-        match i % 4 {
-            0 => d.advertise.push(u),
-            1 => d.share.push(u),
-            2 => d.masked.push(u),
-            _ => d.unmask.push(u),
-        }
-    }
-    d
+fn complete(n: u32, t: u32, len: u32, bits: u32) -> Setup {
+    semi_honest(n, t, GraphKind::Complete, len, bits)
 }
 
 #[test]
@@ -194,61 +30,97 @@ fn complete_graph_sum_is_exact_for_many_n_with_dropouts_up_to_the_threshold() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     for n in [2u32, 3, 4, 5, 6, 7, 9, 12, 17, 25, 33, 50, 100] {
         let t = n / 2 + 1;
-        let p = params(n, t, GraphKind::Complete, 5, 32);
+        let s = complete(n, t, 5, 32);
         if n < 100 {
-            assert_completes(&p, &Dropouts::default(), u64::from(n));
+            assert_completes(&s, &Dropouts::default(), u64::from(n));
         }
         // As many dropouts as the threshold allows, spread over all stages.
-        let drops = spread_dropouts(n, n - t, &mut rng);
-        assert_completes(&p, &drops, u64::from(n) + 1000);
+        let drops = spread_dropouts(&s, n - t, &mut rng);
+        assert_completes(&s, &drops, u64::from(n) + 1000);
+    }
+}
+
+#[test]
+fn malicious_rounds_sum_exactly_with_dropouts_at_every_stage_up_to_the_threshold() {
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    for (n, nc) in [
+        (3u32, 0u32),
+        (3, 1),
+        (4, 1),
+        (5, 1),
+        (7, 2),
+        (10, 1),
+        (16, 3),
+        (25, 2),
+    ] {
+        let t = confide_common::secagg::malicious_threshold_bound(n, nc);
+        let s = malicious(n, t, nc, 5, 32, u64::from(n * 10 + nc));
+        assert_completes(&s, &Dropouts::default(), u64::from(n));
+        let drops = spread_dropouts(&s, n - t, &mut rng);
+        let server = assert_completes(&s, &drops, u64::from(n) + 500);
+        // Everyone who dropped is reported as having given no answer, at the stage it skipped.
+        for u in drops.consistency.iter().chain(&drops.verify) {
+            let status = server.status(*u).unwrap();
+            assert!(status.dropped.is_some(), "{u}: {status:?}");
+        }
     }
 }
 
 #[test]
 fn dropouts_concentrated_in_each_single_stage() {
-    let n = 11;
-    let t = 6;
-    let p = params(n, t, GraphKind::Complete, 7, 20);
     let dropped: Vec<u32> = vec![0, 3, 5, 9, 10];
-    for stage in 0..4 {
-        let mut d = Dropouts::default();
-        match stage {
-            0 => d.advertise = dropped.clone(),
-            1 => d.share = dropped.clone(),
-            2 => d.masked = dropped.clone(),
-            _ => d.unmask = dropped.clone(),
+    for mode in [ThreatModel::SemiHonest, ThreatModel::Malicious] {
+        let s = match mode {
+            ThreatModel::SemiHonest => semi_honest(11, 6, GraphKind::Complete, 7, 20),
+            ThreatModel::Malicious => malicious(11, 6, 0, 7, 20, 11),
+        };
+        for (i, stage) in RoundStage::sequence(mode).iter().enumerate() {
+            let mut d = Dropouts::default();
+            match stage {
+                RoundStage::AdvertiseKeys => d.advertise = dropped.clone(),
+                RoundStage::ShareKeys => d.share = dropped.clone(),
+                RoundStage::ShareVerification => d.verify = dropped.clone(),
+                RoundStage::MaskedInputCollection => d.masked = dropped.clone(),
+                RoundStage::ConsistencyCheck => d.consistency = dropped.clone(),
+                _ => d.unmask = dropped.clone(),
+            }
+            assert_completes(&s, &d, 77 + i as u64);
         }
-        assert_completes(&p, &d, 77 + stage);
     }
 }
 
 #[test]
 fn sparse_graph_sum_is_exact_with_dropouts() {
-    let n = 60;
-    let p = params(n, 7, GraphKind::Harary { degree: 10 }, 9, 32);
-    assert_completes(&p, &Dropouts::default(), 5);
+    let s = semi_honest(60, 7, GraphKind::Harary { degree: 10 }, 9, 32);
+    assert_completes(&s, &Dropouts::default(), 5);
     let d = Dropouts {
         advertise: vec![1],
         share: vec![20],
         masked: vec![33, 47],
         unmask: vec![59],
+        ..Dropouts::default()
     };
-    assert_completes(&p, &d, 6);
+    assert_completes(&s, &d, 6);
 }
 
 #[test]
 fn derived_sparse_parameters_run_a_round() {
-    let req = confide_common::secagg::SecurityRequirements {
+    let req = SecurityRequirements {
         participants: 150,
         dropout_rate: 0.1,
         corrupt_fraction: 0.05,
         sparse: true,
+        threat_model: ThreatModel::SemiHonest,
     };
-    let p = SecAggParams::derive(7, &req, 4, 32, [9; 32]).unwrap();
+    let p = SecAggParams::derive(7, &req, 4, 32, [9; 32], Default::default()).unwrap();
     assert!(matches!(p.graph, GraphKind::Harary { .. }), "{:?}", p.graph);
+    let s = Setup {
+        params: p,
+        identities: Vec::new(),
+    };
     let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let drops = spread_dropouts(150, 15, &mut rng);
-    assert_completes(&p, &drops, 8);
+    let drops = spread_dropouts(&s, 15, &mut rng);
+    assert_completes(&s, &drops, 8);
 }
 
 proptest! {
@@ -263,11 +135,25 @@ proptest! {
             (GraphKind::Complete, n)
         };
         let t = size / 2 + 1;
-        let p = params(n, t, graph, len, bits);
+        let s = semi_honest(n, t, graph, len, bits);
         // Sparse graphs can only lose dropouts that keep every neighbourhood at t; allow few there.
         let budget = if matches!(graph, GraphKind::Complete) { n - t } else { (size - t).min(1) };
-        let drops = spread_dropouts(n, (f64::from(budget) * drop_frac) as u32, &mut rng);
-        let (outcome, expected) = run(&p, &drops, seed);
+        let drops = spread_dropouts(&s, (f64::from(budget) * drop_frac) as u32, &mut rng);
+        let (outcome, expected, _) = run(&s, &drops, seed);
+        match outcome {
+            RoundOutcome::Completed(sum) => prop_assert_eq!(Some(sum), expected),
+            RoundOutcome::Aborted { reason } => prop_assert!(false, "aborted: {}", reason),
+        }
+    }
+
+    #[test]
+    fn random_malicious_rounds_sum_exactly(seed in any::<u64>(), n in 3u32..16, corrupt in 0.0f64..0.5, bits in 1u32..=32, len in 1u32..12, drop_frac in 0.0f64..=1.0) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let nc = ((f64::from(n) * corrupt) as u32).min(n - 2);
+        let t = confide_common::secagg::malicious_threshold_bound(n, nc);
+        let s = malicious(n, t, nc, len, bits, seed);
+        let drops = spread_dropouts(&s, (f64::from(n - t) * drop_frac) as u32, &mut rng);
+        let (outcome, expected, _) = run(&s, &drops, seed);
         match outcome {
             RoundOutcome::Completed(sum) => prop_assert_eq!(Some(sum), expected),
             RoundOutcome::Aborted { reason } => prop_assert!(false, "aborted: {}", reason),
@@ -277,33 +163,40 @@ proptest! {
 
 #[test]
 fn round_aborts_cleanly_below_the_threshold_at_every_stage() {
-    let n = 9;
-    let t = 5;
-    let p = params(n, t, GraphKind::Complete, 3, 32);
     let five: Vec<u32> = vec![0, 1, 2, 3, 4];
-    for stage in 0..4 {
-        let mut d = Dropouts::default();
-        match stage {
-            0 => d.advertise = five.clone(),
-            1 => d.share = five.clone(),
-            2 => d.masked = five.clone(),
-            _ => d.unmask = five.clone(),
-        }
-        let (outcome, _) = run(&p, &d, 10 + stage);
-        let RoundOutcome::Aborted { reason } = outcome else {
-            panic!("stage {stage}: round should abort")
+    for mode in [ThreatModel::SemiHonest, ThreatModel::Malicious] {
+        let s = match mode {
+            ThreatModel::SemiHonest => semi_honest(9, 5, GraphKind::Complete, 3, 32),
+            ThreatModel::Malicious => malicious(9, 5, 0, 3, 32, 9),
         };
-        assert!(
-            matches!(
-                reason,
-                AbortReason::TooFewParticipants {
-                    survivors: 4,
-                    threshold: 5,
-                    ..
-                }
-            ),
-            "{reason:?}"
-        );
+        for (i, stage) in RoundStage::sequence(mode).iter().enumerate() {
+            let mut d = Dropouts::default();
+            match stage {
+                RoundStage::AdvertiseKeys => d.advertise = five.clone(),
+                RoundStage::ShareKeys => d.share = five.clone(),
+                RoundStage::ShareVerification => d.verify = five.clone(),
+                RoundStage::MaskedInputCollection => d.masked = five.clone(),
+                RoundStage::ConsistencyCheck => d.consistency = five.clone(),
+                _ => d.unmask = five.clone(),
+            }
+            let (outcome, _, server) = run(&s, &d, 10 + i as u64);
+            let RoundOutcome::Aborted { reason } = outcome else {
+                panic!("{mode:?} {stage:?}: round should abort")
+            };
+            assert!(
+                matches!(
+                    reason,
+                    AbortReason::TooFewParticipants {
+                        survivors: 4,
+                        threshold: 5,
+                        ..
+                    }
+                ),
+                "{mode:?} {stage:?}: {reason:?}"
+            );
+            // Nothing past the stage that failed: no aggregate, the snapshot keeps no dealing.
+            assert_eq!(server.aggregate(), None);
+        }
     }
 }
 
@@ -342,7 +235,7 @@ fn honest_client_never_reveals_both_shares_of_one_peer() {
     }
     // A server that claims participants 5 and 6 dropped (so it gets their mask keys) ...
     let req = UnmaskingRequest {
-        version: 1,
+        version: 2,
         round_id: 42,
         survivors: vec![0, 1, 2, 3, 4],
     };
@@ -353,7 +246,7 @@ fn honest_client_never_reveals_both_shares_of_one_peer() {
     assert_eq!(key_owners, vec![5, 6]);
     // ... and then asks again claiming they survived, to get their self-mask shares too: refused.
     let req2 = UnmaskingRequest {
-        version: 1,
+        version: 2,
         round_id: 42,
         survivors: (0..7).collect(),
     };
@@ -363,7 +256,7 @@ fn honest_client_never_reveals_both_shares_of_one_peer() {
     );
     // Asking a fresh client with fewer than t survivors reveals nothing and ends its participation.
     let few = UnmaskingRequest {
-        version: 1,
+        version: 2,
         round_id: 42,
         survivors: vec![1, 2, 3],
     };
@@ -381,7 +274,7 @@ fn honest_client_never_reveals_both_shares_of_one_peer() {
     );
     // A survivor list without the client itself, or unsorted, is refused and changes nothing.
     let without_self = UnmaskingRequest {
-        version: 1,
+        version: 2,
         round_id: 42,
         survivors: vec![0, 1, 3, 4, 5],
     };
@@ -390,7 +283,7 @@ fn honest_client_never_reveals_both_shares_of_one_peer() {
         Err(SecAggError::Malformed(_))
     ));
     let unsorted = UnmaskingRequest {
-        version: 1,
+        version: 2,
         round_id: 42,
         survivors: vec![2, 1, 3, 4, 5],
     };
@@ -639,8 +532,7 @@ fn wrong_share_is_detected_at_unmasking() {
         let mut r = c.handle_unmasking_request(&req).unwrap();
         if i < 3 {
             // The first t holders (whose shares the server uses) corrupt participant 4's share.
-            r.self_mask_shares[4].share.y[0] =
-                (r.self_mask_shares[4].share.y[0] + 1) % ((1 << 61) - 1);
+            r.self_mask_shares[4].share.y += Scalar::ONE;
         }
         server.handle_unmasking_response(&r).unwrap();
     }
@@ -749,7 +641,7 @@ fn corrupted_state_is_refused() {
     assert!(SecAggServer::decode(&bytes[..bytes.len() - 1]).is_err());
     assert!(SecAggServer::decode(b"nope").is_err());
     let mut v2 = bytes.clone();
-    v2[4] = 2;
+    v2[4] = 3;
     assert!(matches!(
         SecAggServer::decode(&v2),
         Err(SecAggError::Decode(_))

@@ -8,10 +8,12 @@ use prometheus::{
 };
 
 /// The stages whose dropouts `confide_participant_dropouts_total` counts.
-pub const DROPOUT_STAGES: [RoundStage; 4] = [
+pub const DROPOUT_STAGES: [RoundStage; 6] = [
     RoundStage::AdvertiseKeys,
     RoundStage::ShareKeys,
+    RoundStage::ShareVerification,
     RoundStage::MaskedInputCollection,
+    RoundStage::ConsistencyCheck,
     RoundStage::Unmasking,
 ];
 

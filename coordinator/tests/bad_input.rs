@@ -93,7 +93,7 @@ impl Case {
 
 fn advertise_keys(round: u64, sender: u32) -> Value {
     let key = |b: u8| base64_of(&[b; 32]);
-    json!({"version": 1, "round_id": round, "sender": sender,
+    json!({"version": 2, "round_id": round, "sender": sender,
            "cipher_public_key": key(9), "mask_public_key": key(10)})
 }
 
@@ -107,7 +107,7 @@ fn masked_input(round: u64, sender: u32, len: usize) -> Vec<u8> {
 }
 
 fn unmasking_response(round: u64, sender: u32) -> Value {
-    json!({"version": 1, "round_id": round, "sender": sender, "self_mask_shares": [], "mask_key_shares": []})
+    json!({"version": 2, "round_id": round, "sender": sender, "self_mask_shares": [], "mask_key_shares": []})
 }
 
 fn base64_of(bytes: &[u8]) -> String {
@@ -433,9 +433,9 @@ fn message_cases(w: &World) -> Vec<Case> {
         m("malformed JSON", ak.clone(), P2, Body::Json(b"{oops".to_vec())).expect(400, "invalid advertise_keys message"),
         m("not UTF-8", ak.clone(), P2, Body::Json(vec![0xff, 0xfe])).expect(400, "not UTF-8"),
         m("unknown field", ak.clone(), P2, keys(|k| k["colour"] = json!("blue"))).expect(400, "unknown field `colour`"),
-        m("missing field", ak.clone(), P2, Body::json(json!({"version": 1, "round_id": round, "sender": 1}))).expect(400, "missing field"),
+        m("missing field", ak.clone(), P2, Body::json(json!({"version": 2, "round_id": round, "sender": 1}))).expect(400, "missing field"),
         m("bad base64 key", ak.clone(), P2, keys(|k| k["mask_public_key"] = json!("***"))).expect(400, "invalid advertise_keys message"),
-        m("wire version 2", ak.clone(), P2, keys(|k| k["version"] = json!(2))).expect(400, "unsupported message version 2"),
+        m("wire version 3", ak.clone(), P2, keys(|k| k["version"] = json!(3))).expect(400, "unsupported message version 3"),
         m("another participant's sender id", ak.clone(), P2, Body::json(advertise_keys(round, 0))).expect(403, "claims sender 0, this participant is 1"),
         m("a sender id out of range", ak.clone(), P2, Body::json(advertise_keys(round, 7))).expect(403, "claims sender 7"),
         m("another round's secagg id", ak.clone(), P2, Body::json(advertise_keys(old_round, 1))).expect(409, "names secure-aggregation round"),

@@ -45,12 +45,12 @@ async fn store_revocation(db: &TestDb) {
         .create_enrolment_token(study.id, "b", i64::MAX / 2)
         .await
         .unwrap();
-    let (p, cred) = s.enrol(&used, "beta").await.unwrap();
+    let (p, cred) = s.enrol(&used, "beta", None).await.unwrap();
     let row = s.revoke_enrolment_token(study.id, unused_id).await.unwrap();
     assert!(row.revoked_at.is_some() && row.used_at.is_none());
     let before = s.state_fingerprint().await.unwrap();
     assert!(matches!(
-        s.enrol(&unused, "alpha").await,
+        s.enrol(&unused, "alpha", None).await,
         Err(StoreError::Refused(_))
     ));
     assert!(matches!(
@@ -93,7 +93,7 @@ async fn concurrent_enrolment(db: &TestDb) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..12 {
         let (s, token) = (s.clone(), token.clone());
-        tasks.spawn(async move { s.enrol(&token, &format!("site-{i}")).await });
+        tasks.spawn(async move { s.enrol(&token, &format!("site-{i}"), None).await });
     }
     let (mut ok, mut refused) = (0, 0);
     while let Some(r) = tasks.join_next().await {

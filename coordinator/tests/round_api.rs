@@ -112,7 +112,7 @@ async fn rounds(db: &TestDb) {
     // Bad protocol messages.
     let msg_path = format!("/v1/participant/rounds/{rid}/messages/advertise_keys");
     let keys = |sender: u32, round: u64| {
-        json!({"version": 1, "round_id": round, "sender": sender,
+        json!({"version": 2, "round_id": round, "sender": sender,
                "cipher_public_key": base64_of(&[9u8; 32]), "mask_public_key": base64_of(&[10u8; 32])})
         .to_string()
         .into_bytes()
@@ -188,7 +188,7 @@ async fn rounds(db: &TestDb) {
     )
     .await;
     api.refused(StatusCode::CONFLICT, "is in stage advertise_keys", post(c1.clone(), format!("/v1/participant/rounds/{rid}/messages/unmasking"), "application/json",
-        json!({"version": 1, "round_id": sa_round, "sender": 0, "self_mask_shares": [], "mask_key_shares": []}).to_string().into_bytes())).await;
+        json!({"version": 2, "round_id": sa_round, "sender": 0, "self_mask_shares": [], "mask_key_shares": []}).to_string().into_bytes())).await;
     api.refused(
         StatusCode::UNAUTHORIZED,
         "unknown participant credential",

@@ -22,9 +22,15 @@ fn request(name: &str, masked_input_secs: u64) -> Value {
     set(
         study_request(name),
         &[
+            ("/secagg/threat_model", json!("malicious")),
             ("/initial_weights_seed", json!(11)),
             ("/secagg/quantisation/max_weight", json!(1000)),
             ("/deadlines/masked_input_secs", json!(masked_input_secs)),
+            // A participant that stops after ShareKeys is missed here in malicious-model rounds.
+            (
+                "/deadlines/share_verification_secs",
+                json!(masked_input_secs),
+            ),
             ("/server_optimizer/learning_rate", json!(LR)),
         ],
     )
@@ -35,11 +41,11 @@ fn expected_model(base: &[f32], q: &QuantizationParams, inputs: &[&Vec<u32>]) ->
     support::fedavg(base, q, inputs, LR)
 }
 
-/// A study with `n` simulated participants (participant i has weight i + 1).
+/// A study with `n` simulated participants (each with weight 1, as the agents send).
 async fn setup(served: &Served, req: &Value, n: usize) -> (i64, Vec<Sim>) {
     let sid = served.create_study(req).await;
     let update = |i: usize, j: usize| ((i * 8 + j) as f32 * 0.37).sin() * 0.5;
-    let sims = enrol_sims(&served.op, &served.base, sid, n, update, |i| 1 + i as u32).await;
+    let sims = enrol_sims(&served.op, &served.base, sid, n, update, |_| 1).await;
     (sid, sims)
 }
 
@@ -75,13 +81,18 @@ async fn run_round(
     }
 }
 
-async fn full_rounds(db: &TestDb) {
+async fn full_rounds(db: &TestDb, threat_model: &str) {
     let limits = Limits {
         lease_ttl: Duration::from_secs(2),
         ..Limits::default()
     };
     let served = Served::start(db, limits).await;
-    let (sid, mut sims) = setup(&served, &request("e2e", 3), 4).await;
+    let malicious = threat_model == "malicious";
+    let req = set(
+        request("e2e", 3),
+        &[("/secagg/threat_model", json!(threat_model))],
+    );
+    let (sid, mut sims) = setup(&served, &req, 4).await;
     let spec = ModelSpec::from_json(&request("x", 1)["model_spec"].to_string()).unwrap();
 
     // Round 1: everyone takes part.
@@ -90,7 +101,10 @@ async fn full_rounds(db: &TestDb) {
     let status = run_round(&served, &mut sims, rid, &[]).await;
     assert_eq!(status.outcome, Some(RoundOutcome::Completed), "{status:?}");
     for set in MemberSet::ALL {
-        assert_eq!(status.members(set).len(), 4, "{set:?}: {status:?}");
+        let in_model =
+            malicious || !matches!(set, MemberSet::VerifiedShares | MemberSet::SignedSurvivors);
+        let expected = if in_model { 4 } else { 0 };
+        assert_eq!(status.members(set).len(), expected, "{set:?}: {status:?}");
     }
     let (base, _) = db.store.model_weights(sid, 0).await.unwrap();
     let base = decode_safetensors(&spec, &base).unwrap();
@@ -154,9 +168,15 @@ async fn full_rounds(db: &TestDb) {
         .collect();
     assert_eq!(charged, vec![sims[0].id, sims[1].id, sims[2].id]);
     let metrics = served.base.metrics().await.unwrap();
+    // The dropout is counted in the stage after ShareKeys.
+    let after_share_keys = if malicious {
+        "share_verification"
+    } else {
+        "masked_input_collection"
+    };
     for line in [
         format!(
-            "confide_participant_dropouts_total{{stage=\"masked_input_collection\",study=\"{sid}\"}} 1"
+            "confide_participant_dropouts_total{{stage=\"{after_share_keys}\",study=\"{sid}\"}} 1"
         ),
         format!("confide_rounds_total{{outcome=\"completed\",study=\"{sid}\"}} 2"),
         "confide_privacy_epsilon_spent{".into(),
@@ -167,9 +187,175 @@ async fn full_rounds(db: &TestDb) {
     }
     served.stop().await;
 }
+async fn full_malicious_rounds(db: &TestDb) {
+    full_rounds(db, "malicious").await
+}
+async fn full_semi_honest_rounds(db: &TestDb) {
+    full_rounds(db, "semi_honest").await
+}
 both_backends!(
-    rounds_publish_fedavg_and_charge_exactly_the_aggregated,
-    full_rounds
+    malicious_rounds_publish_fedavg_and_charge_exactly_the_aggregated,
+    full_malicious_rounds
+);
+both_backends!(
+    semi_honest_rounds_publish_fedavg_and_charge_exactly_the_aggregated,
+    full_semi_honest_rounds
+);
+
+/// A participant that puts weight 2 in its input's weight coordinate (to count twice in the mean): the aggregate's
+/// weight (4) differs from the number of inputs (3), so the round is aborted — nothing published, nobody charged.
+/// And a sparse graph is refused for a malicious-model study, with what to do.
+async fn bad_weight(db: &TestDb) {
+    let served = Served::start(db, Limits::default()).await;
+    let before = db.store.state_fingerprint().await.unwrap();
+    let sparse = set(
+        request("sparse", 5),
+        &[(
+            "/secagg/graph",
+            json!({"kind": "sparse", "expected_dropout": 0.1, "corrupt_fraction": 0.05}),
+        )],
+    );
+    let err = served.op.create_study(&typed(&sparse)).await.unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("sparse") && msg.contains("malicious") && msg.contains("complete"),
+        "{msg}"
+    );
+    assert_eq!(before, db.store.state_fingerprint().await.unwrap());
+
+    let (sid, mut sims) = setup(&served, &request("weights", 5), 3).await;
+    sims[1].weight = 2;
+    let rid = start_round(&served.op, sid).await;
+    let done = run_round(&served, &mut sims, rid, &[]).await;
+    assert_eq!(done.outcome, Some(RoundOutcome::Aborted), "{done:?}");
+    let reason = done.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("weight coordinate is 4") && reason.contains("3 inputs"),
+        "{reason}"
+    );
+    assert!(
+        db.store.ledger(sid).await.unwrap().is_empty(),
+        "nobody charged"
+    );
+    assert!(
+        db.store.model_weights(sid, 1).await.is_err(),
+        "nothing published"
+    );
+    served.stop().await;
+}
+both_backends!(
+    an_input_with_weight_other_than_one_aborts_the_round,
+    bad_weight
+);
+
+/// A dealer that deals a bad share (signed, so attributable): the holder complains with proof at share
+/// verification, the round aborts before anyone masks, and the dealer is listed in the round's exclusions. The
+/// operator disables it (its ledger stays); it is no longer selected and the others' next round completes. The
+/// operator sees every participant's identity fingerprint; an identity key cannot be registered twice.
+async fn bad_dealer(db: &TestDb) {
+    let served = Served::start(db, Limits::default()).await;
+    let (sid, mut sims) = setup(&served, &request("dealer", 5), 4).await;
+    let listed = served.op.list_participants(sid).await.unwrap();
+    for (p, s) in listed.iter().zip(&sims) {
+        assert_eq!(
+            p.identity_fingerprint.as_deref(),
+            Some(s.identity.public().fingerprint().as_str())
+        );
+        assert!(!p.disabled);
+    }
+    // Another site registering a key already taken: refused, nothing stored.
+    let token = served
+        .op
+        .create_enrolment_token(
+            sid,
+            &confide_common::api::CreateEnrolmentTokenRequest {
+                label: "copycat".into(),
+                expires_in_secs: None,
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+    let err = served
+        .base
+        .enrol_with_identity(&token, "copycat", Some(sims[0].identity.public()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert!(err.to_string().contains("identity key"), "{err}");
+    assert_eq!(served.op.list_participants(sid).await.unwrap().len(), 4);
+
+    // Round 1: everyone honest.
+    let r1 = start_round(&served.op, sid).await;
+    let done = run_round(&served, &mut sims, r1, &[]).await;
+    assert_eq!(done.outcome, Some(RoundOutcome::Completed), "{done:?}");
+    // Round 2: the last one deals a bad share.
+    sims[3].corrupt_dealing = true;
+    let r2 = start_round(&served.op, sid).await;
+    let done = run_round(&served, &mut sims, r2, &[]).await;
+    assert_eq!(done.outcome, Some(RoundOutcome::Aborted), "{done:?}");
+    assert!(
+        done.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("dealt inconsistent shares"),
+        "{done:?}"
+    );
+    assert!(
+        done.members(MemberSet::SentMaskedInput).is_empty(),
+        "nobody masked"
+    );
+    let cheater = sims[3].id;
+    let excluded = done
+        .excluded
+        .iter()
+        .find(|e| e.participant_id == cheater)
+        .unwrap_or_else(|| panic!("the bad dealer is excluded: {done:?}"));
+    assert!(excluded.reason.contains("dealt shares"), "{excluded:?}");
+    assert_eq!(done.excluded.len(), 1, "{done:?}");
+    // The operator disables it; twice is fine; an unknown participant is 404.
+    let info = served.op.disable_participant(sid, cheater).await.unwrap();
+    assert!(info.disabled);
+    assert!(
+        served
+            .op
+            .disable_participant(sid, cheater)
+            .await
+            .unwrap()
+            .disabled
+    );
+    let err = served
+        .op
+        .disable_participant(sid, 999_999)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    // Round 3: the three others only.
+    let mut honest: Vec<Sim> = sims.drain(..3).collect();
+    let r3 = start_round(&served.op, sid).await;
+    let done = run_round(&served, &mut honest, r3, &[]).await;
+    assert_eq!(done.outcome, Some(RoundOutcome::Completed), "{done:?}");
+    assert_eq!(done.members(MemberSet::Selected).len(), 3);
+    assert!(
+        done.excluded
+            .iter()
+            .any(|e| e.participant_id == cheater && e.reason.contains("disabled")),
+        "{done:?}"
+    );
+    // Its ledger stays: charged for round 1 only.
+    let report = served.op.privacy_report(sid).await.unwrap();
+    let p = report
+        .participants
+        .iter()
+        .find(|p| p.participant_id == cheater)
+        .unwrap();
+    assert_eq!(p.rounds_charged, 1, "{report:?}");
+    served.stop().await;
+}
+both_backends!(
+    a_bad_dealer_is_named_excluded_and_can_be_disabled,
+    bad_dealer
 );
 
 async fn budgets(db: &TestDb) {
@@ -244,7 +430,12 @@ async fn min_aggregate(db: &TestDb) {
     assert_eq!(err.status(), Some(422), "{err}");
     assert!(err.to_string().contains("min_participants"), "{err}");
 
-    let (sid, mut sims) = setup(&served, &request("three", 1), 3).await;
+    // Semi-honest (threshold 2 of 3): the coordinator's own rule, not the protocol's threshold, must stop it.
+    let three = set(
+        request("three", 1),
+        &[("/secagg/threat_model", json!("semi_honest"))],
+    );
+    let (sid, mut sims) = setup(&served, &three, 3).await;
     let rid = start_round(&served.op, sid).await;
     let done = run_round(&served, &mut sims, rid, &[2]).await;
     assert_eq!(done.outcome, Some(RoundOutcome::Aborted), "{done:?}");

@@ -35,7 +35,7 @@ async fn study_with_round(db: &TestDb) -> (i64, i64, i64, RoundRow) {
             .create_enrolment_token(study.id, name, i64::MAX / 2)
             .await
             .unwrap();
-        ids.push(s.enrol(&token, name).await.unwrap().0.id);
+        ids.push(s.enrol(&token, name, None).await.unwrap().0.id);
     }
     let round = s
         .create_round(&new_round(study.id, ids.clone()))
@@ -92,7 +92,7 @@ async fn enrolment(db: &TestDb) {
         .create_enrolment_token(study.id, "hospital a", i64::MAX / 2)
         .await
         .unwrap();
-    let (p, cred) = s.enrol(&tok, "alpha").await.unwrap();
+    let (p, cred) = s.enrol(&tok, "alpha", None).await.unwrap();
     assert_eq!(p.study_id, study.id);
     assert_eq!(
         s.participant_for_credential(&cred).await.unwrap(),
@@ -102,7 +102,7 @@ async fn enrolment(db: &TestDb) {
     // one-time
     let before = s.state_fingerprint().await.unwrap();
     assert!(matches!(
-        s.enrol(&tok, "again").await,
+        s.enrol(&tok, "again", None).await,
         Err(StoreError::Refused(_))
     ));
     // expired
@@ -110,7 +110,7 @@ async fn enrolment(db: &TestDb) {
     let before2 = s.state_fingerprint().await.unwrap();
     assert_ne!(before, before2);
     assert!(matches!(
-        s.enrol(&old, "late").await,
+        s.enrol(&old, "late", None).await,
         Err(StoreError::Refused(_))
     ));
     // duplicate name rolls the token back
@@ -120,11 +120,11 @@ async fn enrolment(db: &TestDb) {
         .unwrap();
     let before3 = s.state_fingerprint().await.unwrap();
     assert!(matches!(
-        s.enrol(&tok2, "alpha").await,
+        s.enrol(&tok2, "alpha", None).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(before3, s.state_fingerprint().await.unwrap());
-    let (p2, _) = s.enrol(&tok2, "beta").await.unwrap();
+    let (p2, _) = s.enrol(&tok2, "beta", None).await.unwrap();
     assert_eq!(s.list_participants(study.id).await.unwrap(), vec![p, p2]);
     assert!(matches!(
         s.create_enrolment_token(999, "x", 1).await,
@@ -132,6 +132,69 @@ async fn enrolment(db: &TestDb) {
     ));
 }
 both_backends!(enrolment_is_one_time_and_atomic, enrolment);
+
+/// Identity keys are stored with the participant and unique in a study (a refused enrolment stores nothing);
+/// disabling keeps the first time and names an unknown participant; a round's exclusions are written with its
+/// abort, and only then.
+async fn identities_disabling_and_exclusions(db: &TestDb) {
+    let s = &db.store;
+    let (study, p1, p2, round) = study_with_round(db).await;
+    let (_, tok) = s
+        .create_enrolment_token(study, "keyed", i64::MAX / 2)
+        .await
+        .unwrap();
+    let (p, _) = s.enrol(&tok, "keyed", Some(&[7u8; 32])).await.unwrap();
+    assert_eq!(p.identity_key.as_deref(), Some(&[7u8; 32][..]));
+    assert_eq!(p.disabled_at, None);
+    let (_, tok2) = s
+        .create_enrolment_token(study, "copy", i64::MAX / 2)
+        .await
+        .unwrap();
+    let before = s.state_fingerprint().await.unwrap();
+    assert!(matches!(
+        s.enrol(&tok2, "copy", Some(&[7u8; 32])).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(before, s.state_fingerprint().await.unwrap());
+    // In another study the same key is another participant's business.
+    let other = s.create_study("s-other", "{}", b"w").await.unwrap();
+    let (_, tok3) = s
+        .create_enrolment_token(other.id, "x", i64::MAX / 2)
+        .await
+        .unwrap();
+    assert!(s.enrol(&tok3, "keyed", Some(&[7u8; 32])).await.is_ok());
+
+    let d = s.disable_participant(study, p1).await.unwrap();
+    let first = d.disabled_at.expect("disabled");
+    let again = s.disable_participant(study, p1).await.unwrap();
+    assert_eq!(again.disabled_at, Some(first));
+    assert!(matches!(
+        s.disable_participant(other.id, p1).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let listed = s.list_participants(study).await.unwrap();
+    assert_eq!(listed.iter().filter(|p| p.disabled_at.is_some()).count(), 1);
+
+    assert!(s.round_exclusions(round.id).await.unwrap().is_empty());
+    let why = vec![(p2, "dealt bad shares".to_string())];
+    assert!(
+        s.abort_round_excluding(round.id, "bad dealing", &why)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.round_exclusions(round.id).await.unwrap(), why);
+    // A finished round is not aborted again, and its exclusions stay as they were.
+    assert!(
+        !s.abort_round_excluding(round.id, "again", &[(p1, "x".into())])
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.round_exclusions(round.id).await.unwrap(), why);
+}
+both_backends!(
+    identity_keys_disabling_and_round_exclusions,
+    identities_disabling_and_exclusions
+);
 
 async fn round_lifecycle(db: &TestDb) {
     let s = &db.store;

@@ -11,6 +11,7 @@ use cli::{CsvArgs, read_spec};
 use confide_common::model::{decode_safetensors, spec_from_safetensors};
 use confide_participant::agent::Agent;
 use confide_participant::agent::config::{AgentConfig, RunArgs};
+use confide_participant::agent::state;
 use confide_participant::bench::bench_dpsgd;
 use confide_participant::data::{Standardization, read_csv};
 use confide_participant::model::{Network, features_tensor, labels_tensor};
@@ -45,6 +46,19 @@ enum Command {
     /// Standardisation statistics (mean, std per feature) of a CSV, as the JSON `--stats` reads. Compute them on
     /// public reference data: statistics of private records are not covered by any DP guarantee.
     Stats(StatsArgs),
+    /// Print this site's identity-key fingerprint (created if the state directory has none yet), to compare with
+    /// the coordinator's participants list and to give to peers for their `[security] accepted_peers`.
+    Identity(IdentityArgs),
+}
+
+#[derive(Args)]
+struct IdentityArgs {
+    /// The agent's state directory.
+    #[arg(long, env = "CONFIDE_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Print {"fingerprint", "public_key" (base64)} as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -108,6 +122,7 @@ fn main() {
         Command::Train(args) => cli::train::train(args),
         Command::Bench(BenchCommand::Dpsgd(args)) => bench(args),
         Command::Stats(args) => stats(args),
+        Command::Identity(args) => identity(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -126,6 +141,24 @@ fn stats(args: StatsArgs) -> Result<()> {
         Some(path) => std::fs::write(path, json + "\n")
             .with_context(|| format!("writing {}", path.display()))?,
         None => println!("{json}"),
+    }
+    Ok(())
+}
+
+fn identity(args: IdentityArgs) -> Result<()> {
+    let key = match state::read_identity_key(&args.state_dir)? {
+        Some(k) => k,
+        // Through the state directory's lock, so that a running agent is not raced.
+        None => state::StateDir::open(&args.state_dir)?.identity_key_or_create()?,
+    };
+    let public = key.public();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"fingerprint": public.fingerprint(), "public_key": public})
+        );
+    } else {
+        println!("{}", public.fingerprint());
     }
     Ok(())
 }

@@ -229,7 +229,9 @@ fn study_request(
         "model_spec": {"kind": "logistic_regression", "input_dim": 30, "num_classes": 2},
         "initial_weights_seed": 3,
         "dp": {"sampling_rate": Q, "noise_multiplier": SIGMA, "local_epochs": LOCAL_EPOCHS, "clip_norm": 1.0, "expected_batch_size": expected_batch},
-        "secagg": {"threshold": threshold, "graph": {"kind": "complete"},
+        // Malicious-model secure aggregation (the default) tolerating no colluding site, so that t may be a bare
+        // majority and the dropout tests keep t survivors.
+        "secagg": {"threat_model": "malicious", "corrupt_fraction": 0.0, "threshold": threshold, "graph": {"kind": "complete"},
                    "quantisation": {"clip_range": 4.0, "bits": 32, "max_weight": 1000}},
         "budget": {"epsilon": 100.0, "delta": 1e-5},
         "rounds": rounds,
@@ -388,6 +390,9 @@ impl Federation {
                     "2",
                     "--max-backoff-secs",
                     "1",
+                    // Three-site federations: every other site.
+                    "--min-cohort",
+                    "2",
                 ])
                 .env("CONFIDE_ENROLMENT_TOKEN", token)
                 .env("CONFIDE_AGENT_DUMP_INPUTS", "1")
@@ -579,6 +584,32 @@ async fn five_agents_three_rounds_publish_fedavg() {
         let round = f.start_round().await;
         let info = f.finished(round, 90).await;
         assert_eq!(f.check_published_model(&info).await.len(), 5);
+        // The malicious-model stages ran: every site acknowledged its shares and signed U3.
+        assert_eq!(info.members(MemberSet::VerifiedShares).len(), 5, "{info:?}");
+        assert_eq!(
+            info.members(MemberSet::SignedSurvivors).len(),
+            5,
+            "{info:?}"
+        );
+    }
+    // The operator sees each site's identity fingerprint, the one the agent prints.
+    let listed = f.op().list_participants(f.study).await.unwrap();
+    for a in &f.agents {
+        let out = Command::new(env!("CARGO_BIN_EXE_confide-participant"))
+            .arg("identity")
+            .arg("--state-dir")
+            .arg(&a.state_dir)
+            .output()
+            .unwrap();
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let id = a.participant_id().unwrap();
+        let p = listed.iter().find(|p| p.id == id).unwrap();
+        assert_eq!(p.identity_fingerprint.as_deref(), Some(printed.trim()));
+        let seed = hex::encode(std::fs::read(a.state_dir.join("identity.key")).unwrap());
+        assert!(
+            !a.log_text().contains(&seed),
+            "the identity key is never logged"
+        );
     }
     let report = f.op().privacy_report(f.study).await.unwrap();
     // One ε path: the coordinator's report, every agent's ledger, R events of T steps and one event of R·T steps

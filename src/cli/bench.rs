@@ -1,11 +1,14 @@
 //! `confide bench ...`: benchmarks that run the real code in process and print real measurements as JSON.
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 use clap::{Subcommand, ValueEnum};
 use confide_common::secagg::crypto::{Secret32, prg_keystream_only};
+use confide_common::secagg::identity::survivors_statement;
 use confide_common::secagg::{
-    RoundOutcome, RoundStage, SecAggClient, SecAggParams, SecAggServer, SecurityRequirements,
+    IdentityKey, Roster, RoundOutcome, RoundStage, SecAggClient, SecAggParams, SecAggServer,
+    SecurityRequirements, ThreatModel,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -14,9 +17,10 @@ use serde::Serialize;
 pub enum BenchCommand {
     /// Run one whole secure-aggregation round in process (all clients and the server) and time each side.
     ///
-    /// Clients that drop out (a fraction `--dropout` of all) do so after ShareKeys, the costliest case for the
-    /// server: it must rebuild their mask keys and remove their pairwise masks. The aggregate is checked against
-    /// the plain sum of the surviving inputs.
+    /// Clients that drop out (a fraction `--dropout` of all) do so right after ShareKeys, the costliest case for
+    /// the server: it must rebuild their mask keys and remove their pairwise masks. The aggregate is checked against
+    /// the plain sum of the surviving inputs. `--threat-model both` (the default) runs a semi-honest and a
+    /// malicious-server round on the same inputs and reports the malicious mode's overhead.
     Secagg(SecaggArgs),
     /// Run R rounds over real HTTP: a real `confide-coordinator` process (SQLite or Postgres) and N simulated
     /// participants speaking the API with the real secure-aggregation client; every published model is checked
@@ -32,8 +36,18 @@ pub enum BenchCommand {
 pub enum GraphChoice {
     /// Every pair of clients masks (classic SecAgg).
     Complete,
-    /// SecAgg+ Harary graph with degree derived from n, dropout rate and corrupt fraction.
+    /// SecAgg+ Harary graph with degree derived from n, dropout rate and corrupt fraction (semi-honest only).
     Sparse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ThreatChoice {
+    /// The server follows the protocol (four stages, no signatures).
+    SemiHonest,
+    /// The server may deviate: signatures, verifiable shares, share verification and consistency check.
+    Malicious,
+    /// Both, one after the other, and the malicious mode's overhead.
+    Both,
 }
 
 #[derive(clap::Args)]
@@ -56,13 +70,17 @@ pub struct SecaggArgs {
     /// Ring Z_{2^bits}.
     #[arg(long, default_value_t = 32)]
     bits: u32,
+    /// Which server the round withstands.
+    #[arg(long, value_enum, default_value_t = ThreatChoice::Both)]
+    threat_model: ThreatChoice,
     /// Print one JSON object on stdout (and nothing else there).
     #[arg(long)]
     json: bool,
 }
 
 impl SecaggArgs {
-    /// The in-process round `bench federation` compares with: no progress output.
+    /// The in-process round `bench federation` compares with: no progress output, the semi-honest model its
+    /// simulated participants run.
     pub(super) fn quiet(participants: u32, params: u32, dropout: f64, graph: GraphChoice) -> Self {
         Self {
             participants,
@@ -71,59 +89,195 @@ impl SecaggArgs {
             graph,
             corrupt: 0.05,
             bits: 32,
+            threat_model: ThreatChoice::SemiHonest,
             json: true,
         }
     }
 }
 
+/// Wall-clock and process CPU seconds (all threads).
+#[derive(Clone, Copy, Default, Serialize)]
+struct Cost {
+    wall: f64,
+    cpu: f64,
+}
+
+impl std::ops::AddAssign for Cost {
+    fn add_assign(&mut self, o: Cost) {
+        self.wall += o.wall;
+        self.cpu += o.cpu;
+    }
+}
+
+impl Cost {
+    fn per(self, n: usize) -> Cost {
+        let n = n.max(1) as f64;
+        Cost {
+            wall: self.wall / n,
+            cpu: self.cpu / n,
+        }
+    }
+}
+
+/// Mean cost per client of each step (over the clients that took it) and their sum.
+#[derive(Default, Serialize)]
+struct ClientCosts {
+    advertise_keys: Cost,
+    share_keys: Cost,
+    share_verification: Cost,
+    masking: Cost,
+    consistency_check: Cost,
+    unmasking: Cost,
+    total: Cost,
+}
+
+/// The server's total cost in each stage (handling every message, then closing the stage) and their sum.
+#[derive(Default, Serialize)]
+struct ServerCosts {
+    advertise_keys: Cost,
+    share_keys: Cost,
+    share_verification: Cost,
+    masked_input_collection: Cost,
+    consistency_check: Cost,
+    unmasking: Cost,
+    total: Cost,
+}
+
+/// Ed25519 costs on this machine and how many operations one round needs.
+#[derive(Serialize)]
+struct SignatureCosts {
+    sign_microseconds: f64,
+    verify_microseconds: f64,
+    signatures_per_client: usize,
+    verifications_per_client: usize,
+    verifications_by_server: usize,
+}
+
 #[derive(Serialize)]
 pub(super) struct SecaggReport {
-    pub(super) correct: bool,
+    threat_model: ThreatModel,
+    correct: bool,
     participants: u32,
     params: u32,
     dropout: f64,
     graph: GraphChoice,
-    pub(super) degree: u32,
-    pub(super) threshold: u32,
+    degree: u32,
+    threshold: u32,
+    max_corrupt: u32,
     bits: u32,
     threads: usize,
     dropped: usize,
-    pub(super) survivors: usize,
+    survivors: usize,
     prg_vector_seconds: f64,
-    pub(super) client_share_keys_seconds: f64,
-    pub(super) client_mask_seconds: f64,
+    prg_vector_cpu_seconds: f64,
+    client: ClientCosts,
     client_mask_vectors: f64,
+    /// Masking time ÷ (mask vectors × PRG / vector), wall-clock and CPU time.
     client_mask_prg_ratio: f64,
-    client_unmask_seconds: f64,
-    server_ingest_seconds: f64,
-    pub(super) server_unmask_seconds: f64,
+    client_mask_prg_cpu_ratio: f64,
+    server: ServerCosts,
     server_unmask_vectors: usize,
     server_unmask_prg_ratio: f64,
-    server_state_bytes: usize,
-    pub(super) total_seconds: f64,
-    /// The same ratios in process CPU time (all threads), robust to other load on a shared machine.
-    prg_vector_cpu_seconds: f64,
-    client_share_keys_cpu_seconds: f64,
-    client_mask_prg_cpu_ratio: f64,
     server_unmask_prg_cpu_ratio: f64,
+    server_state_bytes: usize,
+    signatures: Option<SignatureCosts>,
+    total_seconds: f64,
+}
+
+impl SecaggReport {
+    pub(super) fn correct(&self) -> bool {
+        self.correct
+    }
+    pub(super) fn degree(&self) -> u32 {
+        self.degree
+    }
+    pub(super) fn threshold(&self) -> u32 {
+        self.threshold
+    }
+    pub(super) fn total_seconds(&self) -> f64 {
+        self.total_seconds
+    }
+    /// Mean wall time of one client's ShareKeys step.
+    pub(super) fn client_share_keys_seconds(&self) -> f64 {
+        self.client.share_keys.wall
+    }
+    /// Mean wall time of one client's masking step.
+    pub(super) fn client_mask_seconds(&self) -> f64 {
+        self.client.masking.wall
+    }
+    /// The server's wall time in the Unmasking stage.
+    pub(super) fn server_unmask_seconds(&self) -> f64 {
+        self.server.unmasking.wall
+    }
+}
+
+/// Malicious cost ÷ semi-honest cost − 1, per client and per server, wall-clock and CPU time.
+#[derive(Serialize)]
+struct Overhead {
+    client_wall: f64,
+    client_cpu: f64,
+    server_wall: f64,
+    server_cpu: f64,
+}
+
+#[derive(Serialize)]
+struct ComparisonReport {
+    semi_honest: SecaggReport,
+    malicious: SecaggReport,
+    malicious_overhead: Overhead,
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Federation(args) => super::federation::run(args),
-        BenchCommand::Secagg(args) => {
-            let report = bench_secagg(&args)?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            }
-            Ok(())
-        }
         BenchCommand::Transport(args) => {
             let json = super::bench_transport::wants_json(&args);
             let report = super::bench_transport::run(args)?;
             super::bench_transport::print(&report, json)
+        }
+        BenchCommand::Secagg(args) => {
+            let print = |v: &dyn erased::Json| -> anyhow::Result<()> {
+                println!("{}", v.to_json(args.json)?);
+                Ok(())
+            };
+            match args.threat_model {
+                ThreatChoice::SemiHonest => print(&bench_secagg(&args, ThreatModel::SemiHonest)?),
+                ThreatChoice::Malicious => print(&bench_secagg(&args, ThreatModel::Malicious)?),
+                ThreatChoice::Both => {
+                    let semi_honest = bench_secagg(&args, ThreatModel::SemiHonest)?;
+                    let malicious = bench_secagg(&args, ThreatModel::Malicious)?;
+                    let ratio = |m: f64, s: f64| m / s - 1.0;
+                    let (mc, sc) = (&malicious.client.total, &semi_honest.client.total);
+                    let (ms, ss) = (&malicious.server.total, &semi_honest.server.total);
+                    let malicious_overhead = Overhead {
+                        client_wall: ratio(mc.wall, sc.wall),
+                        client_cpu: ratio(mc.cpu, sc.cpu),
+                        server_wall: ratio(ms.wall, ss.wall),
+                        server_cpu: ratio(ms.cpu, ss.cpu),
+                    };
+                    print(&ComparisonReport {
+                        semi_honest,
+                        malicious,
+                        malicious_overhead,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Pretty or compact JSON of any report.
+mod erased {
+    pub trait Json {
+        fn to_json(&self, compact: bool) -> serde_json::Result<String>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self, compact: bool) -> serde_json::Result<String> {
+            if compact {
+                serde_json::to_string(self)
+            } else {
+                serde_json::to_string_pretty(self)
+            }
         }
     }
 }
@@ -145,7 +299,7 @@ fn progress(len: u64, what: &str, hidden: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} ({eta})") {
+    if let Ok(style) = ProgressStyle::with_template("{msg:>18} [{bar:40}] {pos}/{len} ({eta})") {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(what.to_string());
@@ -153,64 +307,93 @@ fn progress(len: u64, what: &str, hidden: bool) -> ProgressBar {
 }
 
 /// CPU time consumed by this process (all threads), in seconds. On a shared machine the wall-clock ratios swing
-/// with the neighbours' load; the CPU-time ratios show how much work the code does per PRG vector.
+/// with the neighbours' load; the CPU-time ratios show how much work the code does.
 fn process_cpu_seconds() -> f64 {
     cpu_time::ProcessTime::try_now()
         .map(|t| t.as_duration().as_secs_f64())
         .unwrap_or(f64::NAN)
 }
 
-/// Wall-clock and CPU seconds of `f`.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
+/// `f`'s result and its wall-clock and CPU cost.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Cost) {
     let (wall, cpu) = (Instant::now(), process_cpu_seconds());
     let out = f();
-    (
-        out,
-        wall.elapsed().as_secs_f64(),
-        process_cpu_seconds() - cpu,
-    )
+    let cost = Cost {
+        wall: wall.elapsed().as_secs_f64(),
+        cpu: process_cpu_seconds() - cpu,
+    };
+    (out, cost)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-pub(super) fn bench_secagg(args: &SecaggArgs) -> anyhow::Result<SecaggReport> {
+/// Median cost of one Ed25519 signature and one strict verification over a 32-byte statement.
+fn signature_costs(rng: &mut rand::rngs::ThreadRng) -> anyhow::Result<(f64, f64)> {
+    let key = IdentityKey::generate(rng);
+    let roster = Roster::new(vec![key.public()])?;
+    let statement = survivors_statement(&[1; 32], 1, &[0, 1, 2]);
+    let (mut sign, mut verify) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        let (sig, c) = timed(|| key.sign(&statement));
+        sign.push(c.wall);
+        let (ok, c) = timed(|| roster.verify(0, &statement, &sig));
+        ok?;
+        verify.push(c.wall);
+    }
+    Ok((median(sign) * 1e6, median(verify) * 1e6))
+}
+
+pub(super) fn bench_secagg(
+    args: &SecaggArgs,
+    threat_model: ThreatModel,
+) -> anyhow::Result<SecaggReport> {
     ensure!(
         (0.0..1.0).contains(&args.dropout),
         "--dropout must be in [0, 1)"
     );
-    let n = args.participants;
-    let m = args.params;
+    let (n, m) = (args.participants, args.params);
     let mut rng = rand::rng();
     let mut graph_seed = [0u8; 32];
     rand::Rng::fill_bytes(&mut rng, &mut graph_seed);
+    let malicious = threat_model == ThreatModel::Malicious;
+    let identities: Vec<IdentityKey> = if malicious {
+        (0..n).map(|_| IdentityKey::generate(&mut rng)).collect()
+    } else {
+        Vec::new()
+    };
+    let roster = Roster::new(identities.iter().map(|k| k.public()).collect())?;
     let req = SecurityRequirements {
         participants: n,
         dropout_rate: args.dropout,
         corrupt_fraction: args.corrupt,
         sparse: matches!(args.graph, GraphChoice::Sparse),
+        threat_model,
     };
-    let params = SecAggParams::derive(1, &req, m, args.bits, graph_seed)
+    let params = SecAggParams::derive(1, &req, m, args.bits, graph_seed, roster)
         .context("deriving round parameters")?;
     let graph = params.neighbour_graph()?;
-    let threshold = params.threshold;
     let total = Instant::now();
     let hidden = args.json;
+    if !hidden {
+        eprintln!(
+            "{threat_model:?} round: n = {n}, m = {m}, t = {}",
+            params.threshold
+        );
+    }
 
     // The PRG bound: ChaCha20 keystream for one M-element vector on one core. The machine is shared, so it is
     // measured again right before each timed step and each step is compared with the measurement next to it.
     let seed = Secret32::random(&mut rng);
-    let mut prg_samples = Vec::new();
-    let mut prg_cpu_samples = Vec::new();
-    // Returns the median wall-clock and CPU seconds of `reps` single-core keystream expansions.
+    let (mut prg_samples, mut prg_cpu_samples) = (Vec::new(), Vec::new());
     let mut measure_prg = |reps: usize| {
         let (mut wall, mut cpu) = (Vec::new(), Vec::new());
         for _ in 0..reps {
-            let (_, w, c) = timed(|| std::hint::black_box(prg_keystream_only(&seed, m as usize)));
-            wall.push(w);
-            cpu.push(c);
+            let (_, c) = timed(|| std::hint::black_box(prg_keystream_only(&seed, m as usize)));
+            wall.push(c.wall);
+            cpu.push(c.cpu);
         }
         prg_samples.extend(&wall);
         prg_cpu_samples.extend(&cpu);
@@ -218,38 +401,74 @@ pub(super) fn bench_secagg(args: &SecaggArgs) -> anyhow::Result<SecaggReport> {
     };
     measure_prg(3);
 
+    let (mut client, mut server_cost) = (ClientCosts::default(), ServerCosts::default());
     let mut server = SecAggServer::new(params.clone())?;
     let mut clients = Vec::with_capacity(n as usize);
     for u in 0..n {
-        let (c, msg) = SecAggClient::new(params.clone(), u, &mut rng)?;
-        server.handle_advertise_keys(&msg)?;
-        clients.push(c);
+        let (started, c) = timed(|| match identities.get(u as usize) {
+            Some(id) => SecAggClient::with_identity(params.clone(), u, id.clone(), &mut rng),
+            None => SecAggClient::new(params.clone(), u, &mut rng),
+        });
+        let (client_state, msg) = started?;
+        client.advertise_keys += c;
+        let (r, c) = timed(|| server.handle_advertise_keys(&msg));
+        r?;
+        server_cost.advertise_keys += c;
+        clients.push(client_state);
     }
-    server.close_stage()?;
+    let (r, c) = timed(|| server.close_stage());
+    r?;
+    server_cost.advertise_keys += c;
     let dir = server.key_directory().context("no key directory")?;
 
     let pb = progress(u64::from(n), "ShareKeys", hidden);
-    let (mut share_keys_total, mut share_keys_cpu_total) = (0.0, 0.0);
-    for c in &mut clients {
-        let (msg, wall, cpu) = timed(|| c.handle_key_directory(&dir, &mut rng));
+    for cl in &mut clients {
+        let (msg, c) = timed(|| cl.handle_key_directory(&dir, &mut rng));
         let msg = msg?;
-        share_keys_total += wall;
-        share_keys_cpu_total += cpu;
-        server.handle_share_keys(&msg)?;
+        client.share_keys += c;
+        let (r, c) = timed(|| server.handle_share_keys(&msg));
+        r?;
+        server_cost.share_keys += c;
         pb.inc(1);
     }
     pb.finish_and_clear();
-    server.close_stage()?;
-    ensure!(
-        server.stage() == RoundStage::MaskedInputCollection,
-        "round aborted after ShareKeys"
-    );
+    let (r, c) = timed(|| server.close_stage());
+    r?;
+    server_cost.share_keys += c;
 
-    // Drop a pseudo-random ⌊dropout·n⌋ clients before they send their masked input.
+    // Drop a pseudo-random ⌊dropout·n⌋ clients right after they dealt.
     let dropped_count = (args.dropout * f64::from(n)).floor() as usize;
     let mut order: Vec<u32> = (0..n).collect();
     rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
-    let dropped: std::collections::BTreeSet<u32> = order[..dropped_count].iter().copied().collect();
+    let dropped: BTreeSet<u32> = order[..dropped_count].iter().copied().collect();
+    let survivors = n as usize - dropped_count;
+
+    if malicious {
+        ensure!(
+            server.stage() == RoundStage::ShareVerification,
+            "round aborted after ShareKeys"
+        );
+        let pb = progress(survivors as u64, "ShareVerification", hidden);
+        for cl in clients.iter_mut().filter(|c| !dropped.contains(&c.id())) {
+            let routed = server.routed_shares(cl.id())?;
+            let (msg, c) = timed(|| cl.verify_routed_shares(&routed, &mut rng));
+            let msg = msg?;
+            ensure!(msg.complaints.is_empty(), "an honest client complained");
+            client.share_verification += c;
+            let (r, c) = timed(|| server.handle_share_verification(&msg));
+            r?;
+            server_cost.share_verification += c;
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let (r, c) = timed(|| server.close_stage());
+        r?;
+        server_cost.share_verification += c;
+    }
+    ensure!(
+        server.stage() == RoundStage::MaskedInputCollection,
+        "round aborted before MaskedInputCollection"
+    );
 
     let ring_mask = if args.bits == 32 {
         u32::MAX
@@ -259,104 +478,176 @@ pub(super) fn bench_secagg(args: &SecaggArgs) -> anyhow::Result<SecaggReport> {
     let mut plain_sum = vec![0u32; m as usize];
     let mut input = vec![0u32; m as usize];
     let mut inputs_rng = SplitMix(0x5eed);
-    let pb = progress(u64::from(n) - dropped_count as u64, "Masking", hidden);
-    let (mut mask_total, mut mask_bound, mut vectors_total, mut ingest_total) =
-        (0.0, 0.0, 0usize, 0.0);
-    let (mut mask_cpu_total, mut mask_cpu_bound) = (0.0, 0.0);
-    for c in &mut clients {
-        let u = c.id();
-        if dropped.contains(&u) {
-            continue;
-        }
+    let pb = progress(survivors as u64, "Masking", hidden);
+    let (mut mask_bound, mut mask_cpu_bound, mut vectors_total) = (0.0, 0.0, 0usize);
+    let go = server.masked_input_request();
+    for cl in clients.iter_mut().filter(|c| !dropped.contains(&c.id())) {
         for (x, s) in input.iter_mut().zip(plain_sum.iter_mut()) {
             *x = (inputs_rng.next() as u32) & ring_mask;
             *s = s.wrapping_add(*x);
         }
-        let routed = server.routed_shares(u)?;
-        let vectors = 1 + routed.shares.len();
+        let vectors = 1 + graph
+            .neighbours(cl.id())
+            .iter()
+            .filter(|v| server.u2().contains(v))
+            .count();
+        let routed = if malicious {
+            None
+        } else {
+            Some(server.routed_shares(cl.id())?)
+        };
         let (prg_wall, prg_cpu) = measure_prg(1);
-        let (masked, wall, cpu) = timed(|| c.handle_routed_shares(&routed, &input));
+        let (masked, c) = timed(|| match (&routed, &go) {
+            (Some(r), _) => cl.handle_routed_shares(r, &input),
+            (None, Some(req)) => cl.handle_masked_input_request(req, &input),
+            (None, None) => Err(confide_common::secagg::SecAggError::RoundEnded),
+        });
         let masked = masked?;
-        mask_total += wall;
+        client.masking += c;
         mask_bound += vectors as f64 * prg_wall;
-        mask_cpu_total += cpu;
         mask_cpu_bound += vectors as f64 * prg_cpu;
         vectors_total += vectors;
         let bytes = masked.encode();
-        let t = Instant::now();
-        server.handle_masked_input_bytes(&bytes)?;
-        ingest_total += t.elapsed().as_secs_f64();
+        let (r, c) = timed(|| server.handle_masked_input_bytes(&bytes));
+        r?;
+        server_cost.masked_input_collection += c;
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let survivors = n as usize - dropped_count;
     for s in &mut plain_sum {
         *s &= ring_mask;
     }
     let server_state_bytes = server.encode().len();
-    server.close_stage()?;
+    let (r, c) = timed(|| server.close_stage());
+    r?;
+    server_cost.masked_input_collection += c;
+
+    let mut responses = Vec::with_capacity(survivors);
+    if malicious {
+        let req = server
+            .consistency_check_request()
+            .context("no consistency-check request")?;
+        for cl in clients.iter_mut().filter(|c| !dropped.contains(&c.id())) {
+            let (msg, c) = timed(|| cl.handle_consistency_check_request(&req));
+            let msg = msg?;
+            client.consistency_check += c;
+            let (r, c) = timed(|| server.handle_consistency_signature(&msg));
+            r?;
+            server_cost.consistency_check += c;
+        }
+        let (r, c) = timed(|| server.close_stage());
+        r?;
+        server_cost.consistency_check += c;
+        let signed = server.signed_survivors().context("no signed survivors")?;
+        for cl in clients.iter_mut().filter(|c| !dropped.contains(&c.id())) {
+            let (resp, c) = timed(|| cl.handle_signed_survivors(&signed));
+            responses.push(resp?);
+            client.unmasking += c;
+        }
+    } else {
+        let req = server.unmasking_request().context("no unmasking request")?;
+        for cl in clients.iter_mut().filter(|c| !dropped.contains(&c.id())) {
+            let (resp, c) = timed(|| cl.handle_unmasking_request(&req));
+            responses.push(resp?);
+            client.unmasking += c;
+        }
+    }
     ensure!(
         server.stage() == RoundStage::Unmasking,
-        "round aborted after MaskedInputCollection"
+        "round aborted before Unmasking"
     );
-    let req = server.unmasking_request().context("no unmasking request")?;
-    let mut unmask_client_total = 0.0;
-    for c in &mut clients {
-        if dropped.contains(&c.id()) {
-            continue;
-        }
-        let t = Instant::now();
-        let resp = c.handle_unmasking_request(&req)?;
-        unmask_client_total += t.elapsed().as_secs_f64();
-        server.handle_unmasking_response(&resp)?;
+    for resp in &responses {
+        let (r, c) = timed(|| server.handle_unmasking_response(resp));
+        r?;
+        server_cost.unmasking += c;
     }
     let server_unmask_vectors = server.unmask_vector_count();
     if !hidden {
         eprintln!("unmasking: {server_unmask_vectors} mask vectors of {m} elements ...");
     }
     let (prg_wall_before, prg_cpu_before) = measure_prg(3);
-    let (closed, server_unmask_seconds, server_unmask_cpu) = timed(|| server.close_stage());
+    let (closed, unmask_close) = timed(|| server.close_stage());
     closed?;
+    server_cost.unmasking += unmask_close;
     let (prg_wall_after, prg_cpu_after) = measure_prg(3);
     let server_prg = (prg_wall_before + prg_wall_after) / 2.0;
     let server_prg_cpu = (prg_cpu_before + prg_cpu_after) / 2.0;
-    let prg_vector_seconds = median(prg_samples);
-    let prg_vector_cpu_seconds = median(prg_cpu_samples);
     let correct = match server.outcome() {
         Some(RoundOutcome::Completed(sum)) => sum == plain_sum,
         Some(RoundOutcome::Aborted { reason }) => bail!("round aborted: {reason}"),
         None => bail!("round did not end"),
     };
-    let s = survivors as f64;
+
+    let (client_mask_wall, client_mask_cpu) = (client.masking.wall, client.masking.cpu);
+    client.advertise_keys = client.advertise_keys.per(n as usize);
+    client.share_keys = client.share_keys.per(n as usize);
+    client.share_verification = client.share_verification.per(survivors);
+    client.masking = client.masking.per(survivors);
+    client.consistency_check = client.consistency_check.per(survivors);
+    client.unmasking = client.unmasking.per(survivors);
+    for c in [
+        client.advertise_keys,
+        client.share_keys,
+        client.share_verification,
+        client.masking,
+        client.consistency_check,
+        client.unmasking,
+    ] {
+        client.total += c;
+    }
+    for c in [
+        server_cost.advertise_keys,
+        server_cost.share_keys,
+        server_cost.share_verification,
+        server_cost.masked_input_collection,
+        server_cost.consistency_check,
+        server_cost.unmasking,
+    ] {
+        server_cost.total += c;
+    }
+    let signatures = if malicious {
+        let (sign, verify) = signature_costs(&mut rng)?;
+        let signers = server.signers().len();
+        Some(SignatureCosts {
+            sign_microseconds: sign,
+            verify_microseconds: verify,
+            // AdvertiseKeys, ShareKeys, ShareVerification, ConsistencyCheck.
+            signatures_per_client: 4,
+            // The key directory (U1) and the forwarded survivor signatures.
+            verifications_per_client: server.u1().len() + signers,
+            // Every AdvertiseKeys, ShareKeys, ShareVerification and ConsistencySignature.
+            verifications_by_server: server.u1().len() + server.u2().len() + survivors + signers,
+        })
+    } else {
+        None
+    };
     Ok(SecaggReport {
+        threat_model,
         correct,
         participants: n,
         params: m,
         dropout: args.dropout,
         graph: args.graph,
         degree: graph.degree(),
-        threshold,
+        threshold: params.threshold,
+        max_corrupt: params.max_corrupt,
         bits: args.bits,
         threads: rayon::current_num_threads(),
         dropped: dropped_count,
         survivors,
-        prg_vector_seconds,
-        client_share_keys_seconds: share_keys_total / f64::from(n),
-        client_mask_seconds: mask_total / s,
-        client_mask_vectors: vectors_total as f64 / s,
-        client_mask_prg_ratio: mask_total / mask_bound,
-        client_unmask_seconds: unmask_client_total / s,
-        server_ingest_seconds: ingest_total / s,
-        server_unmask_seconds,
+        prg_vector_seconds: median(prg_samples),
+        prg_vector_cpu_seconds: median(prg_cpu_samples),
+        client,
+        client_mask_vectors: vectors_total as f64 / survivors as f64,
+        client_mask_prg_ratio: client_mask_wall / mask_bound,
+        client_mask_prg_cpu_ratio: client_mask_cpu / mask_cpu_bound,
+        server: server_cost,
         server_unmask_vectors,
-        server_unmask_prg_ratio: server_unmask_seconds
-            / (server_unmask_vectors as f64 * server_prg),
-        server_state_bytes,
-        total_seconds: total.elapsed().as_secs_f64(),
-        prg_vector_cpu_seconds,
-        client_share_keys_cpu_seconds: share_keys_cpu_total / f64::from(n),
-        client_mask_prg_cpu_ratio: mask_cpu_total / mask_cpu_bound,
-        server_unmask_prg_cpu_ratio: server_unmask_cpu
+        server_unmask_prg_ratio: unmask_close.wall / (server_unmask_vectors as f64 * server_prg),
+        server_unmask_prg_cpu_ratio: unmask_close.cpu
             / (server_unmask_vectors as f64 * server_prg_cpu),
+        server_state_bytes,
+        signatures,
+        total_seconds: total.elapsed().as_secs_f64(),
     })
 }

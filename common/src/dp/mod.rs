@@ -12,7 +12,7 @@ pub mod ledger;
 pub mod noise;
 pub mod pld;
 pub mod rdp;
-mod special;
+pub(crate) mod special;
 
 pub use calibrate::{noise_multiplier_for_rounds, noise_multiplier_for_target};
 pub use error::DpError;

@@ -1,5 +1,6 @@
-//! Cryptographic building blocks: X25519 key pairs, HKDF-SHA256 key derivation with domain-separation labels,
-//! the ChaCha20 mask PRG and ChaCha20-Poly1305 encryption of shares.
+//! Symmetric and X25519 building blocks: the per-round X25519 cipher key pairs, HKDF-SHA256 key derivation with
+//! domain-separation labels, ChaCha20-Poly1305 encryption of shares and the ChaCha20 mask PRG (the hot path).
+//! The Ristretto255 mask keys and share commitments are in [`super::group`].
 //!
 //! Every derived key binds the protocol version, its purpose, the round and the (ordered) participants, so a key
 //! for one purpose or round can never be reused for another.
@@ -11,21 +12,22 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use hkdf::Hkdf;
 use rand::CryptoRng;
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::error::{Result, SecAggError};
+use super::shamir::SecretScalar;
 use super::{ParticipantId, RoundId};
 
 /// Domain-separation label of the key that encrypts shares from one participant to another.
-pub const LABEL_SHARE_ENCRYPTION: &[u8] = b"confide/secagg/v1/share-encryption";
+pub const LABEL_SHARE_ENCRYPTION: &[u8] = b"confide/secagg/v2/share-encryption";
 /// Domain-separation label of the seed of a pairwise mask.
-pub const LABEL_PAIRWISE_MASK: &[u8] = b"confide/secagg/v1/pairwise-mask";
-/// Domain-separation label of the commitment to a self-mask seed.
-pub const LABEL_SELF_MASK_COMMITMENT: &[u8] = b"confide/secagg/v1/self-mask-commitment";
+pub const LABEL_PAIRWISE_MASK: &[u8] = b"confide/secagg/v2/pairwise-mask";
+/// Domain-separation label of the self-mask PRG seed derived from the self-mask secret β.
+pub const LABEL_SELF_MASK_SEED: &[u8] = b"confide/secagg/v2/self-mask-seed";
 /// HKDF salt shared by all derivations of this protocol version.
-const HKDF_SALT: &[u8] = b"confide/secagg/v1";
+const HKDF_SALT: &[u8] = b"confide/secagg/v2";
 
 /// Length of an X25519 key or a seed.
 pub const KEY_LEN: usize = 32;
@@ -60,6 +62,7 @@ impl std::fmt::Debug for Secret32 {
 }
 
 /// An X25519 key pair; the secret half is zeroised on drop by x25519-dalek.
+#[derive(Clone)]
 pub struct KeyPair {
     secret: StaticSecret,
     public: PublicKey,
@@ -90,6 +93,11 @@ impl KeyPair {
         Secret32(self.secret.to_bytes())
     }
 
+    /// The public key that belongs to secret bytes (how the server checks a complaint's revealed key).
+    pub fn public_of_secret(bytes: [u8; KEY_LEN]) -> [u8; KEY_LEN] {
+        Self::from_secret_bytes(bytes).public_bytes()
+    }
+
     /// Raw X25519 agreement with a peer's public key; rejects non-contributory results.
     fn agree(&self, peer: ParticipantId, their_public: &[u8; KEY_LEN]) -> Result<Secret32> {
         let shared = self.secret.diffie_hellman(&PublicKey::from(*their_public));
@@ -108,7 +116,7 @@ impl std::fmt::Debug for KeyPair {
     }
 }
 
-fn hkdf_expand(ikm: &[u8], info: &[&[u8]]) -> Secret32 {
+pub(crate) fn hkdf_expand(ikm: &[u8], info: &[&[u8]]) -> Secret32 {
     let hk = Hkdf::<Sha256>::new(Some(HKDF_SALT), ikm);
     let mut out = [0u8; KEY_LEN];
     // 32 bytes is far below HKDF-SHA256's 255·32 limit, so this cannot fail.
@@ -140,39 +148,16 @@ pub fn share_encryption_key(
     ))
 }
 
-/// Seed of the pairwise mask between `own_id` and `peer`; both sides derive the same seed.
-pub fn pairwise_mask_seed(
-    own: &KeyPair,
-    own_id: ParticipantId,
-    peer_public: &[u8; KEY_LEN],
-    peer: ParticipantId,
-    round: RoundId,
-) -> Result<Secret32> {
-    let shared = own.agree(peer, peer_public)?;
-    let (lo, hi) = if own_id < peer {
-        (own_id, peer)
-    } else {
-        (peer, own_id)
-    };
-    Ok(hkdf_expand(
-        &shared.0,
+/// Seed of the self mask PRG(b_u): HKDF of the self-mask secret β, bound to the round and its owner.
+pub fn self_mask_seed(beta: &SecretScalar, round: RoundId, owner: ParticipantId) -> Secret32 {
+    hkdf_expand(
+        &beta.to_bytes()[..],
         &[
-            LABEL_PAIRWISE_MASK,
+            LABEL_SELF_MASK_SEED,
             &round.to_le_bytes(),
-            &lo.to_le_bytes(),
-            &hi.to_le_bytes(),
+            &owner.to_le_bytes(),
         ],
-    ))
-}
-
-/// Public commitment to a self-mask seed, so the server can tell a correctly rebuilt seed from a wrong one.
-pub fn self_mask_commitment(seed: &Secret32, round: RoundId, owner: ParticipantId) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(LABEL_SELF_MASK_COMMITMENT);
-    h.update(round.to_le_bytes());
-    h.update(owner.to_le_bytes());
-    h.update(seed.0);
-    h.finalize().into()
+    )
 }
 
 /// Associated data of a share ciphertext: round id, sender, receiver.
@@ -308,23 +293,11 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
 
     #[test]
-    fn both_sides_derive_the_same_pairwise_seed() {
-        let mut rng = ChaCha20Rng::seed_from_u64(1);
-        let a = KeyPair::generate(&mut rng);
-        let b = KeyPair::generate(&mut rng);
-        let ab = pairwise_mask_seed(&a, 3, &b.public_bytes(), 9, 7).unwrap();
-        let ba = pairwise_mask_seed(&b, 9, &a.public_bytes(), 3, 7).unwrap();
-        assert_eq!(ab, ba);
-        let other_round = pairwise_mask_seed(&a, 3, &b.public_bytes(), 9, 8).unwrap();
-        assert_ne!(ab, other_round);
-    }
-
-    #[test]
     fn low_order_key_is_rejected() {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let a = KeyPair::generate(&mut rng);
         assert_eq!(
-            pairwise_mask_seed(&a, 0, &[0u8; 32], 1, 1),
+            share_encryption_key(&a, &[0u8; 32], 1, 0, 1, 1),
             Err(SecAggError::WeakKey(1))
         );
     }

@@ -70,6 +70,31 @@ pub enum SecAggError {
     /// A persisted server state that cannot be decoded.
     #[error("cannot decode persisted state: {0}")]
     Decode(String),
+    /// A signature that is missing where the malicious-server protocol requires one.
+    #[error("message from participant {participant} carries no signature")]
+    MissingSignature { participant: ParticipantId },
+    /// A signature that does not verify under the roster's identity key for `signer` (forged, foreign, replayed
+    /// from another round or made over other parameters).
+    #[error("signature of participant {signer} does not verify under its roster identity")]
+    BadSignature { signer: ParticipantId },
+    /// One identity key listed at two indices of the roster.
+    #[error("roster index {0} repeats an identity key listed earlier")]
+    DuplicateIdentity(ParticipantId),
+    /// A dealing whose shares or commitments are not consistent (not on one polynomial of degree t − 1).
+    #[error("participant {dealer} dealt shares inconsistent with its commitments: {reason}")]
+    BadDealing {
+        dealer: ParticipantId,
+        reason: String,
+    },
+    /// The server showed this client a survivor set (or signatures) inconsistent with what it saw or signed.
+    #[error("inconsistent survivor set: {0}")]
+    InconsistentSurvivors(String),
+    /// Fewer valid consistency-check signatures than the threshold.
+    #[error("{got} valid signatures over the survivor set, threshold is {threshold}")]
+    TooFewSignatures { got: usize, threshold: usize },
+    /// A call that belongs to the other threat model (e.g. a semi-honest handler in a malicious round).
+    #[error("this step is not part of the {0:?} protocol")]
+    WrongThreatModel(super::ThreatModel),
 }
 
 /// Shorthand for results of this module.

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ParticipantId;
 use super::error::{Result, SecAggError};
+use super::params::{ThreatModel, corrupt_count, malicious_threshold_bound};
+use crate::dp::special::log_binom;
 
 /// The kind of neighbour graph of a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,21 +33,17 @@ pub struct SecurityRequirements {
     pub dropout_rate: f64,
     /// Fraction of participants that may collude with the server.
     pub corrupt_fraction: f64,
-    /// Use a sparse (SecAgg+) graph when it is cheaper than the complete graph.
+    /// Use a sparse (SecAgg+) graph when it is cheaper than the complete graph (semi-honest rounds only).
     pub sparse: bool,
+    /// The server the round must withstand (absent in older configurations: semi-honest).
+    #[serde(default)]
+    pub threat_model: ThreatModel,
 }
 
 /// log2 of the tolerated probability that some neighbourhood has ≥ t corrupt members (security).
 const SECURITY_BITS: f64 = 40.0;
 /// log2 of the tolerated probability that some neighbourhood keeps < t survivors (correctness).
 const CORRECTNESS_BITS: f64 = 20.0;
-
-fn ln_choose(n: u32, k: u32) -> f64 {
-    fn ln_fact(n: u32) -> f64 {
-        (2..=n).map(|i| f64::from(i).ln()).sum()
-    }
-    ln_fact(n) - ln_fact(k) - ln_fact(n - k)
-}
 
 /// P[Bin(n, p) ≥ k].
 fn binomial_upper_tail(n: u32, p: f64, k: u32) -> f64 {
@@ -60,7 +58,10 @@ fn binomial_upper_tail(n: u32, p: f64, k: u32) -> f64 {
     }
     (k..=n)
         .map(|i| {
-            (ln_choose(n, i) + f64::from(i) * p.ln() + f64::from(n - i) * (1.0 - p).ln()).exp()
+            (log_binom(f64::from(n), f64::from(i))
+                + f64::from(i) * p.ln()
+                + f64::from(n - i) * (1.0 - p).ln())
+            .exp()
         })
         .sum()
 }
@@ -96,6 +97,9 @@ pub fn derive_graph(req: &SecurityRequirements) -> Result<(GraphKind, u32)> {
             "dropout rate must be in [0, 1) and corrupt fraction in [0, 0.5)".into(),
         ));
     }
+    if req.threat_model == ThreatModel::Malicious {
+        return derive_malicious(req);
+    }
     if req.sparse {
         let mut k = 2;
         while k + 1 < n {
@@ -115,6 +119,30 @@ pub fn derive_graph(req: &SecurityRequirements) -> Result<(GraphKind, u32)> {
     if t > expected_survivors {
         return Err(SecAggError::InvalidParams(format!(
             "threshold {t} exceeds the {expected_survivors} participants expected to survive (n = {n}, dropout {d})"
+        )));
+    }
+    Ok((GraphKind::Complete, t))
+}
+
+/// Malicious server: the complete graph (sparse graphs are refused, see the module docs of `secagg`) and the least
+/// threshold of [`malicious_threshold_bound`] for n_c = ⌈corrupt fraction · n⌉ colluders, which the expected
+/// survivors must reach.
+fn derive_malicious(req: &SecurityRequirements) -> Result<(GraphKind, u32)> {
+    let n = req.participants;
+    if req.sparse {
+        return Err(SecAggError::InvalidParams(
+            "sparse (SecAgg+) graphs are not offered against a malicious server: the server could choose or grind \
+             the ring order and show different graphs to different clients; use the complete graph"
+                .into(),
+        ));
+    }
+    let t = malicious_threshold_bound(n, corrupt_count(n, req.corrupt_fraction));
+    let expected_survivors = (f64::from(n) * (1.0 - req.dropout_rate)).floor() as u32;
+    if t > n || t > expected_survivors {
+        return Err(SecAggError::InvalidParams(format!(
+            "threshold {t} (t > (n + n_c)/2 against a malicious server) exceeds the {expected_survivors} participants \
+             expected to survive (n = {n}, dropout {}, corrupt fraction {})",
+            req.dropout_rate, req.corrupt_fraction
         )));
     }
     Ok((GraphKind::Complete, t))
@@ -255,6 +283,7 @@ mod tests {
             dropout_rate: 0.1,
             corrupt_fraction: 0.05,
             sparse,
+            threat_model: ThreatModel::SemiHonest,
         };
         let (kind, t) = derive_graph(&req(100, false)).unwrap();
         assert_eq!(kind, GraphKind::Complete);
@@ -271,10 +300,34 @@ mod tests {
             dropout_rate: 0.6,
             corrupt_fraction: 0.0,
             sparse: false,
+            threat_model: ThreatModel::SemiHonest,
         };
         assert!(derive_graph(&bad).is_err());
         // Small n falls back to the complete graph even when sparse is asked for.
         assert_eq!(derive_graph(&req(10, true)).unwrap().0, GraphKind::Complete);
+    }
+
+    #[test]
+    fn malicious_rounds_derive_the_complete_graph_at_the_bound() {
+        let req = |n, sparse, dropout_rate| SecurityRequirements {
+            participants: n,
+            dropout_rate,
+            corrupt_fraction: 0.05,
+            sparse,
+            threat_model: ThreatModel::Malicious,
+        };
+        assert_eq!(
+            derive_graph(&req(100, false, 0.1)).unwrap(),
+            (GraphKind::Complete, 53)
+        );
+        assert_eq!(
+            derive_graph(&req(3, false, 0.0)).unwrap(),
+            (GraphKind::Complete, 3)
+        );
+        let sparse = derive_graph(&req(1000, true, 0.1)).unwrap_err().to_string();
+        assert!(sparse.contains("malicious server"), "{sparse}");
+        // 10 participants, 1 may be corrupt: t = 6, which 50 % dropout cannot reach.
+        assert!(derive_graph(&req(10, false, 0.5)).is_err());
     }
 
     #[test]

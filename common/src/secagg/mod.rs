@@ -19,22 +19,31 @@ pub mod client;
 pub mod crypto;
 pub mod error;
 pub mod graph;
+pub mod group;
+pub mod identity;
 pub mod messages;
+pub mod params;
 pub mod quantize;
 pub mod server;
 pub mod shamir;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::SecAggClient;
+pub use client::{ClientAbort, SecAggClient};
 pub use error::SecAggError;
 pub use graph::{GraphKind, NeighbourGraph, SecurityRequirements, derive_graph};
+pub use identity::{IdentityKey, IdentityPublicKey, Roster, SignatureBytes};
 pub use messages::{
-    AdvertiseKeys, AdvertisedKeys, EncryptedShares, KeyDirectory, MaskedInput, RevealedShare,
-    RoutedShares, ShareKeys, UnmaskingRequest, UnmaskingResponse,
+    AdvertiseKeys, AdvertisedKeys, Broadcast, Complaint, ComplaintReason, ConsistencyCheckRequest,
+    ConsistencySignature, EncryptedShares, KeyDirectory, MaskedInput, MaskedInputRequest,
+    RevealedShare, RoutedShares, ShareKeys, ShareVerification, SignedSurvivors, UnmaskingRequest,
+    UnmaskingResponse,
 };
+pub use params::{SecAggParams, ThreatModel, corrupt_count, malicious_threshold_bound};
 pub use quantize::{DequantizedSum, QuantizationParams};
-pub use server::{AbortReason, RoundOutcome, SecAggServer, StageTransition};
+pub use server::{
+    AbortReason, ClientStatus, DropReason, Dropout, RoundOutcome, SecAggServer, StageTransition,
+};
 
 /// A participant's index in the round, `0..participants`. The coordinator maps its own ids onto these.
 pub type ParticipantId = u32;
@@ -46,16 +55,21 @@ pub const MAX_VECTOR_LEN: u32 = 1 << 28;
 /// Largest number of participants in one round.
 pub const MAX_PARTICIPANTS: u32 = 1 << 16;
 
-/// The protocol stages, in order, plus the two terminal states.
+/// The protocol stages, in order, plus the two terminal states. Semi-honest rounds skip ShareVerification and
+/// ConsistencyCheck ([`RoundStage::sequence`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RoundStage {
-    /// Clients send their two public keys.
+    /// Clients send their two public keys (signed in malicious rounds).
     AdvertiseKeys,
-    /// Clients send their encrypted shares for their neighbours.
+    /// Clients send their encrypted shares (with signed commitments in malicious rounds).
     ShareKeys,
+    /// Malicious rounds: clients acknowledge the shares they were dealt, or complain with proof.
+    ShareVerification,
     /// Clients send their masked inputs.
     MaskedInputCollection,
+    /// Malicious rounds: clients sign the survivor set U3.
+    ConsistencyCheck,
     /// Clients reveal the shares the server needs to remove the masks.
     Unmasking,
     /// The aggregate is available.
@@ -64,83 +78,46 @@ pub enum RoundStage {
     Aborted,
 }
 
-/// Parameters of one round, fixed when the round starts and known to every participant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecAggParams {
-    /// Round id, bound into every derived key and message.
-    pub round_id: RoundId,
-    /// Number of participants; their ids are `0..participants`.
-    pub participants: u32,
-    /// Shamir threshold t: shares needed to rebuild a secret; also the fewest survivors a stage may close with.
-    pub threshold: u32,
-    /// Neighbour graph.
-    pub graph: GraphKind,
-    /// Seed of the Harary ring order (should come from a fresh CSPRNG draw; ignored for the complete graph).
-    #[serde(with = "messages::b64_array")]
-    pub graph_seed: [u8; 32],
-    /// Ring elements per input (including the weight coordinate when quantising with [`QuantizationParams`]).
-    pub vector_len: u32,
-    /// Ring Z_{2^bits}, 1 ≤ bits ≤ 32.
-    pub bits: u32,
-}
-
-impl SecAggParams {
-    /// Parameters derived from security requirements (graph and threshold via [`derive_graph`]).
-    pub fn derive(
-        round_id: RoundId,
-        req: &SecurityRequirements,
-        vector_len: u32,
-        bits: u32,
-        graph_seed: [u8; 32],
-    ) -> Result<Self, SecAggError> {
-        let (graph, threshold) = derive_graph(req)?;
-        let p = SecAggParams {
-            round_id,
-            participants: req.participants,
-            threshold,
-            graph,
-            graph_seed,
-            vector_len,
-            bits,
-        };
-        p.validate()?;
-        Ok(p)
-    }
-
-    /// Size of a neighbourhood, self included: the holders of each participant's shares.
-    pub fn neighbourhood_size(&self) -> u32 {
-        match self.graph {
-            GraphKind::Complete => self.participants,
-            GraphKind::Harary { degree } => degree + 1,
+impl RoundStage {
+    /// The stages a round of `threat_model` goes through, in order (terminal states excluded).
+    pub fn sequence(threat_model: ThreatModel) -> &'static [RoundStage] {
+        match threat_model {
+            ThreatModel::SemiHonest => &[
+                RoundStage::AdvertiseKeys,
+                RoundStage::ShareKeys,
+                RoundStage::MaskedInputCollection,
+                RoundStage::Unmasking,
+            ],
+            ThreatModel::Malicious => &[
+                RoundStage::AdvertiseKeys,
+                RoundStage::ShareKeys,
+                RoundStage::ShareVerification,
+                RoundStage::MaskedInputCollection,
+                RoundStage::ConsistencyCheck,
+                RoundStage::Unmasking,
+            ],
         }
     }
 
-    /// Checks every bound; the threshold must be a strict majority of a neighbourhood (so the server cannot
-    /// collect both kinds of share for one client from two disjoint groups) and no larger than it.
-    pub fn validate(&self) -> Result<(), SecAggError> {
-        let bad = |m: String| Err(SecAggError::InvalidParams(m));
-        if !(2..=MAX_PARTICIPANTS).contains(&self.participants) {
-            return bad(format!("participants must be in 2..={MAX_PARTICIPANTS}"));
-        }
-        if !(1..=32).contains(&self.bits) {
-            return bad(format!("bits must be in 1..=32, got {}", self.bits));
-        }
-        if !(1..=MAX_VECTOR_LEN).contains(&self.vector_len) {
-            return bad(format!("vector_len must be in 1..={MAX_VECTOR_LEN}"));
-        }
-        NeighbourGraph::new(self.participants, self.graph, &self.graph_seed)?;
-        let size = self.neighbourhood_size();
-        if self.threshold <= size / 2 || self.threshold > size {
-            return bad(format!(
-                "threshold {} must be a strict majority of the neighbourhood size {size} and at most {size}",
-                self.threshold
-            ));
-        }
-        Ok(())
+    /// The stage after this one in a round of `threat_model` (`Completed` after Unmasking; `None` once ended or for
+    /// a stage the model does not have).
+    pub fn next(self, threat_model: ThreatModel) -> Option<RoundStage> {
+        let seq = Self::sequence(threat_model);
+        let i = seq.iter().position(|&s| s == self)?;
+        Some(seq.get(i + 1).copied().unwrap_or(RoundStage::Completed))
     }
 
-    /// The neighbour graph of these parameters.
-    pub fn neighbour_graph(&self) -> Result<NeighbourGraph, SecAggError> {
-        NeighbourGraph::new(self.participants, self.graph, &self.graph_seed)
+    /// snake_case name (as in JSON).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RoundStage::AdvertiseKeys => "advertise_keys",
+            RoundStage::ShareKeys => "share_keys",
+            RoundStage::ShareVerification => "share_verification",
+            RoundStage::MaskedInputCollection => "masked_input_collection",
+            RoundStage::ConsistencyCheck => "consistency_check",
+            RoundStage::Unmasking => "unmasking",
+            RoundStage::Completed => "completed",
+            RoundStage::Aborted => "aborted",
+        }
     }
 }

@@ -120,6 +120,7 @@ pub type AppState = Coordinator;
         operator::revoke_enrolment_token,
         operator::list_participants,
         operator::revoke_participant,
+        operator::disable_participant,
         operator::start_round,
         operator::list_rounds,
         operator::get_round,
@@ -279,6 +280,10 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
         .route(
             "/v1/studies/{study_id}/participants",
             get(operator::list_participants),
+        )
+        .route(
+            "/v1/studies/{study_id}/participants/{participant_id}/disable",
+            post(operator::disable_participant),
         )
         .route(
             "/v1/studies/{study_id}/rounds",

@@ -123,6 +123,21 @@ pub async fn list_participants(
     Ok(ApiJson(studies::participants(&state, study_id).await?))
 }
 
+/// Disable a participant: it is no longer selected for this study's rounds (a round under way goes on); its
+/// privacy ledger stays. E.g. after a round named it as a dealer of bad shares.
+#[utoipa::path(post, path = "/v1/studies/{study_id}/participants/{participant_id}/disable", tag = "operator",
+    security(("operator_token" = [])), params(("study_id" = i64, Path), ("participant_id" = i64, Path)),
+    responses((status = 200, body = ParticipantInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn disable_participant(
+    State(state): State<AppState>,
+    _op: Operator,
+    ApiPath((study_id, participant_id)): ApiPath<(i64, i64)>,
+) -> Result<ApiJson<ParticipantInfo>, ApiError> {
+    Ok(ApiJson(
+        studies::disable_participant(&state, study_id, participant_id).await?,
+    ))
+}
+
 /// Start the study's next round. Participants whose planned spend would exceed their budget are not selected; if
 /// fewer than `min_participants` remain the round is refused (422) with the reason.
 #[utoipa::path(post, path = "/v1/studies/{study_id}/rounds", tag = "operator", security(("operator_token" = [])),

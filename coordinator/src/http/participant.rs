@@ -86,7 +86,8 @@ pub async fn download_model(
 fn parse_stage(s: &str) -> Result<RoundStage, ApiError> {
     match RoundStage::parse(s) {
         Some(RoundStage::Finished) | None => Err(ApiError::NotFound(format!(
-            "unknown stage {s:?} (advertise_keys, share_keys, masked_input_collection, unmasking)"
+            "unknown stage {s:?} (advertise_keys, share_keys, share_verification, masked_input_collection, \
+             consistency_check, unmasking)"
         ))),
         Some(stage) => Ok(stage),
     }

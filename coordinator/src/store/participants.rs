@@ -1,5 +1,6 @@
-//! Participants: enrolment (spending a one-time token), credential lookup and revocation (a revoked credential is
-//! refused by the lookup itself, in every process sharing the database).
+//! Participants: enrolment (spending a one-time token, registering the identity key), credential lookup,
+//! revocation (a revoked credential is refused by the lookup itself, in every process sharing the database) and the
+//! operator disabling one (no longer selected; its credential still works).
 
 use super::{Store, StoreError, StoreResult, map_unique, new_secret, now_ms, sha256_hex};
 
@@ -11,11 +12,24 @@ pub struct ParticipantRow {
     pub enrolled_at: i64,
     /// When the operator revoked this participant's credential; `None` while it is valid.
     pub revoked_at: Option<i64>,
+    /// The Ed25519 identity public key registered at enrolment (32 bytes), if any.
+    pub identity_key: Option<Vec<u8>>,
+    /// When the operator disabled it (no longer selected for rounds).
+    pub disabled_at: Option<i64>,
 }
 
+/// The columns of a [`ParticipantRow`].
+const COLUMNS: &str = "id, study_id, name, enrolled_at, revoked_at, identity_key, disabled_at";
+
 impl Store {
-    /// Spends an enrolment token and creates the participant with a new credential, in one transaction.
-    pub async fn enrol(&self, token: &str, name: &str) -> StoreResult<(ParticipantRow, String)> {
+    /// Spends an enrolment token and creates the participant with a new credential and its identity key (unique in
+    /// the study), in one transaction.
+    pub async fn enrol(
+        &self,
+        token: &str,
+        name: &str,
+        identity_key: Option<&[u8]>,
+    ) -> StoreResult<(ParticipantRow, String)> {
         let now = now_ms();
         let credential = new_secret();
         let (token_hash, credential_hash) = (
@@ -38,17 +52,33 @@ impl Store {
                     .ok_or_else(|| {
                         StoreError::Refused("enrolment token is unknown, expired or already used (or was revoked)".into())
                     })?;
+                    if let Some(key) = identity_key {
+                        let taken = sqlx::query("SELECT 1 AS one FROM participants WHERE study_id = $1 AND identity_key = $2")
+                            .bind(study_id)
+                            .bind(key)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                        if taken.is_some() {
+                            return Err(StoreError::Conflict(
+                                "this identity key is already registered by another participant of the study; each \
+                                 site needs its own (a fresh state directory makes one)"
+                                    .into(),
+                            ));
+                        }
+                    }
                     let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO participants (study_id, name, credential_hash, enrolled_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                        "INSERT INTO participants (study_id, name, credential_hash, enrolled_at, identity_key)
+                         VALUES ($1, $2, $3, $4, $5) RETURNING id",
                     )
                     .bind(study_id)
                     .bind(name)
                     .bind(credential_hash)
                     .bind(now)
+                    .bind(identity_key)
                     .fetch_one(&mut **tx)
                     .await
                     .map_err(|e| {
-                        map_unique(e, &format!("a participant named {name:?} is already enrolled in this study"))
+                        map_unique(e, &format!("a participant named {name:?} (or with this identity key) is already enrolled in this study"))
                     })?;
                     sqlx::query("UPDATE enrolment_tokens SET participant_id = $1 WHERE id = $2")
                         .bind(id)
@@ -66,6 +96,8 @@ impl Store {
                 name: name.to_string(),
                 enrolled_at: now,
                 revoked_at: None,
+                identity_key: identity_key.map(<[u8]>::to_vec),
+                disabled_at: None,
             },
             credential,
         ))
@@ -75,19 +107,18 @@ impl Store {
         &self,
         credential: &str,
     ) -> StoreResult<Option<ParticipantRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, study_id, name, enrolled_at, revoked_at FROM participants
-             WHERE credential_hash = $1 AND revoked_at IS NULL",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM participants WHERE credential_hash = $1 AND revoked_at IS NULL"
+        )))
         .bind(sha256_hex(credential.as_bytes()))
         .fetch_optional(&self.pool)
         .await?)
     }
 
     pub async fn list_participants(&self, study_id: i64) -> StoreResult<Vec<ParticipantRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, study_id, name, enrolled_at, revoked_at FROM participants WHERE study_id = $1 ORDER BY id",
-        )
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM participants WHERE study_id = $1 ORDER BY id"
+        )))
         .bind(study_id)
         .fetch_all(&self.pool)
         .await?)
@@ -100,19 +131,48 @@ impl Store {
         study_id: i64,
         participant_id: i64,
     ) -> StoreResult<ParticipantRow> {
+        self.set_participant_time("revoke_participant", "revoked_at", study_id, participant_id)
+            .await
+    }
+
+    /// Disables a participant of a study: it is no longer selected for rounds (its ledger stays). Disabling twice
+    /// keeps the first time. `NotFound` if the study has no such participant.
+    pub async fn disable_participant(
+        &self,
+        study_id: i64,
+        participant_id: i64,
+    ) -> StoreResult<ParticipantRow> {
+        self.set_participant_time(
+            "disable_participant",
+            "disabled_at",
+            study_id,
+            participant_id,
+        )
+        .await
+    }
+
+    /// Sets one of the participant's time columns (`revoked_at` or `disabled_at`, constants of this module) to now
+    /// unless it is already set, and returns the row.
+    async fn set_participant_time(
+        &self,
+        tx_name: &'static str,
+        column: &'static str,
+        study_id: i64,
+        participant_id: i64,
+    ) -> StoreResult<ParticipantRow> {
         let now = now_ms();
-        self.run_tx("revoke_participant", |tx| {
+        self.run_tx(tx_name, |tx| {
             Box::pin(async move {
-                sqlx::query_as::<_, ParticipantRow>(
-                    "UPDATE participants SET revoked_at = COALESCE(revoked_at, $3) WHERE id = $1 AND study_id = $2
-                     RETURNING id, study_id, name, enrolled_at, revoked_at",
-                )
+                Ok(sqlx::query_as::<_, ParticipantRow>(sqlx::AssertSqlSafe(format!(
+                    "UPDATE participants SET {column} = COALESCE({column}, $3) WHERE id = $1 AND study_id = $2
+                     RETURNING {COLUMNS}"
+                )))
                 .bind(participant_id)
                 .bind(study_id)
                 .bind(now)
                 .fetch_optional(&mut **tx)
                 .await?
-                .ok_or(StoreError::NotFound("participant"))
+                .ok_or(StoreError::NotFound("participant"))?)
             })
         })
         .await

@@ -424,6 +424,17 @@ impl Store {
 
     /// Aborts an unfinished round: nothing is published and nothing is charged. False if already finished.
     pub async fn abort_round(&self, round_id: i64, reason: &str) -> StoreResult<bool> {
+        self.abort_round_excluding(round_id, reason, &[]).await
+    }
+
+    /// [`Store::abort_round`], also recording participants the round excludes for what they did in it (e.g. a
+    /// dealer proved to have dealt bad shares), with the reason, in the same transaction.
+    pub async fn abort_round_excluding(
+        &self,
+        round_id: i64,
+        reason: &str,
+        exclusions: &[(i64, String)],
+    ) -> StoreResult<bool> {
         let now = now_ms();
         self.run_tx("abort_round", |tx| {
             Box::pin(async move {
@@ -446,9 +457,29 @@ impl Store {
                     .bind(round_id)
                     .execute(&mut **tx)
                     .await?;
+                for (participant, why) in exclusions {
+                    sqlx::query(
+                        "INSERT INTO round_exclusions (round_id, participant_id, reason) VALUES ($1, $2, $3)",
+                    )
+                    .bind(round_id)
+                    .bind(participant)
+                    .bind(why)
+                    .execute(&mut **tx)
+                    .await?;
+                }
                 Ok(true)
             })
         })
         .await
+    }
+
+    /// Participants a round excluded for what they did in it, and why: (participant, reason), in participant order.
+    pub async fn round_exclusions(&self, round_id: i64) -> StoreResult<Vec<(i64, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT participant_id, reason FROM round_exclusions WHERE round_id = $1 ORDER BY participant_id",
+        )
+        .bind(round_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

@@ -19,7 +19,7 @@ impl Store {
             Blob(&'static str),
             Float(&'static str),
         }
-        const TABLES: [(&str, &[Col], &str); 11] = [
+        const TABLES: [(&str, &[Col], &str); 12] = [
             (
                 "operator_tokens",
                 &[
@@ -51,6 +51,8 @@ impl Store {
                     Text("credential_hash"),
                     Int("enrolled_at"),
                     Int("revoked_at"),
+                    Blob("identity_key"),
+                    Int("disabled_at"),
                 ],
                 "id",
             ),
@@ -127,6 +129,11 @@ impl Store {
                     Text("reason"),
                     Int("declined_at"),
                 ],
+                "round_id, participant_id",
+            ),
+            (
+                "round_exclusions",
+                &[Int("round_id"), Int("participant_id"), Text("reason")],
                 "round_id, participant_id",
             ),
             (

@@ -113,7 +113,8 @@ pub async fn overwrite_server_snapshot(db: &TestDb, round_id: i64, bytes: &[u8])
 
 /// Every stage of a study taking `secs` at most.
 pub fn deadlines(secs: u64) -> Value {
-    json!({"advertise_keys_secs": secs, "share_keys_secs": secs, "masked_input_secs": secs, "unmasking_secs": secs})
+    json!({"advertise_keys_secs": secs, "share_keys_secs": secs, "share_verification_secs": secs,
+           "masked_input_secs": secs, "consistency_check_secs": secs, "unmasking_secs": secs})
 }
 
 fn hex_suffix() -> String {
@@ -248,6 +249,17 @@ pub async fn enrol(
     study: i64,
     name: &str,
 ) -> (i64, String) {
+    enrol_with_key(op, base, study, name, None).await
+}
+
+/// [`enrol`], registering `identity`'s public key.
+pub async fn enrol_with_key(
+    op: &CoordinatorClient,
+    base: &CoordinatorClient,
+    study: i64,
+    name: &str,
+    identity: Option<&confide_common::secagg::IdentityKey>,
+) -> (i64, String) {
     let token = op
         .create_enrolment_token(
             study,
@@ -260,7 +272,7 @@ pub async fn enrol(
         .unwrap_or_else(|e| panic!("enrolment token: {e}"))
         .token;
     let e = base
-        .enrol(&token, name)
+        .enrol_with_identity(&token, name, identity.map(|k| k.public()))
         .await
         .unwrap_or_else(|e| panic!("enrolling {name}: {e}"));
     (e.participant_id, e.credential)
@@ -279,15 +291,16 @@ pub fn typed(req: &Value) -> CreateStudyRequest {
     serde_json::from_value(req.clone()).unwrap_or_else(|e| panic!("study request {req}: {e}"))
 }
 
-/// A valid study request (logistic regression on 3 features, DP-SGD q = 0.05, σ = 1.2, a complete graph, 32-bit
-/// ring, ε budget 10, 5 rounds of at least 3 participants, FedAvg at learning rate 1), to vary with [`set`].
+/// A valid study request (logistic regression on 3 features, DP-SGD q = 0.05, σ = 1.2, semi-honest secure
+/// aggregation on a complete graph, 32-bit ring, ε budget 10, 5 rounds of at least 3 participants, FedAvg at
+/// learning rate 1), to vary with [`set`] (e.g. `("/secagg/threat_model", json!("malicious"))`).
 pub fn study_request(name: &str) -> Value {
     json!({
         "name": name,
         "model_spec": {"kind": "logistic_regression", "input_dim": 3, "num_classes": 2},
         "dp": {"sampling_rate": 0.05, "noise_multiplier": 1.2, "local_epochs": 1, "clip_norm": 1.0,
                "expected_batch_size": 8.0},
-        "secagg": {"threshold": null, "graph": {"kind": "complete"},
+        "secagg": {"threat_model": "semi_honest", "threshold": null, "graph": {"kind": "complete"},
                    "quantisation": {"clip_range": 2.0, "bits": 32}},
         "budget": {"epsilon": 10.0, "delta": 1e-5},
         "rounds": 5,

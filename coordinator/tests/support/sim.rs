@@ -3,7 +3,10 @@
 
 use confide_common::api::{RoundStage, RoundTask, TaskResponse};
 use confide_common::secagg::messages::ControlMessage;
-use confide_common::secagg::{KeyDirectory, RoutedShares, SecAggClient, UnmaskingRequest};
+use confide_common::secagg::{
+    ConsistencyCheckRequest, IdentityKey, KeyDirectory, MaskedInputRequest, RoutedShares,
+    SecAggClient, SignedSurvivors, ThreatModel, UnmaskingRequest,
+};
 use confide_coordinator::client::{ClientError, CoordinatorClient};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -21,23 +24,45 @@ pub struct Sim {
     pub cred: String,
     pub update: Vec<f32>,
     pub weight: u32,
+    /// The long-term identity registered at enrolment (signs in malicious-model rounds).
+    pub identity: IdentityKey,
     /// Quantised input (w·Δ with the weight coordinate) actually sent in the last round.
     pub sent_input: Option<Vec<u32>>,
     client: Option<(i64, SecAggClient)>,
     rng: ChaCha20Rng,
+    /// Cheats as a dealer: corrupts the ciphertext for its first neighbour (and signs the corrupted dealing).
+    pub corrupt_dealing: bool,
     /// A computed message whose upload failed in transport; re-sent before anything else.
     pending: Option<(i64, RoundStage, Message)>,
 }
 
 impl Sim {
     pub fn new(id: i64, cred: String, update: Vec<f32>, weight: u32) -> Self {
+        Self::with_identity(
+            id,
+            cred,
+            update,
+            weight,
+            IdentityKey::generate(&mut ChaCha20Rng::from_seed(rand::random())),
+        )
+    }
+
+    pub fn with_identity(
+        id: i64,
+        cred: String,
+        update: Vec<f32>,
+        weight: u32,
+        identity: IdentityKey,
+    ) -> Self {
         Self {
             id,
             cred,
             update,
             weight,
+            identity,
             sent_input: None,
             client: None,
+            corrupt_dealing: false,
             rng: ChaCha20Rng::from_seed(rand::random()),
             pending: None,
         }
@@ -84,40 +109,86 @@ impl Sim {
     async fn answer(&mut self, me: &CoordinatorClient, task: &RoundTask) -> Option<Message> {
         let rid = task.round_id;
         let broadcast = || me.broadcast(rid, task.stage);
+        let malicious = task.protocol.threat_model == ThreatModel::Malicious;
         Some(match task.stage {
             RoundStage::AdvertiseKeys => {
-                let (client, msg) =
+                let (client, msg) = if malicious {
+                    SecAggClient::with_identity(
+                        task.protocol.clone(),
+                        task.participant_index,
+                        self.identity.clone(),
+                        &mut self.rng,
+                    )
+                } else {
                     SecAggClient::new(task.protocol.clone(), task.participant_index, &mut self.rng)
-                        .expect("client");
+                }
+                .expect("client");
                 self.client = Some((rid, client));
                 Message::Control(msg.to_json())
             }
             RoundStage::ShareKeys => {
                 let dir = KeyDirectory::from_json(&broadcast().await.ok()?).ok()?;
                 let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
-                let shares = client
+                let mut shares = client
                     .handle_key_directory(&dir, &mut self.rng)
                     .expect("share keys");
+                if self.corrupt_dealing {
+                    shares.encrypted_shares[0].ciphertext[0] ^= 1;
+                    let statement = shares.statement(&task.protocol.digest());
+                    shares.signature = Some(self.identity.sign(&statement));
+                }
                 Message::Control(shares.to_json())
             }
-            RoundStage::MaskedInputCollection => {
+            RoundStage::ShareVerification => {
                 let routed = RoutedShares::from_json(&broadcast().await.ok()?).ok()?;
+                let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
+                let verdict = client
+                    .verify_routed_shares(&routed, &mut self.rng)
+                    .expect("verify shares");
+                Message::Control(verdict.to_json())
+            }
+            RoundStage::MaskedInputCollection => {
+                let text = broadcast().await.ok()?;
                 let scaled: Vec<f32> = self.update.iter().map(|x| x * self.weight as f32).collect();
                 let input = task
                     .quantisation
                     .quantize(&scaled, self.weight, &mut self.rng)
                     .expect("quantise");
                 let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
-                let masked = client.handle_routed_shares(&routed, &input).expect("mask");
+                let masked = if malicious {
+                    let req = MaskedInputRequest::from_json(&text).ok()?;
+                    client.handle_masked_input_request(&req, &input)
+                } else {
+                    let routed = RoutedShares::from_json(&text).ok()?;
+                    client.handle_routed_shares(&routed, &input)
+                }
+                .expect("mask");
                 self.sent_input = Some(input);
                 Message::MaskedInput(masked.encode())
             }
+            RoundStage::ConsistencyCheck => {
+                let req = ConsistencyCheckRequest::from_json(&broadcast().await.ok()?).ok()?;
+                let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
+                Message::Control(
+                    client
+                        .handle_consistency_check_request(&req)
+                        .ok()?
+                        .to_json(),
+                )
+            }
             RoundStage::Unmasking => {
-                let req = UnmaskingRequest::from_json(&broadcast().await.ok()?).ok()?;
+                let text = broadcast().await.ok()?;
                 let client = &mut self.client.as_mut().filter(|(r, _)| *r == rid)?.1;
                 // An honest client answers once: a task read that raced the round's end (it still says
                 // Unmasking) must not make it answer again.
-                Message::Control(client.handle_unmasking_request(&req).ok()?.to_json())
+                let response = if malicious {
+                    let signed = SignedSurvivors::from_json(&text).ok()?;
+                    client.handle_signed_survivors(&signed).ok()?
+                } else {
+                    let req = UnmaskingRequest::from_json(&text).ok()?;
+                    client.handle_unmasking_request(&req).ok()?
+                };
+                Message::Control(response.to_json())
             }
             RoundStage::Finished => return None,
         })
@@ -160,9 +231,11 @@ pub async fn enrol_sims(
 ) -> Vec<Sim> {
     let mut sims = Vec::new();
     for i in 0..n {
-        let (id, cred) = super::enrol(op, base, study, &format!("hospital-{i}")).await;
+        let identity = IdentityKey::generate(&mut ChaCha20Rng::from_seed(rand::random()));
+        let (id, cred) =
+            super::enrol_with_key(op, base, study, &format!("hospital-{i}"), Some(&identity)).await;
         let update: Vec<f32> = (0..8).map(|j| update(i, j)).collect();
-        sims.push(Sim::new(id, cred, update, weight(i)));
+        sims.push(Sim::with_identity(id, cred, update, weight(i), identity));
     }
     sims
 }

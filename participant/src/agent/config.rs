@@ -21,6 +21,9 @@ pub const DEFAULT_POLL_WAIT_SECS: u64 = 30;
 pub const DEFAULT_MAX_BACKOFF_SECS: f64 = 30.0;
 /// Longest dataset id accepted.
 pub const MAX_DATASET_ID_LEN: usize = 100;
+/// Default minimum cohort: the fewest other sites (distinct, pinned identities) a round must have for this site to
+/// take part.
+pub const DEFAULT_MIN_COHORT: u32 = 3;
 
 pub use confide_runtime::LogFormat;
 
@@ -101,6 +104,14 @@ pub struct RunArgs {
     /// Allow http:// to a coordinator that is not on loopback (the credential then crosses the network in clear).
     #[arg(long, env = "CONFIDE_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
+    /// The fewest other sites (distinct identity keys, pinned or accepted) a round must have for this site to take
+    /// part; it declines smaller rounds [default: 3].
+    #[arg(long, env = "CONFIDE_MIN_COHORT")]
+    pub min_cohort: Option<u32>,
+    /// Fingerprints of the only peers this site accepts (comma-separated, as `confide-participant identity` prints
+    /// them, exchanged out of band); without it, peers' keys are pinned on first use.
+    #[arg(long, env = "CONFIDE_ACCEPTED_PEERS", value_delimiter = ',')]
+    pub accepted_peers: Option<Vec<String>>,
 }
 
 /// The config file.
@@ -119,6 +130,8 @@ pub struct FileConfig {
     pub limits: FileLimits,
     #[serde(default)]
     pub tls: FileTls,
+    #[serde(default)]
+    pub security: FileSecurity,
 }
 
 /// `[tls]`: how the agent reaches the coordinator over HTTPS.
@@ -129,6 +142,54 @@ pub struct FileTls {
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
     pub allow_insecure_http: Option<bool>,
+}
+
+/// `[security]`: whom this site aggregates with.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSecurity {
+    pub min_cohort: Option<u32>,
+    pub accepted_peers: Option<Vec<String>>,
+}
+
+/// Whom this site takes part in a round with (checked before it trains or sends anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// The fewest other sites a round must have.
+    pub min_cohort: u32,
+    /// `Some`: the only peer fingerprints accepted (allow-list); `None`: trust on first use, then pin.
+    pub accepted_peers: Option<Vec<String>>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            min_cohort: DEFAULT_MIN_COHORT,
+            accepted_peers: None,
+        }
+    }
+}
+
+/// A fingerprint as `IdentityPublicKey::fingerprint` prints it: 8 groups of 4 lowercase hex digits joined by ':'.
+/// Accepted in any case, with or without the colons; returned in the canonical form.
+pub fn canonical_fingerprint(f: &str) -> Result<String, ConfigError> {
+    let hex: String = f
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ConfigError::Invalid(format!(
+            "accepted peer {f:?} is not a fingerprint (32 hex digits, as `confide-participant identity` prints)"
+        )));
+    }
+    Ok(hex
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":"))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -197,6 +258,7 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// Trusted CA, client certificate, plain-HTTP policy.
     pub tls: TlsOptions,
+    pub security: SecurityConfig,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -216,6 +278,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("poll_wait", &self.poll_wait)
             .field("max_backoff", &self.max_backoff)
             .field("tls", &self.tls)
+            .field("security", &self.security)
             .finish()
     }
 }
@@ -418,7 +481,37 @@ impl AgentConfig {
                 "max_backoff_secs must be in [0.1, 3600]".into(),
             ));
         }
+        let min_cohort = args
+            .min_cohort
+            .or(file.security.min_cohort)
+            .unwrap_or(DEFAULT_MIN_COHORT);
+        if min_cohort < 2 {
+            return Err(ConfigError::Invalid(format!(
+                "min_cohort must be at least 2 (with one other site, each could read the other's update from the sum), \
+                 got {min_cohort}"
+            )));
+        }
+        let accepted_peers = match args.accepted_peers.clone().or(file.security.accepted_peers) {
+            None => None,
+            Some(list) => {
+                let list = list
+                    .iter()
+                    .map(|f| canonical_fingerprint(f))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if (list.len() as u64) < u64::from(min_cohort) {
+                    return Err(ConfigError::Invalid(format!(
+                        "accepted_peers lists {} peer(s), fewer than min_cohort {min_cohort}: no round could be accepted",
+                        list.len()
+                    )));
+                }
+                Some(list)
+            }
+        };
         Ok(Self {
+            security: SecurityConfig {
+                min_cohort,
+                accepted_peers,
+            },
             coordinator_url,
             state_dir,
             name,
@@ -579,6 +672,58 @@ delta = 1e-5
         for bad in ["", " padded", "a\nb", &"x".repeat(101)] {
             assert!(check_dataset_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn security_settings_from_file_and_flags() {
+        let c = AgentConfig::merge(
+            &RunArgs::default(),
+            parse_file("p.toml", DEPLOY).unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.security, SecurityConfig::default());
+        assert_eq!(c.security.min_cohort, 3);
+        let f1 = "AAAA:bbbb:cccc:dddd:eeee:ffff:0000:1111";
+        let text = format!(
+            "{DEPLOY}\n[security]\nmin_cohort = 2\naccepted_peers = [\"{f1}\", \"{}\"]\n",
+            "2222333344445555666677778888999a"
+        );
+        let c = AgentConfig::merge(
+            &RunArgs::default(),
+            parse_file("p.toml", &text).unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.security.min_cohort, 2);
+        assert_eq!(
+            c.security.accepted_peers,
+            Some(vec![
+                "aaaa:bbbb:cccc:dddd:eeee:ffff:0000:1111".to_string(),
+                "2222:3333:4444:5555:6666:7777:8888:999a".to_string()
+            ])
+        );
+        let bad = |args: RunArgs, text: &str| {
+            AgentConfig::merge(&args, parse_file("p.toml", text).unwrap(), None)
+                .unwrap_err()
+                .to_string()
+        };
+        let flags = RunArgs {
+            min_cohort: Some(1),
+            ..RunArgs::default()
+        };
+        assert!(bad(flags, DEPLOY).contains("min_cohort"));
+        // Fewer accepted peers than the minimum cohort could never take part.
+        let flags = RunArgs {
+            min_cohort: Some(3),
+            ..RunArgs::default()
+        };
+        assert!(bad(flags, &text).contains("fewer than min_cohort"));
+        let flags = RunArgs {
+            accepted_peers: Some(vec!["not-a-fingerprint".into(); 3]),
+            ..RunArgs::default()
+        };
+        assert!(bad(flags, DEPLOY).contains("not a fingerprint"));
     }
 
     #[test]

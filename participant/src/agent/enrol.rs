@@ -1,9 +1,10 @@
 //! Enrolment: the one-time token is exchanged for the agent's long-term identity, stored durably in the state
-//! directory, once. Transport failures are retried with the agent's backoff until it succeeds or the agent is shut
+//! directory, once; the site's identity public key (created before, see [`super::state`]) is registered with it. Transport failures are retried with the agent's backoff until it succeeds or the agent is shut
 //! down; a refused token is fatal with what to do about it.
 
 use backon::Retryable;
 use confide_client::CoordinatorClient;
+use confide_common::secagg::IdentityPublicKey;
 use tokio_util::sync::CancellationToken;
 
 use super::AgentError;
@@ -15,6 +16,7 @@ use super::transport::Backoff;
 pub(super) async fn enrol(
     cfg: &AgentConfig,
     state: &StateDir,
+    identity_key: IdentityPublicKey,
     http: reqwest::Client,
     backoff: &Backoff,
     shutdown: &CancellationToken,
@@ -34,7 +36,7 @@ pub(super) async fn enrol(
         )
     })?;
     let client = CoordinatorClient::with_http(url, "", http);
-    let attempts = (|| client.enrol(token, name))
+    let attempts = (|| client.enrol_with_identity(token, name, Some(identity_key)))
         .retry(backoff.builder())
         .when(|e| e.is_transient())
         .notify(|e, wait| {
@@ -61,7 +63,8 @@ pub(super) async fn enrol(
     tracing::info!(
         participant = identity.participant_id,
         study = identity.study_id,
-        "enrolled; identity stored in the state directory"
+        fingerprint = %identity_key.fingerprint(),
+        "enrolled (identity key registered); identity stored in the state directory"
     );
     Ok(Some(identity))
 }

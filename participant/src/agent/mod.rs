@@ -6,10 +6,15 @@
 //!    they would exceed it), download the model and verify its sha256 against the task, train with DP-SGD exactly
 //!    as the planned events say, compute Δ = local − global (warning locally if quantisation will clamp some of
 //!    it), start the sans-IO secure-aggregation client and send its public keys.
-//! 2. **ShareKeys** — answer the key directory with the encrypted shares.
-//! 3. **MaskedInputCollection** — quantise Δ with weight 1, mask it, charge the local ledger durably, and only
-//!    then send the masked input.
-//! 4. **Unmasking** — reveal the shares the server needs.
+//!    Before any of that, the round's cohort is checked ([`peers`]): the identity keys of the other sites must be
+//!    the pinned (or allow-listed) ones, and there must be at least `min_cohort` of them; otherwise it declines.
+//! 2. **ShareKeys** — answer the key directory with the encrypted shares (signed in malicious rounds).
+//! 3. **ShareVerification** (malicious rounds) — check the shares dealt to it against their commitments:
+//!    acknowledge, or complain with proof (and leave the round).
+//! 4. **MaskedInputCollection** — quantise Δ with weight 1, mask it (malicious rounds: only after t signed
+//!    acknowledgements), charge the local ledger durably, and only then send the masked input.
+//! 5. **ConsistencyCheck** (malicious rounds) — sign the survivor set U3 if it can accept it.
+//! 6. **Unmasking** — reveal the shares the server needs (malicious rounds: only for a U3 that t survivors signed).
 //!
 //! One file per job: [`transport`] (HTTP client, retries with backoff, the outgoing message kept until delivered),
 //! [`enrol`], [`round_plan`] (the training plan derived from the charged events, the model checks), and one file
@@ -26,6 +31,7 @@ pub mod dataset;
 pub mod debug;
 mod enrol;
 pub mod ledger;
+pub mod peers;
 pub mod round_plan;
 pub mod saturation;
 mod stages;
@@ -40,7 +46,7 @@ use confide_client::{ClientError, CoordinatorClient};
 use confide_common::api::{RoundStage, RoundTask, TaskResponse};
 use confide_common::dp::PrivacyEvent;
 use confide_common::secagg::messages::ControlMessage;
-use confide_common::secagg::{QuantizationParams, SecAggClient};
+use confide_common::secagg::{IdentityKey, QuantizationParams, SecAggClient};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use thiserror::Error;
@@ -101,6 +107,8 @@ pub struct Agent {
     ledger: LocalLedger,
     client: CoordinatorClient,
     identity: Identity,
+    /// The site's long-term signing identity (malicious-model rounds).
+    identity_key: IdentityKey,
     data: Arc<Dataset>,
     statistics: Statistics,
     session: Option<Session>,
@@ -134,6 +142,10 @@ impl Agent {
             check_coordinator_url(url, &cfg.tls)?;
         }
         let backoff = Backoff::new(cfg.max_backoff);
+        // An agent that enrolled before agents had identity keys gets one now, but it was never registered.
+        let unregistered_key =
+            state::read_identity_key(state.path())?.is_none() && state.identity()?.is_some();
+        let identity_key = state.identity_key_or_create()?;
         let identity = match state.identity()? {
             Some(id) => {
                 if cfg.enrolment_token.is_some() {
@@ -144,7 +156,16 @@ impl Agent {
                 }
                 id
             }
-            None => match enrol(&cfg, &state, http.clone(), &backoff, &shutdown).await? {
+            None => match enrol(
+                &cfg,
+                &state,
+                identity_key.public(),
+                http.clone(),
+                &backoff,
+                &shutdown,
+            )
+            .await?
+            {
                 Some(id) => id,
                 None => return Ok(None),
             },
@@ -163,6 +184,16 @@ impl Agent {
             None => identity.coordinator_url.clone(),
         };
         check_coordinator_url(&url, &cfg.tls)?;
+        if unregistered_key {
+            tracing::warn!(
+                "this agent enrolled before it had an identity key; the new key was not registered, so it cannot take \
+                 part in malicious-model rounds (enrol again from a fresh state directory)"
+            );
+        }
+        tracing::info!(
+            fingerprint = %identity_key.public().fingerprint(),
+            "identity key (compare with the coordinator's participants list)"
+        );
         let client = CoordinatorClient::with_http(&url, &identity.credential, http);
         let epsilon_spent = ledger.epsilon_with(&[], cfg.budget.delta).await?;
         tracing::info!(
@@ -184,6 +215,7 @@ impl Agent {
             ledger,
             client,
             identity,
+            identity_key,
             data: Arc::new(data.records),
             statistics: data.statistics,
             session: None,
@@ -333,7 +365,9 @@ impl Agent {
         match task.stage {
             RoundStage::AdvertiseKeys | RoundStage::Finished => Ok(Next::Pause),
             RoundStage::ShareKeys => self.share_keys(&task).await,
+            RoundStage::ShareVerification => self.verify_shares(&task).await,
             RoundStage::MaskedInputCollection => self.masked_input(&task).await,
+            RoundStage::ConsistencyCheck => self.consistency_check(&task).await,
             RoundStage::Unmasking => self.unmask(&task).await,
         }
     }

@@ -87,14 +87,16 @@ pub(crate) fn decode_model(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use confide_common::api::{
         DpParams, GraphParams, LocalTraining, QuantisationConfig, RoundStage, SecAggConfig,
     };
     use confide_common::model::encode_safetensors;
-    use confide_common::secagg::{GraphKind, QuantizationParams, SecAggParams};
-    fn task(planned: Vec<PrivacyEvent>) -> RoundTask {
+    use confide_common::secagg::{GraphKind, QuantizationParams, SecAggParams, ThreatModel};
+
+    /// A semi-honest round task of three participants (ids 10, 11, 12; this site is index 0).
+    pub(crate) fn task(planned: Vec<PrivacyEvent>) -> RoundTask {
         RoundTask {
             round_id: 4,
             study_id: 1,
@@ -113,6 +115,8 @@ mod tests {
             },
             local_training: LocalTraining::default(),
             secagg: SecAggConfig {
+                threat_model: ThreatModel::SemiHonest,
+                corrupt_fraction: 0.0,
                 threshold: None,
                 graph: GraphParams::Complete,
                 quantisation: QuantisationConfig {
@@ -124,6 +128,7 @@ mod tests {
             planned_events: planned,
             num_parameters: 8,
             participant_index: 0,
+            participant_ids: vec![10, 11, 12],
             protocol: SecAggParams {
                 round_id: 9,
                 participants: 3,
@@ -132,6 +137,9 @@ mod tests {
                 graph_seed: [0; 32],
                 vector_len: 9,
                 bits: 32,
+                threat_model: Default::default(),
+                max_corrupt: 0,
+                roster: Default::default(),
             },
             quantisation: QuantizationParams::for_participants(1.0, 32, 3, 10).unwrap(),
         }

@@ -8,11 +8,17 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use confide_common::secagg::IdentityKey;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 /// File holding the identity (JSON).
 pub const IDENTITY_FILE: &str = "identity.json";
+/// File holding the long-term Ed25519 identity key's 32-byte secret seed (0600; never logged).
+pub const IDENTITY_KEY_FILE: &str = "identity.key";
 const LOCK_FILE: &str = "agent.lock";
 
 #[derive(Debug, Error)]
@@ -118,6 +124,52 @@ impl StateDir {
     }
 }
 
+impl StateDir {
+    /// The site's long-term identity key, created (and stored 0600, durably) on first use.
+    pub fn identity_key_or_create(&self) -> Result<IdentityKey, StateError> {
+        if let Some(key) = read_identity_key(&self.dir)? {
+            return Ok(key);
+        }
+        let mut rng =
+            ChaCha20Rng::try_from_rng(&mut rand::rngs::SysRng).map_err(|e| StateError::Io {
+                dir: self.dir.display().to_string(),
+                source: std::io::Error::other(format!("OS randomness unavailable: {e}")),
+            })?;
+        let key = IdentityKey::generate(&mut rng);
+        write_private_file(&self.dir, IDENTITY_KEY_FILE, &key.to_seed()[..]).map_err(|source| {
+            StateError::Io {
+                dir: self.dir.display().to_string(),
+                source,
+            }
+        })?;
+        Ok(key)
+    }
+}
+
+/// Reads `dir/identity.key` (the 32-byte seed) without locking (e.g. for `identity`); `None` if there is none.
+pub fn read_identity_key(dir: &Path) -> Result<Option<IdentityKey>, StateError> {
+    let path = dir.join(IDENTITY_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let bytes = Zeroizing::new(bytes);
+            let seed: &[u8; 32] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StateError::BadIdentity {
+                        file: path.display().to_string(),
+                        detail: format!("{} bytes, an identity key has 32", bytes.len()),
+                    })?;
+            Ok(Some(IdentityKey::from_seed(seed)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Io {
+            dir: dir.display().to_string(),
+            source,
+        }),
+    }
+}
+
 /// Reads `dir/identity.json` without locking (e.g. for `budget`).
 pub fn read_identity(dir: &Path) -> Result<Option<Identity>, StateError> {
     let path = dir.join(IDENTITY_FILE);
@@ -194,6 +246,18 @@ mod tests {
             !format!("{id:?}").contains("secret"),
             "Debug hides the credential"
         );
+        // The identity key: created once, 0600, the same on every later read.
+        let key = state.identity_key_or_create().unwrap();
+        assert_eq!(mode(&dir.join(IDENTITY_KEY_FILE)), 0o600);
+        assert_eq!(
+            state.identity_key_or_create().unwrap().public(),
+            key.public()
+        );
+        assert_eq!(
+            read_identity_key(&dir).unwrap().unwrap().public(),
+            key.public()
+        );
+        assert!(!format!("{key:?}").contains(&hex::encode(&key.to_seed()[..])));
         // A second agent on the same directory is refused.
         assert!(matches!(StateDir::open(&dir), Err(StateError::Locked(_))));
         drop(state);

@@ -244,6 +244,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
             epsilon: target_epsilon,
             delta: args.delta,
             enrolment_token: &token.token,
+            // Every other hospital of the demo (the agent's default, 3, would refuse a demo of 3 hospitals).
+            min_cohort: (args.participants - 1).clamp(2, 3),
         };
         let child = tools.spawn_agent(&agent, &work)?;
         children.push(name, child);

@@ -4,8 +4,9 @@
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use confide_common::api::{
-    BudgetParams, CreateStudyRequest, DEFAULT_MAX_WEIGHT, DpParams, GraphParams, LocalOptimizer,
-    LocalTraining, QuantisationConfig, SecAggConfig, ServerOptimizer, StageDeadlines,
+    BudgetParams, CreateStudyRequest, DEFAULT_CORRUPT_FRACTION, DEFAULT_MAX_WEIGHT,
+    DEFAULT_THREAT_MODEL, DpParams, GraphParams, LocalOptimizer, LocalTraining, QuantisationConfig,
+    SecAggConfig, ServerOptimizer, StageDeadlines,
 };
 use confide_common::dp::{AccountantKind, calibrate};
 
@@ -112,6 +113,8 @@ pub fn study_request(p: &Preset, shape: &StudyShape) -> Result<CreateStudyReques
             momentum: p.momentum,
         },
         secagg: SecAggConfig {
+            threat_model: DEFAULT_THREAT_MODEL,
+            corrupt_fraction: DEFAULT_CORRUPT_FRACTION,
             threshold: None,
             graph: GraphParams::Complete,
             // No clip_range: the coordinator derives it from the DP-SGD parameters, so updates are never clamped.
@@ -130,7 +133,9 @@ pub fn study_request(p: &Preset, shape: &StudyShape) -> Result<CreateStudyReques
         deadlines: StageDeadlines {
             advertise_keys_secs: 300,
             share_keys_secs: 60,
+            share_verification_secs: 60,
             masked_input_secs: 120,
+            consistency_check_secs: 60,
             unmasking_secs: 60,
         },
         server_optimizer: ServerOptimizer::FedAvg { learning_rate: 1.0 },

@@ -188,6 +188,8 @@ pub struct Agent<'a> {
     pub epsilon: f64,
     pub delta: f64,
     pub enrolment_token: &'a str,
+    /// The fewest other hospitals a round must have for this one to take part (`--min-cohort`).
+    pub min_cohort: u32,
 }
 
 impl Tools {
@@ -231,6 +233,8 @@ impl Tools {
             .arg(agent.epsilon.to_string())
             .arg("--delta")
             .arg(agent.delta.to_string())
+            .arg("--min-cohort")
+            .arg(agent.min_cohort.to_string())
             .env("CONFIDE_ENROLMENT_TOKEN", agent.enrolment_token)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

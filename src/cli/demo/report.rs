@@ -89,7 +89,7 @@ impl Report {
         let bar = if self.json {
             ProgressBar::hidden()
         } else {
-            ProgressBar::new(4)
+            ProgressBar::new(6)
         };
         bar.set_style(
             ProgressStyle::with_template(
@@ -157,9 +157,11 @@ pub fn stage_position(info: &RoundInfo) -> u64 {
     match info.stage {
         RoundStage::AdvertiseKeys => 0,
         RoundStage::ShareKeys => 1,
-        RoundStage::MaskedInputCollection => 2,
-        RoundStage::Unmasking => 3,
-        RoundStage::Finished => 4,
+        RoundStage::ShareVerification => 2,
+        RoundStage::MaskedInputCollection => 3,
+        RoundStage::ConsistencyCheck => 4,
+        RoundStage::Unmasking => 5,
+        RoundStage::Finished => 6,
     }
 }
 
@@ -168,7 +170,9 @@ pub fn stage_message(info: &RoundInfo) -> String {
     let doing = match info.stage {
         RoundStage::AdvertiseKeys => "hospitals train locally (DP-SGD) and advertise keys",
         RoundStage::ShareKeys => "hospitals share Shamir shares of their mask seeds",
+        RoundStage::ShareVerification => "hospitals check the shares dealt to them",
         RoundStage::MaskedInputCollection => "hospitals upload masked updates",
+        RoundStage::ConsistencyCheck => "survivors sign who survived",
         RoundStage::Unmasking => "survivors help remove the masks",
         RoundStage::Finished => "finished",
     };

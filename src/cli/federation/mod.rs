@@ -20,6 +20,7 @@ use anyhow::{Context, Result, ensure};
 use clap::ValueEnum;
 use confide_client::CoordinatorClient;
 use confide_common::api::{CreateEnrolmentTokenRequest, CreateStudyRequest};
+use confide_common::secagg::ThreatModel;
 use serde_json::json;
 
 use super::bench::{GraphChoice, SecaggArgs, bench_secagg};
@@ -200,7 +201,7 @@ fn study_request(
         "initial_weights_seed": 1,
         "dp": {"sampling_rate": 0.2, "noise_multiplier": 5.5, "local_epochs": 2, "clip_norm": 1.0,
                "expected_batch_size": 22.8},
-        "secagg": {"threshold": null, "graph": graph, "quantisation": {"clip_range": 1.0, "bits": 32, "max_weight": 1}},
+        "secagg": {"threat_model": "semi_honest", "threshold": null, "graph": graph, "quantisation": {"clip_range": 1.0, "bits": 32, "max_weight": 1}},
         "budget": {"epsilon": 1.0e6, "delta": 1e-5},
         "rounds": args.rounds,
         "min_participants": 3,
@@ -260,19 +261,21 @@ async fn run_async(args: &FederationArgs) -> Result<FederationReport> {
         eprintln!("in-process round (bench secagg, N = {n}, M = {m}) …");
     }
     let secagg = SecaggArgs::quiet(n, m, args.dropout, args.graph);
-    let baseline = tokio::task::spawn_blocking(move || bench_secagg(&secagg)).await??;
+    let baseline =
+        tokio::task::spawn_blocking(move || bench_secagg(&secagg, ThreatModel::SemiHonest))
+            .await??;
     ensure!(
-        baseline.correct,
+        baseline.correct(),
         "the in-process round's aggregate was wrong"
     );
     let in_process = InProcess {
-        total_seconds: baseline.total_seconds,
-        client_share_keys_seconds: baseline.client_share_keys_seconds,
-        client_mask_seconds: baseline.client_mask_seconds,
-        server_unmask_seconds: baseline.server_unmask_seconds,
-        threshold: baseline.threshold,
-        degree: baseline.degree,
-        correct: baseline.correct,
+        total_seconds: baseline.total_seconds(),
+        client_share_keys_seconds: baseline.client_share_keys_seconds(),
+        client_mask_seconds: baseline.client_mask_seconds(),
+        server_unmask_seconds: baseline.server_unmask_seconds(),
+        threshold: baseline.threshold(),
+        degree: baseline.degree(),
+        correct: baseline.correct(),
     };
     let deadlines = deadlines(args, &in_process, n - dropped);
 

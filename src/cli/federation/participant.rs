@@ -231,6 +231,12 @@ impl Participant {
                         shared.progress.inc(1);
                     }
                 }
+                RoundStage::ShareVerification | RoundStage::ConsistencyCheck => {
+                    bail!(
+                        "the benchmark's study is semi-honest, yet the coordinator asked for {:?}",
+                        task.stage
+                    );
+                }
                 RoundStage::Unmasking => {
                     let req = UnmaskingRequest::from_json(&self.broadcast(&shared, &task).await?)?;
                     let (_, mut client) = take(&mut secagg, task.round_id)?;

@@ -14,14 +14,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use confide_common::api::RoundStage;
-use confide_common::secagg::messages::ControlMessage;
-use confide_common::secagg::{
-    self, AdvertiseKeys, RoundOutcome, SecAggServer, ShareKeys, UnmaskingResponse,
-};
+use confide_common::secagg::{self, AbortReason, RoundOutcome, SecAggServer};
 
 use super::participation::awaited;
 use super::publication::{Completed, publish};
-use super::{RoundError, RoundPlan, abort, deadline_secs};
+use super::{RoundError, RoundPlan, abort, abort_excluding, deadline_secs};
 use crate::service::Coordinator;
 use crate::service::studies;
 use crate::store::{StageBoundary, StoreError, now_ms};
@@ -120,43 +117,36 @@ async fn run(ctx: &Coordinator, round_id: i64) {
     }
 }
 
-/// Feeds one stored message to the server. A message the server rejects (e.g. a ciphertext addressed to a
-/// non-neighbour) only drops its sender; it is logged without its content.
+/// Feeds one stored message to the server (it parses by the server's stage: JSON, or the binary masked input). A
+/// message the server rejects (e.g. a ciphertext addressed to a non-neighbour, a bad signature) only drops its
+/// sender; it is logged without its content.
 fn apply(server: &mut SecAggServer, stage: RoundStage, sender: i64, body: &[u8]) {
-    let result = match stage {
-        RoundStage::AdvertiseKeys => std::str::from_utf8(body)
-            .map_err(|e| e.to_string())
-            .and_then(|t| AdvertiseKeys::from_json(t).map_err(|e| e.to_string()))
-            .and_then(|m| server.handle_advertise_keys(&m).map_err(|e| e.to_string())),
-        RoundStage::ShareKeys => std::str::from_utf8(body)
-            .map_err(|e| e.to_string())
-            .and_then(|t| ShareKeys::from_json(t).map_err(|e| e.to_string()))
-            .and_then(|m| server.handle_share_keys(&m).map_err(|e| e.to_string())),
-        RoundStage::MaskedInputCollection => server
-            .handle_masked_input_bytes(body)
-            .map_err(|e| e.to_string()),
-        RoundStage::Unmasking => std::str::from_utf8(body)
-            .map_err(|e| e.to_string())
-            .and_then(|t| UnmaskingResponse::from_json(t).map_err(|e| e.to_string()))
-            .and_then(|m| {
-                server
-                    .handle_unmasking_response(&m)
-                    .map_err(|e| e.to_string())
-            }),
-        RoundStage::Finished => Err("round finished".into()),
-    };
-    if let Err(e) = result {
+    if let Err(e) = server.handle_message(body) {
         tracing::warn!(participant = sender, stage = stage.as_str(), error = %e, "message rejected by the secure-aggregation server");
     }
 }
 
 fn api_stage(s: secagg::RoundStage) -> RoundStage {
-    match s {
-        secagg::RoundStage::AdvertiseKeys => RoundStage::AdvertiseKeys,
-        secagg::RoundStage::ShareKeys => RoundStage::ShareKeys,
-        secagg::RoundStage::MaskedInputCollection => RoundStage::MaskedInputCollection,
-        secagg::RoundStage::Unmasking => RoundStage::Unmasking,
-        secagg::RoundStage::Completed | secagg::RoundStage::Aborted => RoundStage::Finished,
+    RoundStage::of_protocol(s)
+}
+
+/// Participants a secure-aggregation abort names as cheaters, with why, to list in the round's exclusions: the
+/// dealers that holders proved dealt bad shares.
+fn cheaters(reason: &AbortReason, plan: &RoundPlan) -> Vec<(i64, String)> {
+    match reason {
+        AbortReason::BadDealing { dealers } => dealers
+            .iter()
+            .filter_map(|d| plan.participant_at(*d))
+            .map(|p| {
+                (
+                    p,
+                    "dealt shares that do not match its commitments (proved by the holders' complaints at share \
+                     verification); the operator may disable it"
+                        .to_string(),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -234,7 +224,7 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
             .await?
             .0;
         }
-        let eligible = awaited(ctx, round_id, stage).await?;
+        let eligible = awaited(ctx, round_id, stage, plan.secagg.threat_model).await?;
         let everyone = eligible.iter().all(|p| applied.contains(p));
         if everyone || now_ms() >= deadline {
             let sid = round.study_id.to_string();
@@ -249,11 +239,9 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
                 return Ok(Step::Finished);
             }
             // The set that completed this stage, as the server counts it (a rejected message drops its sender).
-            let set = match stage {
-                RoundStage::AdvertiseKeys => server.u1(),
-                RoundStage::ShareKeys => server.u2(),
-                RoundStage::MaskedInputCollection => server.u3(),
-                RoundStage::Unmasking | RoundStage::Finished => server.u4(),
+            let set = match stage.protocol() {
+                Some(p) => server.completed(p),
+                None => server.u4(),
             };
             let completed: Vec<i64> = set.iter().filter_map(|i| plan.participant_at(*i)).collect();
             let dropped = eligible.iter().filter(|p| !completed.contains(p)).count();
@@ -287,7 +275,7 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
             match server.outcome() {
                 None => {
                     let next = api_stage(server.stage());
-                    let broadcasts = collect_broadcasts(&server, next, &plan)?;
+                    let broadcasts = collect_broadcasts(&server, &plan)?;
                     let next_deadline = now_ms() + 1000 * deadline_secs(&study, next) as i64;
                     let t = StageBoundary {
                         round_id,
@@ -333,12 +321,20 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
                     return Ok(Step::Finished);
                 }
                 Some(RoundOutcome::Aborted { reason }) => {
-                    abort(
-                        ctx,
-                        &round,
-                        &format!("secure aggregation aborted: {reason}"),
-                    )
-                    .await?;
+                    let why = format!("secure aggregation aborted: {reason}");
+                    let cheaters = cheaters(&reason, &plan);
+                    if cheaters.is_empty() {
+                        abort(ctx, &round, &why).await?;
+                    } else {
+                        for (p, _) in &cheaters {
+                            tracing::warn!(
+                                round = round_id,
+                                participant = p,
+                                "participant excluded: proved to have dealt bad shares"
+                            );
+                        }
+                        abort_excluding(ctx, &round, &why, &cheaters).await?;
+                    }
                     return Ok(Step::Finished);
                 }
             }
@@ -396,37 +392,21 @@ fn rebuild(
     Ok(server)
 }
 
-/// The server's messages for the participants at the start of `stage`, as (recipient, JSON); recipient 0 = all.
+/// The server's messages for the participants at the start of the server's current stage, as (recipient, JSON);
+/// recipient 0 = all.
 fn collect_broadcasts(
     server: &SecAggServer,
-    stage: RoundStage,
     plan: &RoundPlan,
 ) -> Result<Vec<(i64, Vec<u8>)>, RoundError> {
     let mut out = Vec::new();
-    match stage {
-        RoundStage::ShareKeys => {
-            let dir = server
-                .key_directory()
-                .ok_or_else(|| RoundError::Internal("no key directory".into()))?;
-            out.push((0, dir.to_json().into_bytes()));
-        }
-        RoundStage::MaskedInputCollection => {
-            for index in 0..plan.selected.len() as u32 {
-                if let Ok(routed) = server.routed_shares(index) {
-                    let pid = plan
-                        .participant_at(index)
-                        .ok_or_else(|| RoundError::Internal("bad index".into()))?;
-                    out.push((pid, routed.to_json().into_bytes()));
-                }
-            }
-        }
-        RoundStage::Unmasking => {
-            let req = server
-                .unmasking_request()
-                .ok_or_else(|| RoundError::Internal("no unmasking request".into()))?;
-            out.push((0, req.to_json().into_bytes()));
-        }
-        RoundStage::AdvertiseKeys | RoundStage::Finished => {}
+    for b in server.broadcasts().map_err(RoundError::internal)? {
+        let recipient = match b.recipient() {
+            None => 0,
+            Some(index) => plan
+                .participant_at(index)
+                .ok_or_else(|| RoundError::Internal(format!("no participant at index {index}")))?,
+        };
+        out.push((recipient, b.to_json().into_bytes()));
     }
     Ok(out)
 }

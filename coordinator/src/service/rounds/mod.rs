@@ -17,7 +17,9 @@ use confide_common::api::{
 };
 use confide_common::dp::PrivacyEvent;
 use confide_common::plan;
-use confide_common::secagg::{self, QuantizationParams, SecAggServer, SecurityRequirements};
+use confide_common::secagg::{
+    self, QuantizationParams, SecAggServer, SecurityRequirements, ThreatModel,
+};
 use serde::{Deserialize, Serialize};
 
 use super::Coordinator;
@@ -105,19 +107,24 @@ pub fn deadline_secs(study: &Study, stage: RoundStage) -> u64 {
     match stage {
         RoundStage::AdvertiseKeys => d.advertise_keys_secs,
         RoundStage::ShareKeys => d.share_keys_secs,
+        RoundStage::ShareVerification => d.share_verification_secs,
         RoundStage::MaskedInputCollection => d.masked_input_secs,
+        RoundStage::ConsistencyCheck => d.consistency_check_secs,
         RoundStage::Unmasking | RoundStage::Finished => d.unmasking_secs,
     }
 }
 
-/// The participants a start request names (all enrolled if none): each must be enrolled in the study.
+/// The participants a start request names (all enrolled if none), each enrolled in the study, less those that
+/// cannot take part whatever their budget: disabled by the operator, or (malicious model) without a registered
+/// identity key. Returns (candidates, exclusions with the reason).
 async fn candidates(
     ctx: &Coordinator,
-    study_id: i64,
+    study: &Study,
     req: &StartRoundRequest,
-) -> Result<Vec<i64>, RoundError> {
+) -> Result<(Vec<i64>, Vec<ExcludedParticipant>), RoundError> {
+    let study_id = study.id;
     let enrolled = ctx.store.list_participants(study_id).await?;
-    let candidates: BTreeSet<i64> = match &req.participants {
+    let named: BTreeSet<i64> = match &req.participants {
         // Revoked participants are never selected.
         None => enrolled
             .iter()
@@ -143,14 +150,72 @@ async fn candidates(
             ids.iter().copied().collect()
         }
     };
-    Ok(candidates.into_iter().collect())
+    let malicious = study.config.secagg.threat_model == ThreatModel::Malicious;
+    let (mut candidates, mut excluded) = (Vec::new(), Vec::new());
+    for p in enrolled.iter().filter(|p| named.contains(&p.id)) {
+        let reason = if p.disabled_at.is_some() {
+            Some("disabled by the operator")
+        } else if malicious
+            && p.identity_key
+                .as_deref()
+                .and_then(studies::identity_key)
+                .is_none()
+        {
+            Some(
+                "no identity key registered (malicious-model rounds need one; re-enrol with a current agent)",
+            )
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => excluded.push(ExcludedParticipant {
+                participant_id: p.id,
+                reason: r.into(),
+            }),
+            None => candidates.push(p.id),
+        }
+    }
+    Ok((candidates, excluded))
+}
+
+/// Malicious model: the selected participants' registered identity keys, by secure-aggregation id; empty for
+/// semi-honest rounds.
+async fn roster(
+    ctx: &Coordinator,
+    study: &Study,
+    selected: &[i64],
+) -> Result<secagg::Roster, RoundError> {
+    if study.config.secagg.threat_model != ThreatModel::Malicious {
+        return Ok(secagg::Roster::default());
+    }
+    let enrolled = ctx.store.list_participants(study.id).await?;
+    let keys = selected
+        .iter()
+        .map(|id| {
+            enrolled
+                .iter()
+                .find(|p| p.id == *id)
+                .and_then(|p| p.identity_key.as_deref())
+                .and_then(studies::identity_key)
+                .ok_or_else(|| {
+                    RoundError::internal(format!("participant {id} has no identity key"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    secagg::Roster::new(keys).map_err(|e| RoundError::Invalid(format!("identity keys: {e}")))
 }
 
 /// The secure-aggregation parameters for `n` participants under the study's threat model (graph, dropout,
 /// corruption), with the study's threshold if it fixes one.
-fn secagg_params(study: &Study, n: u32) -> Result<secagg::SecAggParams, RoundError> {
+fn secagg_params(
+    study: &Study,
+    n: u32,
+    roster: secagg::Roster,
+) -> Result<secagg::SecAggParams, RoundError> {
     let sa = &study.config.secagg;
+    let malicious = sa.threat_model == ThreatModel::Malicious;
     let (dropout_rate, corrupt_fraction, sparse) = match sa.graph {
+        GraphParams::Complete if malicious => (0.0, sa.corrupt_fraction, false),
         GraphParams::Complete => (0.0, 0.0, false),
         GraphParams::Sparse {
             expected_dropout,
@@ -162,6 +227,7 @@ fn secagg_params(study: &Study, n: u32) -> Result<secagg::SecAggParams, RoundErr
         dropout_rate,
         corrupt_fraction,
         sparse,
+        threat_model: sa.threat_model,
     };
     let vector_len = u32::try_from(study.num_parameters + 1)
         .map_err(|_| RoundError::Invalid("model too large for secure aggregation".into()))?;
@@ -172,6 +238,7 @@ fn secagg_params(study: &Study, n: u32) -> Result<secagg::SecAggParams, RoundErr
         vector_len,
         sa.quantisation.bits,
         rand::random(),
+        roster,
     )
     .map_err(|e| RoundError::Invalid(format!("secure-aggregation parameters: {e}")))?;
     if let Some(t) = sa.threshold {
@@ -191,9 +258,9 @@ pub async fn start(
     req: &StartRoundRequest,
 ) -> Result<RoundInfo, RoundError> {
     let study = studies::load(ctx, study_id).await?;
-    let candidates = candidates(ctx, study_id, req).await?;
+    let (candidates, unable) = candidates(ctx, &study, req).await?;
     let planned = plan::planned_events(&study.config.dp);
-    let (selected, excluded) = privacy::select_within_budget(
+    let (selected, mut excluded) = privacy::select_within_budget(
         &ctx.store,
         study_id,
         candidates,
@@ -201,6 +268,8 @@ pub async fn start(
         &study.config.budget,
     )
     .await?;
+    excluded.extend(unable);
+    excluded.sort_by_key(|e| e.participant_id);
     let min = study.config.min_participants as usize;
     if selected.len() < min {
         let reasons: Vec<String> = excluded
@@ -219,7 +288,8 @@ pub async fn start(
         )));
     }
     let n = selected.len() as u32;
-    let params = secagg_params(&study, n)?;
+    let roster = roster(ctx, &study, &selected).await?;
+    let params = secagg_params(&study, n, roster)?;
     if n < study.min_aggregate(params.threshold) {
         return Err(RoundError::Invalid(format!(
             "round refused: {n} participant(s) can take part, a round must aggregate at least {} inputs \
@@ -287,6 +357,12 @@ pub async fn info(ctx: &Coordinator, round: &RoundRow) -> Result<RoundInfo, Roun
         }
     }
     let mut excluded = plan.excluded;
+    excluded.extend(ctx.store.round_exclusions(round.id).await?.into_iter().map(
+        |(participant_id, reason)| ExcludedParticipant {
+            participant_id,
+            reason,
+        },
+    ));
     excluded.extend(ctx.store.round_declines(round.id).await?.into_iter().map(
         |(participant_id, reason)| ExcludedParticipant {
             participant_id,
@@ -350,7 +426,21 @@ pub async fn list(ctx: &Coordinator, study_id: i64) -> Result<Vec<RoundInfo>, Ro
 
 /// Aborts a round (nothing published, nothing charged). False if it had already finished.
 pub async fn abort(ctx: &Coordinator, round: &RoundRow, reason: &str) -> Result<bool, RoundError> {
-    let done = ctx.store.abort_round(round.id, reason).await?;
+    abort_excluding(ctx, round, reason, &[]).await
+}
+
+/// Aborts a round as [`abort`] does, listing participants it excludes for what they did in it (with why) in the
+/// round's exclusions, in the same transaction.
+pub async fn abort_excluding(
+    ctx: &Coordinator,
+    round: &RoundRow,
+    reason: &str,
+    exclusions: &[(i64, String)],
+) -> Result<bool, RoundError> {
+    let done = ctx
+        .store
+        .abort_round_excluding(round.id, reason, exclusions)
+        .await?;
     if done {
         tracing::warn!(
             round = round.id,

@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 
 use confide_common::api::{MemberSet, RoundStage, RoundTask, TaskResponse};
 use confide_common::secagg::messages::{ControlMessage, MASKED_INPUT_HEADER_LEN};
-use confide_common::secagg::{AdvertiseKeys, MaskedInput, ShareKeys, UnmaskingResponse};
+use confide_common::secagg::{
+    AdvertiseKeys, ConsistencySignature, MaskedInput, ShareKeys, ShareVerification, ThreatModel,
+    UnmaskingResponse,
+};
 
 use super::{RoundError, RoundPlan};
 use crate::service::Coordinator;
@@ -58,7 +61,9 @@ pub async fn task_for(ctx: &Coordinator, p: &ParticipantRow) -> Result<TaskRespo
             .round_members(round.id)
             .await?
             .iter()
-            .any(|(set, m)| *set == MemberSet::eligible_in(stage) && *m == p.id);
+            .any(|(set, m)| {
+                *set == MemberSet::eligible_in(stage, plan.secagg.threat_model) && *m == p.id
+            });
         if !eligible {
             return Ok(TaskResponse::Idle);
         }
@@ -102,6 +107,7 @@ pub async fn task_for(ctx: &Coordinator, p: &ParticipantRow) -> Result<TaskRespo
         planned_events: plan.planned_events,
         num_parameters: plan.num_parameters as i64,
         participant_index: index,
+        participant_ids: plan.selected,
         protocol: plan.secagg,
         quantisation: plan.quantisation,
     })))
@@ -113,6 +119,7 @@ pub async fn awaited(
     ctx: &Coordinator,
     round_id: i64,
     stage: RoundStage,
+    threat_model: ThreatModel,
 ) -> Result<Vec<i64>, StoreError> {
     let declined: BTreeSet<i64> = ctx
         .store
@@ -126,7 +133,9 @@ pub async fn awaited(
         .round_members(round_id)
         .await?
         .into_iter()
-        .filter(|(set, p)| *set == MemberSet::eligible_in(stage) && !declined.contains(p))
+        .filter(|(set, p)| {
+            *set == MemberSet::eligible_in(stage, threat_model) && !declined.contains(p)
+        })
         .map(|(_, p)| p)
         .collect())
 }
@@ -183,6 +192,14 @@ pub fn message_limit(
     })
 }
 
+/// The name of a threat model in messages (as in a study's `secagg.threat_model`).
+pub fn threat_model_name(t: ThreatModel) -> &'static str {
+    match t {
+        ThreatModel::SemiHonest => "semi_honest",
+        ThreatModel::Malicious => "malicious",
+    }
+}
+
 fn malformed(stage: RoundStage, e: impl std::fmt::Display) -> RoundError {
     RoundError::Malformed(format!("invalid {} message: {e}", stage.as_str()))
 }
@@ -214,10 +231,25 @@ fn parse_message(
         return Ok((m.round_id, m.sender));
     }
     let text = std::str::from_utf8(body).map_err(|_| malformed(stage, "body is not UTF-8"))?;
+    if !stage.in_model(plan.secagg.threat_model) {
+        return Err(RoundError::NotFound(format!(
+            "a {} round has no stage {}",
+            threat_model_name(plan.secagg.threat_model),
+            stage.as_str()
+        )));
+    }
     let parsed = match stage {
         RoundStage::AdvertiseKeys => AdvertiseKeys::from_json(text).map(|m| (m.round_id, m.sender)),
         RoundStage::ShareKeys => ShareKeys::from_json(text).map(|m| (m.round_id, m.sender)),
-        _ => UnmaskingResponse::from_json(text).map(|m| (m.round_id, m.sender)),
+        RoundStage::ShareVerification => {
+            ShareVerification::from_json(text).map(|m| (m.round_id, m.sender))
+        }
+        RoundStage::ConsistencyCheck => {
+            ConsistencySignature::from_json(text).map(|m| (m.round_id, m.sender))
+        }
+        RoundStage::Unmasking | RoundStage::MaskedInputCollection | RoundStage::Finished => {
+            UnmaskingResponse::from_json(text).map(|m| (m.round_id, m.sender))
+        }
     };
     parsed.map_err(|e| malformed(stage, e))
 }
@@ -247,7 +279,13 @@ pub async fn accept_message(
         )));
     }
     ctx.store
-        .record_message(round.id, stage, MemberSet::eligible_in(stage), p.id, body)
+        .record_message(
+            round.id,
+            stage,
+            MemberSet::eligible_in(stage, plan.secagg.threat_model),
+            p.id,
+            body,
+        )
         .await
         .map_err(not_allowed)?;
     ctx.notify_changed();

@@ -37,6 +37,17 @@ async fn next_model(
         Ok(d) => d,
         Err(e) => return Ok(Err(format!("dequantisation failed: {e}"))),
     };
+    // Every input carries weight 1 in its last coordinate, so the weights sum to the number of inputs. Anything
+    // else means some participant put another weight there — scaling its own update up to drown the others', or
+    // down to stall the study — and the aggregate is refused rather than published with an unknowable mix.
+    let inputs = c.in_aggregate.len() as u64;
+    if dequantised.total_weight != inputs {
+        return Ok(Err(format!(
+            "the aggregate's weight coordinate is {}, but {inputs} inputs were aggregated (each must carry weight \
+             1): some participant sent a bad weight; nothing published or charged",
+            dequantised.total_weight
+        )));
+    }
     let (base, _) = ctx
         .store
         .model_weights(round.study_id, round.base_version)

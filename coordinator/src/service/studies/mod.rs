@@ -14,6 +14,7 @@ use confide_common::api::{
     ParticipantPrivacy, PrivacyReport, RoundOutcome, StudyInfo,
 };
 use confide_common::dp::AccountantKind;
+use confide_common::secagg::IdentityPublicKey;
 
 use super::Coordinator;
 use super::privacy::{self, PrivacyError};
@@ -136,7 +137,18 @@ pub async fn create_enrolment_token(
 /// Enrols a participant with a one-time token; its credential is returned once (stored hashed).
 pub async fn enrol(ctx: &Coordinator, req: &EnrolRequest) -> Result<EnrolResponse, StudyError> {
     validate_name(&req.name, "name")?;
-    let (p, credential) = ctx.store.enrol(&req.token, &req.name).await?;
+    if let Some(key) = &req.identity_key {
+        key.verifying_key().map_err(|e| {
+            StudyError::Invalid(format!(
+                "identity_key: {e}; send the 32-byte Ed25519 public key of the site's identity (base64)"
+            ))
+        })?;
+    }
+    let key = req.identity_key.map(|k| k.0);
+    let (p, credential) = ctx
+        .store
+        .enrol(&req.token, &req.name, key.as_ref().map(|k| &k[..]))
+        .await?;
     tracing::info!(
         participant = p.id,
         study = p.study_id,
@@ -169,6 +181,7 @@ pub async fn participants(
         .collect())
 }
 
+/// The API view of a participant: the fingerprint of its identity key, never the key's bytes.
 fn participant_info(p: ParticipantRow) -> ParticipantInfo {
     ParticipantInfo {
         id: p.id,
@@ -176,7 +189,18 @@ fn participant_info(p: ParticipantRow) -> ParticipantInfo {
         name: p.name,
         enrolled_at_ms: p.enrolled_at,
         revoked_at_ms: p.revoked_at,
+        identity_fingerprint: p
+            .identity_key
+            .as_deref()
+            .and_then(identity_key)
+            .map(|k| k.fingerprint()),
+        disabled: p.disabled_at.is_some(),
     }
+}
+
+/// A stored identity key, if it is 32 bytes (the store only keeps what enrolment checked).
+pub fn identity_key(bytes: &[u8]) -> Option<IdentityPublicKey> {
+    bytes.try_into().ok().map(IdentityPublicKey)
 }
 
 /// Revokes a participant's credential: refused (401) at once by every coordinator process sharing the database,
@@ -195,6 +219,26 @@ pub async fn revoke_participant(
         participant = p.id,
         study = study_id,
         "participant credential revoked"
+    );
+    Ok(participant_info(p))
+}
+
+/// The operator disables a participant: it is no longer selected for rounds (a round under way goes on); its
+/// ledger and its charges stay.
+pub async fn disable_participant(
+    ctx: &Coordinator,
+    study_id: i64,
+    participant_id: i64,
+) -> Result<ParticipantInfo, StudyError> {
+    ctx.store.get_study(study_id).await?;
+    let p = ctx
+        .store
+        .disable_participant(study_id, participant_id)
+        .await?;
+    tracing::warn!(
+        participant = participant_id,
+        study = study_id,
+        "participant disabled by the operator"
     );
     Ok(participant_info(p))
 }

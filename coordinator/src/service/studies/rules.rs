@@ -7,6 +7,7 @@ use confide_common::model::{
     ModelSpec, decode_safetensors, encode_safetensors, spec_from_safetensors,
 };
 use confide_common::plan::{planned_steps, update_bound};
+use confide_common::secagg::ThreatModel;
 
 use super::StudyError;
 use crate::store::StudyRow;
@@ -174,6 +175,21 @@ pub fn validate(
             req.min_participants
         )));
     }
+    if sa.threat_model == ThreatModel::Malicious && matches!(sa.graph, GraphParams::Sparse { .. }) {
+        return Err(StudyError::Invalid(
+            "secagg.graph sparse cannot be combined with secagg.threat_model malicious: against a coordinator that \
+             may deviate, the sparse (SecAgg+) graph is refused (it could choose or grind the ring order and show \
+             different graphs to different sites); use graph {\"kind\": \"complete\"}, or threat_model \
+             \"semi_honest\" if the coordinator is trusted to follow the protocol"
+                .into(),
+        ));
+    }
+    if !(0.0..0.5).contains(&sa.corrupt_fraction) {
+        return Err(StudyError::Invalid(format!(
+            "secagg.corrupt_fraction must be in [0, 0.5), got {}",
+            sa.corrupt_fraction
+        )));
+    }
     if let GraphParams::Sparse {
         expected_dropout,
         corrupt_fraction,
@@ -207,7 +223,9 @@ pub fn validate(
     for (v, what) in [
         (d.advertise_keys_secs, "advertise_keys_secs"),
         (d.share_keys_secs, "share_keys_secs"),
+        (d.share_verification_secs, "share_verification_secs"),
         (d.masked_input_secs, "masked_input_secs"),
+        (d.consistency_check_secs, "consistency_check_secs"),
         (d.unmasking_secs, "unmasking_secs"),
     ] {
         if v == 0 || v > 7 * 86_400 {

@@ -1,5 +1,6 @@
-//! AdvertiseKeys, where the round's work happens: check the planned privacy events against the dataset's local
-//! ledger and budget (declining the round with the reason if they would exceed it), download the model and verify
+//! AdvertiseKeys, where the round's work happens: check the round's cohort (pinned or allow-listed peers, the
+//! minimum cohort: [`crate::agent::peers`]) and the planned privacy events against the dataset's local ledger and
+//! budget (declining the round with the reason if either fails), download the model and verify
 //! it against the task, train with DP-SGD exactly as the planned events say, compute Δ = local − global (warning
 //! locally if quantisation will clamp some of it), start the sans-IO secure-aggregation client and send its public
 //! keys.
@@ -10,11 +11,12 @@ use std::time::Instant;
 
 use confide_client::ClientError;
 use confide_common::api::RoundTask;
-use confide_common::secagg::SecAggClient;
 use confide_common::secagg::messages::ControlMessage;
+use confide_common::secagg::{SecAggClient, ThreatModel};
 use sha2::{Digest, Sha256};
 
 use crate::agent::dataset::{self, Statistics};
+use crate::agent::peers::{PinnedPeers, check_cohort};
 use crate::agent::round_plan::{decode_model, training_plan};
 use crate::agent::{Agent, AgentError, Next, Session, os_rng, saturation};
 use crate::train::train_round;
@@ -30,6 +32,18 @@ impl Agent {
         let (plan, planned) = match training_plan(task) {
             Ok(p) => p,
             Err(reason) => return Ok(self.decline(task, reason)),
+        };
+        // Whom this site would aggregate with: before anything is trained or sent.
+        let pins = PinnedPeers::load(self.state.path())?;
+        let new_pins = match check_cohort(
+            task,
+            self.identity.participant_id,
+            &self.identity_key.public(),
+            &self.cfg.security,
+            &pins,
+        ) {
+            Ok(p) => p,
+            Err(reason) => return Ok(self.decline(task, format!("cohort: {reason}"))),
         };
         let budget = self.cfg.budget;
         // Everything this dataset ever spent, in every study, plus this round.
@@ -128,11 +142,18 @@ impl Agent {
         saturation::warn_if_saturated(task.round_number, &task.quantisation, &update);
 
         let mut rng = os_rng()?;
-        let (client, msg) = match SecAggClient::new(
-            task.protocol.clone(),
-            task.participant_index,
-            &mut rng,
-        ) {
+        let started = match task.protocol.threat_model {
+            ThreatModel::SemiHonest => {
+                SecAggClient::new(task.protocol.clone(), task.participant_index, &mut rng)
+            }
+            ThreatModel::Malicious => SecAggClient::with_identity(
+                task.protocol.clone(),
+                task.participant_index,
+                self.identity_key.clone(),
+                &mut rng,
+            ),
+        };
+        let (client, msg) = match started {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(round = task.round_number, error = %e, "unusable secure-aggregation parameters; sitting the round out");
@@ -140,6 +161,14 @@ impl Agent {
                 return Ok(Next::Pause);
             }
         };
+        if !new_pins.is_empty() {
+            let mut pins = pins;
+            for (pid, key) in new_pins {
+                tracing::info!(peer = pid, fingerprint = %key.fingerprint(), "pinned a peer's identity key (first use)");
+                pins.peers.insert(pid, key);
+            }
+            pins.save(self.state.path())?;
+        }
         self.session = Some(Session {
             round_id: task.round_id,
             round_number: task.round_number,

@@ -2,18 +2,36 @@
 //! and only then send the masked input.
 
 use confide_common::api::RoundTask;
-use confide_common::secagg::RoutedShares;
+use confide_common::secagg::{MaskedInputRequest, RoutedShares, ThreatModel};
 
 use crate::agent::ledger::{Budget, ChargeKey, ChargeOutcome};
 use crate::agent::{Agent, AgentError, Next, debug, os_rng};
+
+/// The broadcast that opens MaskedInputCollection.
+enum Opened {
+    Routed(RoutedShares),
+    Acknowledged(MaskedInputRequest),
+}
 
 impl Agent {
     pub(in crate::agent) async fn masked_input(
         &mut self,
         task: &RoundTask,
     ) -> Result<Next, AgentError> {
-        let routed: RoutedShares = match self.read_broadcast(task).await? {
-            Ok(r) => r,
+        // Semi-honest rounds open this stage with the shares routed to this site; malicious ones with the t signed
+        // acknowledgements that let it mask (its shares were checked in ShareVerification).
+        let opened = match task.protocol.threat_model {
+            ThreatModel::SemiHonest => self
+                .read_broadcast::<RoutedShares>(task)
+                .await?
+                .map(Opened::Routed),
+            ThreatModel::Malicious => self
+                .read_broadcast::<MaskedInputRequest>(task)
+                .await?
+                .map(Opened::Acknowledged),
+        };
+        let opened = match opened {
+            Ok(o) => o,
             Err(next) => return Ok(next),
         };
         let mut rng = os_rng()?;
@@ -26,7 +44,11 @@ impl Agent {
             Ok(i) => i,
             Err(e) => return Ok(self.protocol_error(task, e)),
         };
-        let masked = match session.client.handle_routed_shares(&routed, &input) {
+        let masked = match &opened {
+            Opened::Routed(routed) => session.client.handle_routed_shares(routed, &input),
+            Opened::Acknowledged(req) => session.client.handle_masked_input_request(req, &input),
+        };
+        let masked = match masked {
             Ok(m) => m,
             Err(e) => return Ok(self.protocol_error(task, e)),
         };

@@ -2,6 +2,8 @@
 //! handler for the task's stage.
 
 mod advertise;
+mod consistency_check;
 mod masked_input;
 mod share_keys;
+mod share_verification;
 mod unmasking;

@@ -1,0 +1,230 @@
+//! Closing the Unmasking stage: rebuild the self-mask secrets of U3 and the mask keys of U2 ∖ U3 from the revealed
+//! shares, then strip every mask from the running sum (the heavy step: PRG expansion over all cores).
+//!
+//! Malicious rounds reconstruct robustly: every revealed share is checked against its dealer's commitment (in one
+//! batch per secret, share by share only if the batch fails), invalid ones are ignored and their revealers recorded,
+//! and t valid shares suffice — so up to |U4| − t lying revealers cannot stop the round. Semi-honest rounds have no
+//! per-share commitments: they use the first t shares and check the result against β·B or the mask public key.
+
+use std::collections::BTreeMap;
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::super::crypto::{self, Secret32};
+use super::super::group::{self, MaskKeyPair};
+use super::super::shamir::{self, SecretScalar, Share};
+use super::super::{ParticipantId, RoundStage};
+use super::Round;
+use super::record::{AbortReason, DropReason, contains};
+
+/// Label of the Fiat–Shamir weights of the revealed-share batch check.
+const LABEL_REVEALED_SHARES: &[u8] = b"confide/secagg/v2/revealed-shares";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    SelfMask,
+    MaskKey,
+}
+
+/// One rebuilt secret, or why it could not be, with the revealers whose shares did not match.
+struct Rebuilt {
+    secret: Result<SecretScalar, AbortReason>,
+    invalid_revealers: Vec<ParticipantId>,
+}
+
+/// The shares of `owner` that match their commitments, and the revealers of those that do not.
+fn valid_shares(
+    round: &Round,
+    owner: ParticipantId,
+    kind: Kind,
+    shares: &[Share],
+) -> (Vec<Share>, Vec<ParticipantId>) {
+    let Some(dealing) = round.record.dealings.get(&owner) else {
+        return (
+            Vec::new(),
+            shares.iter().map(|s| s.x.saturating_sub(1)).collect(),
+        );
+    };
+    let mut invalid = Vec::new();
+    let mut candidates: Vec<(&Share, [u8; 32], RistrettoPoint)> = Vec::with_capacity(shares.len());
+    for s in shares {
+        let committed = dealing
+            .commitments_for(s.x.saturating_sub(1))
+            .map(|(c_self, c_key)| match kind {
+                Kind::SelfMask => c_self,
+                Kind::MaskKey => c_key,
+            });
+        match committed.and_then(|c| group::decode_point(&c).map(|p| (c, p))) {
+            Some((c, p)) => candidates.push((s, c, p)),
+            None => invalid.push(s.x.saturating_sub(1)),
+        }
+    }
+    let mut challenge = Sha256::new();
+    challenge.update(LABEL_REVEALED_SHARES);
+    challenge.update(round.digest);
+    challenge.update(owner.to_le_bytes());
+    challenge.update([kind as u8]);
+    for (s, _, _) in &candidates {
+        challenge.update(s.to_bytes());
+    }
+    let mut rng = group::challenge_rng(challenge.finalize().into());
+    let items: Vec<_> = candidates.iter().map(|(s, _, p)| (s.y, *p)).collect();
+    let valid = if group::batch_check(&items, &mut rng) {
+        candidates.into_iter().map(|(s, _, _)| s.clone()).collect()
+    } else {
+        let mut valid = Vec::new();
+        for (s, c, _) in candidates {
+            if group::commit(&s.y) == c {
+                valid.push(s.clone());
+            } else {
+                invalid.push(s.x.saturating_sub(1));
+            }
+        }
+        valid
+    };
+    (valid, invalid)
+}
+
+/// Rebuilds `owner`'s secret of `kind` and checks it against its public commitment.
+fn rebuild(round: &Round, owner: ParticipantId, kind: Kind, shares: &[Share]) -> Rebuilt {
+    let t = round.threshold();
+    let (mut usable, invalid_revealers) = if round.malicious() {
+        valid_shares(round, owner, kind, shares)
+    } else {
+        (shares.to_vec(), Vec::new())
+    };
+    if usable.len() < t {
+        let reason = if round.malicious() && shares.len() >= t {
+            AbortReason::TooFewValidShares {
+                participant: owner,
+                valid: usable.len() as u32,
+                threshold: t as u32,
+            }
+        } else {
+            AbortReason::NeighbourhoodTooSmall {
+                stage: RoundStage::Unmasking,
+                participant: owner,
+                members: usable.len() as u32,
+                threshold: t as u32,
+            }
+        };
+        return Rebuilt {
+            secret: Err(reason),
+            invalid_revealers,
+        };
+    }
+    usable.sort_by_key(|s| s.x);
+    let expected = match kind {
+        Kind::SelfMask => round
+            .record
+            .dealings
+            .get(&owner)
+            .map(|d| d.self_mask_commitment),
+        Kind::MaskKey => round
+            .record
+            .directory
+            .get(&owner)
+            .map(|k| k.mask_public_key),
+    };
+    let secret = shamir::reconstruct(&usable, t)
+        .ok()
+        .filter(|s| expected == Some(group::commit(s.expose())))
+        .ok_or(AbortReason::InconsistentShares { participant: owner });
+    Rebuilt {
+        secret,
+        invalid_revealers,
+    }
+}
+
+/// Rebuilds every needed secret and removes all masks from `sum`; records revealers of invalid shares.
+pub(crate) fn unmask(
+    round: &mut Round,
+    self_mask_shares: &BTreeMap<ParticipantId, Vec<Share>>,
+    mask_key_shares: &BTreeMap<ParticipantId, Vec<Share>>,
+    sum: &mut [u32],
+) -> Result<(), AbortReason> {
+    let r = round.params().round_id;
+    let u3 = round.record.u3.clone();
+    let dropped: Vec<ParticipantId> = round
+        .record
+        .u2
+        .iter()
+        .copied()
+        .filter(|v| !contains(&u3, *v))
+        .collect();
+    let shares_of =
+        |m: &BTreeMap<ParticipantId, Vec<Share>>, v| m.get(&v).map_or(Vec::new(), |s| s.clone());
+    let betas: Vec<(ParticipantId, Rebuilt)> = u3
+        .par_iter()
+        .map(|&v| {
+            (
+                v,
+                rebuild(round, v, Kind::SelfMask, &shares_of(self_mask_shares, v)),
+            )
+        })
+        .collect();
+    let sigmas: Vec<(ParticipantId, Rebuilt)> = dropped
+        .par_iter()
+        .map(|&v| {
+            (
+                v,
+                rebuild(round, v, Kind::MaskKey, &shares_of(mask_key_shares, v)),
+            )
+        })
+        .collect();
+    for (_, b) in betas.iter().chain(&sigmas) {
+        for &revealer in &b.invalid_revealers {
+            round.record.drop_participant(
+                revealer,
+                RoundStage::Unmasking,
+                DropReason::InvalidRevealedShare,
+            );
+        }
+    }
+    // Self masks of the survivors.
+    let mut sub: Vec<Secret32> = Vec::with_capacity(u3.len());
+    for (v, b) in betas {
+        sub.push(crypto::self_mask_seed(&b.secret?, r, v));
+    }
+    // Pairwise masks between dropped participants and their surviving neighbours.
+    let mut keys = Vec::with_capacity(sigmas.len());
+    for (v, s) in sigmas {
+        keys.push((v, MaskKeyPair::from_secret(s.secret?)));
+    }
+    let round_ref = &*round;
+    let pairwise: Vec<Result<Vec<(bool, Secret32)>, AbortReason>> = keys
+        .par_iter()
+        .map(|(v, key)| {
+            u3.iter()
+                .filter(|&&u| round_ref.graph.are_neighbours(u, *v))
+                .map(|&u| {
+                    let pk = round_ref
+                        .record
+                        .directory
+                        .get(&u)
+                        .and_then(|a| group::decode_point(&a.mask_public_key))
+                        .ok_or(AbortReason::InconsistentShares { participant: u })?;
+                    let seed = group::pairwise_mask_seed(key, *v, &pk, u, r)
+                        .map_err(|_| AbortReason::InconsistentShares { participant: *v })?;
+                    // u added +PRG(s_uv) when v > u and −PRG(s_uv) when v < u; undo it.
+                    Ok((*v < u, seed))
+                })
+                .collect()
+        })
+        .collect();
+    let mut add = Vec::new();
+    for seeds in pairwise {
+        for (is_add, seed) in seeds? {
+            if is_add {
+                add.push(seed)
+            } else {
+                sub.push(seed)
+            }
+        }
+    }
+    crypto::apply_masks(sum, &add, &sub);
+    crypto::reduce_to_ring(sum, round.params().bits);
+    Ok(())
+}

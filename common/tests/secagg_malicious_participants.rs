@@ -1,0 +1,327 @@
+//! Malicious participants against the real server and honest clients: bad dealing is caught at share verification
+//! (or on arrival) before any masked input exists and the dealer is named; a false complaint drops its accuser and
+//! the round goes on; invalid revealed shares are ignored and reconstruction still succeeds; messages that are not
+//! signed by their sender's roster identity change nothing.
+
+mod secagg_support;
+
+use confide_common::secagg::group::Scalar;
+use confide_common::secagg::identity::survivors_statement;
+use confide_common::secagg::messages::{ConsistencySignature, WIRE_VERSION};
+use confide_common::secagg::{
+    AbortReason, ClientAbort, Complaint, ComplaintReason, DropReason, Dropout, RoundOutcome,
+    RoundStage, SecAggError, SecAggServer, UnmaskingResponse, malicious_threshold_bound,
+};
+use secagg_support::{Corrupt, Dropouts, Game, Tamper, malicious};
+
+/// A malicious round of `n` whose participant `corrupt` is played by the test: everyone advertised and honest
+/// clients dealt; the corrupt participant's dealing (tampered as asked) is what the server received last.
+fn dealt(
+    n: u32,
+    nc: u32,
+    corrupt: u32,
+    tamper: &Tamper,
+    seed: u64,
+) -> (Game, Corrupt, Result<(), SecAggError>) {
+    let t = malicious_threshold_bound(n, nc);
+    let s = malicious(n, t, nc, 4, 32, seed);
+    let mut g = Game::start(&s, &Dropouts::default(), seed, |u| u != corrupt);
+    let c = Corrupt::new(&s, corrupt, seed + 1);
+    g.server.handle_advertise_keys(&c.advertise()).unwrap();
+    g.close();
+    g.answer(&Dropouts::default());
+    let dir = g.server.key_directory().unwrap();
+    let dealing = c.deal(&dir, tamper, &mut g.rng);
+    let before = g.server.encode();
+    let accepted = g.server.handle_share_keys(&dealing);
+    if accepted.is_err() {
+        assert_eq!(
+            g.server.encode(),
+            before,
+            "a refused dealing changes nothing"
+        );
+    }
+    (g, c, accepted)
+}
+
+#[test]
+fn inconsistent_dealing_is_caught_before_any_masked_input_and_names_the_dealer() {
+    for (tamper, reason) in [
+        (
+            Tamper::WrongShareFor(vec![0, 2]),
+            ComplaintReason::NotOnCommitment,
+        ),
+        (
+            Tamper::GarbleFor(vec![0, 2]),
+            ComplaintReason::Undecryptable,
+        ),
+    ] {
+        let (mut g, _, accepted) = dealt(6, 1, 5, &tamper, 31);
+        accepted.unwrap(); // consistent commitments: only the holders can tell
+        g.close();
+        assert_eq!(g.server.stage(), RoundStage::ShareVerification);
+        // The holders check their shares: 0 and 2 complain about 5 (and leave), the others acknowledge.
+        let routed = |g: &Game, u| g.server.routed_shares(u).unwrap();
+        for u in 0..5 {
+            let r = routed(&g, u);
+            let c = g.clients[u as usize].as_mut().unwrap();
+            let v = c.verify_routed_shares(&r, &mut g.rng).unwrap();
+            if u == 0 || u == 2 {
+                assert_eq!(
+                    v.complaints,
+                    vec![Complaint { dealer: 5, reason }],
+                    "{tamper:?}"
+                );
+                assert!(v.revealed_cipher_key.is_some());
+                assert_eq!(
+                    c.abort_cause(),
+                    Some(&ClientAbort::Complained { dealers: vec![5] })
+                );
+            } else {
+                assert!(v.complaints.is_empty() && v.revealed_cipher_key.is_none());
+                assert_eq!(c.stage(), RoundStage::ShareVerification);
+            }
+            g.server.handle_share_verification(&v).unwrap();
+        }
+        g.close();
+        assert_eq!(
+            g.server.outcome(),
+            Some(RoundOutcome::Aborted {
+                reason: AbortReason::BadDealing { dealers: vec![5] }
+            })
+        );
+        let status = |u| g.server.status(u).unwrap().dropped;
+        let at = |reason| {
+            Some(Dropout {
+                stage: RoundStage::ShareVerification,
+                reason,
+            })
+        };
+        assert_eq!(status(5), at(DropReason::BadDealing));
+        assert_eq!(status(0), at(DropReason::Complained));
+        assert_eq!(status(2), at(DropReason::Complained));
+        assert_eq!(status(1), None);
+        // No masked input was ever asked for or taken: nobody charged anything for this round.
+        assert!(g.server.masked_input_request().is_none());
+        assert_eq!(g.server.aggregate(), None);
+        assert!(g.server.u3().is_empty());
+        for u in [1, 3, 4] {
+            assert_eq!(
+                g.clients[u].as_ref().unwrap().stage(),
+                RoundStage::ShareVerification
+            );
+        }
+    }
+}
+
+#[test]
+fn commitments_off_the_polynomial_are_refused_on_arrival_and_the_round_goes_on() {
+    let (mut g, _, accepted) = dealt(6, 1, 5, &Tamper::CommitmentOffPolynomial, 32);
+    assert!(
+        matches!(accepted, Err(SecAggError::BadDealing { dealer: 5, .. })),
+        "{accepted:?}"
+    );
+    g.finish(&Dropouts::default());
+    assert_eq!(g.server.u2(), &[0, 1, 2, 3, 4]);
+    assert_eq!(
+        g.server.status(5).unwrap().dropped,
+        Some(Dropout {
+            stage: RoundStage::ShareKeys,
+            reason: DropReason::NoResponse
+        })
+    );
+    assert_eq!(
+        g.server.outcome(),
+        Some(RoundOutcome::Completed(g.expected_sum()))
+    );
+}
+
+#[test]
+fn a_false_complaint_drops_the_accuser_and_the_round_goes_on() {
+    // Participant 6 complains (with its real cipher key) about honest dealer 0; participant 5 complains with a
+    // key that is not its own. Both are dropped; the five honest participants complete the round.
+    let (n, nc) = (7, 2);
+    let t = malicious_threshold_bound(n, nc);
+    let s = malicious(n, t, nc, 4, 32, 33);
+    let mut g = Game::start(&s, &Dropouts::default(), 33, |u| u < 5);
+    let liars: Vec<Corrupt> = (5..7)
+        .map(|u| Corrupt::new(&s, u, 40 + u64::from(u)))
+        .collect();
+    for c in &liars {
+        g.server.handle_advertise_keys(&c.advertise()).unwrap();
+    }
+    g.close();
+    g.answer(&Dropouts::default());
+    let dir = g.server.key_directory().unwrap();
+    for c in &liars {
+        let d = c.deal(&dir, &Tamper::Honest, &mut g.rng);
+        g.server.handle_share_keys(&d).unwrap();
+    }
+    g.close();
+    g.answer(&Dropouts::default());
+    let about_0 = vec![Complaint {
+        dealer: 0,
+        reason: ComplaintReason::NotOnCommitment,
+    }];
+    let real_key = liars[1].cipher.secret_bytes();
+    let mut other_key = *real_key.as_bytes();
+    other_key[0] ^= 1;
+    g.server
+        .handle_share_verification(&liars[0].complain(about_0.clone(), other_key))
+        .unwrap();
+    g.server
+        .handle_share_verification(&liars[1].complain(about_0, *real_key.as_bytes()))
+        .unwrap();
+    g.finish(&Dropouts::default());
+    for u in [5, 6] {
+        assert_eq!(
+            g.server.status(u).unwrap().dropped,
+            Some(Dropout {
+                stage: RoundStage::ShareVerification,
+                reason: DropReason::FalseComplaint
+            })
+        );
+    }
+    assert_eq!(g.server.verified(), &[0, 1, 2, 3, 4]);
+    assert_eq!(
+        g.server.outcome(),
+        Some(RoundOutcome::Completed(g.expected_sum()))
+    );
+    assert_eq!(g.server.u3(), &[0, 1, 2, 3, 4]);
+}
+
+/// Drives an honest malicious-mode round of 7 (t = 4) to Unmasking and returns the game and the responses.
+fn until_unmasking(seed: u64) -> (Game, Vec<UnmaskingResponse>) {
+    let s = malicious(7, 4, 0, 4, 32, seed);
+    let mut g = Game::start(&s, &Dropouts::default(), seed, |_| true);
+    for _ in 0..4 {
+        g.close();
+        g.answer(&Dropouts::default());
+    }
+    g.close();
+    assert_eq!(g.server.stage(), RoundStage::Unmasking);
+    let msg = g.server.signed_survivors().unwrap();
+    let responses = g
+        .clients
+        .iter_mut()
+        .map(|c| c.as_mut().unwrap().handle_signed_survivors(&msg).unwrap())
+        .collect();
+    (g, responses)
+}
+
+#[test]
+fn invalid_revealed_shares_are_ignored_and_reconstruction_still_succeeds() {
+    // |U4| − t = 3 revealers lie about participant 6's self-mask share (and one also about 2's).
+    let (mut g, mut responses) = until_unmasking(34);
+    for r in &mut responses[..3] {
+        r.self_mask_shares[6].share.y += Scalar::ONE;
+    }
+    responses[0].self_mask_shares[2].share.y = Scalar::ZERO;
+    for r in &responses {
+        g.server.handle_unmasking_response(r).unwrap();
+    }
+    g.close();
+    assert_eq!(
+        g.server.outcome(),
+        Some(RoundOutcome::Completed(g.expected_sum()))
+    );
+    for u in 0..7 {
+        let status = g.server.status(u).unwrap();
+        assert_eq!(status.reached, Some(RoundStage::Unmasking));
+        let lied = (u < 3).then_some(Dropout {
+            stage: RoundStage::Unmasking,
+            reason: DropReason::InvalidRevealedShare,
+        });
+        assert_eq!(status.dropped, lied, "participant {u}");
+    }
+    // One liar too many for participant 6: fewer than t valid shares, the round aborts with the reason.
+    let (mut g, mut responses) = until_unmasking(35);
+    for r in &mut responses[..4] {
+        r.self_mask_shares[6].share.y += Scalar::ONE;
+    }
+    for r in &responses {
+        g.server.handle_unmasking_response(r).unwrap();
+    }
+    g.close();
+    assert_eq!(
+        g.server.outcome(),
+        Some(RoundOutcome::Aborted {
+            reason: AbortReason::TooFewValidShares {
+                participant: 6,
+                valid: 3,
+                threshold: 4
+            }
+        })
+    );
+}
+
+#[test]
+fn messages_not_signed_by_their_senders_roster_identity_change_nothing() {
+    let (n, t) = (5, 4);
+    let s = malicious(n, t, 1, 4, 32, 36);
+    let mut g = Game::start(&s, &Dropouts::default(), 36, |u| u != 4);
+    let rejects = |server: &mut SecAggServer,
+                   f: &dyn Fn(&mut SecAggServer) -> Result<(), SecAggError>| {
+        let before = server.encode();
+        let err = f(server).unwrap_err();
+        assert_eq!(server.encode(), before, "state changed after {err:?}");
+        err
+    };
+    let c = Corrupt::new(&s, 4, 37);
+    let mut impostor = c.advertise();
+    impostor.signature = Some(s.identities[0].sign(&impostor.statement(&s.params.digest())));
+    assert_eq!(
+        rejects(&mut g.server, &|sv| sv.handle_advertise_keys(&impostor)),
+        SecAggError::BadSignature { signer: 4 }
+    );
+    g.server.handle_advertise_keys(&c.advertise()).unwrap();
+    g.close();
+    g.answer(&Dropouts::default());
+    let dir = g.server.key_directory().unwrap();
+    let mut dealing = c.deal(&dir, &Tamper::Honest, &mut g.rng);
+    dealing.encrypted_shares[1].ciphertext[0] ^= 1; // after signing
+    assert_eq!(
+        rejects(&mut g.server, &|sv| sv.handle_share_keys(&dealing)),
+        SecAggError::BadSignature { signer: 4 }
+    );
+    let mut unsigned = c.deal(&dir, &Tamper::Honest, &mut g.rng);
+    unsigned.signature = None;
+    assert_eq!(
+        rejects(&mut g.server, &|sv| sv.handle_share_keys(&unsigned)),
+        SecAggError::MissingSignature { participant: 4 }
+    );
+    let honest_dealing = c.deal(&dir, &Tamper::Honest, &mut g.rng);
+    g.server.handle_share_keys(&honest_dealing).unwrap();
+    g.close();
+    // A complaint in 4's name signed by 0.
+    let mut forged = c.complain(
+        vec![Complaint {
+            dealer: 1,
+            reason: ComplaintReason::Undecryptable,
+        }],
+        *c.cipher.secret_bytes().as_bytes(),
+    );
+    forged.signature = s.identities[0].sign(&forged.statement(&s.params.digest()));
+    assert_eq!(
+        rejects(&mut g.server, &|sv| sv.handle_share_verification(&forged)),
+        SecAggError::BadSignature { signer: 4 }
+    );
+    g.answer(&Dropouts::default());
+    g.close();
+    g.answer(&Dropouts::default());
+    g.close();
+    assert_eq!(g.server.stage(), RoundStage::ConsistencyCheck);
+    // A consistency signature by 0 over a U3 other than the round's.
+    let st = survivors_statement(&s.params.digest(), s.params.round_id, &[0, 1, 2]);
+    let other_set = ConsistencySignature {
+        version: WIRE_VERSION,
+        round_id: s.params.round_id,
+        sender: 0,
+        signature: s.identities[0].sign(&st),
+    };
+    assert_eq!(
+        rejects(&mut g.server, &|sv| sv
+            .handle_consistency_signature(&other_set)),
+        SecAggError::BadSignature { signer: 0 }
+    );
+}
