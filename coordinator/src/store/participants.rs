@@ -163,7 +163,7 @@ impl Store {
         let now = now_ms();
         self.run_tx(tx_name, |tx| {
             Box::pin(async move {
-                Ok(sqlx::query_as::<_, ParticipantRow>(sqlx::AssertSqlSafe(format!(
+                sqlx::query_as::<_, ParticipantRow>(sqlx::AssertSqlSafe(format!(
                     "UPDATE participants SET {column} = COALESCE({column}, $3) WHERE id = $1 AND study_id = $2
                      RETURNING {COLUMNS}"
                 )))
@@ -172,7 +172,7 @@ impl Store {
                 .bind(now)
                 .fetch_optional(&mut **tx)
                 .await?
-                .ok_or(StoreError::NotFound("participant"))?)
+                .ok_or(StoreError::NotFound("participant"))
             })
         })
         .await
