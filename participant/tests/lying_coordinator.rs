@@ -9,7 +9,9 @@
 //!    signs nothing, and when three peers' valid signatures over another U3 arrive it still reveals nothing;
 //! 2. a round that swaps a pinned peer's identity key — declined with the reason, nothing trained or sent;
 //! 3. a round of two other sites (below its minimum cohort of 3) — declined with the reason;
-//! 4. a key directory with a peer's advertised key substituted — the agent refuses to deal any shares.
+//! 4. a key directory with a peer's advertised key substituted — the agent refuses to deal any shares;
+//! 5. split views: the agent signs U3 while the peers sign another U3' — with t signatures that are not over the
+//!    U3 it signed, the agent reveals nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -422,23 +424,16 @@ impl Peers {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_refuses_a_lying_coordinator_before_revealing_anything() {
-    let mut w = World::start().await;
-    let me = w.agent_key();
-    let honest: Vec<IdentityPublicKey> = std::iter::once(me)
-        .chain(w.peers[..3].iter().map(IdentityKey::public))
-        .collect();
-
-    // ---- 1. |U3| < t at the consistency check ----
-    let t1 = w.task(1, honest.clone());
+/// Runs round `round` honestly (real server, three honest peers) until every masked input is in; returns the
+/// server (in MaskedInputCollection, all inputs received) and the peers.
+async fn honest_until_masked(w: &mut World, t1: &RoundTask, round: i64) -> (SecAggServer, Peers) {
     let mut server = SecAggServer::new(t1.protocol.clone()).unwrap();
-    w.open(&t1, RoundStage::AdvertiseKeys, None);
-    let adv = w.agent_message(1, RoundStage::AdvertiseKeys, 120).await;
-    let mut peers = Peers::advertise(&mut w, &t1, &mut server, &adv);
+    w.open(t1, RoundStage::AdvertiseKeys, None);
+    let adv = w.agent_message(round, RoundStage::AdvertiseKeys, 120).await;
+    let mut peers = Peers::advertise(w, t1, &mut server, &adv);
     let dir = server.key_directory().unwrap();
-    w.open(&t1, RoundStage::ShareKeys, Some(dir.to_json()));
-    let shares = w.agent_message(1, RoundStage::ShareKeys, 30).await;
+    w.open(t1, RoundStage::ShareKeys, Some(dir.to_json()));
+    let shares = w.agent_message(round, RoundStage::ShareKeys, 30).await;
     server.handle_message(&shares).expect("the agent's dealing");
     for c in &mut peers.clients {
         let m = c.handle_key_directory(&dir, &mut w.rng).unwrap();
@@ -446,11 +441,13 @@ async fn the_agent_refuses_a_lying_coordinator_before_revealing_anything() {
     }
     server.close_stage().unwrap();
     w.open(
-        &t1,
+        t1,
         RoundStage::ShareVerification,
         Some(server.routed_shares(0).unwrap().to_json()),
     );
-    let verdict = w.agent_message(1, RoundStage::ShareVerification, 30).await;
+    let verdict = w
+        .agent_message(round, RoundStage::ShareVerification, 30)
+        .await;
     server
         .handle_message(&verdict)
         .expect("the agent's acknowledgement");
@@ -462,12 +459,12 @@ async fn the_agent_refuses_a_lying_coordinator_before_revealing_anything() {
     server.close_stage().unwrap();
     let request = server.masked_input_request().unwrap();
     w.open(
-        &t1,
+        t1,
         RoundStage::MaskedInputCollection,
         Some(request.to_json()),
     );
     let masked = w
-        .agent_message(1, RoundStage::MaskedInputCollection, 30)
+        .agent_message(round, RoundStage::MaskedInputCollection, 30)
         .await;
     server
         .handle_message(&masked)
@@ -477,6 +474,20 @@ async fn the_agent_refuses_a_lying_coordinator_before_revealing_anything() {
         let m = c.handle_masked_input_request(&request, &zeros).unwrap();
         server.handle_masked_input(&m).unwrap();
     }
+    (server, peers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_a_lying_coordinator_before_revealing_anything() {
+    let mut w = World::start().await;
+    let me = w.agent_key();
+    let honest: Vec<IdentityPublicKey> = std::iter::once(me)
+        .chain(w.peers[..3].iter().map(IdentityKey::public))
+        .collect();
+
+    // ---- 1. |U3| < t at the consistency check ----
+    let t1 = w.task(1, honest.clone());
+    let (mut server, mut peers) = honest_until_masked(&mut w, &t1, 1).await;
     // The lie: U3 = {agent, one peer}, below t = 3 — the sum of two inputs would give each the other's update.
     let lie = ConsistencyCheckRequest {
         version: WIRE_VERSION,
@@ -569,15 +580,68 @@ async fn the_agent_refuses_a_lying_coordinator_before_revealing_anything() {
         w.log_text()
     );
 
-    // Charged once: the round whose masked input it sent; declined and refused rounds cost nothing more... except
-    // round 4, in which it trained and advertised but sent no masked input: nothing charged either.
+    // ---- 5. split views: the agent signs U3, the peers are shown another U3' and sign that ----
+    let t5 = w.task(5, honest.clone());
+    let (mut server, mut peers) = honest_until_masked(&mut w, &t5, 5).await;
+    server.close_stage().unwrap();
+    let real = server.consistency_check_request().unwrap();
+    w.open(&t5, RoundStage::ConsistencyCheck, Some(real.to_json()));
+    w.agent_message(5, RoundStage::ConsistencyCheck, 30).await;
+    // U3' leaves the agent out: peers asked to unmask with it would reveal the agent's mask-key shares, while the
+    // agent's own view has it in the sum.
+    let other = ConsistencyCheckRequest {
+        version: WIRE_VERSION,
+        round_id: t5.protocol.round_id,
+        survivors: vec![1, 2, 3],
+    };
+    let mut signatures = Vec::new();
+    for (i, c) in peers.clients.iter_mut().enumerate() {
+        let s = c.handle_consistency_check_request(&other).unwrap();
+        signatures.push(SurvivorSignature {
+            signer: i as u32 + 1,
+            signature: s.signature,
+        });
+    }
+    let before = w.log_text().matches("leaving the round").count();
+    for survivors in [real.survivors.clone(), other.survivors.clone()] {
+        // Whichever U3 the coordinator claims, the signatures are not t over the one the agent signed.
+        let forged = SignedSurvivors {
+            version: WIRE_VERSION,
+            round_id: t5.protocol.round_id,
+            survivors,
+            signatures: signatures.clone(),
+        };
+        w.open(&t5, RoundStage::Unmasking, Some(forged.to_json()));
+        if w.log_text().matches("leaving the round").count() > before {
+            break;
+        }
+        let until = Instant::now() + Duration::from_secs(15);
+        while w.log_text().matches("leaving the round").count() == before && Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        w.log_text().matches("leaving the round").count() > before,
+        "the agent did not refuse the split view\n{}",
+        w.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !w.sent(5, RoundStage::Unmasking),
+        "the agent revealed shares under a split view\n{}",
+        w.log_text()
+    );
+
+    // Charged twice: rounds 1 and 5, whose masked inputs it sent (the coordinator then lied); the declined rounds and
+    // round 4, in which it trained and advertised but sent no masked input, cost nothing.
     let out = Command::new(env!("CARGO_BIN_EXE_confide-participant"))
         .args(["budget", "--json", "--ledger"])
         .arg(&w.ledger)
         .output()
         .unwrap();
     let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(b["datasets"][0]["rounds_charged"], 1, "{b}");
+    assert_eq!(b["datasets"][0]["rounds_charged"], 2, "{b}");
     let log = w.log_text();
     assert!(!log.contains("test-credential"), "no secrets in the log");
 }
