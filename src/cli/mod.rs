@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod demo;
 pub mod federation;
+pub mod ops;
 pub mod privacy;
