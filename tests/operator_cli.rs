@@ -166,6 +166,11 @@ fn study_and_tokens(backend: Backend) {
     assert!(out.contains("created study 1"), "{out}");
     assert!(out.contains("breast-cancer"), "{out}");
     assert!(out.contains("0 of 5 completed"), "{out}");
+    // The template gives a target ε: the coordinator calibrated σ for it.
+    assert!(
+        out.contains("(calibrated for ε ≤ 1 over 5 rounds)"),
+        "{out}"
+    );
 
     // The same study from JSON, shown as the API's StudyInfo.
     std::fs::write(
@@ -345,6 +350,17 @@ fn errors_say_what_to_do_and_exit_with_their_code() {
         f.cli(&["study", "create", "--file", "neg.toml"]),
         6,
         &["dp.clip_norm"],
+    );
+    std::fs::write(
+        f.path("over.toml"),
+        "name = \"x\"\nmodel_spec = { kind = \"logistic_regression\", input_dim = 3, num_classes = 2 }\n\
+         [budget]\nepsilon = 1.0\n[dp]\ntarget_epsilon = 2.0\n",
+    )
+    .unwrap();
+    fails(
+        f.cli(&["study", "create", "--file", "over.toml"]),
+        6,
+        &["dp.target_epsilon = 2 is above budget.epsilon"],
     );
     let studies = json(f.cli(&["study", "list", "--json"]));
     assert_eq!(studies, serde_json::json!([]));

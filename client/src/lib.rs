@@ -9,8 +9,8 @@ use std::time::Duration;
 use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, DeclineRoundRequest,
     EnrolRequest, EnrolResponse, EnrolmentTokenResponse, ErrorBody, Health, ModelVersionInfo,
-    ParticipantInfo, PrivacyReport, RoundInfo, RoundStage, StartRoundRequest, StudyInfo,
-    TaskResponse,
+    ParticipantInfo, PrivacyPlanRequest, PrivacyPlanResponse, PrivacyReport, RoundInfo, RoundStage,
+    StartRoundRequest, StudyInfo, TaskResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -272,6 +272,13 @@ impl CoordinatorClient {
     }
     pub async fn privacy_report(&self, study: i64) -> ClientResult<PrivacyReport> {
         self.get(&format!("/v1/studies/{study}/privacy")).await
+    }
+    /// The noise σ a study needs for a target ε over its rounds (`POST /v1/privacy/plan`).
+    pub async fn privacy_plan(
+        &self,
+        req: &PrivacyPlanRequest,
+    ) -> ClientResult<PrivacyPlanResponse> {
+        self.post("/v1/privacy/plan", req).await
     }
 
     // ---- participant ----

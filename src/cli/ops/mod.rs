@@ -47,6 +47,7 @@ pub struct Connection {
         long,
         env = "CONFIDE_OPERATOR_TOKEN",
         hide_env_values = true,
+        allow_hyphen_values = true,
         global = true
     )]
     pub operator_token: Option<String>,
@@ -251,11 +252,14 @@ pub fn print_json<T: Serialize>(value: &T) -> OpsResult<()> {
     Ok(())
 }
 
-/// A table with the CLI's look (no borders, a rule under the header), ready for rows.
+/// The CLI's table look: no borders, one rule under the header (compact, and easy to read in a terminal or log).
+const TABLE_STYLE: comfy_table::TableStyle = comfy_table::TableStyle::new()
+    .header_separator(comfy_table::LineStyle::none().fill('─').junction('─'));
+
+/// A table with the CLI's look, ready for rows.
 pub fn table<I: IntoIterator<Item = S>, S: Into<comfy_table::Cell>>(header: I) -> Table {
     let mut t = Table::new();
-    t.load_style(comfy_table::presets::UTF8_HORIZONTAL_ONLY)
-        .set_header(header);
+    t.load_style(TABLE_STYLE).set_header(header);
     t
 }
 

@@ -89,6 +89,10 @@ pub struct DpFile {
     pub sampling_rate: f64,
     #[serde(default)]
     pub noise_multiplier: Option<f64>,
+    /// Instead of `noise_multiplier`: the ε all rounds may spend (the coordinator calibrates σ). With neither,
+    /// the target is the budget's ε.
+    #[serde(default)]
+    pub target_epsilon: Option<f64>,
     #[serde(default = "default_local_epochs")]
     pub local_epochs: u32,
     #[serde(default = "default_clip_norm")]
@@ -102,6 +106,7 @@ impl Default for DpFile {
         Self {
             sampling_rate: default_sampling_rate(),
             noise_multiplier: None,
+            target_epsilon: None,
             local_epochs: default_local_epochs(),
             clip_norm: default_clip_norm(),
             expected_batch_size: default_expected_batch_size(),
@@ -222,11 +227,13 @@ impl StudyFile {
                 ));
             }
         };
-        let noise_multiplier = self.dp.noise_multiplier.ok_or_else(|| {
-            OpsError::local(
-                "the study file needs dp.noise_multiplier (σ; see `confide privacy plan`)",
-            )
-        })?;
+        // σ given, or a target ε to calibrate it for (by default the whole budget, spent over all rounds).
+        let (noise_multiplier, target_epsilon) =
+            match (self.dp.noise_multiplier, self.dp.target_epsilon) {
+                (Some(sigma), target) => (sigma, target),
+                (None, Some(target)) => (0.0, Some(target)),
+                (None, None) => (0.0, Some(self.budget.epsilon)),
+            };
         Ok(CreateStudyRequest {
             name: self.name,
             model_spec,
@@ -235,6 +242,7 @@ impl StudyFile {
             dp: DpParams {
                 sampling_rate: self.dp.sampling_rate,
                 noise_multiplier,
+                target_epsilon,
                 local_epochs: self.dp.local_epochs,
                 clip_norm: self.dp.clip_norm,
                 expected_batch_size: self.dp.expected_batch_size,
@@ -375,9 +383,13 @@ fn show(ops: &Ops, s: &StudyInfo, created: bool) -> OpsResult<()> {
         (
             "DP-SGD",
             format!(
-                "q = {}, σ = {}, C = {}, {} local epoch(s), B = {}",
+                "q = {}, σ = {}{}, C = {}, {} local epoch(s), B = {}",
                 c.dp.sampling_rate,
                 c.dp.noise_multiplier,
+                c.dp.target_epsilon.map_or(String::new(), |t| format!(
+                    " (calibrated for ε ≤ {t} over {} rounds)",
+                    c.rounds
+                )),
                 c.dp.clip_norm,
                 c.dp.local_epochs,
                 c.dp.expected_batch_size
@@ -432,6 +444,7 @@ mod tests {
         assert_eq!(req.secagg.graph, GraphParams::Complete);
         assert_eq!(req.secagg.quantisation.bits, 32);
         assert_eq!(req.deadlines, StageDeadlines::default());
+        assert_eq!(req.dp.target_epsilon, Some(1.0));
     }
 
     #[test]
@@ -442,9 +455,20 @@ mod tests {
         )
         .unwrap();
         let req = file.into_request(Path::new(".")).unwrap();
+        assert_eq!(
+            (req.dp.noise_multiplier, req.dp.target_epsilon),
+            (2.0, None)
+        );
         assert_eq!(req.budget.delta, 1e-5);
         assert_eq!(req.dp.sampling_rate, 0.2);
-        assert!(toml::from_str::<StudyFile>("name = \"s\"\n[budget]\nepsilon = 1.0\n").is_ok());
+        // Without σ or a target, σ is calibrated to spend the budget over all rounds.
+        let file: StudyFile =
+            toml::from_str("name = \"s\"\nmodel_spec = {}\n[budget]\nepsilon = 1.5\n").unwrap();
+        let req = file.into_request(Path::new(".")).unwrap();
+        assert_eq!(
+            (req.dp.noise_multiplier, req.dp.target_epsilon),
+            (0.0, Some(1.5))
+        );
         assert!(toml::from_str::<StudyFile>("name = \"s\"\n").is_err());
         assert!(
             toml::from_str::<StudyFile>("name = \"s\"\nrunds = 3\n[budget]\nepsilon = 1.0\n")
