@@ -160,6 +160,15 @@ async fn plan_refusals(db: &TestDb) {
         "{plan:?}"
     );
     assert_eq!(plan.request, good);
+    // Documented in the OpenAPI description, with its request and answer types.
+    let doc = served.op.openapi().await.unwrap();
+    assert!(
+        doc["paths"]["/v1/privacy/plan"]["post"].is_object(),
+        "{doc}"
+    );
+    for schema in ["PrivacyPlanRequest", "PrivacyPlanResponse"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
     served.stop().await;
 }
 both_backends!(the_planner_refuses_bad_input_by_name, plan_refusals);
