@@ -14,8 +14,8 @@ use std::time::Duration;
 use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, DeclineRoundRequest,
     EnrolRequest, EnrolResponse, EnrolmentTokenInfo, EnrolmentTokenResponse, ErrorBody, Health,
-    ModelVersionInfo, ParticipantInfo, PrivacyReport, RoundInfo, RoundStage, StartRoundRequest,
-    StudyInfo, TaskResponse,
+    ModelVersionInfo, ParticipantInfo, PrivacyPlanRequest, PrivacyPlanResponse, PrivacyReport,
+    RoundInfo, RoundStage, StartRoundRequest, StudyInfo, TaskResponse,
 };
 use serde::de::DeserializeOwned;
 pub use transport::{ConnectFailure, TlsOptions};
@@ -363,6 +363,13 @@ impl CoordinatorClient {
     }
     pub async fn privacy_report(&self, study: i64) -> ClientResult<PrivacyReport> {
         self.get(&format!("/v1/studies/{study}/privacy")).await
+    }
+    /// The noise σ a study needs for a target ε over its rounds (`POST /v1/privacy/plan`).
+    pub async fn privacy_plan(
+        &self,
+        req: &PrivacyPlanRequest,
+    ) -> ClientResult<PrivacyPlanResponse> {
+        self.post("/v1/privacy/plan", req).await
     }
 
     /// Disables a participant of a study (no longer selected; its ledger stays).

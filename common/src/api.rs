@@ -29,8 +29,16 @@ pub struct ErrorBody {
 pub struct DpParams {
     /// Poisson sampling rate q of a local batch, in (0, 1].
     pub sampling_rate: f64,
-    /// Noise multiplier σ (> 0); the noise standard deviation is σ·clip_norm.
+    /// Noise multiplier σ (> 0); the noise standard deviation is σ·clip_norm. In a study request it may be left
+    /// out (or 0) when `target_epsilon` is given: the coordinator then calibrates it and stores it here.
+    #[serde(default)]
     pub noise_multiplier: f64,
+    /// Instead of `noise_multiplier`, in a study request: the ε (at `budget.delta`, ≤ `budget.epsilon`) that all the
+    /// study's `rounds` together may spend per participant. The coordinator sets σ to the smallest value (on a
+    /// 0.001 grid) whose R rounds of ⌈local_epochs / q⌉ DP-SGD steps stay within it under the PLD accountant, and
+    /// keeps this target with the study to show where σ came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_epsilon: Option<f64>,
     /// Local epochs per round; a round is ceil(local_epochs / q) DP-SGD steps.
     pub local_epochs: u32,
     /// Per-example gradient clipping norm C (> 0).
@@ -276,6 +284,38 @@ pub struct CreateStudyRequest {
     /// The participants' local optimiser (default: SGD, learning rate 0.1, momentum 0.9).
     #[serde(default)]
     pub local_training: LocalTraining,
+}
+
+/// `POST /v1/privacy/plan`: the noise a study needs for a target ε (the calibration the coordinator applies to a
+/// study request that gives `dp.target_epsilon`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyPlanRequest {
+    /// The ε not to exceed over all rounds, > 0.
+    pub target_epsilon: f64,
+    /// δ of the (ε, δ) guarantee, in (0, 1).
+    pub delta: f64,
+    /// Poisson sampling rate q, in (0, 1].
+    pub sampling_rate: f64,
+    /// DP-SGD steps per round (a study's ⌈local_epochs / q⌉), ≥ 1.
+    pub steps_per_round: u64,
+    /// Rounds, ≥ 1.
+    pub rounds: u32,
+}
+
+/// The answer to [`PrivacyPlanRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PrivacyPlanResponse {
+    /// The smallest σ on a 0.001 grid whose rounds stay within the target.
+    pub noise_multiplier: f64,
+    /// ε of the rounds at that σ: the PLD's certified upper bound (what budgets enforce), ≤ the target.
+    pub epsilon: f64,
+    /// The PLD's certified lower bound of the same ε (how tight the upper one is).
+    pub epsilon_lower: f64,
+    pub accountant: AccountantKind,
+    pub request: PrivacyPlanRequest,
 }
 
 /// A study as the API returns it.

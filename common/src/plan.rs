@@ -76,6 +76,7 @@ mod tests {
             local_epochs: 2,
             clip_norm: 1.0,
             expected_batch_size: 23.0,
+            target_epsilon: None,
         }
     }
 

@@ -304,6 +304,7 @@ impl World {
         let dp = DpParams {
             sampling_rate: 0.2,
             noise_multiplier: 1.0,
+            target_epsilon: None,
             local_epochs: 1,
             clip_norm: 1.0,
             expected_batch_size: 30.0,

@@ -4,4 +4,5 @@ pub mod bench;
 pub mod bench_transport;
 pub mod demo;
 pub mod federation;
+pub mod ops;
 pub mod privacy;

@@ -18,6 +18,10 @@ pub enum PrivacyCommand {
     Epsilon(EpsilonArgs),
     /// The smallest noise multiplier σ (to 0.001) that keeps ε ≤ a target for (δ, q, steps).
     Plan(PlanArgs),
+    /// A study's privacy report from the coordinator: per participant the budget, ε spent and remaining, and the
+    /// rounds it can still take part in.
+    #[command(after_help = super::ops::EXIT_CODES_HELP)]
+    Report(super::ops::privacy::ReportArgs),
     /// Time the accountants (T = 10,000) and the noise sampler, and show the PLD's upper/lower gap; prints
     /// measurements.
     Bench(BenchArgs),
@@ -78,6 +82,7 @@ pub fn run(cmd: PrivacyCommand) -> anyhow::Result<()> {
         PrivacyCommand::Epsilon(args) => epsilon(args),
         PrivacyCommand::Plan(args) => plan(args),
         PrivacyCommand::Bench(args) => bench(args),
+        PrivacyCommand::Report(args) => Ok(super::ops::block_on(super::ops::privacy::run(args))?),
     }
 }
 

@@ -97,7 +97,7 @@ impl From<StoreError> for ApiError {
 impl From<PrivacyError> for ApiError {
     fn from(e: PrivacyError) -> Self {
         match e {
-            PrivacyError::OverBudget(m) => Self::Unprocessable(m),
+            PrivacyError::OverBudget(m) | PrivacyError::Invalid(m) => Self::Unprocessable(m),
             // An ε the accountant cannot certify for stored or planned events is the coordinator's failure here
             // (a study whose first round cannot be accounted is refused when it is created).
             PrivacyError::Unaccountable(m) => Self::Internal(m),

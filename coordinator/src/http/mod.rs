@@ -128,6 +128,7 @@ pub type AppState = Coordinator;
         operator::list_model_versions,
         operator::download_model_version,
         operator::privacy_report,
+        operator::privacy_plan,
         participant::enrol,
         participant::poll_task,
         participant::download_model,
@@ -301,6 +302,7 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
             "/v1/studies/{study_id}/privacy",
             get(operator::privacy_report),
         )
+        .route("/v1/privacy/plan", post(operator::privacy_plan))
         .route("/v1/rounds/{round_id}", get(operator::get_round))
         .route("/v1/rounds/{round_id}/abort", post(operator::abort_round))
         .layer(DefaultBodyLimit::max(json_limit));

@@ -8,8 +8,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolmentTokenInfo,
-    EnrolmentTokenResponse, ErrorBody, ModelVersionInfo, ParticipantInfo, PrivacyReport, RoundInfo,
-    RoundStage, StartRoundRequest, StudyInfo,
+    EnrolmentTokenResponse, ErrorBody, ModelVersionInfo, ParticipantInfo, PrivacyPlanRequest,
+    PrivacyPlanResponse, PrivacyReport, RoundInfo, RoundStage, StartRoundRequest, StudyInfo,
 };
 use serde::Deserialize;
 
@@ -17,7 +17,7 @@ use super::auth::Operator;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, created};
-use crate::service::{rounds, studies};
+use crate::service::{privacy, rounds, studies};
 
 /// Create a study: model spec and initial weights (uploaded, or generated from `initial_weights_seed`), DP, SecAgg,
 /// budget. Refused (422) when one round alone would spend more than the budget; `warnings` in the answer say what
@@ -266,4 +266,19 @@ pub async fn privacy_report(
     ApiPath(study_id): ApiPath<i64>,
 ) -> Result<ApiJson<PrivacyReport>, ApiError> {
     Ok(ApiJson(studies::privacy_report(&state, study_id).await?))
+}
+
+/// The noise a study needs for a target ε: the smallest σ (0.001 grid) whose rounds of DP-SGD steps stay within
+/// the target under the PLD accountant, with the certified upper and lower ε at that σ. The same calibration the
+/// coordinator applies to a study request that gives `dp.target_epsilon`.
+#[utoipa::path(post, path = "/v1/privacy/plan", tag = "operator", request_body = PrivacyPlanRequest,
+    security(("operator_token" = [])),
+    responses((status = 200, body = PrivacyPlanResponse), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn privacy_plan(
+    State(_state): State<AppState>,
+    _op: Operator,
+    ApiJson(req): ApiJson<PrivacyPlanRequest>,
+) -> Result<ApiJson<PrivacyPlanResponse>, ApiError> {
+    Ok(ApiJson(privacy::plan(req).await?))
 }

@@ -10,8 +10,12 @@
 
 use std::collections::HashMap;
 
-use confide_common::api::{BudgetParams, CreateStudyRequest, ExcludedParticipant};
-use confide_common::dp::{AccountantKind, PrivacyEvent, PrivacyLedger};
+use confide_common::api::{
+    BudgetParams, CreateStudyRequest, ExcludedParticipant, PrivacyPlanRequest, PrivacyPlanResponse,
+};
+use confide_common::dp::{
+    AccountantKind, DpError, PrivacyEvent, PrivacyLedger, noise_multiplier_for_rounds,
+};
 use confide_common::plan;
 
 use super::Coordinator;
@@ -25,6 +29,9 @@ pub enum PrivacyError {
     /// Someone's ε would exceed the budget.
     #[error("{0}")]
     OverBudget(String),
+    /// A planning request the accountant cannot answer; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -114,6 +121,96 @@ pub async fn check_first_round(config: &CreateStudyRequest) -> Result<(), Privac
         )));
     }
     Ok(())
+}
+
+/// Most DP-SGD steps per round a plan may ask for (a study's rules allow no more).
+pub const MAX_PLAN_STEPS_PER_ROUND: u64 = 10_000_000;
+/// Most rounds a plan may ask for (a study's rules allow no more).
+pub const MAX_PLAN_ROUNDS: u32 = 100_000;
+
+/// Checks a planning request field by field, each refusal naming the field and its allowed range.
+fn check_plan(req: &PrivacyPlanRequest) -> Result<(), PrivacyError> {
+    let invalid = |m: String| Err(PrivacyError::Invalid(m));
+    if !(req.target_epsilon.is_finite() && req.target_epsilon > 0.0) {
+        return invalid(format!(
+            "target_epsilon must be a finite number > 0, got {}",
+            req.target_epsilon
+        ));
+    }
+    if !(req.delta > 0.0 && req.delta < 1.0) {
+        return invalid(format!("delta must be in (0, 1), got {}", req.delta));
+    }
+    if !(req.sampling_rate > 0.0 && req.sampling_rate <= 1.0) {
+        return invalid(format!(
+            "sampling_rate must be in (0, 1], got {}",
+            req.sampling_rate
+        ));
+    }
+    if req.steps_per_round == 0 || req.steps_per_round > MAX_PLAN_STEPS_PER_ROUND {
+        return invalid(format!(
+            "steps_per_round must be in 1..={MAX_PLAN_STEPS_PER_ROUND}, got {}",
+            req.steps_per_round
+        ));
+    }
+    if req.rounds == 0 || req.rounds > MAX_PLAN_ROUNDS {
+        return invalid(format!(
+            "rounds must be in 1..={MAX_PLAN_ROUNDS}, got {}",
+            req.rounds
+        ));
+    }
+    Ok(())
+}
+
+/// The planner: the smallest σ (0.001 grid) whose `rounds` rounds of `steps_per_round` steps stay within the
+/// target under the PLD accountant (`noise_multiplier_for_rounds`, which re-checks the per-round ledger as the
+/// coordinator will keep it), with the certified upper and lower ε at that σ. On the blocking pool: a search is
+/// tens of PLD compositions.
+pub async fn plan(req: PrivacyPlanRequest) -> Result<PrivacyPlanResponse, PrivacyError> {
+    check_plan(&req)?;
+    tokio::task::spawn_blocking(move || {
+        let sigma = noise_multiplier_for_rounds(
+            req.target_epsilon,
+            req.delta,
+            req.sampling_rate,
+            req.steps_per_round,
+            req.rounds,
+            AccountantKind::Pld,
+        )
+        .map_err(|e| match e {
+            DpError::TargetUnreachable { .. } => PrivacyError::Invalid(format!(
+                "target_epsilon = {} cannot be reached: {e}; raise it, or lower sampling_rate, steps or rounds",
+                req.target_epsilon
+            )),
+            other => PrivacyError::Unaccountable(other.to_string()),
+        })?;
+        let event = PrivacyEvent::SubsampledGaussian {
+            sampling_rate: req.sampling_rate,
+            noise_multiplier: sigma,
+            steps: req.steps_per_round,
+        };
+        let bounds = PrivacyLedger {
+            events: vec![event; req.rounds as usize],
+        }
+        .epsilon_bounds(req.delta)
+        .map_err(|e| PrivacyError::Unaccountable(e.to_string()))?;
+        // Fail closed: the σ returned must be one whose certified ε is within the target.
+        let within_target = bounds.upper <= req.target_epsilon;
+        if !within_target {
+            return Err(PrivacyError::Unaccountable(format!(
+                "the calibrated σ = {sigma} gives ε ≤ {} over the target {}",
+                bounds.upper, req.target_epsilon
+            )));
+        }
+        Ok(PrivacyPlanResponse {
+            noise_multiplier: sigma,
+            epsilon: bounds.upper,
+            epsilon_lower: bounds.lower,
+            accountant: AccountantKind::Pld,
+            request: req,
+        })
+    })
+    .await
+    .map_err(|e| PrivacyError::Unaccountable(format!("the calibration failed: {e}")))?
 }
 
 /// Splits a round's candidates into those whose ε after the round stays within the budget (selected, in order)

@@ -112,6 +112,7 @@ pub(crate) mod tests {
                 local_epochs: 1,
                 clip_norm: 0.7,
                 expected_batch_size: 10.0,
+                target_epsilon: None,
             },
             local_training: LocalTraining::default(),
             secagg: SecAggConfig {

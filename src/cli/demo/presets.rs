@@ -106,6 +106,7 @@ pub fn study_request(p: &Preset, shape: &StudyShape) -> Result<CreateStudyReques
             local_epochs: p.local_epochs,
             clip_norm: p.clip_norm,
             expected_batch_size: shape.expected_batch_size,
+            target_epsilon: None,
         },
         local_training: LocalTraining {
             optimizer: LocalOptimizer::Sgd,

@@ -4,16 +4,19 @@
 mod rules;
 
 pub use rules::{
-    MAX_NAME_LEN, MAX_PARTICIPANTS, MAX_ROUNDS, MIN_AGGREGATE, Study, ValidatedStudy, validate,
-    validate_name, warnings,
+    MAX_NAME_LEN, MAX_PARTICIPANTS, MAX_ROUNDS, MIN_AGGREGATE, Study, ValidatedStudy,
+    check_accounting, validate, validate_name, warnings,
 };
+
+use std::borrow::Cow;
 
 use confide_common::api::{
     CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolRequest, EnrolResponse,
     EnrolmentTokenInfo, EnrolmentTokenResponse, ModelVersionInfo, ParticipantInfo,
-    ParticipantPrivacy, PrivacyReport, RoundOutcome, StudyInfo,
+    ParticipantPrivacy, PrivacyPlanRequest, PrivacyReport, RoundOutcome, StudyInfo,
 };
 use confide_common::dp::AccountantKind;
+use confide_common::plan::planned_steps;
 use confide_common::secagg::IdentityPublicKey;
 
 use super::Coordinator;
@@ -69,10 +72,59 @@ pub async fn info(ctx: &Coordinator, row: &StudyRow) -> Result<StudyInfo, StudyE
     })
 }
 
-/// Creates a study: its rules checked (refused when one round alone would spend more than the budget), stored
-/// with its initial model as version 0, its counters created at 0.
+/// The request with σ calibrated when it gives `dp.target_epsilon` instead of `dp.noise_multiplier` (the target is
+/// kept with the study, to show where σ came from): the smallest σ whose `rounds` rounds stay within the target
+/// (PLD, [`privacy::plan`]). The target may not exceed the budget: a study may not plan to overspend.
+pub async fn calibrated(
+    req: &CreateStudyRequest,
+) -> Result<Cow<'_, CreateStudyRequest>, StudyError> {
+    let Some(target) = req.dp.target_epsilon else {
+        return Ok(Cow::Borrowed(req));
+    };
+    if req.dp.noise_multiplier != 0.0 {
+        return Err(StudyError::Invalid(
+            "give dp.noise_multiplier or dp.target_epsilon, not both (with a target the coordinator calibrates σ)"
+                .into(),
+        ));
+    }
+    check_accounting(req)?;
+    if !(target.is_finite() && target > 0.0) {
+        return Err(StudyError::Invalid(format!(
+            "dp.target_epsilon must be a finite number > 0, got {target}"
+        )));
+    }
+    if target > req.budget.epsilon {
+        return Err(StudyError::Invalid(format!(
+            "dp.target_epsilon = {target} is above budget.epsilon = {}: a study may not plan to spend more than a \
+             participant's budget; lower the target or raise the budget",
+            req.budget.epsilon
+        )));
+    }
+    let plan = privacy::plan(PrivacyPlanRequest {
+        target_epsilon: target,
+        delta: req.budget.delta,
+        sampling_rate: req.dp.sampling_rate,
+        steps_per_round: planned_steps(&req.dp),
+        rounds: req.rounds,
+    })
+    .await
+    .map_err(|e| match e {
+        PrivacyError::Invalid(m) => StudyError::Invalid(format!("dp.target_epsilon: {m}")),
+        PrivacyError::Unaccountable(m) => {
+            StudyError::Invalid(format!("the study's privacy cannot be accounted: {m}"))
+        }
+        other => other.into(),
+    })?;
+    let mut req = req.clone();
+    req.dp.noise_multiplier = plan.noise_multiplier;
+    Ok(Cow::Owned(req))
+}
+
+/// Creates a study: σ calibrated if it gives a target ε, its rules checked (refused when one round alone would
+/// spend more than the budget), stored with its initial model as version 0, its counters created at 0.
 pub async fn create(ctx: &Coordinator, req: &CreateStudyRequest) -> Result<StudyInfo, StudyError> {
-    let valid = validate(req, ctx.limits.model_bytes)?;
+    let req = calibrated(req).await?;
+    let valid = validate(&req, ctx.limits.model_bytes)?;
     let config = &valid.config;
     privacy::check_first_round(config)
         .await

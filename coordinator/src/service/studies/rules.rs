@@ -112,22 +112,9 @@ pub fn warnings(config: &CreateStudyRequest) -> Vec<String> {
     out
 }
 
-/// Validates a create-study request (`max_model_bytes` bounds the model's size as f32 safetensors).
-pub fn validate(
-    req: &CreateStudyRequest,
-    max_model_bytes: usize,
-) -> Result<ValidatedStudy, StudyError> {
-    validate_name(&req.name, "study name")?;
-    let spec = ModelSpec::from_json(&req.model_spec.to_string())
-        .map_err(|e| StudyError::Invalid(format!("invalid model_spec: {e}")))?;
-    let model_bytes = spec.num_parameters().saturating_mul(4);
-    if model_bytes > max_model_bytes {
-        return Err(StudyError::Invalid(format!(
-            "model_spec has {} parameters ({model_bytes} bytes as f32), over this coordinator's model-size limit \
-             of {max_model_bytes} bytes (--max-model-bytes)",
-            spec.num_parameters()
-        )));
-    }
+/// The fields ε depends on besides σ (sampling rate, local epochs and the steps they make, budget, rounds): checked
+/// before σ is calibrated from a target ε, so that a bad one is refused by name rather than by the accountant.
+pub fn check_accounting(req: &CreateStudyRequest) -> Result<(), StudyError> {
     let dp = &req.dp;
     if !(dp.sampling_rate > 0.0 && dp.sampling_rate <= 1.0) {
         return Err(StudyError::Invalid(format!(
@@ -135,7 +122,6 @@ pub fn validate(
             dp.sampling_rate
         )));
     }
-    finite_positive(dp.noise_multiplier, "dp.noise_multiplier")?;
     finite_positive(dp.clip_norm, "dp.clip_norm")?;
     finite_positive(dp.expected_batch_size, "dp.expected_batch_size")?;
     if dp.local_epochs == 0 || dp.local_epochs > 1000 {
@@ -160,6 +146,35 @@ pub fn validate(
             "rounds must be in 1..={MAX_ROUNDS}"
         )));
     }
+    Ok(())
+}
+
+/// Validates a create-study request (`max_model_bytes` bounds the model's size as f32 safetensors).
+pub fn validate(
+    req: &CreateStudyRequest,
+    max_model_bytes: usize,
+) -> Result<ValidatedStudy, StudyError> {
+    validate_name(&req.name, "study name")?;
+    let spec = ModelSpec::from_json(&req.model_spec.to_string())
+        .map_err(|e| StudyError::Invalid(format!("invalid model_spec: {e}")))?;
+    let model_bytes = spec.num_parameters().saturating_mul(4);
+    if model_bytes > max_model_bytes {
+        return Err(StudyError::Invalid(format!(
+            "model_spec has {} parameters ({model_bytes} bytes as f32), over this coordinator's model-size limit \
+             of {max_model_bytes} bytes (--max-model-bytes)",
+            spec.num_parameters()
+        )));
+    }
+    check_accounting(req)?;
+    let dp = &req.dp;
+    if dp.noise_multiplier == 0.0 && dp.target_epsilon.is_none() {
+        return Err(StudyError::Invalid(
+            "give dp.noise_multiplier (σ > 0) or dp.target_epsilon (the ε all rounds may spend; the coordinator \
+             calibrates σ)"
+                .into(),
+        ));
+    }
+    finite_positive(dp.noise_multiplier, "dp.noise_multiplier")?;
     if req.min_participants < MIN_AGGREGATE || req.min_participants > MAX_PARTICIPANTS {
         return Err(StudyError::Invalid(format!(
             "min_participants must be in {MIN_AGGREGATE}..={MAX_PARTICIPANTS} (an aggregate of two inputs would let \

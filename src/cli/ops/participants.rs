@@ -1,0 +1,99 @@
+//! `confide participants list`: who is enrolled in a study, how many rounds each took part in (completed rounds
+//! whose aggregate included it, i.e. rounds charged) and the ε spent of its budget (the coordinator's privacy
+//! report, PLD over its whole ledger).
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::{OpsArgs, OpsResult, connect, print_json, table, time};
+
+#[derive(Subcommand, Debug)]
+pub enum ParticipantsCommand {
+    /// List a study's participants with their rounds and ε spent.
+    List {
+        /// The study's id.
+        #[arg(long)]
+        study: i64,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ParticipantsArgs {
+    #[command(flatten)]
+    pub ops: OpsArgs,
+    #[command(subcommand)]
+    pub cmd: ParticipantsCommand,
+}
+
+/// One row of `participants list --json`.
+#[derive(Debug, Serialize)]
+struct Row {
+    id: i64,
+    name: String,
+    enrolled_at_ms: i64,
+    rounds_charged: i64,
+    epsilon_spent: Option<f64>,
+    epsilon_budget: Option<f64>,
+}
+
+pub async fn run(args: ParticipantsArgs) -> OpsResult<()> {
+    let ParticipantsCommand::List { study } = args.cmd;
+    let ops = connect(&args.ops)?;
+    let what = format!("study {study}");
+    let participants = ops
+        .client
+        .list_participants(study)
+        .await
+        .map_err(|e| ops.explain(e, &what))?;
+    let report = ops
+        .client
+        .privacy_report(study)
+        .await
+        .map_err(|e| ops.explain(e, &what))?;
+    let rows: Vec<Row> = participants
+        .into_iter()
+        .map(|p| {
+            let privacy = report
+                .participants
+                .iter()
+                .find(|r| r.participant_id == p.id);
+            Row {
+                id: p.id,
+                name: p.name,
+                enrolled_at_ms: p.enrolled_at_ms,
+                rounds_charged: privacy.map_or(0, |r| r.rounds_charged),
+                epsilon_spent: privacy.map(|r| r.epsilon_spent),
+                epsilon_budget: privacy.map(|r| r.epsilon_budget),
+            }
+        })
+        .collect();
+    if ops.json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!(
+            "no participants in study {study} yet: `confide token create --study {study} --label <hospital>` makes enrolment tokens"
+        );
+        return Ok(());
+    }
+    let mut t = table(["NAME", "ID", "ROUNDS", "ε SPENT / BUDGET", "ENROLLED"]);
+    for r in &rows {
+        let eps = match (r.epsilon_spent, r.epsilon_budget) {
+            (Some(s), Some(b)) => format!("{s:.4} / {b}"),
+            _ => "-".into(),
+        };
+        t.add_row(vec![
+            r.name.clone(),
+            r.id.to_string(),
+            r.rounds_charged.to_string(),
+            eps,
+            time(r.enrolled_at_ms),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "δ = {:e}; ε by the {:?} accountant",
+        report.delta, report.accountant
+    );
+    Ok(())
+}
