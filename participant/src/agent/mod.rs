@@ -126,6 +126,11 @@ impl Agent {
             features = data.records.num_features(),
             "local data loaded"
         );
+        if data.statistics == Statistics::Study {
+            tracing::info!(
+                "no statistics file given: each round scales the records by the study's public feature ranges"
+            );
+        }
         let ledger = dataset::open_ledger(&cfg, &data.fingerprint).await?;
         state::restrict_files(state.path())
             .map_err(|e| AgentError::Fatal(format!("state directory permissions: {e}")))?;

@@ -134,6 +134,9 @@ mod tests {
                 bits: 32,
             },
             quantisation: QuantizationParams::for_participants(1.0, 32, 3, 10).unwrap(),
+            preprocessing: None,
+            purpose: Default::default(),
+            statistics: None,
         }
     }
 

@@ -24,7 +24,7 @@ use confide_common::api::{CreateEnrolmentTokenRequest, RoundOutcome, StartRoundR
 
 use data::{Table, data_dir, split_non_iid};
 pub use presets::DemoDataset;
-use presets::{StudyShape, calibrate_sigma, preset, study_request};
+use presets::{DemoPreprocessing, StudyShape, calibrate_sigma, preset, study_request};
 use processes::{Children, Tools, check_children, default_bin_dir, find_binary, start_coordinator};
 use report::{DemoSummary, Report, RoundResult, stage_message, stage_position};
 
@@ -38,6 +38,11 @@ pub struct DemoArgs {
     rounds: u32,
     #[arg(long, value_enum, default_value_t = DemoDataset::BreastCancer)]
     dataset: DemoDataset,
+    /// How the hospitals scale their features: `ranges` (the study's public feature ranges, no central data) or
+    /// `central-statistics` (mean and std of the evaluator's held-out set handed to every agent: a trusted centre
+    /// holding data, kept to compare with).
+    #[arg(long, value_enum, default_value_t = DemoPreprocessing::Ranges)]
+    preprocessing: DemoPreprocessing,
     /// Privacy budget ε of every hospital over the whole study (the noise is calibrated to it, PLD accountant).
     /// Default: 1 for breast-cancer, 3 for digits.
     #[arg(long)]
@@ -117,7 +122,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let kept = args.keep || args.work_dir.is_some();
     let report = Report { json: args.json };
 
-    // ---- data: held-out test set, non-IID hospital slices, shared standardisation ----
+    // ---- data: held-out test set, non-IID hospital slices, one input scale ----
     let data_path = data_dir(args.data_dir.clone())?.join(p.file);
     let table = Table::read(&data_path, p.label)?;
     let n = args.participants as usize;
@@ -130,10 +135,27 @@ async fn demo(args: DemoArgs) -> Result<()> {
     for (h, idx) in slices.iter().enumerate() {
         table.write(&work.join(format!("hospital-{}.csv", h + 1)), idx)?;
     }
-    // Standardisation fixed in advance and shared by every hospital (a federated model needs one input scale).
-    // It comes from the evaluator's public held-out set, not from any hospital's records.
+    // A federated model needs one input scale. By default it is the study's public feature ranges: the agents get
+    // them with every round task, and the evaluator scales its test set the same way (the file below). With
+    // `central-statistics` it is the mean and std of the evaluator's held-out set, handed to every agent.
     let stats_path = work.join("standardization.json");
-    tools.write_stats(&test_csv, p.label, &stats_path)?;
+    let agent_stats = match args.preprocessing {
+        DemoPreprocessing::Ranges => {
+            let scaling = p.preprocessing.range_scaling();
+            let json = serde_json::json!({
+                "feature_names": scaling.feature_names,
+                "mean": scaling.center,
+                "std": scaling.scale,
+            });
+            std::fs::write(&stats_path, serde_json::to_vec_pretty(&json)?)
+                .context("writing the range scaling")?;
+            None
+        }
+        DemoPreprocessing::CentralStatistics => {
+            tools.write_stats(&test_csv, p.label, &stats_path)?;
+            Some(stats_path.as_path())
+        }
+    };
     let model_path = work.join("model.json");
     std::fs::write(&model_path, p.model_spec).context("writing the model spec")?;
 
@@ -162,6 +184,15 @@ async fn demo(args: DemoArgs) -> Result<()> {
         "DP-SGD per hospital: q = {}, {} steps per round, clip C = {}, σ = {sigma:.3} → ε ≤ {target_epsilon} at δ = {} \
          over the study (PLD); secure aggregation over all hospitals",
         p.sampling_rate, steps_per_round, p.clip_norm, args.delta
+    ));
+    report.say(format!(
+        "preprocessing: {}",
+        match args.preprocessing {
+            DemoPreprocessing::Ranges =>
+                "the study's public feature ranges, each mapped onto [-1, 1] (no central data)",
+            DemoPreprocessing::CentralStatistics =>
+                "mean and std of the evaluator's held-out set, given to every hospital",
+        }
     ));
     report.say(format!("work directory: {}", work.display()));
 
@@ -222,7 +253,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dataset_id: format!("{name}-{}", args.dataset.name()),
             name: &name,
             label: p.label,
-            stats: &stats_path,
+            stats: agent_stats,
             epsilon: target_epsilon,
             delta: args.delta,
             enrolment_token: &token.token,
@@ -301,6 +332,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
         .count() as u32;
     let summary = DemoSummary {
         dataset: args.dataset.name(),
+        preprocessing: args.preprocessing.name(),
         participants: args.participants,
         rounds_requested: args.rounds,
         rounds_completed: completed,

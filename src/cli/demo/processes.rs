@@ -180,7 +180,8 @@ pub struct Agent<'a> {
     pub name: &'a str,
     pub dataset_id: String,
     pub label: &'a str,
-    pub stats: &'a Path,
+    /// A statistics file for `--stats`; None: the agent scales by the study's public feature ranges.
+    pub stats: Option<&'a Path>,
     pub epsilon: f64,
     pub delta: f64,
     pub enrolment_token: &'a str,
@@ -194,9 +195,12 @@ impl Tools {
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let log = std::fs::File::create(work.join(format!("{}.log", agent.name)))?;
-        Command::new(&self.participant)
-            .arg("run")
-            .arg("--coordinator-url")
+        let mut cmd = Command::new(&self.participant);
+        cmd.arg("run");
+        if let Some(stats) = agent.stats {
+            cmd.arg("--stats").arg(stats);
+        }
+        cmd.arg("--coordinator-url")
             .arg(agent.coordinator_url)
             .arg("--state-dir")
             .arg(&state_dir)
@@ -208,8 +212,6 @@ impl Tools {
             .arg(work.join(format!("{}.csv", agent.name)))
             .arg("--label")
             .arg(agent.label)
-            .arg("--stats")
-            .arg(agent.stats)
             .arg("--epsilon")
             .arg(agent.epsilon.to_string())
             .arg("--delta")

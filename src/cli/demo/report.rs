@@ -48,6 +48,9 @@ impl RoundResult {
 #[derive(Serialize)]
 pub struct DemoSummary {
     pub dataset: &'static str,
+    /// How agents and evaluator scaled the features: `ranges` (the study's public ranges) or
+    /// `central_statistics` (the evaluator's held-out set, the former behaviour).
+    pub preprocessing: &'static str,
     pub participants: u32,
     pub rounds_requested: u32,
     pub rounds_completed: u32,

@@ -12,8 +12,8 @@ pub use participation::{DECLINED_PREFIX, MAX_DECLINE_REASON};
 use std::collections::BTreeSet;
 
 use confide_common::api::{
-    ExcludedParticipant, GraphParams, MemberSet, RoundInfo, RoundOutcome, RoundStage, StageSet,
-    StartRoundRequest,
+    ExcludedParticipant, GraphParams, MemberSet, RoundInfo, RoundOutcome, RoundPurpose, RoundStage,
+    StageSet, StartRoundRequest,
 };
 use confide_common::dp::PrivacyEvent;
 use confide_common::plan;
@@ -69,7 +69,12 @@ pub struct RoundPlan {
     pub planned_events: Vec<PrivacyEvent>,
     pub secagg: secagg::SecAggParams,
     pub quantisation: QuantizationParams,
+    /// Length of the vector each participant sends, before the weight coordinate: the model's parameters for a
+    /// training round, 2·features + 1 sums for a statistics round.
     pub num_parameters: usize,
+    /// What the round computes (plans stored before statistics rounds existed are training rounds).
+    #[serde(default)]
+    pub purpose: RoundPurpose,
 }
 
 impl RoundPlan {
@@ -232,6 +237,7 @@ pub async fn start(
         secagg: params,
         quantisation,
         num_parameters: study.num_parameters,
+        purpose: RoundPurpose::Training,
     };
     let base = ctx.store.latest_model_version(study_id).await?;
     let new = NewRound {

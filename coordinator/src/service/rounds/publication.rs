@@ -89,6 +89,7 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
         optimizer_state,
         completed: c.completed,
         charges: Vec::new(),
+        statistics_json: None,
     };
     let published = privacy::publish_with_charges(
         &ctx.store,

@@ -5,7 +5,6 @@
 //! keys.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Instant;
 
 use confide_client::ClientError;
@@ -94,8 +93,11 @@ impl Agent {
             ));
         }
 
+        let data = match dataset::round_records(self.statistics, &self.data, task) {
+            Ok(d) => d,
+            Err(reason) => return Ok(self.decline(task, reason)),
+        };
         let started = Instant::now();
-        let data = Arc::clone(&self.data);
         let g = global.clone();
         let training = tokio::task::spawn_blocking(move || train_round(&spec, &g, &data, &plan));
         let trained = tokio::select! {
