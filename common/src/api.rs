@@ -363,6 +363,12 @@ pub enum RoundPurpose {
     Statistics,
 }
 
+impl RoundPurpose {
+    pub fn is_training(&self) -> bool {
+        *self == Self::Training
+    }
+}
+
 /// How a finished round ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -524,6 +530,9 @@ pub struct RoundInfo {
     /// Participants left out and why: at selection (e.g. the coordinator's budget check) or because they declined
     /// the round (reason starting with "declined: ").
     pub excluded: Vec<ExcludedParticipant>,
+    /// What the round computes (absent: training).
+    #[serde(default, skip_serializing_if = "RoundPurpose::is_training")]
+    pub purpose: RoundPurpose,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -110,7 +110,8 @@ pub fn scale_for_study(
 }
 
 /// The records a round trains on: as loaded with a statistics file (or the records' own statistics), else a copy
-/// scaled by the task's public feature ranges; `Err` is the reason to decline the round.
+/// standardised by the study's published DP statistics or, before any, scaled by its public feature ranges; `Err`
+/// is the reason to decline the round.
 pub fn round_records(
     statistics: Statistics,
     records: &Arc<Dataset>,
@@ -118,7 +119,30 @@ pub fn round_records(
 ) -> Result<Arc<Dataset>, String> {
     match statistics {
         Statistics::Given | Statistics::OwnRecords => Ok(Arc::clone(records)),
-        Statistics::Study => scale_for_study(records, task.preprocessing.as_ref()).map(Arc::new),
+        Statistics::Study => match &task.statistics {
+            // The study's DP statistics, published with the base model: they replace the ranges.
+            Some(published) => {
+                published
+                    .scaling
+                    .check_features(&records.feature_names)
+                    .map_err(|e| format!("the study's published statistics: {e}"))?;
+                if published
+                    .scaling
+                    .scale
+                    .iter()
+                    .any(|s| !(s.is_finite() && *s > 0.0))
+                    || published.scaling.center.iter().any(|c| !c.is_finite())
+                    || published.scaling.scale.len() != records.num_features()
+                    || published.scaling.center.len() != records.num_features()
+                {
+                    return Err("the study's published statistics are not finite or not > 0".into());
+                }
+                let mut scaled = records.as_ref().clone();
+                published.scaling.apply(&mut scaled.features);
+                Ok(Arc::new(scaled))
+            }
+            None => scale_for_study(records, task.preprocessing.as_ref()).map(Arc::new),
+        },
     }
 }
 

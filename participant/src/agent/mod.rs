@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use confide_client::{ClientError, CoordinatorClient};
-use confide_common::api::{RoundStage, RoundTask, TaskResponse};
+use confide_common::api::{RoundPurpose, RoundStage, RoundTask, TaskResponse};
 use confide_common::dp::PrivacyEvent;
 use confide_common::secagg::messages::ControlMessage;
 use confide_common::secagg::{QuantizationParams, SecAggClient};
@@ -318,7 +318,10 @@ impl Agent {
         }
         let Some(session) = self.session.as_ref() else {
             if task.stage == RoundStage::AdvertiseKeys {
-                return self.join(&task).await;
+                return match task.purpose {
+                    RoundPurpose::Training => self.join(&task).await,
+                    RoundPurpose::Statistics => self.join_statistics(&task).await,
+                };
             }
             tracing::warn!(
                 round = task.round_number,

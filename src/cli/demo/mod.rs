@@ -20,11 +20,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use confide_client::CoordinatorClient;
-use confide_common::api::{CreateEnrolmentTokenRequest, RoundOutcome, StartRoundRequest};
+use confide_common::api::{
+    CreateEnrolmentTokenRequest, RoundOutcome, RoundPurpose, StartRoundRequest,
+};
+use confide_common::statistics::ReleaseParams;
 
 use data::{Table, data_dir, split_non_iid};
 pub use presets::DemoDataset;
-use presets::{DemoPreprocessing, StudyShape, calibrate_sigma, preset, study_request};
+use presets::{
+    DemoPreprocessing, StudyShape, calibrate_sigma, preset, study_epsilon, study_request,
+};
 use processes::{Children, Tools, check_children, default_bin_dir, find_binary, start_coordinator};
 use report::{DemoSummary, Report, RoundResult, stage_message, stage_position};
 
@@ -43,6 +48,12 @@ pub struct DemoArgs {
     /// holding data, kept to compare with).
     #[arg(long, value_enum, default_value_t = DemoPreprocessing::Ranges)]
     preprocessing: DemoPreprocessing,
+    /// Begin with a statistics round: every hospital releases its clamped feature sums through opendp's Gaussian
+    /// mechanism at this ε (inside secure aggregation), and training standardises with the derived mean and std.
+    /// Each hospital's budget grows by what the release costs (the σ of training is unchanged). Needs
+    /// `--preprocessing ranges`.
+    #[arg(long)]
+    statistics_epsilon: Option<f64>,
     /// Privacy budget ε of every hospital over the whole study (the noise is calibrated to it, PLD accountant).
     /// Default: 1 for breast-cancer, 3 for digits.
     #[arg(long)]
@@ -110,6 +121,16 @@ async fn demo(args: DemoArgs) -> Result<()> {
         target_epsilon.is_finite() && target_epsilon > 0.0,
         "--target-epsilon must be > 0"
     );
+    if let Some(e) = args.statistics_epsilon {
+        ensure!(
+            e.is_finite() && e > 0.0,
+            "--statistics-epsilon must be > 0 (a release at ε ≤ 0 cannot be differentially private)"
+        );
+        ensure!(
+            args.preprocessing == DemoPreprocessing::Ranges,
+            "--statistics-epsilon needs --preprocessing ranges (the release clamps each feature to its range)"
+        );
+    }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => default_bin_dir()?,
@@ -226,8 +247,34 @@ async fn demo(args: DemoArgs) -> Result<()> {
         expected_batch_size: (p.sampling_rate * slice_len as f64).max(1.0),
         target_epsilon,
         delta: args.delta,
-        rounds: args.rounds,
+        rounds: args.rounds + u32::from(args.statistics_epsilon.is_some()),
         hospitals: args.participants,
+        statistics_epsilon: args.statistics_epsilon,
+    };
+    // The budget every hospital gets: the calibrated training rounds, plus the statistics release if any.
+    let release = match args.statistics_epsilon {
+        Some(e) => Some(
+            ReleaseParams::for_target(p.preprocessing.feature_ranges.len(), e, args.delta)
+                .context("the statistics release")?,
+        ),
+        None => None,
+    };
+    let budget_epsilon = match release {
+        Some(r) => {
+            study_epsilon(
+                p.sampling_rate,
+                sigma,
+                steps_per_round,
+                args.rounds,
+                Some(r.event()),
+                args.delta,
+            )? + 1e-9
+        }
+        None => target_epsilon,
+    };
+    let shape = StudyShape {
+        target_epsilon: budget_epsilon,
+        ..shape
     };
     let study = op
         .create_study(&study_request(&p, &shape)?)
@@ -254,7 +301,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             name: &name,
             label: p.label,
             stats: agent_stats,
-            epsilon: target_epsilon,
+            epsilon: budget_epsilon,
             delta: args.delta,
             enrolment_token: &token.token,
         };
@@ -279,8 +326,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
     // ---- rounds ----
     let mut results = Vec::new();
     let mut last_accuracy = None;
+    let mut statistics = None;
     report.table_header();
-    for r in 1..=args.rounds {
+    for r in 1..=shape.rounds {
         let started = Instant::now();
         let bar = report.round_bar(r);
         let round = op
@@ -305,7 +353,24 @@ async fn demo(args: DemoArgs) -> Result<()> {
             .iter()
             .map(|x| x.epsilon_spent)
             .fold(0.0, f64::max);
-        if outcome == RoundOutcome::Completed {
+        if outcome == RoundOutcome::Completed && finished.purpose == RoundPurpose::Statistics {
+            // The derived DP statistics: the agents standardise with them from now on, and so does the evaluator.
+            let published = op
+                .list_model_versions(study.id)
+                .await?
+                .into_iter()
+                .filter(|v| v.round_id == Some(finished.id))
+                .find_map(|v| v.statistics)
+                .context("a completed statistics round published no statistics")?;
+            let json = serde_json::json!({
+                "feature_names": published.scaling.feature_names,
+                "mean": published.scaling.center,
+                "std": published.scaling.scale,
+            });
+            std::fs::write(&stats_path, serde_json::to_vec_pretty(&json)?)
+                .context("writing the published statistics")?;
+            statistics = Some(published);
+        } else if outcome == RoundOutcome::Completed {
             let versions = op.list_model_versions(study.id).await?;
             let latest = versions
                 .iter()
@@ -333,6 +398,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let summary = DemoSummary {
         dataset: args.dataset.name(),
         preprocessing: args.preprocessing.name(),
+        statistics,
+        epsilon_budget: budget_epsilon,
         participants: args.participants,
         rounds_requested: args.rounds,
         rounds_completed: completed,

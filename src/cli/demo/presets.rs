@@ -8,7 +8,7 @@ use confide_common::api::{
     LocalTraining, QuantisationConfig, SecAggConfig, ServerOptimizer, StageDeadlines,
 };
 use confide_common::dp::{AccountantKind, PrivacyEvent, PrivacyLedger, calibrate};
-use confide_common::preprocessing::{FeatureRange, Preprocessing};
+use confide_common::preprocessing::{FeatureRange, Preprocessing, StatisticsRound};
 
 /// How the demo's agents and evaluator scale the features.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -175,7 +175,12 @@ pub struct StudyShape {
     pub delta: f64,
     pub rounds: u32,
     pub hospitals: u32,
+    /// ε of the statistics round's release, if the study begins with one (it is then the first of `rounds`).
+    pub statistics_epsilon: Option<f64>,
 }
+
+/// Most records a demo hospital may hold in a statistics round (a public bound on the released sums).
+pub const MAX_RECORDS_PER_SITE: u32 = 10_000;
 
 /// The study the demo creates: the preset's model and DP-SGD, complete-graph secure aggregation over 32-bit
 /// quantised updates, FedAvg.
@@ -220,8 +225,38 @@ pub fn study_request(p: &Preset, shape: &StudyShape) -> Result<CreateStudyReques
             unmasking_secs: 60,
         },
         server_optimizer: ServerOptimizer::FedAvg { learning_rate: 1.0 },
-        preprocessing: Some(p.preprocessing.clone()),
+        preprocessing: Some(Preprocessing {
+            statistics_round: shape.statistics_epsilon.map(|epsilon| StatisticsRound {
+                epsilon,
+                max_records_per_site: MAX_RECORDS_PER_SITE,
+            }),
+            ..p.preprocessing.clone()
+        }),
     })
+}
+
+/// ε at δ of a whole study as every hospital's ledger records it: `rounds` DP-SGD rounds and, if any, the
+/// statistics release (what the budgets must allow).
+pub fn study_epsilon(
+    q: f64,
+    sigma: f64,
+    steps_per_round: u64,
+    rounds: u32,
+    statistics: Option<PrivacyEvent>,
+    delta: f64,
+) -> Result<f64> {
+    let mut ledger = PrivacyLedger::new();
+    for _ in 0..rounds {
+        ledger.record(PrivacyEvent::SubsampledGaussian {
+            sampling_rate: q,
+            noise_multiplier: sigma,
+            steps: steps_per_round,
+        })?;
+    }
+    if let Some(event) = statistics {
+        ledger.record(event)?;
+    }
+    Ok(ledger.epsilon(delta, AccountantKind::Pld)?)
 }
 
 /// The smallest σ whose whole-study ledger (one event per round, as the coordinator and agents record it) stays
@@ -278,6 +313,7 @@ mod tests {
             delta: 1e-5,
             rounds: 5,
             hospitals: 4,
+            statistics_epsilon: None,
         };
         let typed = serde_json::to_value(study_request(&p, &shape).unwrap()).unwrap();
         let before: CreateStudyRequest = serde_json::from_value(serde_json::json!({

@@ -6,6 +6,7 @@
 pub mod driver;
 pub mod participation;
 mod publication;
+pub mod statistics;
 
 pub use participation::{DECLINED_PREFIX, MAX_DECLINE_REASON};
 
@@ -140,7 +141,7 @@ async fn candidates(
 
 /// The secure-aggregation parameters for `n` participants under the study's threat model (graph, dropout,
 /// corruption), with the study's threshold if it fixes one.
-fn secagg_params(study: &Study, n: u32) -> Result<secagg::SecAggParams, RoundError> {
+fn secagg_params(study: &Study, n: u32, values: usize) -> Result<secagg::SecAggParams, RoundError> {
     let sa = &study.config.secagg;
     let (dropout_rate, corrupt_fraction, sparse) = match sa.graph {
         GraphParams::Complete => (0.0, 0.0, false),
@@ -155,7 +156,7 @@ fn secagg_params(study: &Study, n: u32) -> Result<secagg::SecAggParams, RoundErr
         corrupt_fraction,
         sparse,
     };
-    let vector_len = u32::try_from(study.num_parameters + 1)
+    let vector_len = u32::try_from(values + 1)
         .map_err(|_| RoundError::Invalid("model too large for secure aggregation".into()))?;
     let secagg_round: u64 = rand::random::<u64>() >> 11; // < 2^53, exact in every JSON reader
     let mut params = secagg::SecAggParams::derive(
@@ -184,7 +185,9 @@ pub async fn start(
 ) -> Result<RoundInfo, RoundError> {
     let study = studies::load(ctx, study_id).await?;
     let candidates = candidates(ctx, study_id, req).await?;
-    let planned = plan::planned_events(&study.config.dp);
+    let base = ctx.store.latest_model_version(study_id).await?;
+    let kind = statistics::next_round(&study, &base, plan::planned_events(&study.config.dp))?;
+    let planned = kind.planned_events.clone();
     let (selected, excluded) = privacy::select_within_budget(
         &ctx.store,
         study_id,
@@ -211,7 +214,7 @@ pub async fn start(
         )));
     }
     let n = selected.len() as u32;
-    let params = secagg_params(&study, n)?;
+    let params = secagg_params(&study, n, kind.values)?;
     if n < study.min_aggregate(params.threshold) {
         return Err(RoundError::Invalid(format!(
             "round refused: {n} participant(s) can take part, a round must aggregate at least {} inputs \
@@ -222,7 +225,7 @@ pub async fn start(
     }
     let sa = &study.config.secagg;
     let quantisation = QuantizationParams::for_participants(
-        study.clip_range() as f32,
+        kind.clip_range as f32,
         sa.quantisation.bits,
         n,
         sa.quantisation.max_weight,
@@ -236,10 +239,9 @@ pub async fn start(
         planned_events: planned,
         secagg: params,
         quantisation,
-        num_parameters: study.num_parameters,
-        purpose: RoundPurpose::Training,
+        num_parameters: kind.values,
+        purpose: kind.purpose,
     };
-    let base = ctx.store.latest_model_version(study_id).await?;
     let new = NewRound {
         study_id,
         stage: RoundStage::AdvertiseKeys,
@@ -255,6 +257,7 @@ pub async fn start(
         round = round.id,
         study = study_id,
         participants = n,
+        purpose = ?kind.purpose,
         "round started"
     );
     ctx.metrics
@@ -299,6 +302,7 @@ pub async fn info(ctx: &Coordinator, round: &RoundRow) -> Result<RoundInfo, Roun
         stage_deadline_ms: round.stage_deadline,
         sets,
         excluded,
+        purpose: plan.purpose,
     })
 }
 

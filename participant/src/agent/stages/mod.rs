@@ -4,4 +4,5 @@
 mod advertise;
 mod masked_input;
 mod share_keys;
+mod statistics;
 mod unmasking;
