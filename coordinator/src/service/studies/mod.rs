@@ -187,8 +187,7 @@ pub async fn model_versions(
     study_id: i64,
 ) -> Result<Vec<ModelVersionInfo>, StudyError> {
     ctx.store.get_study(study_id).await?;
-    Ok(ctx
-        .store
+    ctx.store
         .list_model_versions(study_id)
         .await?
         .into_iter()
@@ -203,7 +202,7 @@ pub async fn model_versions(
                 created_at_ms: m.created_at,
             })
         })
-        .collect::<Result<_, StudyError>>()?)
+        .collect::<Result<_, StudyError>>()
 }
 
 /// A model version's safetensors bytes and sha256 (a study that does not exist is reported as such first).
