@@ -284,6 +284,10 @@ pub struct CreateStudyRequest {
     /// The participants' local optimiser (default: SGD, learning rate 0.1, momentum 0.9).
     #[serde(default)]
     pub local_training: LocalTraining,
+    /// Public per-feature ranges every agent scales its records by (no central data, no privacy cost). Absent:
+    /// each agent needs a statistics file of its own (`--stats`) and declines rounds without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<crate::preprocessing::Preprocessing>,
 }
 
 /// `POST /v1/privacy/plan`: the noise a study needs for a target ε (the calibration the coordinator applies to a
@@ -331,6 +335,9 @@ pub struct StudyInfo {
     /// What in the configuration is likely to hurt the study (e.g. a quantisation range that will clamp updates).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The DP statistics published by the study's statistics round, once it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<crate::statistics::PublishedStatistics>,
 }
 
 /// `POST /v1/studies/{id}/enrolment-tokens`.
@@ -494,6 +501,26 @@ impl RoundStage {
             None => true,
             Some(p) => crate::secagg::RoundStage::sequence(threat_model).contains(&p),
         }
+    }
+}
+
+/// What a round computes. Every kind runs the same secure aggregation; they differ in the vector each site sends
+/// and in what the coordinator publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RoundPurpose {
+    /// DP-SGD: each site sends its model update; a new model version is published.
+    #[default]
+    Training,
+    /// The study's statistics round: each site sends its clamped feature sums with DP noise
+    /// ([`crate::statistics`]); the derived mean and std are published with a model version (same weights).
+    Statistics,
+}
+
+impl RoundPurpose {
+    pub fn is_training(&self) -> bool {
+        *self == Self::Training
     }
 }
 
@@ -676,6 +703,9 @@ pub struct RoundInfo {
     /// Participants left out and why: at selection (e.g. the coordinator's budget check) or because they declined
     /// the round (reason starting with "declined: ").
     pub excluded: Vec<ExcludedParticipant>,
+    /// What the round computes (absent: training).
+    #[serde(default, skip_serializing_if = "RoundPurpose::is_training")]
+    pub purpose: RoundPurpose,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -694,6 +724,9 @@ pub struct ModelVersionInfo {
     pub sha256: String,
     pub size_bytes: i64,
     pub created_at_ms: i64,
+    /// The DP statistics the model's inputs are standardised with (from the study's statistics round).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<crate::statistics::PublishedStatistics>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -760,6 +793,16 @@ pub struct RoundTask {
     /// How updates are quantised into the ring (the weight goes in the extra last coordinate).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub quantisation: crate::secagg::QuantizationParams,
+    /// The study's public feature ranges, when it declares them: how the agent scales its records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<crate::preprocessing::Preprocessing>,
+    /// What this round computes (default: training).
+    #[serde(default)]
+    pub purpose: RoundPurpose,
+    /// The statistics published with the base model version, if the study ran its statistics round: the agent
+    /// standardises with them instead of the ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<crate::statistics::PublishedStatistics>,
 }
 
 /// `GET /healthz`.

@@ -6,9 +6,13 @@
 //! - [`api`]: HTTP wire types of the coordinator API (serde only).
 //! - [`model`]: model specifications and the flat parameter-vector layout both sides agree on.
 //! - [`plan`]: what a study's round asks of every participant (steps, charged events, update range).
+//! - [`preprocessing`]: feature scaling from public ranges (no central data), checked declarations.
+//! - [`statistics`]: the DP statistics release's sensitivity, noise and accounting, and mean/std from its totals.
 
 pub mod api;
 pub mod dp;
 pub mod model;
 pub mod plan;
+pub mod preprocessing;
 pub mod secagg;
+pub mod statistics;

@@ -417,6 +417,7 @@ async fn publish(db: &TestDb) {
         optimizer_state: Some(b"adam".to_vec()),
         completed: vec![p1],
         charges: vec![charge(1.0, 0)],
+        statistics_json: Some(r#"{"published":"stats"}"#.into()),
     };
     // wrong stage: nothing written
     let before = s.state_fingerprint().await.unwrap();
@@ -500,8 +501,22 @@ async fn publish(db: &TestDb) {
         charges: vec![charge(2.0, 1)],
         ..p
     };
+    let p = Publication {
+        statistics_json: None,
+        ..p
+    };
     assert_eq!(s.publish_round(&p).await.unwrap(), 2);
     assert_eq!(s.ledger(study).await.unwrap()[1].epsilon_after, 2.0);
+    // Statistics published with version 1 are carried on to every later version; version 0 has none.
+    let statistics: Vec<Option<String>> = s
+        .list_model_versions(study)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.statistics_json)
+        .collect();
+    let published = Some(r#"{"published":"stats"}"#.to_string());
+    assert_eq!(statistics, [None, published.clone(), published]);
     // max_rounds = 2 reached
     assert!(matches!(
         s.create_round(&new_round(study, vec![p1])).await,

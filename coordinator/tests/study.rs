@@ -1,12 +1,14 @@
-//! Study creation beyond the bad-input matrix: uploaded initial weights, the derived quantisation range and the
-//! warnings a study carries — on SQLite and Postgres, over real HTTP.
+//! Study creation beyond the bad-input matrix: uploaded initial weights, the derived quantisation range, the
+//! warnings a study carries and its public feature ranges — on SQLite and Postgres, over real HTTP.
 
 mod support;
 
 use base64::Engine;
-use confide_common::api::{DpParams, LocalTraining};
+use confide_client::CoordinatorClient;
+use confide_common::api::{DpParams, LocalTraining, TaskResponse};
 use confide_common::model::{ModelSpec, decode_safetensors, encode_safetensors};
 use confide_common::plan::update_bound;
+use confide_common::preprocessing::Preprocessing;
 use confide_coordinator::Limits;
 use serde_json::{Value, json};
 use support::{Served, TestDb, set, study_request, typed};
@@ -113,4 +115,69 @@ async fn quantisation_range(db: &TestDb) {
 both_backends!(
     quantisation_range_is_derived_or_warned_about,
     quantisation_range
+);
+
+/// `n` public feature ranges named f0, f1, …, each [0, 10].
+fn ranges(n: usize) -> Value {
+    let ranges: Vec<Value> = (0..n)
+        .map(|i| json!({"name": format!("f{i}"), "min": 0.0, "max": 10.0}))
+        .collect();
+    json!({ "feature_ranges": ranges })
+}
+
+async fn feature_ranges(db: &TestDb) {
+    let served = serve(db).await;
+    // Declared: stored, shown with the study and handed to every participant with its round task.
+    let mut req = request("ranged");
+    req["preprocessing"] = ranges(3);
+    let expected: Preprocessing = serde_json::from_value(ranges(3)).unwrap();
+    let study = served.op.create_study(&typed(&req)).await.unwrap();
+    assert_eq!(study.config.preprocessing.as_ref(), Some(&expected));
+    let again = served.op.get_study(study.id).await.unwrap();
+    assert_eq!(again.config.preprocessing.as_ref(), Some(&expected));
+    let mut credentials = Vec::new();
+    for name in ["a", "b", "c"] {
+        credentials.push(served.enrol(study.id, name).await.1);
+    }
+    support::start_round(&served.op, study.id).await;
+    let participant = CoordinatorClient::new(&served.url, &credentials[0]);
+    match participant.poll_task(5).await.unwrap() {
+        TaskResponse::Round(task) => assert_eq!(task.preprocessing.as_ref(), Some(&expected)),
+        other => panic!("expected a round task, got {other:?}"),
+    }
+    // A study without ranges hands out none (its agents need a statistics file of their own).
+    let plain = served
+        .op
+        .create_study(&typed(&request("plain")))
+        .await
+        .unwrap();
+    assert_eq!(plain.config.preprocessing, None);
+
+    // Unusable declarations: refused with what was wrong, nothing stored.
+    let before = db.store.state_fingerprint().await.unwrap();
+    let mut duplicate = ranges(3);
+    duplicate["feature_ranges"][2]["name"] = json!("f0");
+    let mut empty_range = ranges(3);
+    empty_range["feature_ranges"][1]["max"] = json!(0.0);
+    let mut blank = ranges(3);
+    blank["feature_ranges"][0]["name"] = json!("  ");
+    for (value, needle) in [
+        (ranges(2), "declares 2 feature(s), the model has 3 inputs"),
+        (ranges(0), "declares 0 feature(s)"),
+        (duplicate, "'f0' is declared more than once"),
+        (empty_range, "feature 'f1' has range [0, 0]"),
+        (blank, "feature_ranges[0]: name"),
+    ] {
+        let mut bad = request("bad-ranges");
+        bad["preprocessing"] = value;
+        let err = served.op.create_study(&typed(&bad)).await.unwrap_err();
+        assert_eq!(err.status(), Some(422), "{needle}: {err}");
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
+        assert_eq!(before, db.store.state_fingerprint().await.unwrap());
+    }
+    served.stop().await;
+}
+both_backends!(
+    feature_ranges_are_stored_checked_and_sent_with_tasks,
+    feature_ranges
 );

@@ -16,6 +16,7 @@ pub mod data;
 pub mod dpsgd;
 pub mod model;
 pub mod omp;
+pub mod release;
 pub mod tensor_fill;
 pub mod train;
 

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use confide_common::api::{
     DeclineRoundRequest, DpParams, EnrolRequest, EnrolResponse, GraphParams, LocalTraining,
-    QuantisationConfig, RoundStage, RoundTask, SecAggConfig, TaskResponse,
+    QuantisationConfig, RoundPurpose, RoundStage, RoundTask, SecAggConfig, TaskResponse,
 };
 use confide_common::model::{ModelSpec, encode_safetensors};
 use confide_common::plan::planned_events;
@@ -352,6 +352,9 @@ impl World {
             participant_ids: (AGENT_ID..AGENT_ID + i64::from(n)).collect(),
             quantisation: QuantizationParams::for_participants(4.0, 32, n, 1000).unwrap(),
             protocol,
+            preprocessing: None,
+            purpose: RoundPurpose::Training,
+            statistics: None,
         }
     }
 

@@ -17,6 +17,7 @@ use confide_common::dp::{
     AccountantKind, DpError, PrivacyEvent, PrivacyLedger, noise_multiplier_for_rounds,
 };
 use confide_common::plan;
+use confide_common::statistics::ReleaseParams;
 
 use super::Coordinator;
 use crate::store::{Charge, LedgerRow, ParticipantRow, Publication, Store, StoreError};
@@ -105,9 +106,18 @@ pub async fn epsilons(ledgers: Vec<PrivacyLedger>, delta: f64) -> Result<Vec<f64
 
 /// One round of a study to be, on an empty ledger, must fit in its budget: otherwise no round could ever run.
 pub async fn check_first_round(config: &CreateStudyRequest) -> Result<(), PrivacyError> {
-    let ledger = PrivacyLedger {
-        events: plan::planned_events(&config.dp),
-    };
+    let mut events = plan::planned_events(&config.dp);
+    // A statistics round, if declared, comes first: the study must afford it and one training round.
+    if let Some(p) = &config.preprocessing
+        && let Some(round) = p.statistics_round
+    {
+        let release =
+            ReleaseParams::for_target(p.feature_ranges.len(), round.epsilon, config.budget.delta)
+                .map_err(|e| PrivacyError::Unaccountable(format!("statistics round: {e}")))?;
+        events.push(release.event());
+    }
+    let statistics = events.len() > 1;
+    let ledger = PrivacyLedger { events };
     let first_round = epsilons(vec![ledger], config.budget.delta)
         .await?
         .first()
@@ -115,9 +125,20 @@ pub async fn check_first_round(config: &CreateStudyRequest) -> Result<(), Privac
         .unwrap_or(f64::NAN);
     if !within_budget(first_round, &config.budget) {
         return Err(PrivacyError::OverBudget(format!(
-            "one round of this study alone would spend ε = {first_round:.4} at δ = {}, over the budget ε = {}: \
-             raise dp.noise_multiplier, lower dp.sampling_rate or dp.local_epochs, or raise the budget",
-            config.budget.delta, config.budget.epsilon
+            "{} would spend ε = {first_round:.4} at δ = {}, over the budget ε = {}: \
+             raise dp.noise_multiplier, lower dp.sampling_rate or dp.local_epochs{}, or raise the budget",
+            if statistics {
+                "the statistics round and one training round of this study"
+            } else {
+                "one round of this study alone"
+            },
+            config.budget.delta,
+            config.budget.epsilon,
+            if statistics {
+                ", lower preprocessing.statistics_round.epsilon"
+            } else {
+                ""
+            }
         )));
     }
     Ok(())

@@ -57,6 +57,8 @@ pub struct Publication {
     pub completed: Vec<i64>,
     /// Exactly the participants whose input is in the aggregate.
     pub charges: Vec<Charge>,
+    /// Statistics published with this version (a statistics round); None: the previous version's are carried on.
+    pub statistics_json: Option<String>,
 }
 
 /// What one participant is charged for a round. ε is computed, and held against the budget, before the publishing
@@ -142,9 +144,21 @@ impl Store {
                 .fetch_one(&mut **tx)
                 .await?;
                 let version = latest + 1;
+                let statistics_json = match &p.statistics_json {
+                    Some(json) => Some(json.clone()),
+                    None => sqlx::query_scalar(
+                        "SELECT statistics_json FROM model_versions WHERE study_id = $1 AND version = $2",
+                    )
+                    .bind(study_id)
+                    .bind(latest)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .flatten(),
+                };
                 sqlx::query(
-                    "INSERT INTO model_versions (study_id, version, round_id, sha256, weights, optimizer_state, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO model_versions (study_id, version, round_id, sha256, weights, optimizer_state, created_at,
+                                                 statistics_json)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(study_id)
                 .bind(version)
@@ -153,6 +167,7 @@ impl Store {
                 .bind(p.weights.as_slice())
                 .bind(p.optimizer_state.clone())
                 .bind(now)
+                .bind(statistics_json)
                 .execute(&mut **tx)
                 .await?;
                 Self::finish_stage(tx, p.round_id, p.from_stage, &p.completed, now).await?;

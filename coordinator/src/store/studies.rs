@@ -18,10 +18,12 @@ pub struct ModelVersionRow {
     pub sha256: String,
     pub size_bytes: i64,
     pub created_at: i64,
+    /// The `PublishedStatistics` JSON the version's inputs are standardised with, if any.
+    pub statistics_json: Option<String>,
 }
 
 /// The columns of [`ModelVersionRow`] (the weights themselves are read only by [`Store::model_weights`]).
-const MODEL_VERSION_COLUMNS: &str = "study_id, version, round_id, sha256, CAST(LENGTH(weights) AS BIGINT) AS size_bytes, created_at";
+const MODEL_VERSION_COLUMNS: &str = "study_id, version, round_id, sha256, CAST(LENGTH(weights) AS BIGINT) AS size_bytes, created_at, statistics_json";
 
 impl Store {
     /// Creates a study and its version-0 model in one transaction.

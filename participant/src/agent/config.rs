@@ -61,11 +61,13 @@ pub struct RunArgs {
     /// Feature columns, comma-separated (default: every column but the label).
     #[arg(long, env = "CONFIDE_FEATURES", value_delimiter = ',')]
     pub features: Option<Vec<String>>,
-    /// Standardisation statistics JSON ({feature_names, mean, std}) fixed in advance by the study, e.g. computed on
-    /// public reference data with `confide-participant stats`. Required unless --allow-non-private-statistics.
+    /// Standardisation statistics JSON ({feature_names, mean, std}) fixed in advance, e.g. computed on public
+    /// reference data with `confide-participant stats`. Optional: without it the agent scales its records by the
+    /// study's public feature ranges (and declines rounds of a study that declares none).
     #[arg(long, env = "CONFIDE_STATS")]
     pub stats: Option<PathBuf>,
-    /// Without --stats, standardise with the mean and std of this site's own records. Those statistics are NOT
+    /// Without --stats, standardise with the mean and std of this site's own records instead of the study's ranges.
+    /// Those statistics are NOT
     /// covered by the DP guarantee (they stay here but shape every update sent): the agent warns at start and
     /// every round.
     #[arg(long, env = "CONFIDE_ALLOW_NON_PRIVATE_STATISTICS")]
@@ -236,7 +238,8 @@ pub struct DataConfig {
     pub label: String,
     pub features: Option<Vec<String>>,
     pub stats: Option<PathBuf>,
-    /// Standardise with the records' own statistics when `stats` is absent (no DP guarantee covers them).
+    /// Standardise with the records' own statistics when `stats` is absent, instead of the study's public feature
+    /// ranges (no DP guarantee covers them).
     pub allow_non_private_statistics: bool,
 }
 
@@ -299,14 +302,6 @@ pub fn parse_file(file: &str, text: &str) -> Result<FileConfig, ConfigError> {
     }
     toml::from_str(text).map_err(|e| err(e.to_string()))
 }
-
-/// Why the agent refuses to start without statistics, and how to get them.
-const NO_STATISTICS: &str = "no standardisation statistics (--stats, CONFIDE_STATS or '[data] stats'): the agent \
-     does not standardise with the mean and std of its own records, which no differential-privacy guarantee covers. \
-     Use the study's statistics file: computed on public reference data with `confide-participant stats --data \
-     REFERENCE.csv --label LABEL --out stats.json` (or, once the study offers it, from its federated statistics \
-     round). To standardise with this site's own statistics anyway, knowingly: --allow-non-private-statistics \
-     (or '[data] allow_non_private_statistics = true')";
 
 /// A dataset id names a budget in the ledger and in logs: 1..=100 printable characters, no surrounding spaces.
 pub fn check_dataset_id(id: &str) -> Result<(), ConfigError> {
@@ -397,9 +392,6 @@ impl AgentConfig {
                 || file.data.allow_non_private_statistics.unwrap_or(false),
         };
         check_dataset_id(&data.dataset_id)?;
-        if data.stats.is_none() && !data.allow_non_private_statistics {
-            return Err(ConfigError::Invalid(NO_STATISTICS.into()));
-        }
         let ledger = args
             .ledger
             .clone()
@@ -616,7 +608,7 @@ delta = 1e-5
     }
 
     #[test]
-    fn dataset_id_and_statistics_are_required_and_the_ledger_can_be_shared() {
+    fn the_dataset_id_is_required_statistics_are_optional_and_the_ledger_can_be_shared() {
         let without = |key: &str| {
             let text: String = DEPLOY
                 .lines()
@@ -632,14 +624,9 @@ delta = 1e-5
             e.contains("--dataset-id") && e.contains("CONFIDE_DATASET_ID"),
             "{e}"
         );
-        // No statistics: refused, with how to get them.
-        let e = AgentConfig::merge(&RunArgs::default(), without("stats"), None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("confide-participant stats") && e.contains("--allow-non-private-statistics"),
-            "{e}"
-        );
+        // No statistics file: the study's public feature ranges scale the records, nothing is needed here.
+        let c = AgentConfig::merge(&RunArgs::default(), without("stats"), None).unwrap();
+        assert!(!c.data.allow_non_private_statistics && c.data.stats.is_none());
         let allowed = RunArgs {
             allow_non_private_statistics: true,
             ..RunArgs::default()

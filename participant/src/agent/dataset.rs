@@ -1,5 +1,10 @@
-//! The dataset the agent serves: its records (read and standardised once at start), the content fingerprint the
-//! privacy ledger knows it by, and where its standardisation statistics came from.
+//! The dataset the agent serves: its records (read once at start), the content fingerprint the privacy ledger knows
+//! it by, and where their scaling comes from (by default the study's public feature ranges, applied per round).
+
+use std::sync::Arc;
+
+use confide_common::api::RoundTask;
+use confide_common::preprocessing::Preprocessing;
 
 use crate::data::{CsvOptions, Dataset, Standardization, read_csv_with_fingerprint};
 
@@ -10,16 +15,21 @@ use super::ledger::{LocalLedger, Registration};
 /// Labels are checked against the model's classes when a round's model arrives; until then any integer is read.
 const MAX_LABEL_CLASSES: usize = 1 << 20;
 
-/// Where the standardisation statistics came from.
+/// Where the scaling of the records comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Statistics {
-    /// A file fixed in advance (the study's, from public reference data): nothing about the records.
+    /// The study's public feature ranges, sent with every round task: nothing about the records. The default.
+    Study,
+    /// A file fixed in advance (`--stats`, e.g. from public reference data): nothing about the records. It
+    /// overrides the study's ranges.
     Given,
     /// The records' own mean and std, allowed explicitly: NOT covered by the DP guarantee.
     OwnRecords,
 }
 
-/// The site's records, standardised, with their fingerprint.
+/// The site's records with their fingerprint. With [`Statistics::Given`] or [`Statistics::OwnRecords`] they are
+/// standardised once here; with [`Statistics::Study`] they stay raw and each round scales a copy by the study's
+/// ranges ([`scale_for_study`]).
 #[derive(Debug)]
 pub struct LocalDataset {
     pub records: Dataset,
@@ -34,12 +44,14 @@ pub fn warn_non_private_statistics() {
     tracing::warn!(
         "NON-PRIVATE STATISTICS: this agent standardises with the mean and std of its own records \
          (--allow-non-private-statistics). They are not covered by the differential-privacy guarantee and shape \
-         every update it sends; use the study's statistics file (--stats) instead"
+         every update it sends; use the study's feature ranges (omit --stats) or a statistics file fixed in \
+         advance (--stats) instead"
     );
 }
 
-/// Reads, fingerprints and standardises the site's records (a bad file stops the agent before it enrols).
-/// Without a statistics file the configuration must have allowed non-private statistics explicitly.
+/// Reads and fingerprints the site's records (a bad file stops the agent before it enrols), and standardises them
+/// with a statistics file if one is given, or with their own statistics if that was allowed explicitly. Otherwise
+/// they are scaled each round by the study's public feature ranges.
 pub fn load(cfg: &DataConfig) -> Result<LocalDataset, AgentError> {
     let (mut records, fingerprint) = read_csv_with_fingerprint(
         &cfg.path,
@@ -56,9 +68,11 @@ pub fn load(cfg: &DataConfig) -> Result<LocalDataset, AgentError> {
             (Standardization::compute(&records), Statistics::OwnRecords)
         }
         (None, false) => {
-            return Err(AgentError::Fatal(
-                "no standardisation statistics given (--stats) and non-private statistics not allowed".into(),
-            ));
+            return Ok(LocalDataset {
+                records,
+                fingerprint,
+                statistics: Statistics::Study,
+            });
         }
     };
     stats.check(&records)?;
@@ -68,6 +82,68 @@ pub fn load(cfg: &DataConfig) -> Result<LocalDataset, AgentError> {
         fingerprint,
         statistics,
     })
+}
+
+/// The records scaled by the study's public feature ranges (a copy; the raw records stay as read), or why the
+/// round cannot be trained: the study declares no ranges, or ranges for other features.
+pub fn scale_for_study(
+    raw: &Dataset,
+    preprocessing: Option<&Preprocessing>,
+) -> Result<Dataset, String> {
+    let Some(p) = preprocessing else {
+        return Err(
+            "the study declares no feature ranges (preprocessing.feature_ranges) and this agent has no \
+             statistics file (--stats): it does not scale its records by their own statistics, which no DP \
+             guarantee covers"
+                .into(),
+        );
+    };
+    p.validate(raw.num_features())
+        .map_err(|e| format!("the study's preprocessing: {e}"))?;
+    let scaling = p.range_scaling();
+    scaling
+        .check_features(&raw.feature_names)
+        .map_err(|e| e.to_string())?;
+    let mut scaled = raw.clone();
+    scaling.apply(&mut scaled.features);
+    Ok(scaled)
+}
+
+/// The records a round trains on: as loaded with a statistics file (or the records' own statistics), else a copy
+/// standardised by the study's published DP statistics or, before any, scaled by its public feature ranges; `Err`
+/// is the reason to decline the round.
+pub fn round_records(
+    statistics: Statistics,
+    records: &Arc<Dataset>,
+    task: &RoundTask,
+) -> Result<Arc<Dataset>, String> {
+    match statistics {
+        Statistics::Given | Statistics::OwnRecords => Ok(Arc::clone(records)),
+        Statistics::Study => match &task.statistics {
+            // The study's DP statistics, published with the base model: they replace the ranges.
+            Some(published) => {
+                published
+                    .scaling
+                    .check_features(&records.feature_names)
+                    .map_err(|e| format!("the study's published statistics: {e}"))?;
+                if published
+                    .scaling
+                    .scale
+                    .iter()
+                    .any(|s| !(s.is_finite() && *s > 0.0))
+                    || published.scaling.center.iter().any(|c| !c.is_finite())
+                    || published.scaling.scale.len() != records.num_features()
+                    || published.scaling.center.len() != records.num_features()
+                {
+                    return Err("the study's published statistics are not finite or not > 0".into());
+                }
+                let mut scaled = records.as_ref().clone();
+                published.scaling.apply(&mut scaled.features);
+                Ok(Arc::new(scaled))
+            }
+            None => scale_for_study(records, task.preprocessing.as_ref()).map(Arc::new),
+        },
+    }
 }
 
 /// Opens the dataset's ledger (creating its folder if needed), registers the data's fingerprint and records the
@@ -105,6 +181,7 @@ pub async fn open_ledger(cfg: &AgentConfig, fingerprint: &str) -> Result<LocalLe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use confide_common::preprocessing::FeatureRange;
     use sha2::{Digest, Sha256};
 
     fn config(dir: &std::path::Path, stats: Option<&str>, allow: bool) -> DataConfig {
@@ -135,10 +212,36 @@ mod tests {
     }
 
     #[test]
-    fn own_statistics_only_when_allowed() {
+    fn own_statistics_only_when_allowed_and_the_study_ranges_otherwise() {
         let dir = tempfile::tempdir().unwrap();
-        let e = load(&config(dir.path(), None, false)).unwrap_err();
-        assert!(e.to_string().contains("--stats"), "{e}");
+        let d = load(&config(dir.path(), None, false)).unwrap();
+        assert_eq!(d.statistics, Statistics::Study);
+        assert_eq!(d.records.features, [1.0, 2.0, 3.0, 6.0], "kept raw");
+        let ranges = |a: (f64, f64)| Preprocessing {
+            feature_ranges: vec![
+                FeatureRange {
+                    name: "a".into(),
+                    min: a.0,
+                    max: a.1,
+                },
+                FeatureRange {
+                    name: "b".into(),
+                    min: 0.0,
+                    max: 8.0,
+                },
+            ],
+            statistics_round: None,
+        };
+        let scaled = scale_for_study(&d.records, Some(&ranges((1.0, 3.0)))).unwrap();
+        assert_eq!(scaled.features, [-1.0, -0.5, 1.0, 0.5]);
+        let e = scale_for_study(&d.records, None).unwrap_err();
+        assert!(e.contains("feature_ranges") && e.contains("--stats"), "{e}");
+        let e = scale_for_study(&d.records, Some(&ranges((3.0, 1.0)))).unwrap_err();
+        assert!(e.contains("min < max"), "{e}");
+        let mut swapped = ranges((1.0, 3.0));
+        swapped.feature_ranges.swap(0, 1);
+        let e = scale_for_study(&d.records, Some(&swapped)).unwrap_err();
+        assert!(e.contains("--features"), "{e}");
         let d = load(&config(dir.path(), None, true)).unwrap();
         assert_eq!(d.statistics, Statistics::OwnRecords);
         assert_eq!(d.records.features, [-1.0, -1.0, 1.0, 1.0]);

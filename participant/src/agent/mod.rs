@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use confide_client::{ClientError, CoordinatorClient};
-use confide_common::api::{RoundStage, RoundTask, TaskResponse};
+use confide_common::api::{RoundPurpose, RoundStage, RoundTask, TaskResponse};
 use confide_common::dp::PrivacyEvent;
 use confide_common::secagg::messages::ControlMessage;
 use confide_common::secagg::{IdentityKey, QuantizationParams, SecAggClient};
@@ -134,6 +134,11 @@ impl Agent {
             features = data.records.num_features(),
             "local data loaded"
         );
+        if data.statistics == Statistics::Study {
+            tracing::info!(
+                "no statistics file given: each round scales the records by the study's public feature ranges"
+            );
+        }
         let ledger = dataset::open_ledger(&cfg, &data.fingerprint).await?;
         state::restrict_files(state.path())
             .map_err(|e| AgentError::Fatal(format!("state directory permissions: {e}")))?;
@@ -349,7 +354,10 @@ impl Agent {
         }
         let Some(session) = self.session.as_ref() else {
             if task.stage == RoundStage::AdvertiseKeys {
-                return self.join(&task).await;
+                return match task.purpose {
+                    RoundPurpose::Training => self.join(&task).await,
+                    RoundPurpose::Statistics => self.join_statistics(&task).await,
+                };
             }
             tracing::warn!(
                 round = task.round_number,

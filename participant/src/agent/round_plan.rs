@@ -143,6 +143,9 @@ pub(crate) mod tests {
                 roster: Default::default(),
             },
             quantisation: QuantizationParams::for_participants(1.0, 32, 3, 10).unwrap(),
+            preprocessing: None,
+            purpose: Default::default(),
+            statistics: None,
         }
     }
 

@@ -22,12 +22,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use confide_client::CoordinatorClient;
-use confide_common::api::{CreateEnrolmentTokenRequest, RoundOutcome, StartRoundRequest};
+use confide_common::api::{
+    CreateEnrolmentTokenRequest, RoundOutcome, RoundPurpose, StartRoundRequest,
+};
+use confide_common::statistics::ReleaseParams;
 
 use confide_client::TlsOptions;
 use data::{Table, data_dir, split_non_iid};
 pub use presets::DemoDataset;
-use presets::{StudyShape, calibrate_sigma, preset, study_request};
+use presets::{
+    DemoPreprocessing, StudyShape, calibrate_sigma, preset, study_epsilon, study_request,
+};
 use processes::{Children, Tools, check_children, default_bin_dir, find_binary, start_coordinator};
 use report::{DemoSummary, Report, RoundResult, stage_message, stage_position};
 
@@ -41,6 +46,17 @@ pub struct DemoArgs {
     rounds: u32,
     #[arg(long, value_enum, default_value_t = DemoDataset::BreastCancer)]
     dataset: DemoDataset,
+    /// How the hospitals scale their features: `ranges` (the study's public feature ranges, no central data) or
+    /// `central-statistics` (mean and std of the evaluator's held-out set handed to every agent: a trusted centre
+    /// holding data, kept to compare with).
+    #[arg(long, value_enum, default_value_t = DemoPreprocessing::Ranges)]
+    preprocessing: DemoPreprocessing,
+    /// Begin with a statistics round: every hospital releases its clamped feature sums through opendp's Gaussian
+    /// mechanism at this ε (inside secure aggregation), and training standardises with the derived mean and std.
+    /// Each hospital's budget grows by what the release costs (the σ of training is unchanged). Needs
+    /// `--preprocessing ranges`.
+    #[arg(long)]
+    statistics_epsilon: Option<f64>,
     /// Privacy budget ε of every hospital over the whole study (the noise is calibrated to it, PLD accountant).
     /// Default: 1 for breast-cancer, 3 for digits.
     #[arg(long)]
@@ -114,6 +130,16 @@ async fn demo(args: DemoArgs) -> Result<()> {
         target_epsilon.is_finite() && target_epsilon > 0.0,
         "--target-epsilon must be > 0"
     );
+    if let Some(e) = args.statistics_epsilon {
+        ensure!(
+            e.is_finite() && e > 0.0,
+            "--statistics-epsilon must be > 0 (a release at ε ≤ 0 cannot be differentially private)"
+        );
+        ensure!(
+            args.preprocessing == DemoPreprocessing::Ranges,
+            "--statistics-epsilon needs --preprocessing ranges (the release clamps each feature to its range)"
+        );
+    }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => default_bin_dir()?,
@@ -126,7 +152,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let kept = args.keep || args.work_dir.is_some();
     let report = Report { json: args.json };
 
-    // ---- data: held-out test set, non-IID hospital slices, shared standardisation ----
+    // ---- data: held-out test set, non-IID hospital slices, one input scale ----
     let data_path = data_dir(args.data_dir.clone())?.join(p.file);
     let table = Table::read(&data_path, p.label)?;
     let n = args.participants as usize;
@@ -139,10 +165,27 @@ async fn demo(args: DemoArgs) -> Result<()> {
     for (h, idx) in slices.iter().enumerate() {
         table.write(&work.join(format!("hospital-{}.csv", h + 1)), idx)?;
     }
-    // Standardisation fixed in advance and shared by every hospital (a federated model needs one input scale).
-    // It comes from the evaluator's public held-out set, not from any hospital's records.
+    // A federated model needs one input scale. By default it is the study's public feature ranges: the agents get
+    // them with every round task, and the evaluator scales its test set the same way (the file below). With
+    // `central-statistics` it is the mean and std of the evaluator's held-out set, handed to every agent.
     let stats_path = work.join("standardization.json");
-    tools.write_stats(&test_csv, p.label, &stats_path)?;
+    let agent_stats = match args.preprocessing {
+        DemoPreprocessing::Ranges => {
+            let scaling = p.preprocessing.range_scaling();
+            let json = serde_json::json!({
+                "feature_names": scaling.feature_names,
+                "mean": scaling.center,
+                "std": scaling.scale,
+            });
+            std::fs::write(&stats_path, serde_json::to_vec_pretty(&json)?)
+                .context("writing the range scaling")?;
+            None
+        }
+        DemoPreprocessing::CentralStatistics => {
+            tools.write_stats(&test_csv, p.label, &stats_path)?;
+            Some(stats_path.as_path())
+        }
+    };
     let model_path = work.join("model.json");
     std::fs::write(&model_path, p.model_spec).context("writing the model spec")?;
 
@@ -171,6 +214,15 @@ async fn demo(args: DemoArgs) -> Result<()> {
         "DP-SGD per hospital: q = {}, {} steps per round, clip C = {}, σ = {sigma:.3} → ε ≤ {target_epsilon} at δ = {} \
          over the study (PLD); secure aggregation over all hospitals",
         p.sampling_rate, steps_per_round, p.clip_norm, args.delta
+    ));
+    report.say(format!(
+        "preprocessing: {}",
+        match args.preprocessing {
+            DemoPreprocessing::Ranges =>
+                "the study's public feature ranges, each mapped onto [-1, 1] (no central data)",
+            DemoPreprocessing::CentralStatistics =>
+                "mean and std of the evaluator's held-out set, given to every hospital",
+        }
     ));
     report.say(format!("work directory: {}", work.display()));
 
@@ -212,8 +264,34 @@ async fn demo(args: DemoArgs) -> Result<()> {
         expected_batch_size: (p.sampling_rate * slice_len as f64).max(1.0),
         target_epsilon,
         delta: args.delta,
-        rounds: args.rounds,
+        rounds: args.rounds + u32::from(args.statistics_epsilon.is_some()),
         hospitals: args.participants,
+        statistics_epsilon: args.statistics_epsilon,
+    };
+    // The budget every hospital gets: the calibrated training rounds, plus the statistics release if any.
+    let release = match args.statistics_epsilon {
+        Some(e) => Some(
+            ReleaseParams::for_target(p.preprocessing.feature_ranges.len(), e, args.delta)
+                .context("the statistics release")?,
+        ),
+        None => None,
+    };
+    let budget_epsilon = match release {
+        Some(r) => {
+            study_epsilon(
+                p.sampling_rate,
+                sigma,
+                steps_per_round,
+                args.rounds,
+                Some(r.event()),
+                args.delta,
+            )? + 1e-9
+        }
+        None => target_epsilon,
+    };
+    let shape = StudyShape {
+        target_epsilon: budget_epsilon,
+        ..shape
     };
     let study = op
         .create_study(&study_request(&p, &shape)?)
@@ -240,8 +318,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dataset_id: format!("{name}-{}", args.dataset.name()),
             name: &name,
             label: p.label,
-            stats: &stats_path,
-            epsilon: target_epsilon,
+            stats: agent_stats,
+            epsilon: budget_epsilon,
             delta: args.delta,
             enrolment_token: &token.token,
             // Every other hospital of the demo (the agent's default, 3, would refuse a demo of 3 hospitals).
@@ -268,8 +346,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
     // ---- rounds ----
     let mut results = Vec::new();
     let mut last_accuracy = None;
+    let mut statistics = None;
     report.table_header();
-    for r in 1..=args.rounds {
+    for r in 1..=shape.rounds {
         let started = Instant::now();
         let bar = report.round_bar(r);
         let round = op
@@ -294,7 +373,24 @@ async fn demo(args: DemoArgs) -> Result<()> {
             .iter()
             .map(|x| x.epsilon_spent)
             .fold(0.0, f64::max);
-        if outcome == RoundOutcome::Completed {
+        if outcome == RoundOutcome::Completed && finished.purpose == RoundPurpose::Statistics {
+            // The derived DP statistics: the agents standardise with them from now on, and so does the evaluator.
+            let published = op
+                .list_model_versions(study.id)
+                .await?
+                .into_iter()
+                .filter(|v| v.round_id == Some(finished.id))
+                .find_map(|v| v.statistics)
+                .context("a completed statistics round published no statistics")?;
+            let json = serde_json::json!({
+                "feature_names": published.scaling.feature_names,
+                "mean": published.scaling.center,
+                "std": published.scaling.scale,
+            });
+            std::fs::write(&stats_path, serde_json::to_vec_pretty(&json)?)
+                .context("writing the published statistics")?;
+            statistics = Some(published);
+        } else if outcome == RoundOutcome::Completed {
             let versions = op.list_model_versions(study.id).await?;
             let latest = versions
                 .iter()
@@ -321,6 +417,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
         .count() as u32;
     let summary = DemoSummary {
         dataset: args.dataset.name(),
+        preprocessing: args.preprocessing.name(),
+        statistics,
+        epsilon_budget: budget_epsilon,
         participants: args.participants,
         rounds_requested: args.rounds,
         rounds_completed: completed,

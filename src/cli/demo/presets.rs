@@ -8,7 +8,76 @@ use confide_common::api::{
     DEFAULT_THREAT_MODEL, DpParams, GraphParams, LocalOptimizer, LocalTraining, QuantisationConfig,
     SecAggConfig, ServerOptimizer, StageDeadlines,
 };
-use confide_common::dp::{AccountantKind, calibrate};
+use confide_common::dp::{AccountantKind, PrivacyEvent, PrivacyLedger, calibrate};
+use confide_common::preprocessing::{FeatureRange, Preprocessing, StatisticsRound};
+
+/// How the demo's agents and evaluator scale the features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DemoPreprocessing {
+    /// The study's public feature ranges, each mapped onto [-1, 1]: no central data, no privacy cost.
+    Ranges,
+    /// Mean and std of the evaluator's held-out test set, given to every agent as `--stats` (a trusted centre
+    /// holding data: the demo's former behaviour, kept to compare with).
+    CentralStatistics,
+}
+
+impl DemoPreprocessing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ranges => "ranges",
+            Self::CentralStatistics => "central_statistics",
+        }
+    }
+}
+
+/// Public ranges of the breast-cancer features, from the dataset's published description (the per-feature
+/// minimum and maximum listed in the UCI documentation of Breast Cancer Wisconsin (Diagnostic), as reproduced in
+/// scikit-learn's `load_breast_cancer` description). Published facts about the dataset, fixed before any site
+/// reads a record; never computed from the data at run time.
+const BREAST_CANCER_RANGES: [(&str, f64, f64); 30] = [
+    ("mean_radius", 6.981, 28.11),
+    ("mean_texture", 9.71, 39.28),
+    ("mean_perimeter", 43.79, 188.5),
+    ("mean_area", 143.5, 2501.0),
+    ("mean_smoothness", 0.053, 0.163),
+    ("mean_compactness", 0.019, 0.345),
+    ("mean_concavity", 0.0, 0.427),
+    ("mean_concave_points", 0.0, 0.201),
+    ("mean_symmetry", 0.106, 0.304),
+    ("mean_fractal_dimension", 0.05, 0.097),
+    ("se_radius", 0.112, 2.873),
+    ("se_texture", 0.36, 4.885),
+    ("se_perimeter", 0.757, 21.98),
+    ("se_area", 6.802, 542.2),
+    ("se_smoothness", 0.002, 0.031),
+    ("se_compactness", 0.002, 0.135),
+    ("se_concavity", 0.0, 0.396),
+    ("se_concave_points", 0.0, 0.053),
+    ("se_symmetry", 0.008, 0.079),
+    ("se_fractal_dimension", 0.001, 0.03),
+    ("worst_radius", 7.93, 36.04),
+    ("worst_texture", 12.02, 49.54),
+    ("worst_perimeter", 50.41, 251.2),
+    ("worst_area", 185.2, 4254.0),
+    ("worst_smoothness", 0.071, 0.223),
+    ("worst_compactness", 0.027, 1.058),
+    ("worst_concavity", 0.0, 1.252),
+    ("worst_concave_points", 0.0, 0.291),
+    ("worst_symmetry", 0.156, 0.664),
+    ("worst_fractal_dimension", 0.055, 0.208),
+];
+
+/// The digits' 64 pixels are counts of set bits in 4×4 blocks of a 32×32 bitmap: 0..=16 by construction (UCI
+/// description of Optical Recognition of Handwritten Digits).
+fn digits_ranges() -> Vec<FeatureRange> {
+    (0..64)
+        .map(|i| FeatureRange {
+            name: format!("pixel_{i}"),
+            min: 0.0,
+            max: 16.0,
+        })
+        .collect()
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DemoDataset {
@@ -41,6 +110,8 @@ pub struct Preset {
     pub momentum: f64,
     /// Epochs of the centralised non-private baseline.
     pub baseline_epochs: u64,
+    /// The study's public feature ranges (domain knowledge or the dataset's published description).
+    pub preprocessing: Preprocessing,
 }
 
 pub fn preset(dataset: DemoDataset) -> Preset {
@@ -56,6 +127,17 @@ pub fn preset(dataset: DemoDataset) -> Preset {
             learning_rate: 0.1,
             momentum: 0.9,
             baseline_epochs: 30,
+            preprocessing: Preprocessing {
+                feature_ranges: BREAST_CANCER_RANGES
+                    .iter()
+                    .map(|&(name, min, max)| FeatureRange {
+                        name: name.into(),
+                        min,
+                        max,
+                    })
+                    .collect(),
+                statistics_round: None,
+            },
         },
         DemoDataset::Digits => Preset {
             file: "digits_8x8.csv",
@@ -68,6 +150,10 @@ pub fn preset(dataset: DemoDataset) -> Preset {
             learning_rate: 0.2,
             momentum: 0.9,
             baseline_epochs: 30,
+            preprocessing: Preprocessing {
+                feature_ranges: digits_ranges(),
+                statistics_round: None,
+            },
         },
     }
 }
@@ -90,7 +176,12 @@ pub struct StudyShape {
     pub delta: f64,
     pub rounds: u32,
     pub hospitals: u32,
+    /// ε of the statistics round's release, if the study begins with one (it is then the first of `rounds`).
+    pub statistics_epsilon: Option<f64>,
 }
+
+/// Most records a demo hospital may hold in a statistics round (a public bound on the released sums).
+pub const MAX_RECORDS_PER_SITE: u32 = 10_000;
 
 /// The study the demo creates: the preset's model and DP-SGD, complete-graph secure aggregation over 32-bit
 /// quantised updates, FedAvg.
@@ -140,7 +231,38 @@ pub fn study_request(p: &Preset, shape: &StudyShape) -> Result<CreateStudyReques
             unmasking_secs: 60,
         },
         server_optimizer: ServerOptimizer::FedAvg { learning_rate: 1.0 },
+        preprocessing: Some(Preprocessing {
+            statistics_round: shape.statistics_epsilon.map(|epsilon| StatisticsRound {
+                epsilon,
+                max_records_per_site: MAX_RECORDS_PER_SITE,
+            }),
+            ..p.preprocessing.clone()
+        }),
     })
+}
+
+/// ε at δ of a whole study as every hospital's ledger records it: `rounds` DP-SGD rounds and, if any, the
+/// statistics release (what the budgets must allow).
+pub fn study_epsilon(
+    q: f64,
+    sigma: f64,
+    steps_per_round: u64,
+    rounds: u32,
+    statistics: Option<PrivacyEvent>,
+    delta: f64,
+) -> Result<f64> {
+    let mut ledger = PrivacyLedger::new();
+    for _ in 0..rounds {
+        ledger.record(PrivacyEvent::SubsampledGaussian {
+            sampling_rate: q,
+            noise_multiplier: sigma,
+            steps: steps_per_round,
+        })?;
+    }
+    if let Some(event) = statistics {
+        ledger.record(event)?;
+    }
+    Ok(ledger.epsilon(delta, AccountantKind::Pld)?)
 }
 
 /// The smallest σ whose whole-study ledger (one event per round, as the coordinator and agents record it) stays
@@ -167,8 +289,8 @@ pub fn calibrate_sigma(
 mod tests {
     use super::*;
 
-    /// The typed request is the JSON the demo sent before (built with `json!`), so the coordinator sees the same
-    /// study.
+    /// The typed request is the JSON the demo sent before (built with `json!`) plus the public feature ranges, so
+    /// the coordinator sees the same study.
     #[test]
     fn the_study_request_is_the_one_the_demo_always_sent() {
         let p = preset(DemoDataset::BreastCancer);
@@ -181,6 +303,7 @@ mod tests {
             delta: 1e-5,
             rounds: 5,
             hospitals: 4,
+            statistics_epsilon: None,
         };
         let typed = serde_json::to_value(study_request(&p, &shape).unwrap()).unwrap();
         let before: CreateStudyRequest = serde_json::from_value(serde_json::json!({
@@ -197,9 +320,33 @@ mod tests {
             "deadlines": {"advertise_keys_secs": 300, "share_keys_secs": 60, "masked_input_secs": 120,
                           "unmasking_secs": 60},
             "server_optimizer": {"kind": "fed_avg", "learning_rate": 1.0},
+            "preprocessing": {"feature_ranges": serde_json::to_value(&p.preprocessing.feature_ranges).unwrap()},
         }))
         .unwrap();
         assert_eq!(typed, serde_json::to_value(before).unwrap());
         assert_eq!(p.steps_per_round(), 10);
+    }
+
+    /// The presets' ranges are valid for their models and name the bundled files' columns in order.
+    #[test]
+    fn the_presets_declare_one_range_per_column_of_their_file() {
+        for dataset in [DemoDataset::BreastCancer, DemoDataset::Digits] {
+            let p = preset(dataset);
+            let spec =
+                confide_common::model::ModelSpec::from_json(p.model_spec).expect("model spec");
+            p.preprocessing.validate(spec.input_dim()).unwrap();
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("data")
+                .join(p.file);
+            let header = std::fs::read_to_string(path).unwrap();
+            let columns: Vec<&str> = header
+                .lines()
+                .next()
+                .unwrap()
+                .split(',')
+                .filter(|c| *c != p.label)
+                .collect();
+            assert_eq!(p.preprocessing.feature_names(), columns, "{}", p.file);
+        }
     }
 }

@@ -184,7 +184,8 @@ pub struct Agent<'a> {
     pub name: &'a str,
     pub dataset_id: String,
     pub label: &'a str,
-    pub stats: &'a Path,
+    /// A statistics file for `--stats`; None: the agent scales by the study's public feature ranges.
+    pub stats: Option<&'a Path>,
     pub epsilon: f64,
     pub delta: f64,
     pub enrolment_token: &'a str,
@@ -215,6 +216,9 @@ impl Tools {
         if tls.allow_insecure_http {
             cmd.arg("--allow-insecure-http");
         }
+        if let Some(stats) = agent.stats {
+            cmd.arg("--stats").arg(stats);
+        }
         cmd.arg("--coordinator-url")
             .arg(agent.coordinator_url)
             .arg("--state-dir")
@@ -227,8 +231,6 @@ impl Tools {
             .arg(work.join(format!("{}.csv", agent.name)))
             .arg("--label")
             .arg(agent.label)
-            .arg("--stats")
-            .arg(agent.stats)
             .arg("--epsilon")
             .arg(agent.epsilon.to_string())
             .arg("--delta")

@@ -4,7 +4,8 @@
 use std::io::Write;
 
 use anyhow::Result;
-use confide_common::api::{MemberSet, RoundInfo, RoundOutcome, RoundStage};
+use confide_common::api::{MemberSet, RoundInfo, RoundOutcome, RoundPurpose, RoundStage};
+use confide_common::statistics::PublishedStatistics;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -12,6 +13,8 @@ use serde::Serialize;
 #[derive(Serialize)]
 pub struct RoundResult {
     pub round: u32,
+    /// `training`, or `statistics` for the study's statistics round (which publishes no new weights).
+    pub purpose: RoundPurpose,
     pub outcome: RoundOutcome,
     pub reason: Option<String>,
     pub test_accuracy: Option<f64>,
@@ -32,6 +35,7 @@ impl RoundResult {
         };
         Self {
             round,
+            purpose: finished.purpose,
             outcome,
             reason: finished.reason.clone(),
             test_accuracy: None,
@@ -48,6 +52,14 @@ impl RoundResult {
 #[derive(Serialize)]
 pub struct DemoSummary {
     pub dataset: &'static str,
+    /// How agents and evaluator scaled the features: `ranges` (the study's public ranges) or
+    /// `central_statistics` (the evaluator's held-out set, the former behaviour).
+    pub preprocessing: &'static str,
+    /// What the statistics round published (derived mean and std, the release's ε and noise), if one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statistics: Option<PublishedStatistics>,
+    /// Every hospital's ε budget: the target for training, plus the statistics release if any.
+    pub epsilon_budget: f64,
     pub participants: u32,
     pub rounds_requested: u32,
     pub rounds_completed: u32,
@@ -120,6 +132,11 @@ impl Report {
         ));
         if let Some(reason) = &row.reason {
             self.say(format!("       reason: {reason}"));
+        }
+        if row.purpose == RoundPurpose::Statistics {
+            self.say(
+                "       (statistics round: feature mean and std released with DP, no new weights)",
+            );
         }
     }
 

@@ -9,6 +9,7 @@ use confide_common::api::{
     DEFAULT_THREAT_MODEL, DpParams, GraphParams, LocalTraining, QuantisationConfig, SecAggConfig,
     ServerOptimizer, StageDeadlines, StudyInfo,
 };
+use confide_common::preprocessing::Preprocessing;
 use confide_common::secagg::ThreatModel;
 use serde::Deserialize;
 
@@ -74,6 +75,10 @@ pub struct StudyFile {
     pub server_optimizer: ServerOptimizer,
     #[serde(default)]
     pub local_training: LocalTraining,
+    /// `[preprocessing]`: public per-feature ranges (`feature_ranges = [{ name, min, max }, …]`, in the model's
+    /// input order) and an optional `statistics_round = { epsilon, max_records_per_site }`.
+    #[serde(default)]
+    pub preprocessing: Option<Preprocessing>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,6 +290,7 @@ impl StudyFile {
             deadlines: self.deadlines,
             server_optimizer: self.server_optimizer,
             local_training: self.local_training,
+            preprocessing: self.preprocessing,
         })
     }
 }

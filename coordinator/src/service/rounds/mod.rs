@@ -6,14 +6,15 @@
 pub mod driver;
 pub mod participation;
 mod publication;
+pub mod statistics;
 
 pub use participation::{DECLINED_PREFIX, MAX_DECLINE_REASON};
 
 use std::collections::BTreeSet;
 
 use confide_common::api::{
-    ExcludedParticipant, GraphParams, MemberSet, RoundInfo, RoundOutcome, RoundStage, StageSet,
-    StartRoundRequest,
+    ExcludedParticipant, GraphParams, MemberSet, RoundInfo, RoundOutcome, RoundPurpose, RoundStage,
+    StageSet, StartRoundRequest,
 };
 use confide_common::dp::PrivacyEvent;
 use confide_common::plan;
@@ -71,7 +72,12 @@ pub struct RoundPlan {
     pub planned_events: Vec<PrivacyEvent>,
     pub secagg: secagg::SecAggParams,
     pub quantisation: QuantizationParams,
+    /// Length of the vector each participant sends, before the weight coordinate: the model's parameters for a
+    /// training round, 2·features + 1 sums for a statistics round.
     pub num_parameters: usize,
+    /// What the round computes (plans stored before statistics rounds existed are training rounds).
+    #[serde(default)]
+    pub purpose: RoundPurpose,
 }
 
 impl RoundPlan {
@@ -210,6 +216,7 @@ async fn roster(
 fn secagg_params(
     study: &Study,
     n: u32,
+    values: usize,
     roster: secagg::Roster,
 ) -> Result<secagg::SecAggParams, RoundError> {
     let sa = &study.config.secagg;
@@ -229,7 +236,7 @@ fn secagg_params(
         sparse,
         threat_model: sa.threat_model,
     };
-    let vector_len = u32::try_from(study.num_parameters + 1)
+    let vector_len = u32::try_from(values + 1)
         .map_err(|_| RoundError::Invalid("model too large for secure aggregation".into()))?;
     let secagg_round: u64 = rand::random::<u64>() >> 11; // < 2^53, exact in every JSON reader
     let mut params = secagg::SecAggParams::derive(
@@ -259,7 +266,9 @@ pub async fn start(
 ) -> Result<RoundInfo, RoundError> {
     let study = studies::load(ctx, study_id).await?;
     let (candidates, unable) = candidates(ctx, &study, req).await?;
-    let planned = plan::planned_events(&study.config.dp);
+    let base = ctx.store.latest_model_version(study_id).await?;
+    let kind = statistics::next_round(&study, &base, plan::planned_events(&study.config.dp))?;
+    let planned = kind.planned_events.clone();
     let (selected, mut excluded) = privacy::select_within_budget(
         &ctx.store,
         study_id,
@@ -289,7 +298,7 @@ pub async fn start(
     }
     let n = selected.len() as u32;
     let roster = roster(ctx, &study, &selected).await?;
-    let params = secagg_params(&study, n, roster)?;
+    let params = secagg_params(&study, n, kind.values, roster)?;
     if n < study.min_aggregate(params.threshold) {
         return Err(RoundError::Invalid(format!(
             "round refused: {n} participant(s) can take part, a round must aggregate at least {} inputs \
@@ -300,7 +309,7 @@ pub async fn start(
     }
     let sa = &study.config.secagg;
     let quantisation = QuantizationParams::for_participants(
-        study.clip_range() as f32,
+        kind.clip_range as f32,
         sa.quantisation.bits,
         n,
         sa.quantisation.max_weight,
@@ -314,9 +323,9 @@ pub async fn start(
         planned_events: planned,
         secagg: params,
         quantisation,
-        num_parameters: study.num_parameters,
+        num_parameters: kind.values,
+        purpose: kind.purpose,
     };
-    let base = ctx.store.latest_model_version(study_id).await?;
     let new = NewRound {
         study_id,
         stage: RoundStage::AdvertiseKeys,
@@ -332,6 +341,7 @@ pub async fn start(
         round = round.id,
         study = study_id,
         participants = n,
+        purpose = ?kind.purpose,
         "round started"
     );
     ctx.metrics
@@ -382,6 +392,7 @@ pub async fn info(ctx: &Coordinator, round: &RoundRow) -> Result<RoundInfo, Roun
         stage_deadline_ms: round.stage_deadline,
         sets,
         excluded,
+        purpose: plan.purpose,
     })
 }
 

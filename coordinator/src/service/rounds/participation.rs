@@ -110,6 +110,9 @@ pub async fn task_for(ctx: &Coordinator, p: &ParticipantRow) -> Result<TaskRespo
         participant_ids: plan.selected,
         protocol: plan.secagg,
         quantisation: plan.quantisation,
+        preprocessing: study.config.preprocessing,
+        purpose: plan.purpose,
+        statistics: studies::parse_statistics(base.statistics_json.as_deref())?,
     })))
 }
 

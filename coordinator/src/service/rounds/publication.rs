@@ -3,7 +3,7 @@
 //! the aggregate ([`privacy::publish_with_charges`]) — or the round is aborted with the reason, publishing and
 //! charging nothing.
 
-use confide_common::api::{RoundOutcome, RoundStage};
+use confide_common::api::{RoundOutcome, RoundPurpose, RoundStage};
 use confide_common::model::{decode_safetensors, encode_safetensors};
 
 use super::{RoundError, RoundPlan};
@@ -89,8 +89,16 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
         ))
         .await;
     }
-    let (weights, optimizer_state) = match next_model(ctx, &c).await? {
-        Ok(model) => model,
+    let next = match c.plan.purpose {
+        RoundPurpose::Training => next_model(ctx, &c)
+            .await?
+            .map(|(weights, state)| (weights, state, None)),
+        RoundPurpose::Statistics => super::statistics::published(ctx, &c)
+            .await?
+            .map(|(weights, state, json)| (weights, state, Some(json))),
+    };
+    let (weights, optimizer_state, statistics_json) = match next {
+        Ok(version) => version,
         Err(reason) => return abort(reason).await,
     };
     let publication = Publication {
@@ -100,6 +108,7 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
         optimizer_state,
         completed: c.completed,
         charges: Vec::new(),
+        statistics_json,
     };
     let published = privacy::publish_with_charges(
         &ctx.store,
@@ -117,6 +126,7 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
                 study = round.study_id,
                 version,
                 participants = c.in_aggregate.len(),
+                purpose = ?c.plan.purpose,
                 "round completed"
             );
             ctx.metrics

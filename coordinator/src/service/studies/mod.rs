@@ -18,6 +18,7 @@ use confide_common::api::{
 use confide_common::dp::AccountantKind;
 use confide_common::plan::planned_steps;
 use confide_common::secagg::IdentityPublicKey;
+use confide_common::statistics::PublishedStatistics;
 
 use super::Coordinator;
 use super::privacy::{self, PrivacyError};
@@ -47,6 +48,13 @@ impl StudyError {
     }
 }
 
+/// The statistics stored with a model version (written by this coordinator; unreadable is an internal error).
+pub fn parse_statistics(json: Option<&str>) -> Result<Option<PublishedStatistics>, StudyError> {
+    json.map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| StudyError::internal(format!("stored statistics unreadable: {e}")))
+}
+
 /// A stored study, parsed.
 pub async fn load(ctx: &Coordinator, study_id: i64) -> Result<Study, StudyError> {
     Study::from_row(&ctx.store.get_study(study_id).await?)
@@ -69,6 +77,7 @@ pub async fn info(ctx: &Coordinator, row: &StudyRow) -> Result<StudyInfo, StudyE
             .count() as i64,
         active_round: rounds.iter().find(|r| r.outcome.is_none()).map(|r| r.id),
         warnings,
+        statistics: parse_statistics(latest.statistics_json.as_deref())?,
     })
 }
 
@@ -340,20 +349,22 @@ pub async fn model_versions(
     study_id: i64,
 ) -> Result<Vec<ModelVersionInfo>, StudyError> {
     ctx.store.get_study(study_id).await?;
-    Ok(ctx
-        .store
+    ctx.store
         .list_model_versions(study_id)
         .await?
         .into_iter()
-        .map(|m| ModelVersionInfo {
-            study_id: m.study_id,
-            version: m.version,
-            round_id: m.round_id,
-            sha256: m.sha256,
-            size_bytes: m.size_bytes,
-            created_at_ms: m.created_at,
+        .map(|m| {
+            Ok(ModelVersionInfo {
+                statistics: parse_statistics(m.statistics_json.as_deref())?,
+                study_id: m.study_id,
+                version: m.version,
+                round_id: m.round_id,
+                sha256: m.sha256,
+                size_bytes: m.size_bytes,
+                created_at_ms: m.created_at,
+            })
         })
-        .collect())
+        .collect::<Result<_, StudyError>>()
 }
 
 /// A model version's safetensors bytes and sha256 (a study that does not exist is reported as such first).

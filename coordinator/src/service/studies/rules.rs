@@ -278,6 +278,10 @@ pub fn validate(
             lt.momentum
         )));
     }
+    if let Some(p) = &req.preprocessing {
+        p.validate(spec.input_dim())
+            .map_err(|e| StudyError::Invalid(e.to_string()))?;
+    }
     let weights = match &req.initial_weights {
         Some(b64) => initial_weights(&spec, b64, max_model_bytes)?,
         None => {

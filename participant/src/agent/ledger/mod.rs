@@ -23,8 +23,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use confide_common::dp::ledger::epsilon;
-use confide_common::dp::{AccountantKind, DpError, PrivacyEvent};
+use confide_common::dp::{
+    AccountantKind, DataPartition, DpError, PartitionedEvent, PrivacyEvent, partitioned_epsilon,
+};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -128,36 +129,73 @@ pub struct LocalLedger {
 
 pub(crate) use confide_runtime::now_ms;
 
-/// The events of stored charges (one JSON array per row).
+/// How a query reads the part of the dataset a charge used: the stored column, or `'all'` when a version-2 file
+/// (which did not record it: its charges used every record) is read without migrating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PartitionColumn {
+    Stored,
+    AllRecords,
+}
+
+impl PartitionColumn {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Stored => "data_partition",
+            Self::AllRecords => "'all'",
+        }
+    }
+}
+
+/// The events of stored charges (one JSON array and one part of the dataset per row).
 fn decode_events(
     dataset: &str,
     rows: &[sqlx::sqlite::SqliteRow],
-) -> Result<Vec<PrivacyEvent>, LedgerError> {
+) -> Result<Vec<PartitionedEvent>, LedgerError> {
+    let corrupt = |detail: String| LedgerError::Corrupt {
+        dataset: dataset.to_string(),
+        detail,
+    };
     let mut events = Vec::new();
     for r in rows {
         let json: String = r.try_get("events_json")?;
+        let part: String = r.try_get("data_partition")?;
+        let partition = DataPartition::parse(&part)
+            .ok_or_else(|| corrupt(format!("unknown data partition {part:?}")))?;
         let round: Vec<PrivacyEvent> =
-            serde_json::from_str(&json).map_err(|e| LedgerError::Corrupt {
-                dataset: dataset.to_string(),
-                detail: e.to_string(),
-            })?;
-        events.extend(round);
+            serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))?;
+        events.extend(
+            round
+                .into_iter()
+                .map(|event| PartitionedEvent { partition, event }),
+        );
     }
     Ok(events)
 }
 
-/// Every event ever charged to `dataset`, in charge order.
-async fn dataset_events<'e, E>(executor: E, dataset: &str) -> Result<Vec<PrivacyEvent>, LedgerError>
+/// Every event ever charged to `dataset`, with the part of the dataset it used, in charge order.
+async fn dataset_events<'e, E>(
+    executor: E,
+    dataset: &str,
+    column: PartitionColumn,
+) -> Result<Vec<PartitionedEvent>, LedgerError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
-    let rows = sqlx::query(
-        "SELECT events_json FROM charges WHERE dataset_id = $1 ORDER BY created_at, study_id, round_id",
-    )
-    .bind(dataset)
-    .fetch_all(executor)
-    .await?;
+    let sql = format!(
+        "SELECT events_json, {} AS data_partition FROM charges WHERE dataset_id = $1
+         ORDER BY created_at, study_id, round_id",
+        column.sql()
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(dataset)
+        .fetch_all(executor)
+        .await?;
     decode_events(dataset, &rows)
+}
+
+/// ε at `delta` of a dataset's charges: the disjoint training and evaluation parts compose in parallel.
+fn dataset_epsilon(events: &[PartitionedEvent], delta: f64) -> Result<f64, LedgerError> {
+    Ok(partitioned_epsilon(events, delta, AccountantKind::Pld)?)
 }
 
 fn connect_options(path: &Path) -> Result<SqliteConnectOptions, LedgerError> {
@@ -268,28 +306,69 @@ impl LocalLedger {
         Ok(registration)
     }
 
-    /// Everything charged to the dataset so far, by every study.
+    /// Everything charged to the dataset so far, by every study, whichever part of the dataset it used.
     pub async fn events(&self) -> Result<Vec<PrivacyEvent>, LedgerError> {
-        dataset_events(&self.pool, &self.dataset).await
+        Ok(self
+            .partitioned_events()
+            .await?
+            .into_iter()
+            .map(|e| e.event)
+            .collect())
     }
 
-    /// ε of the dataset at `delta` if `planned` were charged on top of everything recorded.
+    /// Everything charged to the dataset so far, with the part of the dataset each release used.
+    pub async fn partitioned_events(&self) -> Result<Vec<PartitionedEvent>, LedgerError> {
+        dataset_events(&self.pool, &self.dataset, PartitionColumn::Stored).await
+    }
+
+    /// ε of the dataset at `delta` if `planned` (releases using every record) were charged on top of everything
+    /// recorded.
     pub async fn epsilon_with(
         &self,
         planned: &[PrivacyEvent],
         delta: f64,
     ) -> Result<f64, LedgerError> {
-        let mut events = self.events().await?;
-        events.extend_from_slice(planned);
-        Ok(epsilon(&events, delta, AccountantKind::Pld)?)
+        self.epsilon_with_in(DataPartition::All, planned, delta)
+            .await
     }
 
-    /// Charges `events` for a round, in ONE transaction holding the write lock: an earlier charge of the same key is
-    /// returned as is; otherwise the budget is checked over the dataset's whole ledger plus these events and the
-    /// charge is written (and fsynced) only if it fits.
+    /// ε of the dataset at `delta` if `planned` releases using `partition` were charged on top of everything
+    /// recorded (parallel composition of the training and evaluation parts).
+    pub async fn epsilon_with_in(
+        &self,
+        partition: DataPartition,
+        planned: &[PrivacyEvent],
+        delta: f64,
+    ) -> Result<f64, LedgerError> {
+        let mut events = self.partitioned_events().await?;
+        events.extend(
+            planned
+                .iter()
+                .map(|&event| PartitionedEvent { partition, event }),
+        );
+        dataset_epsilon(&events, delta)
+    }
+
+    /// Charges `events` (releases using every record) for a round: [`Self::charge_in`] with
+    /// [`DataPartition::All`].
     pub async fn charge(
         &self,
         key: &ChargeKey,
+        events: &[PrivacyEvent],
+        budget: Budget,
+    ) -> Result<ChargeOutcome, LedgerError> {
+        self.charge_in(key, DataPartition::All, events, budget)
+            .await
+    }
+
+    /// Charges `events`, releases that used `partition` of the dataset, for a round, in ONE transaction holding
+    /// the write lock: an earlier charge of the same key is returned as is; otherwise the budget is checked over
+    /// the dataset's whole ledger plus these events (parallel composition of the training and evaluation parts)
+    /// and the charge is written (and fsynced) only if it fits.
+    pub async fn charge_in(
+        &self,
+        key: &ChargeKey,
+        partition: DataPartition,
         events: &[PrivacyEvent],
         budget: Budget,
     ) -> Result<ChargeOutcome, LedgerError> {
@@ -311,9 +390,13 @@ impl LocalLedger {
                 epsilon_after: row.try_get("epsilon_after")?,
             });
         }
-        let mut all = dataset_events(&mut *tx, &self.dataset).await?;
-        all.extend_from_slice(events);
-        let epsilon_after = epsilon(&all, budget.delta, AccountantKind::Pld)?;
+        let mut all = dataset_events(&mut *tx, &self.dataset, PartitionColumn::Stored).await?;
+        all.extend(
+            events
+                .iter()
+                .map(|&event| PartitionedEvent { partition, event }),
+        );
+        let epsilon_after = dataset_epsilon(&all, budget.delta)?;
         if epsilon_after > budget.epsilon {
             return Ok(ChargeOutcome::OverBudget { epsilon_after });
         }
@@ -323,8 +406,8 @@ impl LocalLedger {
         })?;
         sqlx::query(
             "INSERT INTO charges (dataset_id, coordinator_url, participant_id, enrolled_at_ms, study_id, round_id,
-                                  round_number, events_json, epsilon_after, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                  round_number, events_json, epsilon_after, created_at, data_partition)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&self.dataset)
         .bind(&key.coordinator_url)
@@ -336,6 +419,7 @@ impl LocalLedger {
         .bind(json)
         .bind(epsilon_after)
         .bind(now_ms())
+        .bind(partition.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -344,7 +428,7 @@ impl LocalLedger {
 
     /// Spend per dataset and per study of the whole file.
     pub async fn summary(&self) -> Result<LedgerSummary, LedgerError> {
-        summary::summarise(&self.pool).await
+        summary::summarise(&self.pool, PartitionColumn::Stored).await
     }
 }
 

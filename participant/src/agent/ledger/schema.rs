@@ -1,8 +1,10 @@
 //! The ledger file's tables, and the migration of ledgers written before budgets belonged to datasets.
 //!
-//! Version 2 (`PRAGMA user_version = 2`): charges are keyed by the dataset they spent and by the enrolment, study
-//! and round that spent it; datasets remember every content fingerprint they were served with and the budget last
-//! enforced. Version 1 (no `user_version`, a `charges` table keyed by study and round) is migrated on the first
+//! Version 3 (`PRAGMA user_version = 3`): charges are keyed by the dataset they spent and by the enrolment, study
+//! and round that spent it, and say which part of the dataset they used (`data_partition`: all records, the
+//! training part or the held-out evaluation part, so that disjoint parts compose in parallel); datasets remember
+//! every content fingerprint they were served with and the budget last enforced. Version 2 had no
+//! `data_partition`: its charges are given `all` (every record), which is what they used. Version 1 (no `user_version`, a `charges` table keyed by study and round) is migrated on the first
 //! read-write open: its rows are assigned to the dataset the agent is configured with — pessimistic, since spend
 //! is never dropped, only attributed.
 
@@ -11,9 +13,14 @@ use sqlx::{Row, SqliteConnection};
 use super::{LedgerError, now_ms};
 
 /// The schema this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Sets [`SCHEMA_VERSION`] (a literal: SQLite takes no parameter here).
-const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 2";
+const SET_SCHEMA_VERSION: &str = "PRAGMA user_version = 3";
+/// The schema before charges recorded the part of the dataset they used.
+const VERSION_WITHOUT_PARTITIONS: i64 = 2;
+/// Adds the part of the dataset to a version-2 `charges` table: its charges used every record.
+const ADD_PARTITION: &str =
+    "ALTER TABLE charges ADD COLUMN data_partition TEXT NOT NULL DEFAULT 'all'";
 
 /// `coordinator_url` of charges migrated from a version-1 ledger (which did not record who charged them).
 pub const LEGACY_COORDINATOR: &str = "";
@@ -46,6 +53,7 @@ const TABLES: &[&str] = &[
         round_id        INTEGER NOT NULL,
         round_number    INTEGER NOT NULL,
         events_json     TEXT NOT NULL,
+        data_partition  TEXT NOT NULL DEFAULT 'all',
         epsilon_after   REAL NOT NULL,
         created_at      INTEGER NOT NULL,
         PRIMARY KEY (dataset_id, coordinator_url, participant_id, enrolled_at_ms, study_id, round_id)
@@ -59,6 +67,8 @@ pub enum Found {
     Empty,
     /// A version-1 ledger (charges keyed by study only).
     Legacy,
+    /// A version-2 ledger: current but for the part of the dataset each charge used (all of it).
+    WithoutPartitions,
     Current,
 }
 
@@ -83,6 +93,7 @@ async fn has_table(conn: &mut SqliteConnection, table: &str) -> Result<bool, Led
 pub async fn inspect(conn: &mut SqliteConnection) -> Result<Found, LedgerError> {
     match user_version(conn).await? {
         SCHEMA_VERSION => Ok(Found::Current),
+        VERSION_WITHOUT_PARTITIONS => Ok(Found::WithoutPartitions),
         0 if has_table(conn, "charges").await? => Ok(Found::Legacy),
         0 => Ok(Found::Empty),
         v => Err(LedgerError::NewerSchema(v)),
@@ -94,6 +105,11 @@ pub async fn inspect(conn: &mut SqliteConnection) -> Result<Found, LedgerError> 
 pub async fn migrate(conn: &mut SqliteConnection, dataset: &str) -> Result<u64, LedgerError> {
     let found = inspect(conn).await?;
     if found == Found::Current {
+        return Ok(0);
+    }
+    if found == Found::WithoutPartitions {
+        sqlx::query(ADD_PARTITION).execute(&mut *conn).await?;
+        sqlx::query(SET_SCHEMA_VERSION).execute(&mut *conn).await?;
         return Ok(0);
     }
     if found == Found::Legacy {

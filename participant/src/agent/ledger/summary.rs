@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use confide_common::dp::AccountantKind;
-use confide_common::dp::ledger::epsilon;
 use serde::Serialize;
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{Row, SqlitePool};
 
 use super::schema::{self, Found, LEGACY_COORDINATOR};
-use super::{LedgerError, connect_options, dataset_events, decode_events};
+use super::{
+    LedgerError, PartitionColumn, connect_options, dataset_epsilon, dataset_events, decode_events,
+};
 
 /// A dataset's spend: the number its budget is enforced on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -64,7 +64,12 @@ pub async fn read_summary(path: &Path) -> Result<Option<LedgerSummary>, LedgerEr
             Found::Legacy => Err(LedgerError::Legacy(path.display().to_string())),
             Found::Current => {
                 drop(conn);
-                summarise(&pool).await
+                summarise(&pool, PartitionColumn::Stored).await
+            }
+            // Read without migrating (read-only): its charges used every record.
+            Found::WithoutPartitions => {
+                drop(conn);
+                summarise(&pool, PartitionColumn::AllRecords).await
             }
         }
     }
@@ -73,7 +78,10 @@ pub async fn read_summary(path: &Path) -> Result<Option<LedgerSummary>, LedgerEr
     result.map(Some)
 }
 
-pub(super) async fn summarise(pool: &SqlitePool) -> Result<LedgerSummary, LedgerError> {
+pub(super) async fn summarise(
+    pool: &SqlitePool,
+    column: PartitionColumn,
+) -> Result<LedgerSummary, LedgerError> {
     let rows = sqlx::query(
         "SELECT d.dataset_id, s.fingerprint, s.epsilon, s.delta
          FROM (SELECT dataset_id FROM datasets UNION SELECT dataset_id FROM charges) AS d
@@ -88,7 +96,7 @@ pub(super) async fn summarise(pool: &SqlitePool) -> Result<LedgerSummary, Ledger
         let fingerprint: Option<String> = r.try_get("fingerprint")?;
         let epsilon_budget: Option<f64> = r.try_get("epsilon")?;
         let delta: Option<f64> = r.try_get("delta")?;
-        let events = dataset_events(pool, &dataset).await?;
+        let events = dataset_events(pool, &dataset, column).await?;
         let counts = sqlx::query(
             "SELECT COUNT(*) AS rounds,
                     COUNT(DISTINCT coordinator_url || '/' || participant_id || '/' || study_id) AS studies
@@ -98,7 +106,7 @@ pub(super) async fn summarise(pool: &SqlitePool) -> Result<LedgerSummary, Ledger
         .fetch_one(pool)
         .await?;
         let epsilon_spent = match delta {
-            Some(d) => Some(epsilon(&events, d, AccountantKind::Pld)?),
+            Some(d) => Some(dataset_epsilon(&events, d)?),
             None => None,
         };
         let epsilon_remaining = match (epsilon_budget, epsilon_spent) {
@@ -126,16 +134,19 @@ pub(super) async fn summarise(pool: &SqlitePool) -> Result<LedgerSummary, Ledger
             let coordinator_url: String = s.try_get("coordinator_url")?;
             let participant_id: i64 = s.try_get("participant_id")?;
             let study_id: i64 = s.try_get("study_id")?;
-            let rows = sqlx::query(
-                "SELECT events_json FROM charges WHERE dataset_id = $1 AND coordinator_url = $2
-                 AND participant_id = $3 AND study_id = $4 ORDER BY created_at, round_id",
-            )
-            .bind(&dataset)
-            .bind(&coordinator_url)
-            .bind(participant_id)
-            .bind(study_id)
-            .fetch_all(pool)
-            .await?;
+            let sql = format!(
+                "SELECT events_json, {} AS data_partition FROM charges WHERE dataset_id = $1
+                 AND coordinator_url = $2 AND participant_id = $3 AND study_id = $4
+                 ORDER BY created_at, round_id",
+                column.sql()
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&dataset)
+                .bind(&coordinator_url)
+                .bind(participant_id)
+                .bind(study_id)
+                .fetch_all(pool)
+                .await?;
             let events = decode_events(&dataset, &rows)?;
             let legacy = coordinator_url == LEGACY_COORDINATOR;
             summary.studies.push(StudySpend {
@@ -144,7 +155,7 @@ pub(super) async fn summarise(pool: &SqlitePool) -> Result<LedgerSummary, Ledger
                 participant_id: (!legacy).then_some(participant_id),
                 study_id,
                 epsilon_spent: match delta {
-                    Some(d) => Some(epsilon(&events, d, AccountantKind::Pld)?),
+                    Some(d) => Some(dataset_epsilon(&events, d)?),
                     None => None,
                 },
                 rounds_charged: rows.len() as i64,

@@ -1,4 +1,5 @@
 use super::*;
+use confide_common::dp::ledger::epsilon;
 
 fn event(steps: u64) -> PrivacyEvent {
     PrivacyEvent::SubsampledGaussian {
@@ -255,4 +256,116 @@ async fn agents_sharing_a_ledger_file_are_serialised() {
             .iter()
             .any(|c| matches!(c, ChargeOutcome::OverBudget { .. }))
     );
+}
+
+#[tokio::test]
+async fn training_and_evaluation_parts_compose_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = LocalLedger::open(&dir.path().join(LEDGER_FILE), "ds")
+        .await
+        .unwrap();
+    // Room for one round on each part, not for two on one.
+    let budget = one_round_budget();
+    ledger.register("f1", budget).await.unwrap();
+    let one = eps(&[event(10)]);
+    let two = eps(&[event(10), event(10)]);
+    assert_eq!(
+        ledger
+            .charge_in(&key(7, 1), DataPartition::Training, &[event(10)], budget)
+            .await
+            .unwrap(),
+        ChargeOutcome::Charged { epsilon_after: one }
+    );
+    // The evaluation part's records were not in the training release: ε stays the larger part's, not the sum.
+    assert_eq!(
+        ledger
+            .epsilon_with_in(DataPartition::Evaluation, &[event(10)], 1e-5)
+            .await
+            .unwrap(),
+        one
+    );
+    assert_eq!(
+        ledger
+            .charge_in(&key(7, 2), DataPartition::Evaluation, &[event(10)], budget)
+            .await
+            .unwrap(),
+        ChargeOutcome::Charged { epsilon_after: one }
+    );
+    // A second training release composes with the first; a release of every record with both parts.
+    assert_eq!(
+        ledger
+            .charge_in(&key(7, 3), DataPartition::Training, &[event(10)], budget)
+            .await
+            .unwrap(),
+        ChargeOutcome::OverBudget { epsilon_after: two }
+    );
+    assert_eq!(
+        ledger.epsilon_with(&[event(10)], 1e-5).await.unwrap(),
+        two,
+        "every record's release adds to both parts"
+    );
+    let parts: Vec<DataPartition> = ledger
+        .partitioned_events()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.partition)
+        .collect();
+    assert_eq!(parts, [DataPartition::Training, DataPartition::Evaluation]);
+    let summary = ledger.summary().await.unwrap();
+    assert_eq!(summary.datasets[0].epsilon_spent, Some(one));
+    assert_eq!(summary.studies[0].epsilon_spent, Some(one));
+}
+
+#[tokio::test]
+async fn a_version_2_ledger_gets_partitions_and_its_charges_used_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(LEDGER_FILE);
+    {
+        let pool = SqlitePoolOptions::new()
+            .connect_with(connect_options(&path).unwrap().create_if_missing(true))
+            .await
+            .unwrap();
+        for stmt in [
+            "CREATE TABLE datasets (dataset_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, epsilon REAL,
+             delta REAL, registered_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)",
+            "CREATE TABLE fingerprints (fingerprint TEXT PRIMARY KEY, dataset_id TEXT NOT NULL,
+             first_seen_at INTEGER NOT NULL)",
+            "CREATE TABLE charges (dataset_id TEXT NOT NULL, coordinator_url TEXT NOT NULL,
+             participant_id INTEGER NOT NULL, enrolled_at_ms INTEGER NOT NULL, study_id INTEGER NOT NULL,
+             round_id INTEGER NOT NULL, round_number INTEGER NOT NULL, events_json TEXT NOT NULL,
+             epsilon_after REAL NOT NULL, created_at INTEGER NOT NULL,
+             PRIMARY KEY (dataset_id, coordinator_url, participant_id, enrolled_at_ms, study_id, round_id))",
+            "INSERT INTO datasets VALUES ('ds', 'f1', 1.0, 1e-5, 0, 0)",
+            "PRAGMA user_version = 2",
+        ] {
+            sqlx::query(stmt).execute(&pool).await.unwrap();
+        }
+        let json = serde_json::to_string(&[event(10)]).unwrap();
+        sqlx::query("INSERT INTO charges VALUES ('ds', 'http://c', 4, 1000, 7, 1, 1, $1, 0.5, 0)")
+            .bind(&json)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    // Read-only, without migrating: the charge counts against both parts.
+    let summary = read_summary(&path).await.unwrap().unwrap();
+    assert_eq!(summary.datasets[0].epsilon_spent, Some(eps(&[event(10)])));
+    let ledger = LocalLedger::open(&path, "ds").await.unwrap();
+    assert_eq!(
+        ledger.partitioned_events().await.unwrap(),
+        [PartitionedEvent {
+            partition: DataPartition::All,
+            event: event(10)
+        }]
+    );
+    assert_eq!(
+        ledger
+            .epsilon_with_in(DataPartition::Evaluation, &[event(10)], 1e-5)
+            .await
+            .unwrap(),
+        eps(&[event(10), event(10)])
+    );
+    assert_eq!(ledger.summary().await.unwrap(), summary);
 }

@@ -6,13 +6,13 @@
 //! keys.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Instant;
 
 use confide_client::ClientError;
 use confide_common::api::RoundTask;
+use confide_common::dp::PrivacyEvent;
 use confide_common::secagg::messages::ControlMessage;
-use confide_common::secagg::{SecAggClient, ThreatModel};
+use confide_common::secagg::{IdentityPublicKey, SecAggClient, ThreatModel};
 use sha2::{Digest, Sha256};
 
 use crate::agent::dataset::{self, Statistics};
@@ -34,16 +34,9 @@ impl Agent {
             Err(reason) => return Ok(self.decline(task, reason)),
         };
         // Whom this site would aggregate with: before anything is trained or sent.
-        let pins = PinnedPeers::load(self.state.path())?;
-        let new_pins = match check_cohort(
-            task,
-            self.identity.participant_id,
-            &self.identity_key.public(),
-            &self.cfg.security,
-            &pins,
-        ) {
-            Ok(p) => p,
-            Err(reason) => return Ok(self.decline(task, format!("cohort: {reason}"))),
+        let cohort = match self.cohort(task)? {
+            Ok(c) => c,
+            Err(reason) => return Ok(self.decline(task, reason)),
         };
         let budget = self.cfg.budget;
         // Everything this dataset ever spent, in every study, plus this round.
@@ -108,8 +101,11 @@ impl Agent {
             ));
         }
 
+        let data = match dataset::round_records(self.statistics, &self.data, task) {
+            Ok(d) => d,
+            Err(reason) => return Ok(self.decline(task, reason)),
+        };
         let started = Instant::now();
-        let data = Arc::clone(&self.data);
         let g = global.clone();
         let training = tokio::task::spawn_blocking(move || train_round(&spec, &g, &data, &plan));
         let trained = tokio::select! {
@@ -141,6 +137,38 @@ impl Agent {
             .collect();
         saturation::warn_if_saturated(task.round_number, &task.quantisation, &update);
 
+        self.enter_secagg(task, cohort, update, planned)
+    }
+
+    /// Whom this site would aggregate with (pinned or allow-listed peers, the minimum cohort:
+    /// [`crate::agent::peers`]): the pins and the peers to pin on first use, or why the site declines. Checked
+    /// before anything is trained, released or sent, in every kind of round.
+    pub(in crate::agent) fn cohort(
+        &self,
+        task: &RoundTask,
+    ) -> Result<Result<Cohort, String>, AgentError> {
+        let pins = PinnedPeers::load(self.state.path())?;
+        Ok(check_cohort(
+            task,
+            self.identity.participant_id,
+            &self.identity_key.public(),
+            &self.cfg.security,
+            &pins,
+        )
+        .map(|new_pins| Cohort { pins, new_pins })
+        .map_err(|reason| format!("cohort: {reason}")))
+    }
+
+    /// Enters the round's secure aggregation with `update` (whose charge is `planned`): the client for the round's
+    /// threat model (signed with the identity key in malicious rounds), the first-use pins saved, the session kept
+    /// for the later stages, and AdvertiseKeys sent.
+    pub(in crate::agent) fn enter_secagg(
+        &mut self,
+        task: &RoundTask,
+        cohort: Cohort,
+        update: Vec<f32>,
+        planned: Vec<PrivacyEvent>,
+    ) -> Result<Next, AgentError> {
         let mut rng = os_rng()?;
         let started = match task.protocol.threat_model {
             ThreatModel::SemiHonest => {
@@ -161,8 +189,8 @@ impl Agent {
                 return Ok(Next::Pause);
             }
         };
+        let Cohort { mut pins, new_pins } = cohort;
         if !new_pins.is_empty() {
-            let mut pins = pins;
             for (pid, key) in new_pins {
                 tracing::info!(peer = pid, fingerprint = %key.fingerprint(), "pinned a peer's identity key (first use)");
                 pins.peers.insert(pid, key);
@@ -180,4 +208,10 @@ impl Agent {
         });
         Ok(self.send(task, msg.to_json().into_bytes()))
     }
+}
+
+/// The peers a round's cohort check accepted: the pins as stored and the keys seen for the first time.
+pub(in crate::agent) struct Cohort {
+    pins: PinnedPeers,
+    new_pins: Vec<(i64, IdentityPublicKey)>,
 }

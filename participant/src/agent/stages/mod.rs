@@ -6,4 +6,5 @@ mod consistency_check;
 mod masked_input;
 mod share_keys;
 mod share_verification;
+mod statistics;
 mod unmasking;
