@@ -420,7 +420,9 @@ fn rounds_privacy_report_and_models() {
     ok(f.cli(&["study", "create", "--file", "study.toml"]));
     let base = CoordinatorClient::new(&f.url, "");
     let op = f.client();
-    for name in ["a", "b", "c"] {
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        // Malicious-model rounds (the template's default) select only sites with a registered identity key.
+        let key = confide_common::secagg::IdentityKey::from_seed(&[i as u8 + 1; 32]).public();
         f.rt.block_on(async {
             let t = op
                 .create_enrolment_token(
@@ -432,7 +434,9 @@ fn rounds_privacy_report_and_models() {
                 )
                 .await
                 .unwrap();
-            base.enrol(&t.token, name).await.unwrap();
+            base.enrol_with_identity(&t.token, name, Some(key))
+                .await
+                .unwrap();
         });
     }
     fails(

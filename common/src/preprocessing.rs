@@ -99,6 +99,21 @@ pub enum PreprocessingError {
 impl Preprocessing {
     /// Checks the declaration against a model with `input_dim` inputs: one range per input, names printable and
     /// unique, bounds finite with min < max (and a width that is itself finite).
+    /// Ranges only (no statistics round), from `(name, min, max)` in the model's input order.
+    pub fn from_ranges<'a>(ranges: impl IntoIterator<Item = &'a (&'a str, f64, f64)>) -> Self {
+        Self {
+            feature_ranges: ranges
+                .into_iter()
+                .map(|&(name, min, max)| FeatureRange {
+                    name: name.into(),
+                    min,
+                    max,
+                })
+                .collect(),
+            statistics_round: None,
+        }
+    }
+
     pub fn validate(&self, input_dim: usize) -> Result<(), PreprocessingError> {
         let ranges = &self.feature_ranges;
         if ranges.len() != input_dim {
@@ -208,17 +223,7 @@ mod tests {
     use super::*;
 
     fn prep(ranges: &[(&str, f64, f64)]) -> Preprocessing {
-        Preprocessing {
-            feature_ranges: ranges
-                .iter()
-                .map(|&(name, min, max)| FeatureRange {
-                    name: name.into(),
-                    min,
-                    max,
-                })
-                .collect(),
-            statistics_round: None,
-        }
+        Preprocessing::from_ranges(ranges)
     }
 
     #[test]

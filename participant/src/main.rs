@@ -199,12 +199,7 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
         decode_safetensors(&spec, &bytes).with_context(|| format!("{}", args.model.display()))?;
     let mut data = args.csv.read_for(&spec, &args.model)?;
     if !args.no_standardize {
-        let stats = match &args.stats {
-            Some(path) => Standardization::read(path)?,
-            None => Standardization::compute(&data),
-        };
-        stats.check(&data)?;
-        stats.apply(&mut data);
+        cli::standardize(args.stats.as_deref(), &mut [&mut data])?;
     }
     let net = Network::new(&spec, &params)?;
     let (accuracy, loss) = net.evaluate(

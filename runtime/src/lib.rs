@@ -84,6 +84,29 @@ pub fn cancel_on_shutdown_signal() -> CancellationToken {
     token
 }
 
+/// Atomically replaces `dir/name` with `bytes`, readable by the owner only (mode 0600), durably: written to a
+/// temporary file beside it, synced, renamed, and the directory synced. For secrets on disk (an agent's identity
+/// and keys, an operator's profile, a compose `.env` with enrolment tokens): a crash leaves the old file or the new
+/// one, never half of one, and never a moment with wider permissions.
+pub fn write_private_file(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

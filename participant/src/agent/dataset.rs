@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use confide_common::api::RoundTask;
-use confide_common::preprocessing::Preprocessing;
+use confide_common::preprocessing::{FeatureScaling, Preprocessing};
 
 use crate::data::{CsvOptions, Dataset, Standardization, read_csv_with_fingerprint};
 
@@ -84,6 +84,18 @@ pub fn load(cfg: &DataConfig) -> Result<LocalDataset, AgentError> {
     })
 }
 
+/// The study's public range scaling, checked against this site's records (as many features, the same names in the
+/// same order), or why it does not fit them.
+pub fn range_scaling_for(p: &Preprocessing, raw: &Dataset) -> Result<FeatureScaling, String> {
+    p.validate(raw.num_features())
+        .map_err(|e| format!("the study's preprocessing: {e}"))?;
+    let scaling = p.range_scaling();
+    scaling
+        .check_features(&raw.feature_names)
+        .map_err(|e| e.to_string())?;
+    Ok(scaling)
+}
+
 /// The records scaled by the study's public feature ranges (a copy; the raw records stay as read), or why the
 /// round cannot be trained: the study declares no ranges, or ranges for other features.
 pub fn scale_for_study(
@@ -98,12 +110,7 @@ pub fn scale_for_study(
                 .into(),
         );
     };
-    p.validate(raw.num_features())
-        .map_err(|e| format!("the study's preprocessing: {e}"))?;
-    let scaling = p.range_scaling();
-    scaling
-        .check_features(&raw.feature_names)
-        .map_err(|e| e.to_string())?;
+    let scaling = range_scaling_for(p, raw)?;
     let mut scaled = raw.clone();
     scaling.apply(&mut scaled.features);
     Ok(scaled)

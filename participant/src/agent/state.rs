@@ -190,23 +190,7 @@ pub fn read_identity(dir: &Path) -> Result<Option<Identity>, StateError> {
     }
 }
 
-/// Atomically replaces `dir/name` with `bytes` (mode 0600), durably.
-pub fn write_private_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
-}
+pub use confide_runtime::write_private_file;
 
 /// Tightens every regular file in the directory to 0600 (the SQLite ledger creates its own files).
 pub fn restrict_files(dir: &Path) -> std::io::Result<()> {

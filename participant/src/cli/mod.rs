@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use confide_common::model::ModelSpec;
-use confide_participant::data::{CsvOptions, Dataset, read_csv};
+use confide_participant::data::{CsvOptions, Dataset, Standardization, read_csv};
 
 /// The CSV columns every data command reads.
 #[derive(Args)]
@@ -59,4 +59,21 @@ pub fn read_spec(path: &Path) -> Result<ModelSpec> {
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     confide_runtime::tokio_runtime().context("starting the async runtime")
+}
+
+/// Standardises `sets` with the statistics file `stats`, or else with the statistics of `sets[0]` (the records the
+/// command fits on): `train` and `evaluate` scale their records the same way.
+pub fn standardize(stats: Option<&Path>, sets: &mut [&mut Dataset]) -> Result<()> {
+    let Some(first) = sets.first() else {
+        return Ok(());
+    };
+    let standardization = match stats {
+        Some(path) => Standardization::read(path)?,
+        None => Standardization::compute(first),
+    };
+    standardization.check(first)?;
+    for set in sets.iter_mut() {
+        standardization.apply(set);
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use confide_common::model::{
     ModelSpec, decode_safetensors, encode_safetensors, spec_from_safetensors,
 };
-use confide_participant::data::{Dataset, Standardization, read_csv};
+use confide_participant::data::{Dataset, read_csv};
 use confide_participant::dp::{AccountantKind, GaussianNoise, PrivacyLedger, calibrate};
 use confide_participant::dpsgd::{DpSgdParams, OptimizerConfig};
 use confide_participant::train::{LocalTrainer, Mode, PrivacySpent};
@@ -239,13 +239,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         None => data.split(args.test_fraction, args.seed),
     };
     if !args.no_standardize {
-        let stats = match &args.stats {
-            Some(path) => Standardization::read(path)?,
-            None => Standardization::compute(&train_set),
-        };
-        stats.check(&train_set)?;
-        stats.apply(&mut train_set);
-        stats.apply(&mut test_set);
+        super::standardize(args.stats.as_deref(), &mut [&mut train_set, &mut test_set])?;
     }
 
     let steps_per_epoch = (1.0 / args.sampling_rate).round().max(1.0) as u64;

@@ -127,17 +127,7 @@ pub fn preset(dataset: DemoDataset) -> Preset {
             learning_rate: 0.1,
             momentum: 0.9,
             baseline_epochs: 30,
-            preprocessing: Preprocessing {
-                feature_ranges: BREAST_CANCER_RANGES
-                    .iter()
-                    .map(|&(name, min, max)| FeatureRange {
-                        name: name.into(),
-                        min,
-                        max,
-                    })
-                    .collect(),
-                statistics_round: None,
-            },
+            preprocessing: Preprocessing::from_ranges(&BREAST_CANCER_RANGES),
         },
         DemoDataset::Digits => Preset {
             file: "digits_8x8.csv",

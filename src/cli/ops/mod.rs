@@ -239,7 +239,9 @@ pub fn explain(url: &str, err: ClientError, what: &str) -> OpsError {
              (CONFIDE_COORDINATOR_URL) right?",
             error_chain(&e)
         )),
-        e @ ClientError::Connect { .. } => OpsError::Unreachable(e.to_string()),
+        e @ ClientError::Connect { .. } => {
+            OpsError::Unreachable(format!("cannot reach the coordinator at {url}: {e}"))
+        }
         ClientError::Config(message) => OpsError::Usage(message),
         ClientError::TooLarge { limit } => {
             OpsError::Local(format!("the download is larger than {limit} bytes"))

@@ -77,6 +77,19 @@ pub fn load(given: Option<&Path>) -> OpsResult<Option<Profile>> {
     })
 }
 
+/// The folder and file name of `path` (a bare name is in the current folder).
+pub(super) fn split_path(path: &Path) -> OpsResult<(&Path, &str)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| OpsError::local(format!("{} names no file", path.display())))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((dir, name))
+}
+
 /// Writes the profile with mode 0600 (the folder 0700), replacing any previous one.
 fn save(path: &Path, profile: &Profile) -> OpsResult<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -87,20 +100,9 @@ fn save(path: &Path, profile: &Profile) -> OpsResult<()> {
             .map_err(|e| OpsError::local(format!("cannot create {}: {e}", dir.display())))?;
     }
     let text = toml::to_string(profile).map_err(OpsError::local)?;
+    let (dir, name) = split_path(path)?;
     // Written beside the target and renamed, so a failure never leaves half a profile.
-    let tmp = path.with_extension("toml.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
+    let write = || confide_runtime::write_private_file(dir, name, text.as_bytes());
     write().map_err(|e| OpsError::local(format!("cannot write {}: {e}", path.display())))
 }
 

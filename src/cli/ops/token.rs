@@ -97,16 +97,8 @@ fn write_env_file(path: &Path, entries: &[(String, String)]) -> OpsResult<()> {
     for (k, v) in entries {
         text.push_str(&format!("{k}={v}\n"));
     }
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(text.as_bytes())
-    };
+    let (dir, name) = super::profile::split_path(path)?;
+    let write = || confide_runtime::write_private_file(dir, name, text.as_bytes());
     write().map_err(|e| OpsError::local(format!("cannot write {}: {e}", path.display())))
 }
 

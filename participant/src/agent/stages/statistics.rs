@@ -31,12 +31,7 @@ fn noisy_sums(
     let Some(round) = p.statistics_round else {
         return Err("a statistics round of a study that declares none".into());
     };
-    p.validate(records.num_features())
-        .map_err(|e| format!("the study's preprocessing: {e}"))?;
-    let scaling = p.range_scaling();
-    scaling
-        .check_features(&records.feature_names)
-        .map_err(|e| e.to_string())?;
+    let scaling = crate::agent::dataset::range_scaling_for(p, records)?;
     let d = records.num_features();
     if task.num_parameters != vector_len(d) as i64
         || task.protocol.vector_len as usize != vector_len(d) + 1
