@@ -2,8 +2,7 @@
 //! other command can run without flags. It holds a secret, so it is written with mode 0600 in a folder of mode
 //! 0700, and reading a file that others can read draws a warning.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use clap::Args;

@@ -3,8 +3,6 @@
 //! `HOSPITAL_A_ENROLMENT_TOKEN` for the label `hospital-a`). The API stores tokens hashed and has no way to list
 //! them, so there is no `token list`.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -159,6 +157,7 @@ pub async fn run(args: TokenArgs) -> OpsResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn env_keys_match_the_compose_file() {
