@@ -283,7 +283,7 @@ fn errors_say_what_to_do_and_exit_with_their_code() {
             ],
         ),
         3,
-        &["cannot reach the coordinator", "Is it running"],
+        &["cannot reach the coordinator", "is the coordinator running"],
     );
     // A URL with a path: the coordinator has no such route.
     let wrong = format!("{}/api", f.url);
