@@ -19,9 +19,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use clap::ValueEnum;
 use confide_client::CoordinatorClient;
-use confide_common::api::{CreateEnrolmentTokenRequest, CreateStudyRequest};
+use confide_common::api::{
+    BudgetParams, CreateEnrolmentTokenRequest, CreateStudyRequest, DpParams, GraphParams,
+    LocalTraining, QuantisationConfig, SecAggConfig, ServerOptimizer, StageDeadlines,
+};
+use confide_common::model::ModelSpec;
 use confide_common::secagg::ThreatModel;
-use serde_json::json;
 
 use super::bench::{GraphChoice, SecaggArgs, bench_secagg};
 use coordinator::{Coordinators, Database, Sampler};
@@ -189,27 +192,61 @@ fn study_request(
     deadlines: [u64; 4],
 ) -> Result<CreateStudyRequest> {
     let graph = match args.graph {
-        GraphChoice::Complete => json!({"kind": "complete"}),
-        GraphChoice::Sparse => {
-            json!({"kind": "sparse", "expected_dropout": args.dropout, "corrupt_fraction": 0.05})
-        }
+        GraphChoice::Complete => GraphParams::Complete,
+        GraphChoice::Sparse => GraphParams::Sparse {
+            expected_dropout: args.dropout,
+            corrupt_fraction: 0.05,
+        },
+    };
+    let model_spec = ModelSpec::LogisticRegression {
+        input_dim,
+        num_classes: classes,
     };
     let suffix: u32 = rand::random();
-    let req = json!({
-        "name": format!("bench-federation-{suffix:08x}"),
-        "model_spec": {"kind": "logistic_regression", "input_dim": input_dim, "num_classes": classes},
-        "initial_weights_seed": 1,
-        "dp": {"sampling_rate": 0.2, "noise_multiplier": 5.5, "local_epochs": 2, "clip_norm": 1.0,
-               "expected_batch_size": 22.8},
-        "secagg": {"threat_model": "semi_honest", "threshold": null, "graph": graph, "quantisation": {"clip_range": 1.0, "bits": 32, "max_weight": 1}},
-        "budget": {"epsilon": 1.0e6, "delta": 1e-5},
-        "rounds": args.rounds,
-        "min_participants": 3,
-        "deadlines": {"advertise_keys_secs": deadlines[0], "share_keys_secs": deadlines[1],
-                      "masked_input_secs": deadlines[2], "unmasking_secs": deadlines[3]},
-        "server_optimizer": {"kind": "fed_avg", "learning_rate": LEARNING_RATE}
-    });
-    Ok(serde_json::from_value(req)?)
+    Ok(CreateStudyRequest {
+        name: format!("bench-federation-{suffix:08x}"),
+        model_spec: serde_json::to_value(&model_spec)?,
+        initial_weights_seed: 1,
+        initial_weights: None,
+        dp: DpParams {
+            sampling_rate: 0.2,
+            noise_multiplier: 5.5,
+            target_epsilon: None,
+            local_epochs: 2,
+            clip_norm: 1.0,
+            expected_batch_size: 22.8,
+        },
+        local_training: LocalTraining::default(),
+        // Semi-honest: the simulated participants run the four-stage protocol (no identities).
+        secagg: SecAggConfig {
+            threat_model: ThreatModel::SemiHonest,
+            corrupt_fraction: 0.0,
+            threshold: None,
+            graph,
+            quantisation: QuantisationConfig {
+                clip_range: Some(1.0),
+                bits: 32,
+                max_weight: 1,
+            },
+        },
+        budget: BudgetParams {
+            epsilon: 1.0e6,
+            delta: 1e-5,
+        },
+        rounds: args.rounds,
+        min_participants: 3,
+        deadlines: StageDeadlines {
+            advertise_keys_secs: deadlines[0],
+            share_keys_secs: deadlines[1],
+            masked_input_secs: deadlines[2],
+            unmasking_secs: deadlines[3],
+            ..StageDeadlines::default()
+        },
+        server_optimizer: ServerOptimizer::FedAvg {
+            learning_rate: LEARNING_RATE,
+        },
+        preprocessing: None,
+    })
 }
 
 /// Stage deadlines: generous where everyone answers (the stage closes as soon as they have); for
