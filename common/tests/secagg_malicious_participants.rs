@@ -115,25 +115,43 @@ fn inconsistent_dealing_is_caught_before_any_masked_input_and_names_the_dealer()
 }
 
 #[test]
-fn commitments_off_the_polynomial_are_refused_on_arrival_and_the_round_goes_on() {
+fn commitments_off_the_polynomial_are_dropped_when_share_keys_closes_and_the_round_goes_on() {
     let (mut g, _, accepted) = dealt(6, 1, 5, &Tamper::CommitmentOffPolynomial, 32);
-    assert!(
-        matches!(accepted, Err(SecAggError::BadDealing { dealer: 5, .. })),
-        "{accepted:?}"
-    );
-    g.finish(&Dropouts::default());
+    // Accepted on arrival (its points are valid); the batched degree test at close finds it.
+    assert_eq!(accepted, Ok(()));
+    g.close();
     assert_eq!(g.server.u2(), &[0, 1, 2, 3, 4]);
     assert_eq!(
         g.server.status(5).unwrap().dropped,
         Some(Dropout {
             stage: RoundStage::ShareKeys,
-            reason: DropReason::NoResponse
+            reason: DropReason::BadCommitments
         })
     );
+    // None of its ciphertexts is routed: the holders never see the dealing.
+    for u in 0..5 {
+        let routed = g.server.routed_shares(u).unwrap();
+        assert!(
+            routed.shares.iter().all(|r| r.sender != 5),
+            "holder {u} got a ciphertext of the refused dealer"
+        );
+    }
+    g.answer(&Dropouts::default());
+    g.finish(&Dropouts::default());
     assert_eq!(
         g.server.outcome(),
         Some(RoundOutcome::Completed(g.expected_sum()))
     );
+}
+
+#[test]
+fn a_commitment_that_is_not_a_point_is_refused_on_arrival() {
+    let (g, _, accepted) = dealt(6, 1, 5, &Tamper::CommitmentNotAPoint, 33);
+    assert!(
+        matches!(accepted, Err(SecAggError::BadDealing { dealer: 5, .. })),
+        "{accepted:?}"
+    );
+    drop(g);
 }
 
 #[test]
@@ -253,6 +271,25 @@ fn invalid_revealed_shares_are_ignored_and_reconstruction_still_succeeds() {
             }
         })
     );
+}
+
+#[test]
+fn a_lying_share_that_is_not_needed_is_not_looked_at_and_changes_nothing() {
+    // t = 4 of 7 revealers: the first four shares (by evaluation point) rebuild every secret; the last revealer's
+    // lie about participant 6 is never used, so the fast path needs no per-share check and nobody is dropped.
+    let (mut g, mut responses) = until_unmasking(36);
+    responses[6].self_mask_shares[5].share.y += Scalar::ONE;
+    for r in &responses {
+        g.server.handle_unmasking_response(r).unwrap();
+    }
+    g.close();
+    assert_eq!(
+        g.server.outcome(),
+        Some(RoundOutcome::Completed(g.expected_sum()))
+    );
+    for u in 0..7 {
+        assert_eq!(g.server.status(u).unwrap().dropped, None, "participant {u}");
+    }
 }
 
 #[test]

@@ -137,17 +137,77 @@ pub fn low_degree_test<R: CryptoRng + ?Sized>(
     polys: &[(RistrettoPoint, &[RistrettoPoint])],
     rng: &mut R,
 ) -> bool {
-    let m = xs.len() + 1; // evaluation points, 0 included
-    if polys.iter().any(|(_, v)| v.len() != xs.len()) || threshold == 0 {
+    batch_low_degree_test(
+        threshold,
+        &polys
+            .iter()
+            .map(|&(constant, values)| DegreeClaim {
+                xs,
+                constant,
+                values,
+            })
+            .collect::<Vec<_>>(),
+        rng,
+    )
+}
+
+/// One vector of committed evaluations for [`batch_low_degree_test`]: V_0 = `constant` at 0 and `values` at `xs`.
+#[derive(Clone, Copy)]
+pub struct DegreeClaim<'a> {
+    pub xs: &'a [u32],
+    pub constant: RistrettoPoint,
+    pub values: &'a [RistrettoPoint],
+}
+
+/// Whether every claim lies on a polynomial of degree < `threshold` "in the exponent" — all in one multiscalar
+/// multiplication, so a round's 2·n dealings cost one large (Pippenger) MSM instead of n small ones.
+///
+/// Claims with the same evaluation points share one random dual codeword w (its O(m²) weights computed once), and
+/// each claim c gets an independent random weight ρ_c: the test is Σ_c ρ_c Σ_i w_i V_{c,i} = 0. A claim that is not
+/// a codeword gives Σ_i w_i V_{c,i} ≠ 0 except with probability 1/ℓ over w, and a non-zero term survives the random
+/// combination except with probability 1/ℓ over ρ — so one false claim passes with probability ≤ 2/ℓ. A failed
+/// batch says only that some claim is false: test them one by one to find which.
+pub fn batch_low_degree_test<R: CryptoRng + ?Sized>(
+    threshold: usize,
+    claims: &[DegreeClaim<'_>],
+    rng: &mut R,
+) -> bool {
+    if threshold == 0 || claims.iter().any(|c| c.values.len() != c.xs.len()) {
         return false;
     }
-    if m <= threshold {
-        return true; // every vector of ≤ t points interpolates some polynomial of degree < t
+    let mut dual: std::collections::HashMap<&[u32], Option<Vec<Scalar>>> = Default::default();
+    let mut scalars = Vec::new();
+    let mut points = Vec::new();
+    for c in claims {
+        if c.xs.len() < threshold {
+            continue; // every vector of ≤ t points (0 included) interpolates some polynomial of degree < t
+        }
+        let Some(w) = dual
+            .entry(c.xs)
+            .or_insert_with(|| dual_codeword(threshold, c.xs, rng))
+        else {
+            return false; // repeated or zero evaluation points
+        };
+        let rho = random_scalar(rng);
+        for (i, wi) in w.iter().enumerate() {
+            scalars.push(rho * wi);
+            points.push(if i == 0 { c.constant } else { c.values[i - 1] });
+        }
     }
+    points.is_empty()
+        || RistrettoPoint::vartime_multiscalar_mul(&scalars, &points) == RistrettoPoint::identity()
+}
+
+/// A random codeword (w_i) of the dual of the Reed–Solomon code RS[m, t] at α = (0, xs…): w_i = u_i·f(α_i) with
+/// u_i = 1 / Π_{j≠i} (α_i − α_j) and f random of degree ≤ m − 1 − t. `None` if two points coincide (or one is 0).
+fn dual_codeword<R: CryptoRng + ?Sized>(
+    threshold: usize,
+    xs: &[u32],
+    rng: &mut R,
+) -> Option<Vec<Scalar>> {
     let alphas: Vec<Scalar> = std::iter::once(Scalar::ZERO)
         .chain(xs.iter().map(|&x| Scalar::from(x)))
         .collect();
-    // u_i = 1 / Π_{j≠i} (α_i − α_j): the dual code of RS[m, t] is {(u_i f(α_i))_i : deg f ≤ m − 1 − t}.
     let mut u: Vec<Scalar> = alphas
         .iter()
         .enumerate()
@@ -160,21 +220,18 @@ pub fn low_degree_test<R: CryptoRng + ?Sized>(
         })
         .collect();
     if u.contains(&Scalar::ZERO) {
-        return false; // repeated evaluation points
+        return None;
     }
     Scalar::invert_batch_alloc(&mut u);
-    let dual_degree = m - 1 - threshold;
-    let mut scalars = Vec::with_capacity(m * polys.len());
-    let mut points = Vec::with_capacity(m * polys.len());
-    for (constant, values) in polys {
-        let f: Vec<Scalar> = (0..=dual_degree).map(|_| random_scalar(rng)).collect();
-        for (i, a) in alphas.iter().enumerate() {
-            let fa = f.iter().rev().fold(Scalar::ZERO, |acc, c| acc * a + c);
-            scalars.push(u[i] * fa);
-            points.push(if i == 0 { *constant } else { values[i - 1] });
-        }
-    }
-    RistrettoPoint::vartime_multiscalar_mul(&scalars, &points) == RistrettoPoint::identity()
+    let dual_degree = alphas.len() - 1 - threshold;
+    let f: Vec<Scalar> = (0..=dual_degree).map(|_| random_scalar(rng)).collect();
+    Some(
+        alphas
+            .iter()
+            .zip(&u)
+            .map(|(a, ui)| ui * f.iter().rev().fold(Scalar::ZERO, |acc, c| acc * a + c))
+            .collect(),
+    )
 }
 
 /// The generator B (for callers that build multiscalar checks).
@@ -248,6 +305,51 @@ mod tests {
             let (c1, _, v1, _) = dealing(t + 1, n, 99);
             assert!(!low_degree_test(t, &xs, &[(c1, &v1)], &mut rng));
         }
+    }
+
+    #[test]
+    fn the_batched_degree_test_fails_if_any_one_claim_is_false() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let (t, n) = (6usize, 11u32);
+        let dealings: Vec<_> = (0..8).map(|i| dealing(t, n, 100 + i)).collect();
+        // Some dealings with fewer holders (other evaluation points) in the same batch.
+        let sparse: Vec<_> = (0..3).map(|i| dealing(t, 8, 200 + i)).collect();
+        let claims = |bad: Option<usize>| -> Vec<(RistrettoPoint, Vec<u32>, Vec<RistrettoPoint>)> {
+            dealings
+                .iter()
+                .chain(&sparse)
+                .enumerate()
+                .map(|(i, (c0, xs, v, _))| {
+                    let mut v = v.clone();
+                    if bad == Some(i) {
+                        let k = i % v.len();
+                        v[k] += basepoint();
+                    }
+                    (*c0, xs.clone(), v)
+                })
+                .collect()
+        };
+        let test = |claims: &[(RistrettoPoint, Vec<u32>, Vec<RistrettoPoint>)],
+                    rng: &mut ChaCha20Rng| {
+            let c: Vec<DegreeClaim<'_>> = claims
+                .iter()
+                .map(|(c0, xs, v)| DegreeClaim {
+                    xs,
+                    constant: *c0,
+                    values: v,
+                })
+                .collect();
+            batch_low_degree_test(t, &c, rng)
+        };
+        assert!(test(&claims(None), &mut rng));
+        for bad in 0..11 {
+            assert!(!test(&claims(Some(bad)), &mut rng), "claim {bad} is false");
+        }
+        assert!(test(&[], &mut rng));
+        // Repeated evaluation points are refused.
+        let (c0, _, v, _) = &dealings[0];
+        let xs = vec![1u32; v.len()];
+        assert!(!test(&[(*c0, xs, v.clone())], &mut rng));
     }
 
     #[test]

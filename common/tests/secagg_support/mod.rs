@@ -365,6 +365,8 @@ pub enum Tamper {
     GarbleFor(Vec<u32>),
     /// Commits to shares that are not on one polynomial.
     CommitmentOffPolynomial,
+    /// Sends a commitment that is not a Ristretto255 point.
+    CommitmentNotAPoint,
 }
 
 /// A participant the attacker controls, assembled from the public building blocks so that it can deviate.
@@ -420,6 +422,9 @@ impl Corrupt {
         };
         if *tamper == Tamper::CommitmentOffPolynomial {
             commitments.mask_key[0] = group::commit(&Scalar::from(7u64));
+        }
+        if *tamper == Tamper::CommitmentNotAPoint {
+            commitments.self_mask[1] = [0xff; 32];
         }
         let round = self.params.round_id;
         let mut encrypted_shares = Vec::new();

@@ -1,5 +1,8 @@
-//! Server state ShareKeys: collects every dealing; in malicious rounds it checks the dealer's signature and runs the
-//! low-degree test on its commitments on arrival, refusing a bad dealing before anyone sees it.
+//! Server state ShareKeys: collects every dealing; in malicious rounds it checks the dealer's signature and that its
+//! commitments are points on arrival, and when the stage closes runs the low-degree test on all dealings at once
+//! (one large multiscalar multiplication instead of one per dealing: the batch is what keeps the malicious mode's
+//! server cost near the semi-honest one). A dealing that fails is dropped before anyone sees it — no ciphertext of
+//! it is routed — and the round goes on without its dealer.
 
 use std::collections::BTreeMap;
 
@@ -10,20 +13,33 @@ use sha2::{Digest, Sha256};
 
 use super::super::client::SHARE_CIPHERTEXT_LEN;
 use super::super::error::{Result, SecAggError};
-use super::super::group;
-use super::super::messages::ShareKeys;
+use super::super::group::{self, DegreeClaim};
+use super::super::messages::{ShareCommitments, ShareKeys};
 use super::super::{ParticipantId, RoundStage};
 use super::r2_share_verification::ShareVerificationState;
 use super::r3_masked_input::MaskedInputState;
-use super::record::Dealing;
+use super::record::{Dealing, DropReason};
 use super::{Next, Round, ServerState};
 
 /// Label of the Fiat–Shamir challenge of the low-degree test.
-const LABEL_DEGREE_TEST: &[u8] = b"confide/secagg/v2/degree-test";
+const LABEL_DEGREE_TEST: &[u8] = b"confide/secagg/v3/degree-test";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ShareKeysState {
     pub(crate) dealings: BTreeMap<ParticipantId, Dealing>,
+    /// Malicious rounds: each dealing's commitments as decoded on arrival, for the degree test at close. Not
+    /// persisted (a snapshot mid-stage decodes them again at close).
+    #[serde(skip)]
+    decoded: BTreeMap<ParticipantId, Decoded>,
+}
+
+/// A dealing's constant terms (β·B, σ·B) and commitments, as points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decoded {
+    /// The holders' evaluation points (holder id + 1).
+    xs: Vec<u32>,
+    self_mask: (RistrettoPoint, Vec<RistrettoPoint>),
+    mask_key: (RistrettoPoint, Vec<RistrettoPoint>),
 }
 
 impl ShareKeysState {
@@ -70,8 +86,9 @@ impl ShareKeysState {
         let mut holders = expected;
         holders.push(msg.sender);
         holders.sort_unstable();
-        let statement = msg.statement(&round.digest);
-        round.check_signature(msg.sender, msg.signature.as_ref(), || statement)?;
+        round.check_signature(msg.sender, msg.signature.as_ref(), || {
+            msg.statement(&round.digest)
+        })?;
         match (&msg.commitments, round.malicious()) {
             (None, false) => {}
             (Some(_), false) => {
@@ -83,7 +100,8 @@ impl ShareKeysState {
                 return Err(SecAggError::Malformed("dealing without commitments".into()));
             }
             (Some(c), true) => {
-                check_commitments(round, msg.sender, &holders, beta_commitment, c, statement)?
+                let decoded = decode_commitments(round, msg.sender, &holders, beta_commitment, c)?;
+                self.decoded.insert(msg.sender, decoded);
             }
         }
         self.dealings.insert(
@@ -98,8 +116,19 @@ impl ShareKeysState {
         Ok(())
     }
 
-    /// U2 = those who dealt. Malicious rounds go on to share verification, semi-honest ones to masking.
-    pub(crate) fn close(self, round: &mut Round) -> Next {
+    /// U2 = those who dealt (malicious rounds: whose commitments pass the degree test). Malicious rounds go on to
+    /// share verification, semi-honest ones to masking.
+    pub(crate) fn close(mut self, round: &mut Round) -> Next {
+        if round.malicious() {
+            for dealer in self.failed_degree_test(round) {
+                self.dealings.remove(&dealer);
+                round.record.drop_participant(
+                    dealer,
+                    RoundStage::ShareKeys,
+                    DropReason::BadCommitments,
+                );
+            }
+        }
         let u2: Vec<ParticipantId> = self.dealings.keys().copied().collect();
         if let Some(reason) = round.shortfall(RoundStage::ShareKeys, &u2, &u2) {
             return Err(reason);
@@ -114,16 +143,15 @@ impl ShareKeysState {
     }
 }
 
-/// One commitment per holder for each secret, valid points, and both vectors (with β·B and the advertised mask key
-/// as constant terms) on polynomials of degree < t. The test's challenge is derived from the signed statement.
-fn check_commitments(
+/// One commitment per holder for each secret, every one a valid point, and the dealer's advertised mask key:
+/// the dealing's claims for the degree test.
+fn decode_commitments(
     round: &Round,
     dealer: ParticipantId,
     holders: &[ParticipantId],
     beta_commitment: RistrettoPoint,
-    c: &super::super::messages::ShareCommitments,
-    statement: [u8; 32],
-) -> Result<()> {
+    c: &ShareCommitments,
+) -> Result<Decoded> {
     let bad = |reason: &str| SecAggError::BadDealing {
         dealer,
         reason: reason.into(),
@@ -143,19 +171,80 @@ fn check_commitments(
         .get(&dealer)
         .and_then(|k| group::decode_point(&k.mask_public_key))
         .ok_or_else(|| bad("no advertised mask key"))?;
-    let xs: Vec<u32> = holders.iter().map(|h| h + 1).collect();
-    let mut challenge = Sha256::new();
-    challenge.update(LABEL_DEGREE_TEST);
-    challenge.update(statement);
-    let mut rng = group::challenge_rng(challenge.finalize().into());
-    let polys = [
-        (beta_commitment, &self_mask[..]),
-        (mask_public, &mask_key[..]),
-    ];
-    if !group::low_degree_test(round.threshold(), &xs, &polys, &mut rng) {
-        return Err(bad(
-            "commitments are not on polynomials of degree t − 1 through β·B and the mask public key",
-        ));
+    Ok(Decoded {
+        xs: holders.iter().map(|h| h + 1).collect(),
+        self_mask: (beta_commitment, self_mask),
+        mask_key: (mask_public, mask_key),
+    })
+}
+
+impl ShareKeysState {
+    /// The dealers whose commitments are not on polynomials of degree t − 1 through β·B and their mask public key.
+    /// All dealings are tested in one batch; only if it fails is each tested alone. The challenge is derived from
+    /// every dealing's commitments (Fiat–Shamir): the same dealings always meet the same verdict.
+    fn failed_degree_test(&mut self, round: &Round) -> Vec<ParticipantId> {
+        let missing: Vec<ParticipantId> = self
+            .dealings
+            .keys()
+            .filter(|d| !self.decoded.contains_key(d))
+            .copied()
+            .collect();
+        let mut failed = Vec::new();
+        for dealer in missing {
+            let decoded = self.dealings.get(&dealer).and_then(|d| {
+                let beta = group::decode_point(&d.self_mask_commitment)?;
+                let c = d.commitments.as_ref()?;
+                decode_commitments(round, dealer, &d.holders, beta, c).ok()
+            });
+            match decoded {
+                Some(decoded) => {
+                    self.decoded.insert(dealer, decoded);
+                }
+                None => failed.push(dealer),
+            }
+        }
+        let mut challenge = Sha256::new();
+        challenge.update(LABEL_DEGREE_TEST);
+        challenge.update(round.digest);
+        for (dealer, d) in &self.dealings {
+            challenge.update(dealer.to_le_bytes());
+            challenge.update(d.self_mask_commitment);
+            if let Some(c) = &d.commitments {
+                c.self_mask.iter().for_each(|p| challenge.update(p));
+                c.mask_key.iter().for_each(|p| challenge.update(p));
+            }
+        }
+        let seed: [u8; 32] = challenge.finalize().into();
+        let candidates: Vec<(ParticipantId, &Decoded)> = self
+            .decoded
+            .iter()
+            .filter(|(d, _)| self.dealings.contains_key(d) && !failed.contains(d))
+            .map(|(&d, decoded)| (d, decoded))
+            .collect();
+        let all: Vec<DegreeClaim<'_>> = candidates.iter().flat_map(|&(_, d)| claims(d)).collect();
+        let t = round.threshold();
+        if group::batch_low_degree_test(t, &all, &mut group::challenge_rng(seed)) {
+            return failed;
+        }
+        failed.extend(
+            candidates
+                .par_iter()
+                .filter(|&&(_, d)| {
+                    let mut rng = group::challenge_rng(seed);
+                    !group::batch_low_degree_test(t, &claims(d), &mut rng)
+                })
+                .map(|&(dealer, _)| dealer)
+                .collect::<Vec<_>>(),
+        );
+        failed
     }
-    Ok(())
+}
+
+/// A dealing's two claims for the degree test: β·B then the self-mask commitments, σ·B then the mask-key ones.
+fn claims(d: &Decoded) -> [DegreeClaim<'_>; 2] {
+    [&d.self_mask, &d.mask_key].map(|(constant, values)| DegreeClaim {
+        xs: &d.xs,
+        constant: *constant,
+        values,
+    })
 }

@@ -1,10 +1,12 @@
 //! Closing the Unmasking stage: rebuild the self-mask secrets of U3 and the mask keys of U2 ∖ U3 from the revealed
 //! shares, then strip every mask from the running sum (the heavy step: PRG expansion over all cores).
 //!
-//! Malicious rounds reconstruct robustly: every revealed share is checked against its dealer's commitment (in one
-//! batch per secret, share by share only if the batch fails), invalid ones are ignored and their revealers recorded,
-//! and t valid shares suffice — so up to |U4| − t lying revealers cannot stop the round. Semi-honest rounds have no
-//! per-share commitments: they use the first t shares and check the result against β·B or the mask public key.
+//! Every secret is first rebuilt from the first t revealed shares and checked against its public commitment (β·B
+//! or the mask public key); an honest round needs nothing more. Should that fail, malicious rounds reconstruct
+//! robustly: every revealed share is checked against its dealer's commitment (in one batch per secret, share by
+//! share only if the batch fails), invalid ones are ignored and their revealers recorded, and t valid shares suffice
+//! — so up to |U4| − t lying revealers cannot stop the round. (A lying share that was not needed is not looked at:
+//! it did no harm.) Semi-honest rounds have no per-share commitments: a failed check aborts.
 
 use std::collections::BTreeMap;
 
@@ -90,13 +92,51 @@ fn valid_shares(
 /// Rebuilds `owner`'s secret of `kind` and checks it against its public commitment.
 fn rebuild(round: &Round, owner: ParticipantId, kind: Kind, shares: &[Share]) -> Rebuilt {
     let t = round.threshold();
-    let (mut usable, invalid_revealers) = if round.malicious() {
-        valid_shares(round, owner, kind, shares)
-    } else {
-        (shares.to_vec(), Vec::new())
+    let expected = match kind {
+        Kind::SelfMask => round
+            .record
+            .dealings
+            .get(&owner)
+            .map(|d| d.self_mask_commitment),
+        Kind::MaskKey => round
+            .record
+            .directory
+            .get(&owner)
+            .map(|k| k.mask_public_key),
     };
+    let from = |usable: &mut Vec<Share>| {
+        usable.sort_by_key(|s| s.x);
+        shamir::reconstruct(&usable[..t.min(usable.len())], t)
+            .ok()
+            .filter(|s| expected.is_some() && expected == Some(group::commit(s.expose())))
+    };
+    // The honest case: the first t shares rebuild the committed secret.
+    if shares.len() >= t
+        && let Some(secret) = from(&mut shares.to_vec())
+    {
+        return Rebuilt {
+            secret: Ok(secret),
+            invalid_revealers: Vec::new(),
+        };
+    }
+    if !round.malicious() {
+        return Rebuilt {
+            secret: Err(if shares.len() < t {
+                AbortReason::NeighbourhoodTooSmall {
+                    stage: RoundStage::Unmasking,
+                    participant: owner,
+                    members: shares.len() as u32,
+                    threshold: t as u32,
+                }
+            } else {
+                AbortReason::InconsistentShares { participant: owner }
+            }),
+            invalid_revealers: Vec::new(),
+        };
+    }
+    let (mut usable, invalid_revealers) = valid_shares(round, owner, kind, shares);
     if usable.len() < t {
-        let reason = if round.malicious() && shares.len() >= t {
+        let reason = if shares.len() >= t {
             AbortReason::TooFewValidShares {
                 participant: owner,
                 valid: usable.len() as u32,
@@ -115,23 +155,7 @@ fn rebuild(round: &Round, owner: ParticipantId, kind: Kind, shares: &[Share]) ->
             invalid_revealers,
         };
     }
-    usable.sort_by_key(|s| s.x);
-    let expected = match kind {
-        Kind::SelfMask => round
-            .record
-            .dealings
-            .get(&owner)
-            .map(|d| d.self_mask_commitment),
-        Kind::MaskKey => round
-            .record
-            .directory
-            .get(&owner)
-            .map(|k| k.mask_public_key),
-    };
-    let secret = shamir::reconstruct(&usable, t)
-        .ok()
-        .filter(|s| expected == Some(group::commit(s.expose())))
-        .ok_or(AbortReason::InconsistentShares { participant: owner });
+    let secret = from(&mut usable).ok_or(AbortReason::InconsistentShares { participant: owner });
     Rebuilt {
         secret,
         invalid_revealers,

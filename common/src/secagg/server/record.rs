@@ -105,6 +105,9 @@ pub struct StageTransition {
 pub enum DropReason {
     /// It sent no (acceptable) message before the stage closed.
     NoResponse,
+    /// Its commitments failed the degree test when ShareKeys closed: its dealing was dropped unseen, the round went
+    /// on without it.
+    BadCommitments,
     /// A holder proved it dealt bad shares (the round aborted).
     BadDealing,
     /// It complained with proof about a bad dealer, revealing its cipher key, and left the round.
