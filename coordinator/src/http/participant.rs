@@ -19,6 +19,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, created};
 use crate::service::rounds::participation;
 use crate::service::studies;
+use crate::service::wakeups::{SAFETY_NET, Topic};
 
 /// Enrol with a one-time token; returns the participant's credential (shown once, stored hashed).
 #[utoipa::path(post, path = "/v1/participant/enrol", tag = "participant", request_body = EnrolRequest,
@@ -52,8 +53,10 @@ pub async fn poll_task(
 ) -> Result<ApiJson<TaskResponse>, ApiError> {
     let wait = Duration::from_secs(q.wait_secs).min(state.limits.max_poll);
     let until = Instant::now() + wait;
+    // Woken only by changes to this participant's rounds (see service::wakeups), in any coordinator process.
+    let topic = state.wakeups.topic(Topic::Participant(p.id));
     loop {
-        let changed = state.changed.notified();
+        let changed = topic.notified();
         let task = participation::task_for(&state, &p).await?;
         let due = matches!(&task, TaskResponse::Round(t) if !t.submitted);
         let now = Instant::now();
@@ -61,9 +64,8 @@ pub async fn poll_task(
         if due || now >= until || state.shutdown.is_cancelled() {
             return Ok(ApiJson(task));
         }
-        // Woken by this process's changes at once; another process's changes are seen within 500 ms.
         tokio::select! {
-            _ = tokio::time::timeout((until - now).min(Duration::from_millis(500)), changed) => {}
+            _ = tokio::time::timeout((until - now).min(SAFETY_NET), changed) => {}
             _ = state.shutdown.cancelled() => {}
         }
     }

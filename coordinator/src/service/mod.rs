@@ -12,16 +12,17 @@ pub mod optimizer;
 pub mod privacy;
 pub mod rounds;
 pub mod studies;
+pub mod wakeups;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{PeerChange, Store};
+use wakeups::{Topic, Wakeups};
 
 /// Limits on what clients may send, and how long a round lease lasts.
 #[derive(Debug, Clone)]
@@ -52,9 +53,9 @@ impl Default for Limits {
 pub struct Coordinator {
     pub store: Store,
     pub metrics: Metrics,
-    /// Woken on every change a long-poll or a round driver may be waiting for (in this process; other processes
-    /// are noticed by polling the database).
-    pub changed: Arc<Notify>,
+    /// Long-polls and round drivers wait here for the changes that concern them (this process's, and other
+    /// processes' as the store relays them).
+    pub wakeups: Arc<Wakeups>,
     pub limits: Limits,
     /// This process's identity for round leases.
     pub node_id: String,
@@ -73,7 +74,7 @@ impl Coordinator {
         let ctx = Self {
             store,
             metrics,
-            changed: Arc::new(Notify::new()),
+            wakeups: Default::default(),
             limits,
             node_id: format!("{}-{}", std::process::id(), hex::encode(node)),
             drivers: Default::default(),
@@ -83,12 +84,25 @@ impl Coordinator {
             tracing::warn!(error = %e, "could not reload metrics from the database");
         }
         rounds::driver::supervise(ctx.clone());
+        relay_peer_changes(ctx.clone());
         Ok(ctx)
     }
 
-    /// Wakes this process's long-polls and drivers after a change they may be waiting for.
-    pub fn notify_changed(&self) {
-        self.changed.notify_waiters();
+    /// Wakes the long-polls and drivers waiting for `topics`, here and in the other processes on this database.
+    /// Call it after the change is committed.
+    pub async fn changed(&self, topics: Vec<Topic>) {
+        self.wakeups.wake(topics.iter().copied());
+        if let Err(e) = self.store.announce(&self.node_id, &topics).await {
+            tracing::warn!(error = %e, "could not announce a change to other coordinator processes");
+        }
+    }
+
+    /// A round changed in a way its participants must see (it started, changed stage or ended): wakes its driver,
+    /// the operators watching it and the task polls of its selected participants — nobody else.
+    pub async fn round_changed(&self, round_id: i64, selected: &[i64]) {
+        let mut topics = vec![Topic::Round(round_id)];
+        topics.extend(selected.iter().map(|p| Topic::Participant(*p)));
+        self.changed(topics).await;
     }
 
     /// Loads the gauges and counters that describe stored state (ε per participant, rounds per outcome).
@@ -107,5 +121,35 @@ impl Coordinator {
                 .rounds_finished(study, outcome, u64::try_from(n).unwrap_or(0));
         }
         Ok(())
+    }
+}
+
+/// Relays other processes' announcements to this process's waiters until shutdown; if the watch fails, wakes
+/// everyone (they re-check) and watches again after a pause.
+fn relay_peer_changes(ctx: Coordinator) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                Err(e) = relay(&ctx) => {
+                    tracing::warn!(error = %e, "lost the watch on other coordinator processes; retrying");
+                }
+            }
+            ctx.wakeups.wake_everyone();
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}
+
+async fn relay(ctx: &Coordinator) -> Result<std::convert::Infallible, crate::store::StoreError> {
+    let mut watch = ctx.store.watch_peers(&ctx.node_id).await?;
+    loop {
+        match watch.next().await? {
+            PeerChange::Topics(topics) => ctx.wakeups.wake(topics),
+            PeerChange::Unknown => ctx.wakeups.wake_everyone(),
+        }
     }
 }

@@ -23,12 +23,14 @@ mod studies;
 mod test_util;
 mod tokens;
 mod tx;
+mod wake;
 
 pub use ledger::{Charge, LedgerRow, Publication};
 pub use participants::ParticipantRow;
 pub use rounds::{NewRound, RoundRow, StageBoundary};
 pub use studies::{ModelVersionRow, StudyRow};
 pub use tokens::{EnrolmentTokenRow, OperatorTokenRow};
+pub use wake::{PeerChange, PeerWatch, WakeTopic};
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -117,6 +119,9 @@ pub struct Store {
     sqlite_path: Option<PathBuf>,
     /// `confide_db_size_bytes` ([`Store::refresh_size_gauge`]).
     size_gauge: prometheus::IntGauge,
+    /// Postgres: the URL and schema, for the connection that listens to other processes' announcements.
+    url: Option<String>,
+    schema: Option<String>,
 }
 
 fn map_unique(e: sqlx::Error, what: &str) -> StoreError {
@@ -135,6 +140,7 @@ impl Store {
         static DRIVERS: Once = Once::new();
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let mut sqlite_path = None;
+        let given_url = url.to_string();
         let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.trim_start_matches("//");
             let file = path.split('?').next().unwrap_or_default();
@@ -211,12 +217,15 @@ impl Store {
                     .await?
             }
         };
+        let postgres = backend == Backend::Postgres;
         let store = Self {
             pool,
             backend,
             tx_metrics: tx::TxMetrics::new()?,
             sqlite_path,
             size_gauge: admin::size_gauge()?,
+            url: postgres.then_some(given_url),
+            schema: schema.filter(|_| postgres).map(str::to_string),
         };
         store.migrate().await?;
         Ok(store)

@@ -21,10 +21,8 @@ use super::publication::{Completed, publish};
 use super::{RoundError, RoundPlan, abort, abort_excluding, deadline_secs};
 use crate::service::Coordinator;
 use crate::service::studies;
+use crate::service::wakeups::{SAFETY_NET, Topic};
 use crate::store::{StageBoundary, StoreError, now_ms};
-
-/// How often a driver looks for new messages when not woken.
-const TICK: Duration = Duration::from_millis(200);
 
 /// Starts a driver for `round_id` in this process unless one is running.
 pub fn spawn(ctx: Coordinator, round_id: i64) {
@@ -182,15 +180,22 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
     let mut stage_started = std::time::Instant::now();
     let mut applied: HashSet<i64> = HashSet::new();
     let mut last_renew = std::time::Instant::now();
+    // The lease is renewed at a third of its lifetime; the driver wakes at least that often (and at the deadline).
+    let lease_renewal = (ctx.limits.lease_ttl / 3).min(SAFETY_NET);
     tracing::info!(round = round_id, stage = stage.as_str(), node = %ctx.node_id, "driving round");
+    // Woken by every message stored for this round (in any process) and by aborts: a stage closes as soon as
+    // its last awaited message is stored, not at the next tick.
+    let topic = ctx.wakeups.topic(Topic::Round(round_id));
     loop {
+        // Subscribed before reading, so a message stored while this iteration runs still wakes the next wait.
+        let changed = topic.notified();
         if ctx.shutdown.is_cancelled() {
             ctx.store
                 .release_round_lease(round_id, &ctx.node_id)
                 .await?;
             return Ok(Step::Elsewhere);
         }
-        if last_renew.elapsed() > ctx.limits.lease_ttl / 3 {
+        if last_renew.elapsed() > lease_renewal {
             if !ctx
                 .store
                 .acquire_round_lease(round_id, &ctx.node_id, ctx.limits.lease_ttl)
@@ -295,7 +300,7 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
                         to = next.as_str(),
                         "stage closed"
                     );
-                    ctx.notify_changed();
+                    ctx.round_changed(round_id, &plan.selected).await;
                     stage = next;
                     deadline = next_deadline;
                     stage_started = std::time::Instant::now();
@@ -339,9 +344,9 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
                 }
             }
         }
-        let wait =
-            Duration::from_millis((deadline - now_ms()).clamp(1, TICK.as_millis() as i64) as u64);
-        let changed = ctx.changed.notified();
+        let wait = Duration::from_millis(
+            (deadline - now_ms()).clamp(1, lease_renewal.as_millis() as i64) as u64,
+        );
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep(wait) => {}

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::Coordinator;
 use super::privacy::{self, PrivacyError};
 use super::studies::{self, Study, StudyError};
+use super::wakeups::{SAFETY_NET, Topic};
 use crate::store::{NewRound, RoundRow, StoreError, now_ms};
 
 #[derive(Debug, thiserror::Error)]
@@ -349,7 +350,7 @@ pub async fn start(
         .with_label_values(&[study_id.to_string().as_str(), MemberSet::Selected.as_str()])
         .set(f64::from(n));
     driver::spawn(ctx.clone(), round.id);
-    ctx.notify_changed();
+    ctx.round_changed(round.id, &plan.selected).await;
     info(ctx, &round).await
 }
 
@@ -409,17 +410,18 @@ pub async fn wait_for_change(
     wait: std::time::Duration,
 ) -> Result<RoundInfo, RoundError> {
     let until = tokio::time::Instant::now() + wait;
+    let topic = ctx.wakeups.topic(Topic::Round(round_id));
     loop {
-        let changed = ctx.changed.notified();
+        let changed = topic.notified();
         let round = ctx.store.get_round(round_id).await?;
         let moved = round.outcome.is_some() || known.is_some_and(|k| round.stage != k);
         let now = tokio::time::Instant::now();
         if moved || now >= until || ctx.shutdown.is_cancelled() {
             return info(ctx, &round).await;
         }
-        // Woken by this process's changes at once; another process's changes are seen within 500 ms.
+        // Woken by this round's changes in any coordinator process (see service::wakeups).
         tokio::select! {
-            _ = tokio::time::timeout((until - now).min(std::time::Duration::from_millis(500)), changed) => {}
+            _ = tokio::time::timeout((until - now).min(SAFETY_NET), changed) => {}
             _ = ctx.shutdown.cancelled() => {}
         }
     }
@@ -461,7 +463,10 @@ pub async fn abort_excluding(
         );
         ctx.metrics
             .rounds_finished(round.study_id, RoundOutcome::Aborted, 1);
-        ctx.notify_changed();
+        let selected = RoundPlan::parse(round)
+            .map(|p| p.selected)
+            .unwrap_or_default();
+        ctx.round_changed(round.id, &selected).await;
     }
     Ok(done)
 }

@@ -14,6 +14,7 @@ use confide_common::secagg::{
 use super::{RoundError, RoundPlan};
 use crate::service::Coordinator;
 use crate::service::studies;
+use crate::service::wakeups::Topic;
 use crate::store::{ParticipantRow, RoundRow, StoreError};
 
 /// Prefix of a declined participant's reason in `RoundInfo::excluded`.
@@ -172,7 +173,7 @@ pub async fn decline(
         participant = p.id,
         "participant declined the round"
     );
-    ctx.notify_changed();
+    ctx.changed(vec![Topic::Round(round.id)]).await;
     Ok(())
 }
 
@@ -291,7 +292,7 @@ pub async fn accept_message(
         )
         .await
         .map_err(not_allowed)?;
-    ctx.notify_changed();
+    ctx.changed(vec![Topic::Round(round.id)]).await;
     Ok(())
 }
 
