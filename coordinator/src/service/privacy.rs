@@ -82,29 +82,59 @@ async fn ledgers_with(
         .collect())
 }
 
-/// ε at `delta` of each ledger, in order, computed on the blocking pool; identical ledgers are computed once.
+/// ε at `delta` of each ledger, in order, computed on the blocking pool; identical ledgers are computed once, and
+/// ledgers this process computed recently are not computed again (see [`EpsilonCache`]).
 pub async fn epsilons(ledgers: Vec<PrivacyLedger>, delta: f64) -> Result<Vec<f64>, PrivacyError> {
     tokio::task::spawn_blocking(move || {
-        let mut known: Vec<(&[PrivacyEvent], f64)> = Vec::new();
         ledgers
             .iter()
-            .map(|ledger| {
-                if let Some((_, eps)) = known.iter().find(|(events, _)| *events == ledger.events) {
-                    return Ok(*eps);
-                }
-                let eps = ledger
-                    .epsilon(delta, AccountantKind::Pld)
-                    .map_err(|e| PrivacyError::Unaccountable(e.to_string()))?;
-                known.push((&ledger.events, eps));
-                Ok(eps)
-            })
+            .map(|ledger| EpsilonCache::get_or_compute(&ledger.events, delta))
             .collect()
     })
     .await
     .map_err(|e| PrivacyError::Unaccountable(format!("the ε computation failed: {e}")))?
 }
 
-/// One round of a study to be, on an empty ledger, must fit in its budget: otherwise no round could ever run.
+/// ε of recently seen ledgers, by their exact events and δ. A round asks for the same ε three times — selection
+/// (history + planned round), publication (the same ledger) and the gauges after it — and every participant with the
+/// same history asks for the same one: the PLD composition (tens of milliseconds in a release build) then runs once.
+/// It is a memo of the one accountant path, keyed by the exact inputs, so it can never change a result.
+struct EpsilonCache;
+
+/// Entries kept before the memo starts over (each a ledger's events: small).
+const EPSILON_CACHE_ENTRIES: usize = 512;
+
+type EpsilonKey = (Vec<PrivacyEvent>, u64);
+
+static EPSILONS: std::sync::Mutex<Vec<(EpsilonKey, f64)>> = std::sync::Mutex::new(Vec::new());
+
+impl EpsilonCache {
+    fn get_or_compute(events: &[PrivacyEvent], delta: f64) -> Result<f64, PrivacyError> {
+        let hit = |cache: &[(EpsilonKey, f64)]| {
+            cache
+                .iter()
+                .rev()
+                .find(|((e, d), _)| *d == delta.to_bits() && e.as_slice() == events)
+                .map(|(_, eps)| *eps)
+        };
+        if let Some(eps) = EPSILONS.lock().ok().and_then(|c| hit(&c)) {
+            return Ok(eps);
+        }
+        let eps = PrivacyLedger {
+            events: events.to_vec(),
+        }
+        .epsilon(delta, AccountantKind::Pld)
+        .map_err(|e| PrivacyError::Unaccountable(e.to_string()))?;
+        if let Ok(mut cache) = EPSILONS.lock() {
+            if cache.len() >= EPSILON_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.push(((events.to_vec(), delta.to_bits()), eps));
+        }
+        Ok(eps)
+    }
+}
+
 pub async fn check_first_round(config: &CreateStudyRequest) -> Result<(), PrivacyError> {
     let mut events = plan::planned_events(&config.dp);
     // A statistics round, if declared, comes first: the study must afford it and one training round.
@@ -403,6 +433,21 @@ mod tests {
         assert!(eps[2] > 0.0 && eps[0] > eps[2], "{eps:?}");
         assert_eq!(eps[0], eps[3]);
         assert_eq!(eps[2], one.epsilon(1e-5, AccountantKind::Pld).unwrap());
+    }
+
+    #[tokio::test]
+    async fn remembered_epsilons_are_those_of_the_accountant_for_the_same_delta_only() {
+        let l = ledger(&[round(0.07, 1.3, 12), round(0.07, 1.3, 12)]);
+        let first = epsilons(vec![l.clone()], 1e-5).await.unwrap();
+        let again = epsilons(vec![l.clone()], 1e-5).await.unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first[0], l.epsilon(1e-5, AccountantKind::Pld).unwrap());
+        let other_delta = epsilons(vec![l.clone()], 1e-7).await.unwrap();
+        assert_eq!(
+            other_delta[0],
+            l.epsilon(1e-7, AccountantKind::Pld).unwrap()
+        );
+        assert!(other_delta[0] > first[0]);
     }
 
     #[test]
