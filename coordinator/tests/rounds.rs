@@ -358,6 +358,36 @@ both_backends!(
     bad_dealer
 );
 
+/// A dealer whose commitments are not on one polynomial: the coordinator's degree test drops its dealing when
+/// ShareKeys closes (nobody sees its shares), the round completes with the others, and the dealer is named in the
+/// round's exclusions.
+async fn bad_commitments(db: &TestDb) {
+    let served = Served::start(db, Limits::default()).await;
+    let (sid, mut sims) = setup(&served, &request("commitments", 5), 4).await;
+    sims[3].bad_commitments = true;
+    let rid = start_round(&served.op, sid).await;
+    let done = run_round(&served, &mut sims, rid, &[]).await;
+    assert_eq!(done.outcome, Some(RoundOutcome::Completed), "{done:?}");
+    let cheater = sims[3].id;
+    assert!(
+        !done.members(MemberSet::SharedKeys).contains(&cheater),
+        "{done:?}"
+    );
+    assert_eq!(
+        done.members(MemberSet::SentMaskedInput).len(),
+        3,
+        "{done:?}"
+    );
+    let excluded: Vec<_> = done.excluded.iter().map(|e| e.participant_id).collect();
+    assert_eq!(excluded, vec![cheater], "{done:?}");
+    assert!(done.excluded[0].reason.contains("degree test"), "{done:?}");
+    served.stop().await;
+}
+both_backends!(
+    commitments_off_their_polynomial_drop_the_dealer_and_the_round_goes_on,
+    bad_commitments
+);
+
 async fn budgets(db: &TestDb) {
     let served = Served::start(db, Limits::default()).await;
     let op = &served.op;

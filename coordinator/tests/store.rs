@@ -304,9 +304,15 @@ async fn round_lifecycle(db: &TestDb) {
         stage_deadline: 123,
         completed: vec![p1, p2],
         broadcasts: vec![(0, b"all".to_vec()), (p2, b"for p2".to_vec())],
+        exclusions: vec![(p2, "bad commitments".into())],
     };
     assert!(s.advance_stage(&t).await.unwrap());
     assert!(!s.advance_stage(&t).await.unwrap(), "a stage closes once");
+    assert_eq!(
+        s.round_exclusions(round.id).await.unwrap(),
+        vec![(p2, "bad commitments".to_string())],
+        "exclusions are written with the stage boundary"
+    );
     let r = s.get_round(round.id).await.unwrap();
     assert_eq!((r.stage, r.stage_deadline), (RoundStage::ShareKeys, 123));
     assert_eq!(

@@ -110,6 +110,9 @@ pub struct StageBoundary {
     pub completed: Vec<i64>,
     /// (recipient, body); recipient 0 means everyone.
     pub broadcasts: Vec<(i64, Vec<u8>)>,
+    /// Participants the closed stage dropped for what they did (e.g. commitments that fail the degree test, a
+    /// false complaint), with why: listed in the round's exclusions, in the same transaction.
+    pub exclusions: Vec<(i64, String)>,
 }
 
 impl Store {
@@ -416,6 +419,7 @@ impl Store {
                         .execute(&mut **tx)
                         .await?;
                 }
+                Self::insert_exclusions(tx, t.round_id, &t.exclusions).await?;
                 Ok(true)
             })
         })
@@ -457,20 +461,31 @@ impl Store {
                     .bind(round_id)
                     .execute(&mut **tx)
                     .await?;
-                for (participant, why) in exclusions {
-                    sqlx::query(
-                        "INSERT INTO round_exclusions (round_id, participant_id, reason) VALUES ($1, $2, $3)",
-                    )
-                    .bind(round_id)
-                    .bind(participant)
-                    .bind(why)
-                    .execute(&mut **tx)
-                    .await?;
-                }
+                Self::insert_exclusions(tx, round_id, exclusions).await?;
                 Ok(true)
             })
         })
         .await
+    }
+
+    /// Records exclusions of a round (a participant already listed keeps its first reason).
+    async fn insert_exclusions(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        round_id: i64,
+        exclusions: &[(i64, String)],
+    ) -> StoreResult<()> {
+        for (participant, why) in exclusions {
+            sqlx::query(
+                "INSERT INTO round_exclusions (round_id, participant_id, reason) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(round_id)
+            .bind(participant)
+            .bind(why)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Participants a round excluded for what they did in it, and why: (participant, reason), in participant order.

@@ -32,6 +32,8 @@ pub struct Sim {
     rng: ChaCha20Rng,
     /// Cheats as a dealer: corrupts the ciphertext for its first neighbour (and signs the corrupted dealing).
     pub corrupt_dealing: bool,
+    /// Cheats as a dealer: commits to a mask-key share off its polynomial (and signs the dealing).
+    pub bad_commitments: bool,
     /// A computed message whose upload failed in transport; re-sent before anything else.
     pending: Option<(i64, RoundStage, Message)>,
 }
@@ -63,6 +65,7 @@ impl Sim {
             sent_input: None,
             client: None,
             corrupt_dealing: false,
+            bad_commitments: false,
             rng: ChaCha20Rng::from_seed(rand::random()),
             pending: None,
         }
@@ -134,6 +137,13 @@ impl Sim {
                     .expect("share keys");
                 if self.corrupt_dealing {
                     shares.encrypted_shares[0].ciphertext[0] ^= 1;
+                }
+                if self.bad_commitments
+                    && let Some(c) = shares.commitments.as_mut()
+                {
+                    c.mask_key[0] = confide_common::secagg::group::commit(&7u64.into());
+                }
+                if self.corrupt_dealing || self.bad_commitments {
                     let statement = shares.statement(&task.protocol.digest());
                     shares.signature = Some(self.identity.sign(&statement));
                 }

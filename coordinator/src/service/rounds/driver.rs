@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use confide_common::api::RoundStage;
-use confide_common::secagg::{self, AbortReason, RoundOutcome, SecAggServer};
+use confide_common::secagg::{self, AbortReason, DropReason, RoundOutcome, SecAggServer};
 
 use super::participation::awaited;
 use super::publication::{Completed, publish};
@@ -146,6 +146,33 @@ fn cheaters(reason: &AbortReason, plan: &RoundPlan) -> Vec<(i64, String)> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Participants the server dropped in `closed` for what they sent (not for silence), with why, to list in the
+/// round's exclusions so the operator can see them and disable them.
+fn misbehaved(server: &SecAggServer, plan: &RoundPlan, closed: RoundStage) -> Vec<(i64, String)> {
+    let Some(stage) = closed.protocol() else {
+        return Vec::new();
+    };
+    (0..plan.secagg.participants)
+        .filter_map(|i| {
+            let dropout = server.status(i)?.dropped?;
+            let why = match dropout.reason {
+                DropReason::BadCommitments => {
+                    "its share commitments failed the degree test (its dealing was dropped before anyone saw it); \
+                     the operator may disable it"
+                }
+                DropReason::FalseComplaint => {
+                    "it complained about a dealer whose shares were fine (dropped, the round went on); the \
+                     operator may disable it"
+                }
+                _ => return None,
+            };
+            (dropout.stage == stage)
+                .then(|| plan.participant_at(i).map(|p| (p, why.to_string())))
+                .flatten()
+        })
+        .collect()
 }
 
 async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
@@ -290,6 +317,7 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
                         stage_deadline: next_deadline,
                         completed,
                         broadcasts,
+                        exclusions: misbehaved(&server, &plan, stage),
                     };
                     if !ctx.store.advance_stage(&t).await? {
                         return Ok(Step::Elsewhere);
