@@ -129,6 +129,17 @@ pub async fn post_message(
         )));
     }
     let limit = participation::message_limit(&state, &round, stage)?;
+    // A masked input is as large as the model: read only a bounded number at once (the others wait unread).
+    let _slot =
+        if binary {
+            Some(
+                state.uploads.clone().acquire_owned().await.map_err(|_| {
+                    ApiError::Unavailable("the coordinator is shutting down".into())
+                })?,
+            )
+        } else {
+            None
+        };
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::PayloadTooLarge(format!(
             "{} message larger than {limit} bytes",

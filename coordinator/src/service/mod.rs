@@ -35,6 +35,9 @@ pub struct Limits {
     pub max_poll: Duration,
     /// How long a round lease lasts without renewal; a crashed process's rounds are taken over after this.
     pub lease_ttl: Duration,
+    /// Masked inputs read and stored at once; further uploads wait (unread) for a slot. Bounds the memory that N
+    /// simultaneous uploads of a large model take: this many bodies, not N.
+    pub concurrent_uploads: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             model_bytes: 256 << 20,
             max_poll: Duration::from_secs(60),
             lease_ttl: Duration::from_secs(6),
+            concurrent_uploads: 4,
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct Coordinator {
     pub drivers: Arc<Mutex<HashSet<i64>>>,
     /// Cancelled on graceful shutdown: drivers stop and release their leases, long-polls answer at once.
     pub shutdown: CancellationToken,
+    /// Slots for masked inputs being read and stored ([`Limits::concurrent_uploads`]).
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Coordinator {
@@ -71,6 +77,9 @@ impl Coordinator {
         let metrics = Metrics::new()?;
         metrics.register(store.metric_collectors())?;
         let node: [u8; 8] = rand::random();
+        let uploads = Arc::new(tokio::sync::Semaphore::new(
+            limits.concurrent_uploads.max(1),
+        ));
         let ctx = Self {
             store,
             metrics,
@@ -79,6 +88,7 @@ impl Coordinator {
             node_id: format!("{}-{}", std::process::id(), hex::encode(node)),
             drivers: Default::default(),
             shutdown: Default::default(),
+            uploads,
         };
         if let Err(e) = ctx.reload_metrics().await {
             tracing::warn!(error = %e, "could not reload metrics from the database");

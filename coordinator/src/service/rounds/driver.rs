@@ -237,24 +237,26 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
         if current.outcome.is_some() {
             return Ok(Step::Finished); // e.g. aborted by an operator
         }
-        // New messages only (masked inputs are large), summed or recorded off the async runtime.
+        // New messages only, summed or recorded off the async runtime. Masked inputs are as large as the model:
+        // they are read and added one at a time (never N bodies in memory); small control messages in batches.
         let mut fresh = Vec::new();
-        for sender in ctx.store.stage_message_senders(round_id, stage).await? {
+        let mut fresh_bytes = 0usize;
+        let senders = ctx.store.stage_message_senders(round_id, stage).await?;
+        for sender in senders {
             if !applied.contains(&sender)
                 && let Some(body) = ctx.store.stage_message(round_id, stage, sender).await?
             {
                 applied.insert(sender);
+                fresh_bytes += body.len();
                 fresh.push((sender, body));
+            }
+            if fresh_bytes >= APPLY_BATCH_BYTES {
+                server = apply_all(server, stage, std::mem::take(&mut fresh)).await?;
+                fresh_bytes = 0;
             }
         }
         if !fresh.is_empty() {
-            server = off_runtime(server, move |server| {
-                for (sender, body) in fresh {
-                    apply(server, stage, sender, &body);
-                }
-            })
-            .await?
-            .0;
+            server = apply_all(server, stage, fresh).await?;
         }
         let eligible = awaited(ctx, round_id, stage, plan.secagg.threat_model).await?;
         let everyone = eligible.iter().all(|p| applied.contains(p));
@@ -381,6 +383,25 @@ async fn drive(ctx: &Coordinator, round_id: i64) -> Result<Step, RoundError> {
             _ = ctx.shutdown.cancelled() => {}
         }
     }
+}
+
+/// Messages held in memory at once before they are fed to the server (one masked input of a large model already
+/// exceeds it, so those go one by one).
+const APPLY_BATCH_BYTES: usize = 1 << 20;
+
+/// Feeds stored messages to the server off the async runtime.
+async fn apply_all(
+    server: SecAggServer,
+    stage: RoundStage,
+    fresh: Vec<(i64, Vec<u8>)>,
+) -> Result<SecAggServer, RoundError> {
+    Ok(off_runtime(server, move |server| {
+        for (sender, body) in fresh {
+            apply(server, stage, sender, &body);
+        }
+    })
+    .await?
+    .0)
 }
 
 /// Runs CPU-heavy server work (summing masked inputs, rebuilding and removing masks at the unmasking close) on the
