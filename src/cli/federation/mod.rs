@@ -21,7 +21,7 @@ use clap::ValueEnum;
 use confide_client::CoordinatorClient;
 use confide_common::api::{
     BudgetParams, CreateEnrolmentTokenRequest, CreateStudyRequest, DpParams, GraphParams,
-    LocalTraining, QuantisationConfig, SecAggConfig, ServerOptimizer, StageDeadlines,
+    LocalTraining, QuantisationConfig, RoundOutcome, SecAggConfig, ServerOptimizer, StageDeadlines,
 };
 use confide_common::model::ModelSpec;
 use confide_common::secagg::ThreatModel;
@@ -90,8 +90,8 @@ pub struct FederationArgs {
     /// When survivors upload their masked inputs.
     #[arg(long, value_enum, default_value_t = Uploads::Together)]
     uploads: Uploads,
-    /// Deadline of MaskedInputCollection in seconds; default: 1.5 × the in-process masking time of all survivors
-    /// (at least 2 s) when participants drop out, which is what the stage then waits for.
+    /// Deadline of MaskedInputCollection in seconds; default when participants drop out (the stage then waits for
+    /// it): 2 × the in-process masking time of all survivors, plus their uploads at 20 MB/s, plus 5 s.
     #[arg(long)]
     masked_input_deadline: Option<u64>,
     /// Do not download the base model at the start of each round (agents do; it costs 4·M bytes per participant).
@@ -177,6 +177,16 @@ pub fn run(args: FederationArgs) -> Result<()> {
     } else {
         report.print_table();
     }
+    let unfinished = report
+        .rounds
+        .iter()
+        .filter(|r| r.outcome != Some(RoundOutcome::Completed))
+        .count();
+    ensure!(
+        unfinished == 0,
+        "{unfinished} round(s) did not complete (see `outcome`; with dropouts, a MaskedInputCollection deadline \
+         that passes before the survivors' inputs are in aborts the round: raise --masked-input-deadline)"
+    );
     ensure!(
         report.all_correct,
         "a published model differs from FedAvg of the aggregated inputs"
@@ -257,7 +267,12 @@ fn deadlines(args: &FederationArgs, in_process: &InProcess, survivors: u32) -> [
     let generous = |work: f64| (60.0 + 10.0 * work).ceil().min(86_400.0) as u64;
     let masked_input = match args.masked_input_deadline {
         Some(secs) => secs.max(1),
-        None if args.dropout > 0.0 => (1.5 * masking).ceil().max(2.0) as u64,
+        // Masking one after another here, then the uploads (at a pessimistic 20 MB/s over loopback), with room
+        // for a loaded machine: a deadline that passes before the survivors' inputs are in aborts the round.
+        None if args.dropout > 0.0 => {
+            let upload = f64::from(survivors) * 4.0 * f64::from(args.params) / 20e6;
+            (2.0 * masking + upload + 5.0).ceil() as u64
+        }
         None => generous(masking),
     };
     [
