@@ -115,6 +115,8 @@ pub type AppState = Coordinator;
         operator::create_study,
         operator::list_studies,
         operator::get_study,
+        operator::run_study,
+        operator::stop_study,
         operator::create_enrolment_token,
         operator::list_enrolment_tokens,
         operator::revoke_enrolment_token,
@@ -266,6 +268,8 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
                 .get(operator::list_studies),
         )
         .route("/v1/studies/{study_id}", get(operator::get_study))
+        .route("/v1/studies/{study_id}/run", post(operator::run_study))
+        .route("/v1/studies/{study_id}/stop", post(operator::stop_study))
         .route(
             "/v1/studies/{study_id}/enrolment-tokens",
             post(operator::create_enrolment_token).get(operator::list_enrolment_tokens),
