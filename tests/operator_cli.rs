@@ -677,6 +677,21 @@ fn study_runs_and_tokens(backend: Backend) {
     );
     let none = ok(f.cli(&["token", "list", "--study", "1"]));
     assert!(none.contains("no enrolment tokens in study 1"), "{none}");
+
+    // The compose stack's bundled study (scripts/compose-init.sh creates it): σ calibrated, running at once and
+    // waiting for the hospitals.
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/study.toml");
+    let created = json(f.cli(&["study", "create", "--file", bundled, "--json"]));
+    assert_eq!(created["config"]["name"], "compose-breast-cancer");
+    assert_eq!(created["config"]["dp"]["target_epsilon"], 1.0);
+    assert!(
+        created["config"]["dp"]["noise_multiplier"]
+            .as_f64()
+            .unwrap()
+            > 1.0
+    );
+    assert_eq!(created["schedule"]["kind"], "automatic");
+    assert_eq!(created["run"]["state"], "running");
     f.finish();
 }
 

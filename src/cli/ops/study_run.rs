@@ -60,13 +60,27 @@ pub fn run_rows(s: &StudyInfo) -> Vec<(&'static str, String)> {
     rows
 }
 
-/// Starts the study's run; with `wait`, follows it to its end.
+/// Starts the study's run; with `wait`, follows it to its end (a run already going is followed as it is).
 pub async fn run(ops: &Ops, study: i64, req: &RunStudyRequest, wait: bool) -> OpsResult<()> {
-    let info = ops
-        .client
-        .run_study(study, req)
-        .await
-        .map_err(|e| ops.explain(e, &format!("study {study}")))?;
+    let info = match ops.client.run_study(study, req).await {
+        Ok(info) => info,
+        // Already running (e.g. started by its study file's [schedule]): --wait follows it.
+        Err(e) if wait && e.status() == Some(409) => {
+            let info = get_study(ops, study).await?;
+            if !info
+                .run
+                .as_ref()
+                .is_some_and(|r| r.state == RunState::Running)
+            {
+                return Err(ops.explain(e, &format!("study {study}")));
+            }
+            if !ops.json {
+                println!("study {study} is already running: following it");
+            }
+            info
+        }
+        Err(e) => return Err(ops.explain(e, &format!("study {study}"))),
+    };
     if !wait {
         if ops.json {
             return print_json(&info);
