@@ -99,6 +99,27 @@ fn study_runs_and_tokens(backend: Backend) {
     let out = ok(f.cli(&["participants", "list", "--study", "2"]));
     assert!(out.contains(" ago"), "{out}");
 
+    // A disabled participant is listed as such and not selected: one of three leaves too few, the run waits.
+    let disabled = ok(f.cli(&["participants", "disable", "--study", "2", "3"]));
+    assert!(
+        disabled.contains("participant 3 (site-3) of study 2 is disabled"),
+        "{disabled}"
+    );
+    let out = ok(f.cli(&["participants", "list", "--study", "2"]));
+    assert!(out.contains("(disabled)"), "{out}");
+    fails(
+        f.cli(&["participants", "disable", "--study", "2", "99"]),
+        5,
+        &["not found"],
+    );
+    let refused = f.cli(&["round", "start", "--study", "2"]);
+    fails(refused, 6, &["participant 3: disabled by the operator"]);
+    let more = json(f.cli(&[
+        "token", "create", "--study", "2", "--label", "site-4", "--json",
+    ]));
+    f.rt.block_on(base.enrol(more[0]["token"].as_str().unwrap(), "site-4"))
+        .expect("enrol a fourth");
+
     let run = f.cli(&["study", "run", "2", "--max-retries", "1", "--wait"]);
     let summary = stdout(&run);
     fails(run, 8, &["the run failed: 2 round(s) aborted in a row"]);
@@ -126,7 +147,7 @@ fn study_runs_and_tokens(backend: Backend) {
     );
     let all = json(f.cli(&["token", "list", "--study", "2", "--json"]));
     let all = all.as_array().unwrap();
-    assert_eq!(all.len(), 4);
+    assert_eq!(all.len(), 5);
     let spare = all.iter().find(|t| t["label"] == "spare").unwrap()["id"]
         .as_i64()
         .unwrap()

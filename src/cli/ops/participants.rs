@@ -1,4 +1,4 @@
-//! `confide participants list`: who is enrolled in a study, how many rounds each took part in (completed rounds
+//! `confide participants list|disable`: who is enrolled in a study, how many rounds each took part in (completed rounds
 //! whose aggregate included it, i.e. rounds charged) and the ε spent of its budget (the coordinator's privacy
 //! report, PLD over its whole ledger), and when it was last seen.
 
@@ -14,6 +14,14 @@ pub enum ParticipantsCommand {
         /// The study's id.
         #[arg(long)]
         study: i64,
+    },
+    /// Disable a participant: it is no longer selected for rounds (its credential still works; its ledger stays).
+    Disable {
+        /// The study's id.
+        #[arg(long)]
+        study: i64,
+        /// The participant's id (from `participants list`).
+        participant: i64,
     },
 }
 
@@ -45,8 +53,27 @@ fn last_seen(at: Option<i64>, now: i64) -> String {
 }
 
 pub async fn run(args: ParticipantsArgs) -> OpsResult<()> {
-    let ParticipantsCommand::List { study } = args.cmd;
     let ops = connect(&args.ops)?;
+    let study = match args.cmd {
+        ParticipantsCommand::List { study } => study,
+        ParticipantsCommand::Disable { study, participant } => {
+            let p = ops
+                .client
+                .disable_participant(study, participant)
+                .await
+                .map_err(|e| {
+                    ops.explain(e, &format!("participant {participant} of study {study}"))
+                })?;
+            if ops.json {
+                return print_json(&p);
+            }
+            println!(
+                "participant {} ({}) of study {study} is disabled: it is not selected for rounds from now on",
+                p.id, p.name
+            );
+            return Ok(());
+        }
+    };
     let what = format!("study {study}");
     let participants = ops
         .client
