@@ -15,7 +15,8 @@ use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, DeclineRoundRequest,
     EnrolRequest, EnrolResponse, EnrolmentTokenInfo, EnrolmentTokenResponse, ErrorBody, Health,
     ModelVersionInfo, ParticipantInfo, PrivacyPlanRequest, PrivacyPlanResponse, PrivacyReport,
-    RoundInfo, RoundStage, StartRoundRequest, StudyInfo, TaskResponse,
+    RoundInfo, RoundStage, RunStudyRequest, StartRoundRequest, StopStudyRequest, StudyInfo,
+    TaskResponse,
 };
 use serde::de::DeserializeOwned;
 pub use transport::{ConnectFailure, TlsOptions};
@@ -269,6 +270,14 @@ impl CoordinatorClient {
     }
     pub async fn get_study(&self, study: i64) -> ClientResult<StudyInfo> {
         self.get(&format!("/v1/studies/{study}")).await
+    }
+    /// `POST /v1/studies/{id}/run`: the coordinator runs the study's remaining rounds on its own.
+    pub async fn run_study(&self, study: i64, req: &RunStudyRequest) -> ClientResult<StudyInfo> {
+        self.post(&format!("/v1/studies/{study}/run"), req).await
+    }
+    /// `POST /v1/studies/{id}/stop`: no further round is started.
+    pub async fn stop_study(&self, study: i64, req: &StopStudyRequest) -> ClientResult<StudyInfo> {
+        self.post(&format!("/v1/studies/{study}/stop"), req).await
     }
     pub async fn create_enrolment_token(
         &self,

@@ -14,6 +14,12 @@ use utoipa::ToSchema;
 /// Version of this wire format; bumped on any incompatible change.
 pub const API_VERSION: u32 = 1;
 
+mod run;
+pub use run::{
+    DEFAULT_MAX_RETRIES, MAX_PAUSE_SECS, MAX_RETRIES, RunState, RunStudyRequest, StopStudyRequest,
+    StudyRun, StudySchedule,
+};
+
 /// Every 4xx/5xx answer carries this body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -111,7 +117,9 @@ pub struct SecAggConfig {
     /// Shamir threshold t; derived from the graph when absent.
     #[serde(default)]
     pub threshold: Option<u32>,
+    /// Which pairs of participants share masks.
     pub graph: GraphParams,
+    /// How updates are quantised into the ring.
     pub quantisation: QuantisationConfig,
 }
 
@@ -145,14 +153,17 @@ pub struct BudgetParams {
 pub struct StageDeadlines {
     /// Seconds for local training plus AdvertiseKeys.
     pub advertise_keys_secs: u64,
+    /// Seconds for ShareKeys.
     pub share_keys_secs: u64,
     /// Malicious rounds: acknowledging (or complaining about) the shares dealt.
     #[serde(default = "default_short_stage_secs")]
     pub share_verification_secs: u64,
+    /// Seconds for MaskedInputCollection.
     pub masked_input_secs: u64,
     /// Malicious rounds: signing the survivor set.
     #[serde(default = "default_short_stage_secs")]
     pub consistency_check_secs: u64,
+    /// Seconds for Unmasking.
     pub unmasking_secs: u64,
 }
 
@@ -179,12 +190,19 @@ impl Default for StageDeadlines {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServerOptimizer {
     /// w ← w + η·Δ̄ (FedAvg with server learning rate η).
-    FedAvg { learning_rate: f64 },
+    FedAvg {
+        /// The server learning rate η (> 0).
+        learning_rate: f64,
+    },
     /// FedAdam (Reddi et al. 2021) on the pseudo-gradient Δ̄.
     FedAdam {
+        /// The server learning rate η (> 0).
         learning_rate: f64,
+        /// Decay of the first moment, in [0, 1).
         beta1: f64,
+        /// Decay of the second moment, in [0, 1).
         beta2: f64,
+        /// Added to the second moment's root (> 0), for stability.
         epsilon: f64,
     },
 }
@@ -213,6 +231,7 @@ pub enum LocalOptimizer {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LocalTraining {
+    /// The local optimiser (default: SGD).
     #[serde(default = "default_local_optimizer")]
     pub optimizer: LocalOptimizer,
     /// Step size (> 0).
@@ -256,9 +275,11 @@ impl Default for LocalTraining {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateStudyRequest {
+    /// The study's name, unique on this coordinator.
     pub name: String,
-    /// Model specification (the `confide_common::model` JSON).
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// Model specification (the `confide_common::model::ModelSpec` JSON, e.g. `{"kind": "logistic_regression",
+    /// "input_dim": 30, "num_classes": 2}`); checked at creation.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::model::ModelSpec))]
     pub model_spec: serde_json::Value,
     /// Seed for the initial weights when `initial_weights` is absent.
     #[serde(default)]
@@ -268,8 +289,11 @@ pub struct CreateStudyRequest {
     /// limit. Not echoed back: the study's model version 0 is these weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_weights: Option<String>,
+    /// The record-level DP-SGD parameters every participant trains with.
     pub dp: DpParams,
+    /// The secure aggregation the rounds use (threat model, graph, quantisation).
     pub secagg: SecAggConfig,
+    /// Each participant's privacy budget in this study.
     pub budget: BudgetParams,
     /// Number of rounds the study runs.
     pub rounds: u32,
@@ -277,8 +301,10 @@ pub struct CreateStudyRequest {
     /// max(min_participants, the secure-aggregation threshold, 3) inputs were aggregated; otherwise it aborts with
     /// the reason, publishing and charging nothing.
     pub min_participants: u32,
+    /// How long each stage of a round may take (default: the API's deadlines).
     #[serde(default)]
     pub deadlines: StageDeadlines,
+    /// How the coordinator applies the aggregate to the model (default: FedAvg, η = 1).
     #[serde(default)]
     pub server_optimizer: ServerOptimizer,
     /// The participants' local optimiser (default: SGD, learning rate 0.1, momentum 0.9).
@@ -318,7 +344,9 @@ pub struct PrivacyPlanResponse {
     pub epsilon: f64,
     /// The PLD's certified lower bound of the same ε (how tight the upper one is).
     pub epsilon_lower: f64,
+    /// The accountant that computed ε (PLD).
     pub accountant: AccountantKind,
+    /// The request answered.
     pub request: PrivacyPlanRequest,
 }
 
@@ -326,11 +354,17 @@ pub struct PrivacyPlanResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct StudyInfo {
+    /// The study's id.
     pub id: i64,
+    /// The configuration as stored (σ calibrated when a target ε was given; initial weights not echoed).
     pub config: CreateStudyRequest,
+    /// When it was created (Unix ms).
     pub created_at_ms: i64,
+    /// The newest published model version.
     pub latest_model_version: i64,
+    /// Rounds that completed (published a model).
     pub rounds_completed: i64,
+    /// The round in progress, if any.
     pub active_round: Option<i64>,
     /// What in the configuration is likely to hurt the study (e.g. a quantisation range that will clamp updates).
     #[serde(default)]
@@ -338,6 +372,13 @@ pub struct StudyInfo {
     /// The DP statistics published by the study's statistics round, once it completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistics: Option<crate::statistics::PublishedStatistics>,
+    /// How the study's rounds are started: by the operator (`manual`, until `POST /v1/studies/{id}/run`) or by the
+    /// coordinator (`automatic`).
+    #[serde(default)]
+    pub schedule: StudySchedule,
+    /// The study's latest run (`POST /v1/studies/{id}/run`), if it ever ran on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<StudyRun>,
 }
 
 /// `POST /v1/studies/{id}/enrolment-tokens`.
@@ -359,8 +400,11 @@ pub struct EnrolmentTokenResponse {
     /// The token's id, to list or revoke it (`POST /v1/studies/{study}/enrolment-tokens/{id}/revoke`).
     #[serde(default)]
     pub id: i64,
+    /// The secret token (shown once; stored hashed).
     pub token: String,
+    /// The study it enrols into.
     pub study_id: i64,
+    /// After this (Unix ms) it no longer enrols anyone.
     pub expires_at_ms: i64,
 }
 
@@ -368,13 +412,19 @@ pub struct EnrolmentTokenResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct EnrolmentTokenInfo {
+    /// The token's id (to revoke it).
     pub id: i64,
+    /// The study it enrols into.
     pub study_id: i64,
+    /// Who it is for (e.g. the hospital's name).
     pub label: String,
+    /// When it was created (Unix ms).
     pub created_at_ms: i64,
+    /// After this (Unix ms) it no longer enrols anyone.
     pub expires_at_ms: i64,
     /// When it was spent, and by whom.
     pub used_at_ms: Option<i64>,
+    /// The participant it enrolled, once used.
     pub participant_id: Option<i64>,
     /// When the operator revoked it (it can then no longer enrol anyone).
     pub revoked_at_ms: Option<i64>,
@@ -385,6 +435,7 @@ pub struct EnrolmentTokenInfo {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrolRequest {
+    /// The one-time enrolment token the operator created for this site.
     pub token: String,
     /// The participant's display name, unique within the study.
     pub name: String,
@@ -399,17 +450,24 @@ pub struct EnrolRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct EnrolResponse {
+    /// The participant's id in the study.
     pub participant_id: i64,
+    /// The study it enrolled in.
     pub study_id: i64,
+    /// The bearer credential of every later request; shown once (stored hashed).
     pub credential: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ParticipantInfo {
+    /// The participant's id.
     pub id: i64,
+    /// The study it is enrolled in.
     pub study_id: i64,
+    /// Its display name, unique in the study.
     pub name: String,
+    /// When it enrolled (Unix ms).
     pub enrolled_at_ms: i64,
     /// When the operator revoked its credential (every request with it is then refused, and it is not selected).
     #[serde(default)]
@@ -421,6 +479,10 @@ pub struct ParticipantInfo {
     /// Whether the operator disabled it (it is no longer selected; its ledger stays).
     #[serde(default)]
     pub disabled: bool,
+    /// When it last made an authenticated request (recorded at most once every 30 s per coordinator process, so
+    /// up to 30 s old); absent if it made none since enrolment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<i64>,
 }
 
 /// Stage of a round as seen on the wire.
@@ -643,6 +705,7 @@ impl MemberSet {
 pub struct StageSet {
     /// `selected`, or the stage whose message these participants sent.
     pub stage: MemberSet,
+    /// Its members (participant ids).
     pub participants: Vec<i64>,
 }
 
@@ -681,25 +744,39 @@ pub struct DeclineRoundRequest {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AbortRoundRequest {
+    /// Why the round is aborted (1..=500 characters), kept with the round.
     pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct RoundInfo {
+    /// The round's id.
     pub id: i64,
+    /// Its study.
     pub study_id: i64,
+    /// Its number in the study (1, 2, …; aborted rounds count).
     pub round_number: i64,
+    /// The stage it is in (`finished` once it ended).
     pub stage: RoundStage,
     /// Set once the round has finished.
     pub outcome: Option<RoundOutcome>,
+    /// Why it aborted, if it did.
     pub reason: Option<String>,
     /// Model version the round trains from.
     pub base_version: i64,
+    /// When it started (Unix ms).
     pub started_at_ms: i64,
+    /// When it finished (Unix ms).
     pub finished_at_ms: Option<i64>,
+    /// When the current stage closes with whoever has answered (Unix ms).
     pub stage_deadline_ms: i64,
+    /// Who was selected and who completed each stage so far.
     pub sets: Vec<StageSet>,
+    /// While the round runs: the participants of the current stage's eligible set that have already sent their
+    /// message for it (empty once finished).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answered: Vec<i64>,
     /// Participants left out and why: at selection (e.g. the coordinator's budget check) or because they declined
     /// the round (reason starting with "declined: ").
     pub excluded: Vec<ExcludedParticipant>,
@@ -711,18 +788,26 @@ pub struct RoundInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ExcludedParticipant {
+    /// The participant left out.
     pub participant_id: i64,
+    /// Why (e.g. its budget, disabled, declined: …).
     pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ModelVersionInfo {
+    /// The study.
     pub study_id: i64,
+    /// The version number: 0 is the initial model, each completed round adds one.
     pub version: i64,
+    /// The round that published it (absent for version 0).
     pub round_id: Option<i64>,
+    /// sha256 (hex) of the safetensors bytes.
     pub sha256: String,
+    /// Size of the safetensors bytes.
     pub size_bytes: i64,
+    /// When it was published (Unix ms).
     pub created_at_ms: i64,
     /// The DP statistics the model's inputs are standardised with (from the study's statistics round).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -732,10 +817,15 @@ pub struct ModelVersionInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ParticipantPrivacy {
+    /// The participant.
     pub participant_id: i64,
+    /// Its display name.
     pub name: String,
+    /// ε of its whole ledger in this study (PLD, certified upper bound, at the report's δ).
     pub epsilon_spent: f64,
+    /// Its ε budget in this study.
     pub epsilon_budget: f64,
+    /// Completed rounds whose aggregate included it.
     pub rounds_charged: i64,
 }
 
@@ -743,9 +833,13 @@ pub struct ParticipantPrivacy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct PrivacyReport {
+    /// The study.
     pub study_id: i64,
+    /// δ at which every ε is given.
     pub delta: f64,
+    /// The accountant that computed ε (PLD).
     pub accountant: AccountantKind,
+    /// One entry per enrolled participant.
     pub participants: Vec<ParticipantPrivacy>,
 }
 
@@ -763,19 +857,27 @@ pub enum TaskResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct RoundTask {
+    /// The round.
     pub round_id: i64,
+    /// Its study.
     pub study_id: i64,
+    /// Its number in the study.
     pub round_number: i64,
+    /// The stage to answer.
     pub stage: RoundStage,
     /// Whether this participant already sent its message for `stage`.
     pub submitted: bool,
+    /// When the stage closes (Unix ms).
     pub stage_deadline_ms: i64,
+    /// The model version to train from.
     pub model_version: i64,
     /// sha256 (hex) of the model's safetensors bytes, to verify the download.
     pub model_sha256: String,
+    /// The study's DP-SGD parameters.
     pub dp: DpParams,
     /// The study's local optimiser: every participant trains with it.
     pub local_training: LocalTraining,
+    /// The study's secure-aggregation configuration.
     pub secagg: SecAggConfig,
     /// The privacy events this round will charge if the participant's input is aggregated.
     pub planned_events: Vec<PrivacyEvent>,
@@ -809,7 +911,9 @@ pub struct RoundTask {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Health {
+    /// `ok` when the coordinator serves and reaches its database.
     pub status: String,
+    /// The database kind (`sqlite` or `postgres`).
     pub database: String,
 }
 

@@ -31,6 +31,7 @@ pub const MAX_PARAMETERS: usize = 1 << 28;
 pub const MAX_DIMENSION: usize = 1 << 20;
 
 /// Element-wise non-linearity between layers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
@@ -41,11 +42,15 @@ pub enum Activation {
 
 /// One convolution block of a [`ModelSpec::Cnn`]: `Conv2d(k×k, stride 1, padding)` → activation →
 /// optional `MaxPool2d(pool×pool, stride pool)`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConvBlock {
+    /// Output channels of the convolution.
     pub out_channels: usize,
+    /// The square kernel's side k.
     pub kernel_size: usize,
+    /// Zero padding on each side (default 0).
     #[serde(default)]
     pub padding: usize,
     /// Max-pooling window (and stride) after the activation; `None` for no pooling.
@@ -56,29 +61,40 @@ pub struct ConvBlock {
 /// A model every party can build. Classification with `num_classes` outputs (logits; the loss is
 /// softmax cross-entropy), inputs are `input_dim` standardised features (for a CNN, `channels ×
 /// height × width` features in C order).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelSpec {
     /// Multinomial logistic regression: one `Linear(input_dim, num_classes)`.
     LogisticRegression {
+        /// Number of input features.
         input_dim: usize,
+        /// Number of classes (outputs).
         num_classes: usize,
     },
     /// Fully connected network: `Linear` + activation per hidden size, then `Linear(…, num_classes)`.
     Mlp {
+        /// Number of input features.
         input_dim: usize,
+        /// Width of each hidden layer, in order.
         hidden: Vec<usize>,
+        /// The non-linearity after each hidden layer.
         activation: Activation,
+        /// Number of classes (outputs).
         num_classes: usize,
     },
     /// Small convolutional network: conv blocks, flatten, hidden `Linear` layers, output `Linear`.
     Cnn {
         /// `[channels, height, width]` of one input.
         input_shape: [usize; 3],
+        /// The convolution blocks, in order.
         conv: Vec<ConvBlock>,
+        /// Width of each hidden linear layer after flattening, in order (default none).
         #[serde(default)]
         hidden: Vec<usize>,
+        /// The non-linearity after each convolution and hidden layer.
         activation: Activation,
+        /// Number of classes (outputs).
         num_classes: usize,
     },
     /// An explicit layer list, for models the shorthand kinds do not cover. Not every layer here is
@@ -86,35 +102,50 @@ pub enum ModelSpec {
     Sequential {
         /// Shape of one input without the batch dimension: `[features]` or `[channels, height, width]`.
         input_shape: Vec<usize>,
+        /// The layers, applied in order.
         layers: Vec<Layer>,
     },
 }
 
 /// One layer of a model, in torch's vocabulary.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Layer {
+    /// Fully connected: `y = W x + b`.
     Linear {
+        /// Input features.
         in_features: usize,
+        /// Output features.
         out_features: usize,
     },
+    /// 2-d convolution (stride 1).
     Conv2d {
+        /// Input channels.
         in_channels: usize,
+        /// Output channels.
         out_channels: usize,
+        /// The square kernel's side.
         kernel_size: usize,
+        /// Zero padding on each side (default 0).
         #[serde(default)]
         padding: usize,
     },
+    /// Max pooling with stride equal to the window.
     MaxPool2d {
+        /// The square window's side.
         kernel_size: usize,
     },
+    /// Average pooling with stride equal to the window.
     AvgPool2d {
+        /// The square window's side.
         kernel_size: usize,
     },
     /// Flattens `[C, H, W]` to `[C·H·W]`.
     Flatten,
     /// Layer normalisation over the last dimension (`features`), with affine weight and bias.
     LayerNorm {
+        /// Size of the normalised last dimension.
         features: usize,
     },
     Relu,

@@ -185,7 +185,9 @@ impl Preprocessing {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct FeatureScaling {
+    /// The features, in the model's input order.
     pub feature_names: Vec<String>,
+    /// What is subtracted from each feature.
     pub center: Vec<f64>,
     /// Finite and > 0 for every feature.
     pub scale: Vec<f64>,

@@ -88,6 +88,7 @@ pub struct PublishedStatistics {
     pub scaling: FeatureScaling,
     /// ε of each site's release at `delta`.
     pub epsilon: f64,
+    /// δ of each site's release.
     pub delta: f64,
     /// Noise standard deviation on each coordinate of one site's vector (σ·√(2d + 1)).
     pub noise_std_per_site: f64,

@@ -21,9 +21,28 @@ async fn service_endpoints(db: &TestDb) {
         "/v1/studies",
         "/v1/participant/task",
         "/v1/participant/rounds/{round_id}/messages/{stage}",
+        "/v1/studies/{study_id}/run",
+        "/v1/studies/{study_id}/stop",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // Every response is described (OpenAPI requires it; scripts/ops/check-openapi.sh validates the whole document),
+    // and the model has a real schema.
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let d = response["description"].as_str().unwrap_or_default();
+                assert!(
+                    !d.trim().is_empty(),
+                    "{method} {path} {status}: no description"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["CreateStudyRequest"]["properties"]["model_spec"]["$ref"],
+        "#/components/schemas/ModelSpec"
+    );
     let r = api.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     let text = String::from_utf8(r.body).unwrap();

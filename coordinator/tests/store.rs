@@ -2,7 +2,7 @@
 
 mod support;
 
-use confide_common::api::{BudgetParams, MemberSet, RoundOutcome, RoundStage};
+use confide_common::api::{BudgetParams, MemberSet, RoundOutcome, RoundStage, RunState};
 use confide_coordinator::service::privacy::{self, PrivacyError};
 use confide_coordinator::store::{
     Charge, NewRound, Publication, RoundRow, StageBoundary, StoreError,
@@ -19,6 +19,7 @@ fn new_round(study_id: i64, selected: Vec<i64>) -> NewRound {
         server_state: Some(vec![1, 2, 3]),
         stage_deadline: i64::MAX / 2,
         max_rounds: 2,
+        run_guard: None,
     }
 }
 
@@ -574,3 +575,77 @@ async fn databases_migrated_by_the_hand_listed_migrator_still_open() {
         .expect("the embedded migrations accept the old migration history");
     store.close().await;
 }
+
+/// A study's run: started once, its next round created only under the guard (running, last round as seen), ended
+/// once; last-seen times only move forwards.
+async fn study_runs(db: &TestDb) {
+    let s = &db.store;
+    let (study, p1, _, round) = study_with_round(db).await;
+    let fresh = s.study_run(study).await.unwrap();
+    assert_eq!((fresh.state, fresh.schedule_json), (None, None));
+    let run = s
+        .start_study_run(study, r#"{"kind":"manual"}"#)
+        .await
+        .unwrap();
+    assert_eq!(run.state, Some(RunState::Running));
+    assert_eq!(run.after_round, Some(1), "round 1 exists already");
+    assert!(matches!(
+        s.start_study_run(study, "{}").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.start_study_run(study + 100, "{}").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.running_studies().await.unwrap(), [study]);
+    assert!(s.abort_round(round.id, "test").await.unwrap());
+    let guarded = |last| NewRound {
+        run_guard: Some(last),
+        ..new_round(study, vec![p1])
+    };
+    // A process that saw round 0 as the last is too late; one that saw round 1 starts round 2, once.
+    assert!(matches!(
+        s.create_round(&guarded(0)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let second = s.create_round(&guarded(1)).await.unwrap();
+    assert_eq!(second.round_number, 2);
+    assert!(s.abort_round(second.id, "test").await.unwrap());
+    s.set_run_reason(study, Some("waiting")).await.unwrap();
+    assert_eq!(
+        s.study_run(study).await.unwrap().reason.as_deref(),
+        Some("waiting")
+    );
+    assert!(
+        s.end_study_run(study, RunState::Stopped, "stop")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.end_study_run(study, RunState::Failed, "late")
+            .await
+            .unwrap()
+    );
+    let ended = s.study_run(study).await.unwrap();
+    assert_eq!(ended.state, Some(RunState::Stopped));
+    assert_eq!(ended.reason.as_deref(), Some("stop"));
+    assert!(ended.ended_at.is_some());
+    // A stopped run starts no round even under the right guard; reasons of ended runs stay.
+    assert!(matches!(
+        s.create_round(&guarded(2)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.set_run_reason(study, None).await.unwrap();
+    assert_eq!(
+        s.study_run(study).await.unwrap().reason.as_deref(),
+        Some("stop")
+    );
+    assert!(s.running_studies().await.unwrap().is_empty());
+    s.touch_participant(p1, 2_000).await.unwrap();
+    s.touch_participant(p1, 1_000).await.unwrap();
+    let seen = s.list_participants(study).await.unwrap();
+    assert_eq!(seen[0].last_seen_at, Some(2_000));
+    assert_eq!(seen[1].last_seen_at, None);
+}
+
+both_backends!(study_runs_are_guarded, study_runs);

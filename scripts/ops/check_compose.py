@@ -14,6 +14,7 @@ No Docker engine needed. Checks that every reference resolves:
 Prints one line per problem and exits 1 if there is any.
 """
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -429,6 +430,83 @@ def check_deploy(compose: dict, base: pathlib.Path) -> None:
                 problem(f"service {name}: privacy ledger {ledger} is not on a named volume (a lost ledger resets the dataset's spent ε)")
 
 
+def env_key(label: str) -> str:
+    """The .env key `confide token create --label LABEL --env-file` writes (src/cli/ops/token.rs, env_key)."""
+    key = "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in label)
+    if key[:1].isdigit():
+        key = "_" + key
+    return key + "_ENROLMENT_TOKEN"
+
+
+def check_init(compose: dict, base: pathlib.Path) -> None:
+    """scripts/compose-init.sh: it parses, every hospital service of the compose file gets its enrolment token from
+    it (the labels it uses become exactly the `${..._ENROLMENT_TOKEN}` variables the services read), the compose
+    services it talks to exist, the bundled study file is a study `confide study create` can read (its model file
+    exists, its schedule is automatic so that `docker compose up -d` trains), and agents without a token wait instead
+    of exiting."""
+    script = base / "scripts" / "compose-init.sh"
+    if not script.is_file():
+        problem("scripts/compose-init.sh does not exist")
+        return
+    if not os.access(script, os.X_OK):
+        problem("scripts/compose-init.sh is not executable")
+    r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    if r.returncode != 0:
+        problem(f"scripts/compose-init.sh: bash -n: {r.stderr.strip()}")
+    text = script.read_text(encoding="utf-8")
+    m = re.search(r'^hospitals="([^"]*)"', text, re.M)
+    if not m:
+        problem('scripts/compose-init.sh: no hospitals="..." line (the labels of the enrolment tokens)')
+        return
+    labels = m.group(1).split()
+    services = compose.get("services") or {}
+    read = {}
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        value = env.get("CONFIDE_ENROLMENT_TOKEN") if isinstance(env, dict) else None
+        if value is not None:
+            v = re.fullmatch(r"\$\{([A-Z0-9_]+)(:?-[^}]*)?\}", str(value))
+            if not v:
+                problem(f"service {name}: CONFIDE_ENROLMENT_TOKEN is not read from a .env variable")
+                continue
+            read[v.group(1)] = name
+            ep = svc.get("entrypoint")
+            ep_text = " ".join(ep) if isinstance(ep, list) else str(ep or "")
+            if "CONFIDE_ENROLMENT_TOKEN" not in ep_text or "identity.json" not in ep_text:
+                problem(f"service {name}: no entrypoint that waits while neither a token nor an identity exists "
+                        "(the agent would exit and be restarted in a loop)")
+    written = {env_key(label): label for label in labels}
+    for key, name in read.items():
+        if key not in written:
+            problem(f"service {name} reads {key}, which scripts/compose-init.sh does not write (hospitals=\"{m.group(1)}\")")
+    for key, label in written.items():
+        if key not in read:
+            problem(f"scripts/compose-init.sh writes {key} (label {label}), which no compose service reads")
+    for svc in re.findall(r"docker compose (?:exec -T|up -d --build --wait|cp) (\S+?)(?::|\s|$)", text):
+        if svc not in services:
+            problem(f"scripts/compose-init.sh uses compose service {svc!r}, which docker-compose.yml does not define")
+    sf = re.search(r"^study_file=(\S+)", text, re.M)
+    if not sf:
+        problem("scripts/compose-init.sh: no study_file=... line")
+        return
+    study_path = base / sf.group(1)
+    try:
+        study = tomllib.loads(study_path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        problem(f"{sf.group(1)}: cannot read the bundled study: {e}")
+        return
+    for key in ("name", "budget"):
+        if key not in study:
+            problem(f"{sf.group(1)}: no {key} (required by confide study create)")
+    model = study.get("model_file")
+    if not model or not (study_path.parent / model).is_file():
+        problem(f"{sf.group(1)}: model_file {model!r} does not exist relative to the study file")
+    if (study.get("schedule") or {}).get("kind") != "automatic":
+        problem(f"{sf.group(1)}: [schedule] kind is not \"automatic\" (the stack would not train without further steps)")
+    if study.get("min_participants", 3) > len(labels):
+        problem(f"{sf.group(1)}: min_participants {study.get('min_participants')} > the {len(labels)} hospitals")
+
+
 def main() -> int:
     compose_path = ROOT / "docker-compose.yml"
     compose = check_compose(compose_path)
@@ -437,6 +515,7 @@ def main() -> int:
         uid = check_grafana(compose, ROOT)
         check_dashboards(ROOT / "dashboards" / "grafana", uid)
         check_deploy(compose, ROOT)
+        check_init(compose, ROOT)
     for n in notes:
         print(f"  {n}")
     for p in problems:

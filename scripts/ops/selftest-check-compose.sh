@@ -76,5 +76,20 @@ sub('dashboards/grafana/confide-privacy.json', '{', '{,')"
 expect_problem "stale data slice" "stale or missing files" \
   "$edit
 sub('deploy/participants/hospital-c/data.csv', '\n1', '\n0')"
+expect_problem "init script misses a hospital" "reads HOSPITAL_C_ENROLMENT_TOKEN, which scripts/compose-init.sh does not write" \
+  "$edit
+sub('scripts/compose-init.sh', 'hospitals=\"hospital-a hospital-b hospital-c\"', 'hospitals=\"hospital-a hospital-b\"')"
+expect_problem "init script talks to an unknown service" "uses compose service 'coordinatorr'" \
+  "$edit
+sub('scripts/compose-init.sh', 'exec -T coordinator ', 'exec -T coordinatorr ')"
+expect_problem "bundled study runs by hand" "is not \"automatic\"" \
+  "$edit
+sub('deploy/study.toml', 'kind = \"automatic\"', 'kind = \"manual\"')"
+expect_problem "bundled study's model missing" "does not exist relative to the study file" \
+  "$edit
+sub('deploy/study.toml', '../examples/models/breast_cancer_logreg.json', '../examples/models/nope.json')"
+expect_problem "agents crash-loop without a token" "no entrypoint that waits" \
+  "$edit
+sub('docker-compose.yml', '[ ! -e /var/lib/confide-participant/identity.json ]', 'true')"
 [ "$fails" = 0 ] || { echo "selftest-check-compose: $fails failure(s)" >&2; exit 1; }
 echo "selftest-check-compose: OK"

@@ -13,14 +13,20 @@ use super::rdp::RdpAccountant;
 pub enum PrivacyEvent {
     /// `steps` steps of DP-SGD: Poisson sampling with rate q, Gaussian noise with multiplier σ (noise std / clip norm).
     SubsampledGaussian {
+        /// Poisson sampling rate q, in (0, 1].
         sampling_rate: f64,
+        /// Noise multiplier σ (> 0).
         noise_multiplier: f64,
+        /// Number of steps (≥ 1).
         steps: u64,
     },
     /// A small release through opendp's zCDP Gaussian mechanism, ρ = (Δ/σ)²/2.
     /// RDP: ρ·α at every order. PLD: the Gaussian mechanism with noise multiplier 1/√(2ρ) — exact, since a
     /// Gaussian release with ρ-zCDP *is* that Gaussian mechanism (not merely bounded by it).
-    ZcdpGaussian { rho: f64 },
+    ZcdpGaussian {
+        /// ρ of the release (> 0).
+        rho: f64,
+    },
 }
 
 impl PrivacyEvent {

@@ -63,6 +63,7 @@ impl FromRequestParts<AppState> for Participant {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
         if let Some(p) = state.store.participant_for_credential(token).await? {
+            state.note_seen(&p);
             return Ok(Self(p));
         }
         if state.store.operator_for_token(token).await?.is_some() {

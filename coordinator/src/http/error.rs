@@ -120,7 +120,9 @@ impl From<StudyError> for ApiError {
 impl From<RoundError> for ApiError {
     fn from(e: RoundError) -> Self {
         match e {
-            RoundError::Invalid(m) => Self::Unprocessable(m),
+            RoundError::Invalid(m) | RoundError::TooFew { message: m, .. } => {
+                Self::Unprocessable(m)
+            }
             RoundError::Malformed(m) => Self::BadRequest(m),
             RoundError::NotAllowed(m) => Self::Forbidden(m),
             RoundError::Conflict(m) => Self::Conflict(m),

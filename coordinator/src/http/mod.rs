@@ -115,6 +115,8 @@ pub type AppState = Coordinator;
         operator::create_study,
         operator::list_studies,
         operator::get_study,
+        operator::run_study,
+        operator::stop_study,
         operator::create_enrolment_token,
         operator::list_enrolment_tokens,
         operator::revoke_enrolment_token,
@@ -137,9 +139,59 @@ pub type AppState = Coordinator;
         participant::decline_round,
     ),
     components(schemas(api::ErrorBody, api::EnrolmentTokenInfo)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ResponseDescriptions),
 )]
 pub struct ApiDoc;
+
+/// What a status means on this API, for every response an operation lists without a description of its own
+/// (OpenAPI requires one on each).
+fn status_description(status: &str) -> &'static str {
+    match status {
+        "200" => "Success; the body is the answer.",
+        "201" => "Created; the body describes what was created.",
+        "202" => "Accepted: stored, and taken into the round when its stage closes.",
+        "400" => "The request does not parse (body, path or query); `error` says what is wrong.",
+        "401" => "No credential, or an unknown or revoked one; `error` says which.",
+        "403" => {
+            "The credential is of the other kind (operator vs participant), lacks a client certificate, or may \
+             not do this in this round."
+        }
+        "404" => "No such study, round, participant, token, model version, stage or broadcast.",
+        "409" => {
+            "Conflicts with the current state (already running or finished, another stage, already used); \
+             `error` says which."
+        }
+        "413" => "The body is larger than the coordinator accepts.",
+        "422" => "Parsed, but breaks a rule; `error` names the field or rule and what to change.",
+        "503" => "The database is unreachable.",
+        _ => "See `error` in the body.",
+    }
+}
+
+struct ResponseDescriptions;
+impl utoipa::Modify for ResponseDescriptions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                for (status, response) in op.responses.responses.iter_mut() {
+                    if let RefOr::T(r) = response
+                        && r.description.trim().is_empty()
+                    {
+                        r.description = status_description(status).to_string();
+                    }
+                }
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
@@ -266,6 +318,8 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
                 .get(operator::list_studies),
         )
         .route("/v1/studies/{study_id}", get(operator::get_study))
+        .route("/v1/studies/{study_id}/run", post(operator::run_study))
+        .route("/v1/studies/{study_id}/stop", post(operator::stop_study))
         .route(
             "/v1/studies/{study_id}/enrolment-tokens",
             post(operator::create_enrolment_token).get(operator::list_enrolment_tokens),

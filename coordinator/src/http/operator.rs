@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolmentTokenInfo,
     EnrolmentTokenResponse, ErrorBody, ModelVersionInfo, ParticipantInfo, PrivacyPlanRequest,
-    PrivacyPlanResponse, PrivacyReport, RoundInfo, RoundStage, StartRoundRequest, StudyInfo,
+    PrivacyPlanResponse, PrivacyReport, RoundInfo, RoundStage, RunStudyRequest, StartRoundRequest,
+    StopStudyRequest, StudyInfo,
 };
 use serde::Deserialize;
 
@@ -17,7 +18,7 @@ use super::auth::Operator;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, created};
-use crate::service::{privacy, rounds, studies};
+use crate::service::{privacy, rounds, schedule, studies};
 
 /// Create a study: model spec and initial weights (uploaded, or generated from `initial_weights_seed`), DP, SecAgg,
 /// budget. Refused (422) when one round alone would spend more than the budget; `warnings` in the answer say what
@@ -95,6 +96,37 @@ pub async fn revoke_enrolment_token(
     Ok(ApiJson(
         studies::revoke_enrolment_token(&state, study_id, token_id).await?,
     ))
+}
+
+/// Run the study on its own: the coordinator starts its next round whenever none is active (after `pause_secs`),
+/// retries an aborted round up to `max_retries` times in a row, and stops when every round completed or the budget
+/// allows no further round. `run` in the answer shows the state (and, while running, what it waits for).
+#[utoipa::path(post, path = "/v1/studies/{study_id}/run", tag = "operator", security(("operator_token" = [])),
+    params(("study_id" = i64, Path)), request_body = RunStudyRequest,
+    responses((status = 200, body = StudyInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn run_study(
+    State(state): State<AppState>,
+    _op: Operator,
+    ApiPath(study_id): ApiPath<i64>,
+    ApiJson(req): ApiJson<RunStudyRequest>,
+) -> Result<ApiJson<StudyInfo>, ApiError> {
+    Ok(ApiJson(schedule::run(&state, study_id, &req).await?))
+}
+
+/// Stop the study's run: no further round is started (a round in progress finishes; abort it to end it now). 409 if
+/// it is not running.
+#[utoipa::path(post, path = "/v1/studies/{study_id}/stop", tag = "operator", security(("operator_token" = [])),
+    params(("study_id" = i64, Path)), request_body = StopStudyRequest,
+    responses((status = 200, body = StudyInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn stop_study(
+    State(state): State<AppState>,
+    _op: Operator,
+    ApiPath(study_id): ApiPath<i64>,
+    ApiJson(req): ApiJson<StopStudyRequest>,
+) -> Result<ApiJson<StudyInfo>, ApiError> {
+    Ok(ApiJson(schedule::stop(&state, study_id, &req).await?))
 }
 
 /// Revoke a participant's credential: every request with it is refused (401) at once, by every coordinator process

@@ -6,11 +6,13 @@
 //! - [`rounds`]: starting a round (selection under budgets), its status, what participants may send and read, aborts;
 //!   [`rounds::driver`]: the background task that moves a round's secure-aggregation server through its stages.
 //! - [`privacy`]: ε of the ledgers (PLD), the budget rule at study creation, selection and publication, the report.
+//! - [`schedule`]: studies that run themselves (the next round started when one ends).
 //! - [`optimizer`]: the server optimisers applied to the aggregate.
 
 pub mod optimizer;
 pub mod privacy;
 pub mod rounds;
+pub mod schedule;
 pub mod studies;
 pub mod wakeups;
 
@@ -21,8 +23,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{PeerChange, Store};
+use crate::store::{ParticipantRow, PeerChange, Store};
 use wakeups::{Topic, Wakeups};
+
+/// How stale `ParticipantInfo.last_seen_ms` may be: a participant's last-seen time is written at most this often.
+pub const LAST_SEEN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Limits on what clients may send, and how long a round lease lasts.
 #[derive(Debug, Clone)]
@@ -94,8 +99,29 @@ impl Coordinator {
             tracing::warn!(error = %e, "could not reload metrics from the database");
         }
         rounds::driver::supervise(ctx.clone());
+        schedule::supervise(ctx.clone());
         relay_peer_changes(ctx.clone());
         Ok(ctx)
+    }
+
+    /// Records that an authenticated participant made a request, for `ParticipantInfo.last_seen_ms`: at most one
+    /// write per [`LAST_SEEN_INTERVAL`] per participant (the credential lookup already read the stored time, so
+    /// this costs nothing in between, in any process), off the request's path.
+    pub fn note_seen(&self, participant: &ParticipantRow) {
+        let now = crate::store::now_ms();
+        let interval = LAST_SEEN_INTERVAL.as_millis() as i64;
+        if participant
+            .last_seen_at
+            .is_some_and(|seen| now.saturating_sub(seen) < interval)
+        {
+            return;
+        }
+        let (store, id) = (self.store.clone(), participant.id);
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_participant(id, now).await {
+                tracing::debug!(participant = id, error = %e, "could not record when the participant was seen");
+            }
+        });
     }
 
     /// Wakes the long-polls and drivers waiting for `topics`, here and in the other processes on this database.
@@ -111,6 +137,14 @@ impl Coordinator {
     /// the operators watching it and the task polls of its selected participants — nobody else.
     pub async fn round_changed(&self, round_id: i64, selected: &[i64]) {
         let mut topics = vec![Topic::Round(round_id)];
+        topics.extend(selected.iter().map(|p| Topic::Participant(*p)));
+        self.changed(topics).await;
+    }
+
+    /// A round ended (published or aborted): [`Self::round_changed`], and the study schedulers, which may start
+    /// the next round.
+    pub async fn round_ended(&self, round_id: i64, selected: &[i64]) {
+        let mut topics = vec![Topic::Round(round_id), Topic::Schedule];
         topics.extend(selected.iter().map(|p| Topic::Participant(*p)));
         self.changed(topics).await;
     }

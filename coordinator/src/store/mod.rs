@@ -18,6 +18,7 @@ mod ledger;
 mod messages;
 mod participants;
 mod rounds;
+mod runs;
 mod studies;
 #[cfg(feature = "test-util")]
 mod test_util;
@@ -28,6 +29,7 @@ mod wake;
 pub use ledger::{Charge, LedgerRow, Publication};
 pub use participants::ParticipantRow;
 pub use rounds::{NewRound, RoundRow, StageBoundary};
+pub use runs::StudyRunRow;
 pub use studies::{ModelVersionRow, StudyRow};
 pub use tokens::{EnrolmentTokenRow, OperatorTokenRow};
 pub use wake::{PeerChange, PeerWatch, WakeTopic};

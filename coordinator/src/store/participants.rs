@@ -16,10 +16,13 @@ pub struct ParticipantRow {
     pub identity_key: Option<Vec<u8>>,
     /// When the operator disabled it (no longer selected for rounds).
     pub disabled_at: Option<i64>,
+    /// When it last made an authenticated request, as last recorded ([`Store::touch_participant`]).
+    pub last_seen_at: Option<i64>,
 }
 
 /// The columns of a [`ParticipantRow`].
-const COLUMNS: &str = "id, study_id, name, enrolled_at, revoked_at, identity_key, disabled_at";
+const COLUMNS: &str =
+    "id, study_id, name, enrolled_at, revoked_at, identity_key, disabled_at, last_seen_at";
 
 impl Store {
     /// Spends an enrolment token and creates the participant with a new credential and its identity key (unique in
@@ -98,6 +101,7 @@ impl Store {
                 revoked_at: None,
                 identity_key: identity_key.map(<[u8]>::to_vec),
                 disabled_at: None,
+                last_seen_at: None,
             },
             credential,
         ))
@@ -122,6 +126,25 @@ impl Store {
         .bind(study_id)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Records that a participant was seen at `at` (never moves the time backwards). Callers throttle it: this is
+    /// one write, not one per request.
+    pub async fn touch_participant(&self, participant_id: i64, at: i64) -> StoreResult<()> {
+        self.run_tx("touch_participant", |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE participants SET last_seen_at = $2
+                     WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)",
+                )
+                .bind(participant_id)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Revokes a participant's credential: every request with it is refused (401) from now on, in every process.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use confide_common::api::{MemberSet, RoundOutcome, RoundStage};
+use confide_common::api::{MemberSet, RoundOutcome, RoundStage, RunState};
 
 use super::{Backend, Store, StoreError, StoreResult, map_unique, now_ms};
 
@@ -95,6 +95,10 @@ pub struct NewRound {
     pub stage_deadline: i64,
     /// Rounds the study may run in total; creation is refused once reached.
     pub max_rounds: i64,
+    /// A study's run starting its next round: created only if the run is still running and the study's last
+    /// round is still the one numbered this (`Conflict` otherwise), so that of several coordinator processes that
+    /// saw the same round end, one starts the next.
+    pub run_guard: Option<i64>,
 }
 
 /// A stage boundary: the new stage, the server state after closing the old one, the new set of members and what
@@ -145,6 +149,18 @@ impl Store {
                     return Err(StoreError::Conflict(
                         "the study already has an active round".into(),
                     ));
+                }
+                if let Some(expected) = new.run_guard {
+                    let state: Option<String> =
+                        sqlx::query_scalar("SELECT run_state FROM studies WHERE id = $1")
+                            .bind(new.study_id)
+                            .fetch_one(&mut **tx)
+                            .await?;
+                    if last != expected || state.as_deref() != Some(RunState::Running.as_str()) {
+                        return Err(StoreError::Conflict(format!(
+                            "the study's run moved on (last round {last}, expected {expected})"
+                        )));
+                    }
                 }
                 if completed >= new.max_rounds {
                     return Err(StoreError::Refused(format!(

@@ -12,11 +12,13 @@ use sqlx::postgres::PgListener;
 
 use super::{Backend, Store, StoreError, StoreResult};
 
-/// What a change concerns: one round (its driver and its operator long-polls), or one participant (its task poll).
+/// What a change concerns: one round (its driver and its operator long-polls), one participant (its task poll), or
+/// the study schedulers (a round ended, a run started or stopped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WakeTopic {
     Round(i64),
     Participant(i64),
+    Schedule,
 }
 
 impl WakeTopic {
@@ -24,10 +26,14 @@ impl WakeTopic {
         match self {
             WakeTopic::Round(id) => format!("r{id}"),
             WakeTopic::Participant(id) => format!("p{id}"),
+            WakeTopic::Schedule => "s".to_string(),
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
+        if s == "s" {
+            return Some(WakeTopic::Schedule);
+        }
         let (kind, id) = s.split_at_checked(1)?;
         let id = id.parse().ok()?;
         match kind {
@@ -160,6 +166,7 @@ mod tests {
             WakeTopic::Round(0),
             WakeTopic::Round(i64::MAX),
             WakeTopic::Participant(42),
+            WakeTopic::Schedule,
         ] {
             assert_eq!(WakeTopic::parse(&t.encode()), Some(t));
         }

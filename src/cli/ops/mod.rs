@@ -11,6 +11,7 @@ pub mod privacy;
 pub mod profile;
 pub mod round;
 pub mod study;
+pub mod study_run;
 pub mod token;
 
 use std::process::ExitCode;
@@ -32,7 +33,8 @@ Exit codes:
   5  not found (404): no such study, round or model version
   6  the coordinator refused the request (400, 409, 413, 422): the message names what to change
   7  the coordinator failed (5xx): see its log
-  8  `round watch`: the round ended aborted";
+  8  `round watch`: the round ended aborted; `study run --wait`: the run failed (rounds aborted more than
+     --max-retries times in a row, or the next round could not be started)";
 
 /// Where to find the coordinator and how to authenticate: flags, then environment, then the profile file written
 /// by `confide login`.

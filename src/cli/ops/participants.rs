@@ -1,11 +1,11 @@
-//! `confide participants list`: who is enrolled in a study, how many rounds each took part in (completed rounds
+//! `confide participants list|disable`: who is enrolled in a study, how many rounds each took part in (completed rounds
 //! whose aggregate included it, i.e. rounds charged) and the ε spent of its budget (the coordinator's privacy
-//! report, PLD over its whole ledger).
+//! report, PLD over its whole ledger), and when it was last seen.
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::{OpsArgs, OpsResult, connect, print_json, table, time};
+use super::{OpsArgs, OpsResult, connect, duration, print_json, table, time};
 
 #[derive(Subcommand, Debug)]
 pub enum ParticipantsCommand {
@@ -14,6 +14,14 @@ pub enum ParticipantsCommand {
         /// The study's id.
         #[arg(long)]
         study: i64,
+    },
+    /// Disable a participant: it is no longer selected for rounds (its credential still works; its ledger stays).
+    Disable {
+        /// The study's id.
+        #[arg(long)]
+        study: i64,
+        /// The participant's id (from `participants list`).
+        participant: i64,
     },
 }
 
@@ -31,14 +39,41 @@ struct Row {
     id: i64,
     name: String,
     enrolled_at_ms: i64,
+    /// When it last made a request (the coordinator records it at most every 30 s).
+    last_seen_ms: Option<i64>,
+    disabled: bool,
     rounds_charged: i64,
     epsilon_spent: Option<f64>,
     epsilon_budget: Option<f64>,
 }
 
+/// `12 s ago`, or `never` (no request since enrolment).
+fn last_seen(at: Option<i64>, now: i64) -> String {
+    at.map_or("never".into(), |t| format!("{} ago", duration(now - t)))
+}
+
 pub async fn run(args: ParticipantsArgs) -> OpsResult<()> {
-    let ParticipantsCommand::List { study } = args.cmd;
     let ops = connect(&args.ops)?;
+    let study = match args.cmd {
+        ParticipantsCommand::List { study } => study,
+        ParticipantsCommand::Disable { study, participant } => {
+            let p = ops
+                .client
+                .disable_participant(study, participant)
+                .await
+                .map_err(|e| {
+                    ops.explain(e, &format!("participant {participant} of study {study}"))
+                })?;
+            if ops.json {
+                return print_json(&p);
+            }
+            println!(
+                "participant {} ({}) of study {study} is disabled: it is not selected for rounds from now on",
+                p.id, p.name
+            );
+            return Ok(());
+        }
+    };
     let what = format!("study {study}");
     let participants = ops
         .client
@@ -61,6 +96,8 @@ pub async fn run(args: ParticipantsArgs) -> OpsResult<()> {
                 id: p.id,
                 name: p.name,
                 enrolled_at_ms: p.enrolled_at_ms,
+                last_seen_ms: p.last_seen_ms,
+                disabled: p.disabled,
                 rounds_charged: privacy.map_or(0, |r| r.rounds_charged),
                 epsilon_spent: privacy.map(|r| r.epsilon_spent),
                 epsilon_budget: privacy.map(|r| r.epsilon_budget),
@@ -76,7 +113,15 @@ pub async fn run(args: ParticipantsArgs) -> OpsResult<()> {
         );
         return Ok(());
     }
-    let mut t = table(["NAME", "ID", "ROUNDS", "ε SPENT / BUDGET", "ENROLLED"]);
+    let mut t = table([
+        "NAME",
+        "ID",
+        "ROUNDS",
+        "ε SPENT / BUDGET",
+        "LAST SEEN",
+        "ENROLLED",
+    ]);
+    let now = confide_runtime::now_ms();
     for r in &rows {
         let eps = match (r.epsilon_spent, r.epsilon_budget) {
             (Some(s), Some(b)) => format!("{s:.4} / {b}"),
@@ -87,7 +132,12 @@ pub async fn run(args: ParticipantsArgs) -> OpsResult<()> {
             r.id.to_string(),
             r.rounds_charged.to_string(),
             eps,
-            time(r.enrolled_at_ms),
+            last_seen(r.last_seen_ms, now),
+            if r.disabled {
+                format!("{} (disabled)", time(r.enrolled_at_ms))
+            } else {
+                time(r.enrolled_at_ms)
+            },
         ]);
     }
     println!("{t}");

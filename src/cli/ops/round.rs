@@ -70,8 +70,9 @@ const STAGES: [RoundStage; 4] = [
     RoundStage::Unmasking,
 ];
 
-/// How long one long-poll waits for the round to leave its stage.
-const WAIT_SECS: u64 = 20;
+/// How long one long-poll waits for the round to leave its stage: short, because who has answered the stage
+/// changes within it and the long-poll answers early only when the stage changes.
+const WAIT_SECS: u64 = 2;
 
 pub async fn run(args: RoundArgs) -> OpsResult<()> {
     let ops = connect(&args.ops)?;
@@ -199,6 +200,9 @@ fn show(ops: &Ops, r: &RoundInfo) -> OpsResult<()> {
             ),
         )),
     }
+    if r.outcome.is_none() {
+        rows.push(("answered this stage", answered_line(r)));
+    }
     if let Some(reason) = &r.reason {
         rows.push(("reason", reason.clone()));
     }
@@ -222,15 +226,28 @@ fn show(ops: &Ops, r: &RoundInfo) -> OpsResult<()> {
     Ok(())
 }
 
-/// The progress bar's message: stage, members per set, deadline countdown.
+/// The progress bar's message: stage, who has answered it, members per set, deadline countdown.
 fn progress_message(r: &RoundInfo) -> String {
     let left = r.stage_deadline_ms - confide_runtime::now_ms();
     format!(
-        "{}  ({})  deadline in {}",
+        "{}  answered: {}  ({})  deadline in {}",
         r.stage.as_str(),
+        answered_line(r),
         sets_line(r),
         duration(left)
     )
+}
+
+/// `3, 5` (the participants that answered the current stage), or `nobody yet`.
+fn answered_line(r: &RoundInfo) -> String {
+    if r.answered.is_empty() {
+        return "nobody yet".into();
+    }
+    r.answered
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn stage_position(stage: RoundStage) -> u64 {
@@ -241,7 +258,25 @@ fn stage_position(stage: RoundStage) -> u64 {
 }
 
 /// Follows the round until it ends; the outcome decides the exit code.
-async fn watch(ops: &Ops, mut info: RoundInfo) -> OpsResult<()> {
+async fn watch(ops: &Ops, info: RoundInfo) -> OpsResult<()> {
+    let info = follow(ops, info, false).await?;
+    if !ops.json {
+        show(ops, &info)?;
+    }
+    match info.outcome {
+        Some(RoundOutcome::Completed) => Ok(()),
+        _ => Err(OpsError::RoundAborted(format!(
+            "round {} aborted: {}",
+            info.id,
+            info.reason.as_deref().unwrap_or("no reason given")
+        ))),
+    }
+}
+
+/// Follows the round with a progress bar (hidden with --json, which prints one `RoundInfo` line per change unless
+/// `quiet`) until it ends; returns its final status.
+pub(super) async fn follow(ops: &Ops, mut info: RoundInfo, quiet: bool) -> OpsResult<RoundInfo> {
+    let lines = ops.json && !quiet;
     let bar = if ops.json {
         ProgressBar::hidden()
     } else {
@@ -255,7 +290,7 @@ async fn watch(ops: &Ops, mut info: RoundInfo) -> OpsResult<()> {
         .progress_chars("=> "),
     );
     bar.set_prefix(info.id.to_string());
-    if ops.json {
+    if lines {
         print_json(&info)?;
     }
     while info.outcome.is_none() {
@@ -274,23 +309,16 @@ async fn watch(ops: &Ops, mut info: RoundInfo) -> OpsResult<()> {
             }
         };
         let next = next.map_err(|e| ops.explain(e, &format!("round {}", info.id)))?;
-        if ops.json
-            && (next.stage != info.stage || next.sets != info.sets || next.outcome.is_some())
+        if lines
+            && (next.stage != info.stage
+                || next.sets != info.sets
+                || next.answered != info.answered
+                || next.outcome.is_some())
         {
             print_json(&next)?;
         }
         info = next;
     }
     bar.finish_and_clear();
-    if !ops.json {
-        show(ops, &info)?;
-    }
-    match info.outcome {
-        Some(RoundOutcome::Completed) => Ok(()),
-        _ => Err(OpsError::RoundAborted(format!(
-            "round {} aborted: {}",
-            info.id,
-            info.reason.as_deref().unwrap_or("no reason given")
-        ))),
-    }
+    Ok(info)
 }

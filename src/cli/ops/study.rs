@@ -1,19 +1,21 @@
-//! `confide study create|list|show|template`: studies from a TOML or JSON file with defaults for everything but
-//! the name, the model and the budget.
+//! `confide study create|list|show|template|run|stop`: studies from a TOML or JSON file with defaults for
+//! everything but the name, the model and the budget; `run` and `stop` are in [`super::study_run`].
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use confide_common::api::{
-    BudgetParams, CreateStudyRequest, DEFAULT_CORRUPT_FRACTION, DEFAULT_MAX_WEIGHT,
-    DEFAULT_THREAT_MODEL, DpParams, GraphParams, LocalTraining, QuantisationConfig, SecAggConfig,
-    ServerOptimizer, StageDeadlines, StudyInfo,
+    BudgetParams, CreateStudyRequest, DEFAULT_CORRUPT_FRACTION, DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_WEIGHT, DEFAULT_THREAT_MODEL, DpParams, GraphParams, LocalTraining,
+    QuantisationConfig, RunStudyRequest, SecAggConfig, ServerOptimizer, StageDeadlines, StudyInfo,
 };
 use confide_common::preprocessing::Preprocessing;
 use confide_common::secagg::ThreatModel;
 use serde::Deserialize;
 
-use super::{Ops, OpsArgs, OpsError, OpsResult, connect, fields, print_json, table, time};
+use super::{
+    Ops, OpsArgs, OpsError, OpsResult, connect, fields, print_json, study_run, table, time,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum StudyCommand {
@@ -32,6 +34,29 @@ pub enum StudyCommand {
     },
     /// Print a commented study file that `confide study create` accepts as it is.
     Template,
+    /// Let the coordinator run the study's remaining rounds back to back (the next starts when one ends), until
+    /// every round completed or the budget allows no further round; with --wait, follow it (exit 8 if it failed).
+    Run {
+        /// The study's id.
+        study: i64,
+        /// Seconds to wait after a round ends before starting the next.
+        #[arg(long, default_value_t = 0)]
+        pause_secs: u64,
+        /// How many times in a row an aborted round is started again before the run gives up.
+        #[arg(long, default_value_t = DEFAULT_MAX_RETRIES)]
+        max_retries: u32,
+        /// Follow the run: a progress bar per round, then the run's rounds.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop the study's run: no further round is started (a round in progress finishes).
+    Stop {
+        /// The study's id.
+        study: i64,
+        /// Why (kept with the run).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -75,10 +100,31 @@ pub struct StudyFile {
     pub server_optimizer: ServerOptimizer,
     #[serde(default)]
     pub local_training: LocalTraining,
+    /// `[schedule]`: `kind = "automatic"` (with `pause_secs`, `max_retries`) starts the study's run right after it
+    /// is created, as `confide study run` would; `manual` (the default) leaves starting rounds to the operator.
+    #[serde(default)]
+    pub schedule: Option<ScheduleFile>,
     /// `[preprocessing]`: public per-feature ranges (`feature_ranges = [{ name, min, max }, …]`, in the model's
     /// input order) and an optional `statistics_round = { epsilon, max_records_per_site }`.
     #[serde(default)]
     pub preprocessing: Option<Preprocessing>,
+}
+
+/// A study file's `[schedule]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScheduleFile {
+    Manual,
+    Automatic {
+        #[serde(default)]
+        pause_secs: u64,
+        #[serde(default = "default_max_retries")]
+        max_retries: u32,
+    },
+}
+
+fn default_max_retries() -> u32 {
+    DEFAULT_MAX_RETRIES
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,13 +349,31 @@ pub async fn run(args: StudyArgs) -> OpsResult<()> {
     if let StudyCommand::Create { file } = &args.cmd {
         // The file is checked before anything is sent (and before a connection is needed).
         let dir = file.parent().unwrap_or(Path::new("."));
-        let req = StudyFile::read(file)?.into_request(dir)?;
+        let mut file = StudyFile::read(file)?;
+        let schedule = file.schedule.take();
+        let req = file.into_request(dir)?;
         let ops = connect(&args.ops)?;
-        let info = ops
+        let mut info = ops
             .client
             .create_study(&req)
             .await
             .map_err(|e| ops.explain(e, "the study"))?;
+        if let Some(ScheduleFile::Automatic {
+            pause_secs,
+            max_retries,
+        }) = schedule
+        {
+            let run = RunStudyRequest {
+                pause_secs,
+                max_retries,
+            };
+            info = ops.client.run_study(info.id, &run).await.map_err(|e| {
+                ops.explain(
+                    e,
+                    &format!("study {} (created; its run did not start)", info.id),
+                )
+            })?;
+        }
         return show(&ops, &info, true);
     }
     let ops = connect(&args.ops)?;
@@ -365,6 +429,19 @@ pub async fn run(args: StudyArgs) -> OpsResult<()> {
                 .map_err(|e| ops.explain(e, &format!("study {study}")))?;
             show(&ops, &info, false)
         }
+        StudyCommand::Run {
+            study,
+            pause_secs,
+            max_retries,
+            wait,
+        } => {
+            let req = RunStudyRequest {
+                pause_secs,
+                max_retries,
+            };
+            study_run::run(&ops, study, &req, wait).await
+        }
+        StudyCommand::Stop { study, reason } => study_run::stop(&ops, study, reason).await,
         StudyCommand::Create { .. } | StudyCommand::Template => Ok(()),
     }
 }
@@ -386,7 +463,7 @@ fn show(ops: &Ops, s: &StudyInfo, created: bool) -> OpsResult<()> {
         ServerOptimizer::FedAvg { learning_rate } => format!("FedAvg, η = {learning_rate}"),
         ServerOptimizer::FedAdam { learning_rate, .. } => format!("FedAdam, η = {learning_rate}"),
     };
-    let rows = vec![
+    let mut rows = vec![
         ("study", format!("{} ({})", s.id, c.name)),
         ("created", time(s.created_at_ms)),
         ("model", c.model_spec.to_string()),
@@ -447,6 +524,7 @@ fn show(ops: &Ops, s: &StudyInfo, created: bool) -> OpsResult<()> {
         ),
         ("min participants", c.min_participants.to_string()),
     ];
+    rows.extend(study_run::run_rows(s));
     if created {
         println!("created study {}", s.id);
     }

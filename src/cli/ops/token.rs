@@ -1,12 +1,14 @@
-//! `confide token create`: one-time enrolment tokens for hospitals, printed once and optionally written to a
-//! compose `.env` file as `<LABEL>_ENROLMENT_TOKEN=…` (the names docker-compose.yml reads, e.g.
-//! `HOSPITAL_A_ENROLMENT_TOKEN` for the label `hospital-a`). The API stores tokens hashed and has no way to list
-//! them, so there is no `token list`.
+//! `confide token create|list|revoke`: one-time enrolment tokens for hospitals, printed once and optionally
+//! written to a compose `.env` file as `<LABEL>_ENROLMENT_TOKEN=…` (the names docker-compose.yml reads, e.g.
+//! `HOSPITAL_A_ENROLMENT_TOKEN` for the label `hospital-a`). The API stores tokens hashed: `list` shows each
+//! token's label, validity and use, never the secret; `revoke` makes an unused one useless.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use confide_common::api::{CreateEnrolmentTokenRequest, EnrolmentTokenResponse};
+use confide_common::api::{
+    CreateEnrolmentTokenRequest, EnrolmentTokenInfo, EnrolmentTokenResponse,
+};
 
 use super::{OpsArgs, OpsError, OpsResult, connect, print_json, table, time};
 
@@ -14,6 +16,20 @@ use super::{OpsArgs, OpsError, OpsResult, connect, print_json, table, time};
 pub enum TokenCommand {
     /// Create enrolment tokens for a study (each enrols one participant, once).
     Create(CreateArgs),
+    /// List a study's enrolment tokens: label, expiry, whether used (by whom) or revoked; never the secrets.
+    List {
+        /// The study's id.
+        #[arg(long)]
+        study: i64,
+    },
+    /// Revoke an unused enrolment token (by its id from `token list`): it can no longer enrol anyone.
+    Revoke {
+        /// The study's id.
+        #[arg(long)]
+        study: i64,
+        /// The token's id.
+        token: i64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -100,9 +116,69 @@ fn write_env_file(path: &Path, entries: &[(String, String)]) -> OpsResult<()> {
     write().map_err(|e| OpsError::local(format!("cannot write {}: {e}", path.display())))
 }
 
+/// A token's state: `unused`, `used by participant 4`, `revoked`, `expired`.
+fn token_state(t: &EnrolmentTokenInfo, now: i64) -> String {
+    match (t.used_at_ms, t.participant_id, t.revoked_at_ms) {
+        (Some(_), Some(p), _) => format!("used by participant {p}"),
+        (Some(_), None, _) => "used".into(),
+        (None, _, Some(_)) => "revoked".into(),
+        _ if t.expires_at_ms <= now => "expired".into(),
+        _ => "unused".into(),
+    }
+}
+
+fn print_tokens(tokens: &[EnrolmentTokenInfo]) {
+    let now = confide_runtime::now_ms();
+    let mut t = table(["ID", "LABEL", "STATE", "CREATED", "EXPIRES"]);
+    for tok in tokens {
+        t.add_row(vec![
+            tok.id.to_string(),
+            tok.label.clone(),
+            token_state(tok, now),
+            time(tok.created_at_ms),
+            time(tok.expires_at_ms),
+        ]);
+    }
+    println!("{t}");
+}
+
 pub async fn run(args: TokenArgs) -> OpsResult<()> {
-    let TokenCommand::Create(a) = args.cmd;
     let ops = connect(&args.ops)?;
+    let a = match args.cmd {
+        TokenCommand::Create(a) => a,
+        TokenCommand::List { study } => {
+            let tokens = ops
+                .client
+                .list_enrolment_tokens(study)
+                .await
+                .map_err(|e| ops.explain(e, &format!("study {study}")))?;
+            if ops.json {
+                return print_json(&tokens);
+            }
+            if tokens.is_empty() {
+                println!(
+                    "no enrolment tokens in study {study}: `confide token create --study {study} --label <hospital>`"
+                );
+                return Ok(());
+            }
+            print_tokens(&tokens);
+            return Ok(());
+        }
+        TokenCommand::Revoke { study, token } => {
+            let info = ops
+                .client
+                .revoke_enrolment_token(study, token)
+                .await
+                .map_err(|e| {
+                    ops.explain(e, &format!("enrolment token {token} of study {study}"))
+                })?;
+            if ops.json {
+                return print_json(&info);
+            }
+            print_tokens(std::slice::from_ref(&info));
+            return Ok(());
+        }
+    };
     let mut made: Vec<(String, EnrolmentTokenResponse)> = Vec::new();
     for label in labels(&a.label, a.count) {
         let req = CreateEnrolmentTokenRequest {

@@ -31,9 +31,13 @@ use crate::store::{NewRound, RoundRow, StoreError, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoundError {
-    /// The request breaks a rule of rounds (e.g. too few participants within budget); the message says which.
+    /// The request breaks a rule of rounds; the message says which.
     #[error("{0}")]
     Invalid(String),
+    /// Too few participants can take part. `budget_bound`: enough would, were it not for their privacy budgets (so
+    /// no later round of the study can have them either; an automatic run ends), rather than too few enrolled.
+    #[error("{message}")]
+    TooFew { message: String, budget_bound: bool },
     /// A protocol message that does not parse or does not fit the round.
     #[error("{0}")]
     Malformed(String),
@@ -265,6 +269,17 @@ pub async fn start(
     study_id: i64,
     req: &StartRoundRequest,
 ) -> Result<RoundInfo, RoundError> {
+    start_guarded(ctx, study_id, req, None).await
+}
+
+/// [`start`], for a study's run: the round is created only while the run is running and the study's last round
+/// is still numbered `run_guard` (see [`NewRound::run_guard`]).
+pub async fn start_guarded(
+    ctx: &Coordinator,
+    study_id: i64,
+    req: &StartRoundRequest,
+    run_guard: Option<i64>,
+) -> Result<RoundInfo, RoundError> {
     let study = studies::load(ctx, study_id).await?;
     let (candidates, unable) = candidates(ctx, &study, req).await?;
     let base = ctx.store.latest_model_version(study_id).await?;
@@ -278,6 +293,7 @@ pub async fn start(
         &study.config.budget,
     )
     .await?;
+    let over_budget = excluded.len();
     excluded.extend(unable);
     excluded.sort_by_key(|e| e.participant_id);
     let min = study.config.min_participants as usize;
@@ -286,27 +302,33 @@ pub async fn start(
             .iter()
             .map(|e| format!("participant {}: {}", e.participant_id, e.reason))
             .collect();
-        return Err(RoundError::Invalid(format!(
-            "round refused: {} participant(s) can take part, the study needs at least {min}{}{}",
-            selected.len(),
-            if reasons.is_empty() {
-                ""
-            } else {
-                "; excluded: "
-            },
-            reasons.join("; ")
-        )));
+        return Err(RoundError::TooFew {
+            message: format!(
+                "round refused: {} participant(s) can take part, the study needs at least {min}{}{}",
+                selected.len(),
+                if reasons.is_empty() {
+                    ""
+                } else {
+                    "; excluded: "
+                },
+                reasons.join("; ")
+            ),
+            budget_bound: selected.len() + over_budget >= min,
+        });
     }
     let n = selected.len() as u32;
     let roster = roster(ctx, &study, &selected).await?;
     let params = secagg_params(&study, n, kind.values, roster)?;
-    if n < study.min_aggregate(params.threshold) {
-        return Err(RoundError::Invalid(format!(
-            "round refused: {n} participant(s) can take part, a round must aggregate at least {} inputs \
-             (max of min_participants, the secure-aggregation threshold {} and 3)",
-            study.min_aggregate(params.threshold),
-            params.threshold
-        )));
+    let needed = study.min_aggregate(params.threshold);
+    if n < needed {
+        return Err(RoundError::TooFew {
+            message: format!(
+                "round refused: {n} participant(s) can take part, a round must aggregate at least {needed} inputs \
+                 (max of min_participants, the secure-aggregation threshold {} and 3)",
+                params.threshold
+            ),
+            budget_bound: selected_total(n, over_budget) >= needed,
+        });
     }
     let sa = &study.config.secagg;
     let quantisation = QuantizationParams::for_participants(
@@ -336,6 +358,7 @@ pub async fn start(
         server_state: Some(server.encode()),
         stage_deadline: now_ms() + 1000 * deadline_secs(&study, RoundStage::AdvertiseKeys) as i64,
         max_rounds: i64::from(study.config.rounds),
+        run_guard,
     };
     let round = ctx.store.create_round(&new).await?;
     tracing::info!(
@@ -352,6 +375,11 @@ pub async fn start(
     driver::spawn(ctx.clone(), round.id);
     ctx.round_changed(round.id, &plan.selected).await;
     info(ctx, &round).await
+}
+
+/// Participants selected plus those only their budget kept out.
+fn selected_total(selected: u32, over_budget: usize) -> u32 {
+    selected.saturating_add(u32::try_from(over_budget).unwrap_or(u32::MAX))
 }
 
 /// Status of a round, with who is in each stage's set.
@@ -380,6 +408,13 @@ pub async fn info(ctx: &Coordinator, round: &RoundRow) -> Result<RoundInfo, Roun
             reason: format!("{DECLINED_PREFIX}{reason}"),
         },
     ));
+    // Who has answered the current stage: the senders of its stored messages (kept until the stage closes).
+    let answered = match (round.outcome, round.stage) {
+        (None, stage) if stage != RoundStage::Finished => {
+            ctx.store.stage_message_senders(round.id, stage).await?
+        }
+        _ => Vec::new(),
+    };
     Ok(RoundInfo {
         id: round.id,
         study_id: round.study_id,
@@ -392,6 +427,7 @@ pub async fn info(ctx: &Coordinator, round: &RoundRow) -> Result<RoundInfo, Roun
         finished_at_ms: round.finished_at,
         stage_deadline_ms: round.stage_deadline,
         sets,
+        answered,
         excluded,
         purpose: plan.purpose,
     })
@@ -466,7 +502,7 @@ pub async fn abort_excluding(
         let selected = RoundPlan::parse(round)
             .map(|p| p.selected)
             .unwrap_or_default();
-        ctx.round_changed(round.id, &selected).await;
+        ctx.round_ended(round.id, &selected).await;
     }
     Ok(done)
 }

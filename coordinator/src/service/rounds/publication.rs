@@ -132,7 +132,7 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
             ctx.metrics
                 .rounds_finished(round.study_id, RoundOutcome::Completed, 1);
             privacy::refresh_gauges(ctx, round.study_id, &study.config.budget).await;
-            ctx.round_changed(round.id, &c.plan.selected).await;
+            ctx.round_ended(round.id, &c.plan.selected).await;
             Ok(())
         }
         Err(PrivacyError::OverBudget(reason) | PrivacyError::Unaccountable(reason)) => {

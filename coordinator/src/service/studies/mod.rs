@@ -66,6 +66,7 @@ pub async fn info(ctx: &Coordinator, row: &StudyRow) -> Result<StudyInfo, StudyE
     let latest = ctx.store.latest_model_version(row.id).await?;
     let rounds = ctx.store.list_rounds(row.id).await?;
     let warnings = warnings(&study.config);
+    let (schedule, run) = super::schedule::run_info(&ctx.store.study_run(row.id).await?)?;
     Ok(StudyInfo {
         id: row.id,
         config: study.config,
@@ -78,6 +79,8 @@ pub async fn info(ctx: &Coordinator, row: &StudyRow) -> Result<StudyInfo, StudyE
         active_round: rounds.iter().find(|r| r.outcome.is_none()).map(|r| r.id),
         warnings,
         statistics: parse_statistics(latest.statistics_json.as_deref())?,
+        schedule,
+        run,
     })
 }
 
@@ -256,6 +259,7 @@ fn participant_info(p: ParticipantRow) -> ParticipantInfo {
             .and_then(identity_key)
             .map(|k| k.fingerprint()),
         disabled: p.disabled_at.is_some(),
+        last_seen_ms: p.last_seen_at,
     }
 }
 
