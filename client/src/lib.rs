@@ -15,7 +15,7 @@ use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, DeclineRoundRequest,
     EnrolRequest, EnrolResponse, EnrolmentTokenInfo, EnrolmentTokenResponse, ErrorBody, Health,
     ModelVersionInfo, ParticipantInfo, PrivacyPlanRequest, PrivacyPlanResponse, PrivacyReport,
-    RoundInfo, RoundStage, StartRoundRequest, StudyInfo, TaskResponse,
+    RoundInfo, RoundStage, StartRoundRequest, StudyInfo, StudyMetrics, TaskResponse,
 };
 use serde::de::DeserializeOwned;
 pub use transport::{ConnectFailure, TlsOptions};
@@ -363,6 +363,10 @@ impl CoordinatorClient {
     }
     pub async fn privacy_report(&self, study: i64) -> ClientResult<PrivacyReport> {
         self.get(&format!("/v1/studies/{study}/privacy")).await
+    }
+    /// The study's federated evaluation per evaluated model version (`GET /v1/studies/{id}/metrics`).
+    pub async fn study_metrics(&self, study: i64) -> ClientResult<StudyMetrics> {
+        self.get(&format!("/v1/studies/{study}/metrics")).await
     }
     /// The noise σ a study needs for a target ε over its rounds (`POST /v1/privacy/plan`).
     pub async fn privacy_plan(

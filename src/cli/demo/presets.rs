@@ -228,6 +228,7 @@ pub fn study_request(p: &Preset, shape: &StudyShape) -> Result<CreateStudyReques
             }),
             ..p.preprocessing.clone()
         }),
+        evaluation: None,
     })
 }
 

@@ -246,6 +246,7 @@ fn study_request(
             learning_rate: LEARNING_RATE,
         },
         preprocessing: None,
+        evaluation: None,
     })
 }
 
