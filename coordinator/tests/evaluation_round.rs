@@ -222,6 +222,11 @@ async fn evaluation_rounds(db: &TestDb) {
         err.to_string().contains("completed all its 3 rounds"),
         "{err}"
     );
+    let study = served.op.get_study(sid).await.unwrap();
+    assert_eq!(
+        study.rounds_completed, 3,
+        "evaluation rounds are not among the study's rounds"
+    );
     served.stop().await;
 }
 both_backends!(
