@@ -467,7 +467,7 @@ def main() -> int:
         if not panel_exprs:
             report(str(args.dashboards), "-", False, "no panel expressions found")
         for what, ok, detail in required_panels(dashboards):
-            report(what, "required", ok, detail)
+            report(what, "panel", ok, detail)
         for f, d in dashboards:
             all_values, selections = variable_passes(prom, d, builtins, started - 3600, report)
             exprs = [x for x in panel_exprs if x.dashboard is d]
