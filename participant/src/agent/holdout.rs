@@ -12,6 +12,7 @@
 //! "evaluation" in the ledger name different records.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use confide_common::dp::DataPartition;
 use confide_common::evaluation::{EvaluationConfig, holdout_part};
@@ -51,6 +52,35 @@ pub fn split(data: &Dataset, split: Split) -> (Dataset, Dataset) {
         }
     }
     (data.select(&train), data.select(&eval))
+}
+
+/// The records a round may use for `part` and the partition its charge records: with a study `evaluation`, the
+/// training part (training rounds) or the held-out part (evaluation rounds), the split checked against the
+/// dataset's pin at `pin`; without one, every record (charged to `All`). `Err` is the reason to decline.
+pub fn round_part(
+    data: &Arc<Dataset>,
+    evaluation: Option<&EvaluationConfig>,
+    part: DataPartition,
+    pin: &Path,
+) -> Result<(Arc<Dataset>, DataPartition), String> {
+    let Some(config) = evaluation else {
+        return match part {
+            DataPartition::Evaluation => {
+                Err("an evaluation round of a study that declares no evaluation".into())
+            }
+            _ => Ok((Arc::clone(data), DataPartition::All)),
+        };
+    };
+    config
+        .validate(u32::MAX)
+        .map_err(|e| format!("the study's evaluation: {e}"))?;
+    let wanted = Split::from(config);
+    check_pinned(pin, wanted)?;
+    let (training, evaluation) = split(data, wanted);
+    Ok(match part {
+        DataPartition::Evaluation => (Arc::new(evaluation), DataPartition::Evaluation),
+        _ => (Arc::new(training), DataPartition::Training),
+    })
 }
 
 /// Where a dataset's pinned split is kept: beside its ledger.
@@ -162,6 +192,42 @@ mod tests {
                 .cloned()
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn training_rounds_never_see_a_held_out_record() {
+        use confide_common::evaluation::EvaluationSchedule;
+        let dir = tempfile::tempdir().unwrap();
+        let pin = dir.path().join("holdout.json");
+        let all = Arc::new(data(300));
+        let config = EvaluationConfig {
+            holdout_fraction: 0.3,
+            epsilon: 1.0,
+            schedule: EvaluationSchedule::EveryRound,
+            min_records: 5,
+            loss_max: 2.0,
+            max_records_per_site: 1000,
+            seed: 9,
+        };
+        let (train, p) = round_part(&all, Some(&config), DataPartition::Training, &pin).unwrap();
+        assert_eq!(p, DataPartition::Training);
+        let (eval, p) = round_part(&all, Some(&config), DataPartition::Evaluation, &pin).unwrap();
+        assert_eq!(p, DataPartition::Evaluation);
+        let held = rows(&eval);
+        assert!(!held.is_empty() && rows(&train).iter().all(|r| !held.contains(r)));
+        assert_eq!(train.len() + eval.len(), 300);
+        // Every held-out record hashes to the evaluation part, every training record to the training part.
+        for (row, label) in &held {
+            assert_eq!(holdout_part(9, row, *label, 0.3), DataPartition::Evaluation);
+        }
+        // Without evaluation: every record, charged to All; an evaluation round is refused.
+        let (every, p) = round_part(&all, None, DataPartition::Training, &pin).unwrap();
+        assert_eq!((every.len(), p), (300, DataPartition::All));
+        assert!(round_part(&all, None, DataPartition::Evaluation, &pin).is_err());
+        // Another split of the same dataset is refused (the pin holds seed 9).
+        let other = EvaluationConfig { seed: 10, ..config };
+        let e = round_part(&all, Some(&other), DataPartition::Training, &pin).unwrap_err();
+        assert!(e.contains("pinned"), "{e}");
     }
 
     #[test]

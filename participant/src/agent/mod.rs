@@ -397,35 +397,18 @@ impl Agent {
         Ok(T::from_json(&text).map_err(|e| self.protocol_error(task, e)))
     }
 
-    /// The records a round of `task` may use for `part` (the training part, or the held-out evaluation part, when
-    /// the study declares evaluation; every record otherwise) and the partition its charge records; `Err` is the
-    /// reason to decline (e.g. the study asks for another split than the one this dataset's ledger is pinned to).
+    /// The records a round of `task` may use for `part` ([`holdout::round_part`] with this dataset's pin).
     fn records_for(
         &self,
         task: &RoundTask,
         part: DataPartition,
     ) -> Result<(Arc<Dataset>, DataPartition), String> {
-        let Some(config) = task.evaluation.as_ref() else {
-            return match part {
-                DataPartition::Evaluation => {
-                    Err("an evaluation round of a study that declares no evaluation".into())
-                }
-                _ => Ok((Arc::clone(&self.data), DataPartition::All)),
-            };
-        };
-        config
-            .validate(u32::MAX)
-            .map_err(|e| format!("the study's evaluation: {e}"))?;
-        let split = holdout::Split::from(config);
-        holdout::check_pinned(
+        holdout::round_part(
+            &self.data,
+            task.evaluation.as_ref(),
+            part,
             &holdout::pin_path(&self.cfg.ledger, &self.cfg.data.dataset_id),
-            split,
-        )?;
-        let (training, evaluation) = holdout::split(&self.data, split);
-        Ok(match part {
-            DataPartition::Evaluation => (Arc::new(evaluation), DataPartition::Evaluation),
-            _ => (Arc::new(training), DataPartition::Training),
-        })
+        )
     }
 
     /// Queues this agent's message for the task's stage (kept until delivered) and polls on.
