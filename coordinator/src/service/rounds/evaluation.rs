@@ -13,14 +13,11 @@ use confide_common::dp::DataPartition;
 use confide_common::evaluation::{self, EvaluationRelease, EvaluationTotals};
 
 use super::publication::Completed;
-use super::statistics::RoundKind;
+use super::statistics::{NOISE_MARGIN_STDS, RoundKind};
 use super::{RoundError, RoundPlan};
 use crate::service::Coordinator;
 use crate::service::studies::{self, Study};
 use crate::store::{EvaluationRow, ModelVersionRow, NewEvaluation};
-
-/// Standard deviations of one site's noise the secure-aggregation range leaves room for beyond the largest sums.
-const NOISE_MARGIN_STDS: f64 = 6.0;
 
 /// Training rounds a study runs: its `rounds`, less the statistics round (which counts among them).
 pub fn training_rounds(study: &Study) -> u32 {

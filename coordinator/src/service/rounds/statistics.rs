@@ -16,7 +16,7 @@ use crate::service::studies::Study;
 use crate::store::ModelVersionRow;
 
 /// Standard deviations of one site's noise the secure-aggregation range leaves room for beyond the largest sums.
-const NOISE_MARGIN_STDS: f64 = 6.0;
+pub(super) const NOISE_MARGIN_STDS: f64 = 6.0;
 
 /// What the next round computes and asks of every site.
 #[derive(Debug, Clone)]
