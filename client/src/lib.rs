@@ -16,7 +16,7 @@ use confide_common::api::{
     EnrolRequest, EnrolResponse, EnrolmentTokenInfo, EnrolmentTokenResponse, ErrorBody, Health,
     ModelVersionInfo, ParticipantInfo, PrivacyPlanRequest, PrivacyPlanResponse, PrivacyReport,
     RoundInfo, RoundStage, RunStudyRequest, StartRoundRequest, StopStudyRequest, StudyInfo,
-    TaskResponse,
+    StudyMetrics, TaskResponse,
 };
 use serde::de::DeserializeOwned;
 pub use transport::{ConnectFailure, TlsOptions};
@@ -372,6 +372,10 @@ impl CoordinatorClient {
     }
     pub async fn privacy_report(&self, study: i64) -> ClientResult<PrivacyReport> {
         self.get(&format!("/v1/studies/{study}/privacy")).await
+    }
+    /// The study's federated evaluation per evaluated model version (`GET /v1/studies/{id}/metrics`).
+    pub async fn study_metrics(&self, study: i64) -> ClientResult<StudyMetrics> {
+        self.get(&format!("/v1/studies/{study}/metrics")).await
     }
     /// The noise σ a study needs for a target ε over its rounds (`POST /v1/privacy/plan`).
     pub async fn privacy_plan(

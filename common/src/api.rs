@@ -314,6 +314,12 @@ pub struct CreateStudyRequest {
     /// each agent needs a statistics file of its own (`--stats`) and declines rounds without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocessing: Option<crate::preprocessing::Preprocessing>,
+    /// Federated evaluation: every site holds out part of its records (never trained on), and after published
+    /// model versions (as `schedule` says) evaluation rounds release correct predictions, count and clamped loss
+    /// of each site's held-out part with DP inside secure aggregation (`GET /v1/studies/{id}/metrics`). Absent:
+    /// no hold-out, no evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<crate::evaluation::EvaluationConfig>,
 }
 
 /// `POST /v1/privacy/plan`: the noise a study needs for a target ε (the calibration the coordinator applies to a
@@ -578,11 +584,30 @@ pub enum RoundPurpose {
     /// The study's statistics round: each site sends its clamped feature sums with DP noise
     /// ([`crate::statistics`]); the derived mean and std are published with a model version (same weights).
     Statistics,
+    /// An evaluation round: each site sends its correct predictions, record count and clamped loss sum on its
+    /// held-out records with DP noise ([`crate::evaluation`]); the coordinator stores the noisy metrics of the
+    /// evaluated model version and publishes no new weights.
+    Evaluation,
 }
 
 impl RoundPurpose {
+    pub const ALL: [Self; 3] = [Self::Training, Self::Statistics, Self::Evaluation];
+
     pub fn is_training(&self) -> bool {
         *self == Self::Training
+    }
+
+    /// The name on the wire and in the database (`rounds.purpose`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Training => "training",
+            Self::Statistics => "statistics",
+            Self::Evaluation => "evaluation",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
     }
 }
 
@@ -905,6 +930,51 @@ pub struct RoundTask {
     /// standardises with them instead of the ranges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistics: Option<crate::statistics::PublishedStatistics>,
+    /// The study's federated evaluation, if it declares one: which records the site holds out (never trained on)
+    /// and, in evaluation rounds, what it releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<crate::evaluation::EvaluationConfig>,
+}
+
+/// One evaluated model version in `GET /v1/studies/{id}/metrics`: post-processing of the noisy totals of an
+/// evaluation round, with the noise level that follows from public parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ModelEvaluation {
+    /// The evaluation round.
+    pub round_id: i64,
+    /// The model version it evaluated.
+    pub model_version: i64,
+    /// Training rounds completed when that version was published.
+    pub training_rounds: i64,
+    /// Noisy correct ÷ noisy count, clamped to [0, 1].
+    pub accuracy: f64,
+    /// Standard deviation of the accuracy's DP noise (first order).
+    pub accuracy_std: f64,
+    /// Mean cross-entropy loss, each record's clamped to [0, loss_max].
+    pub loss: f64,
+    pub loss_std: f64,
+    /// The noisy number of evaluation records of all sites.
+    pub evaluation_records: f64,
+    /// Sites in the aggregate.
+    pub sites: u32,
+    /// Noise standard deviation on each coordinate of one site's release.
+    pub noise_std_per_site: f64,
+    /// ε of each site's release (at the study's δ).
+    pub release_epsilon: f64,
+    /// The largest ε (PLD over its whole ledger, training and evaluation parts composed in parallel) of any site
+    /// charged for this evaluation, after it.
+    pub epsilon_spent: f64,
+    pub created_at_ms: i64,
+}
+
+/// `GET /v1/studies/{id}/metrics`: the privacy-utility curve of a study, one entry per evaluated model version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct StudyMetrics {
+    pub study_id: i64,
+    pub delta: f64,
+    pub evaluations: Vec<ModelEvaluation>,
 }
 
 /// `GET /healthz`.

@@ -7,10 +7,12 @@
 //! - [`model`]: model specifications and the flat parameter-vector layout both sides agree on.
 //! - [`plan`]: what a study's round asks of every participant (steps, charged events, update range).
 //! - [`preprocessing`]: feature scaling from public ranges (no central data), checked declarations.
+//! - [`evaluation`]: federated evaluation: the per-record hold-out, the DP release of correct / count / loss, metrics.
 //! - [`statistics`]: the DP statistics release's sensitivity, noise and accounting, and mean/std from its totals.
 
 pub mod api;
 pub mod dp;
+pub mod evaluation;
 pub mod model;
 pub mod plan;
 pub mod preprocessing;

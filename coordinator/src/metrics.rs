@@ -28,6 +28,9 @@ pub struct Metrics {
     pub dropouts_total: IntCounterVec,
     pub http_requests_total: IntCounterVec,
     pub http_request_duration: HistogramVec,
+    /// The latest federated evaluation of a study's model: accuracy and clamped loss (noisy, DP).
+    pub model_accuracy: GaugeVec,
+    pub model_loss: GaugeVec,
 }
 
 impl Metrics {
@@ -89,6 +92,22 @@ impl Metrics {
             ),
             &["route", "status"],
         )?;
+        let model_accuracy = GaugeVec::new(
+            Opts::new(
+                "confide_model_accuracy",
+                "Accuracy of a study's latest evaluated model on the sites' held-out records (federated, DP noise)",
+            ),
+            &["study"],
+        )?;
+        let model_loss = GaugeVec::new(
+            Opts::new(
+                "confide_model_loss",
+                "Mean clamped cross-entropy loss of a study's latest evaluated model (federated, DP noise)",
+            ),
+            &["study"],
+        )?;
+        registry.register(Box::new(model_accuracy.clone()))?;
+        registry.register(Box::new(model_loss.clone()))?;
         registry.register(Box::new(epsilon_spent.clone()))?;
         registry.register(Box::new(epsilon_budget.clone()))?;
         registry.register(Box::new(rounds_total.clone()))?;
@@ -107,6 +126,8 @@ impl Metrics {
             dropouts_total,
             http_requests_total,
             http_request_duration,
+            model_accuracy,
+            model_loss,
         })
     }
 

@@ -2,7 +2,10 @@
 
 mod support;
 
-use confide_common::api::{BudgetParams, MemberSet, RoundOutcome, RoundStage, RunState};
+use confide_common::api::{
+    BudgetParams, MemberSet, RoundOutcome, RoundPurpose, RoundStage, RunState,
+};
+use confide_common::dp::DataPartition;
 use confide_coordinator::service::privacy::{self, PrivacyError};
 use confide_coordinator::store::{
     Charge, NewRound, Publication, RoundRow, StageBoundary, StoreError,
@@ -20,6 +23,7 @@ fn new_round(study_id: i64, selected: Vec<i64>) -> NewRound {
         stage_deadline: i64::MAX / 2,
         max_rounds: 2,
         run_guard: None,
+        purpose: RoundPurpose::Training,
     }
 }
 
@@ -416,6 +420,7 @@ async fn publish(db: &TestDb) {
         events: events.clone(),
         epsilon_after,
         ledger_rows,
+        partition: DataPartition::Training,
     };
     let p = Publication {
         round_id: round.id,
@@ -425,6 +430,7 @@ async fn publish(db: &TestDb) {
         completed: vec![p1],
         charges: vec![charge(1.0, 0)],
         statistics_json: Some(r#"{"published":"stats"}"#.into()),
+        evaluation: None,
     };
     // wrong stage: nothing written
     let before = s.state_fingerprint().await.unwrap();
@@ -446,7 +452,8 @@ async fn publish(db: &TestDb) {
         charges: Vec::new(),
         ..p.clone()
     };
-    match privacy::publish_with_charges(s, over, study, &[p1], &events, &tight).await {
+    let tagged = privacy::tagged(DataPartition::Training, &events);
+    match privacy::publish_with_charges(s, over, study, &[p1], &tagged, &tight).await {
         Err(PrivacyError::OverBudget(msg)) => assert!(msg.contains("> budget 0.001"), "{msg}"),
         Err(e) => panic!("expected refusal, got {e:?}"),
         Ok(v) => panic!("expected refusal, got version {v}"),
@@ -478,6 +485,7 @@ async fn publish(db: &TestDb) {
         (p1, round.id, 1.0)
     );
     assert_eq!(ledger[0].events, events);
+    assert_eq!(ledger[0].partition, DataPartition::Training);
     let (w, _) = s.model_weights(study, 1).await.unwrap();
     assert_eq!(w, b"weights-v1");
     assert_eq!(

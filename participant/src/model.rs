@@ -202,6 +202,29 @@ impl Network {
     }
 }
 
+impl Network {
+    /// Per record of `(x, y)`: whether the prediction is right, and its softmax cross-entropy loss (for a
+    /// federated evaluation's clamped sums).
+    pub fn per_record(&self, x: &Tensor, y: &Tensor) -> (Vec<bool>, Vec<f64>) {
+        let _guard = tch::no_grad_guard();
+        if y.size()[0] == 0 {
+            return (Vec::new(), Vec::new());
+        }
+        let logits = self.forward(x);
+        let losses = logits
+            .cross_entropy_loss(y, None::<Tensor>, tch::Reduction::None, -100, 0.0)
+            .to_kind(Kind::Double);
+        let correct = logits.argmax(-1, false).eq_tensor(y).to_kind(Kind::Int64);
+        let losses = Vec::<f64>::try_from(&losses).unwrap_or_default();
+        let correct = Vec::<i64>::try_from(&correct)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c != 0)
+            .collect();
+        (correct, losses)
+    }
+}
+
 /// Sum over the batch of the softmax cross-entropy losses.
 pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Tensor {
     logits.cross_entropy_loss(targets, None::<Tensor>, tch::Reduction::Sum, -100, 0.0)

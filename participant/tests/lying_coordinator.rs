@@ -353,6 +353,7 @@ impl World {
             quantisation: QuantizationParams::for_participants(4.0, 32, n, 1000).unwrap(),
             protocol,
             preprocessing: None,
+            evaluation: None,
             purpose: RoundPurpose::Training,
             statistics: None,
         }

@@ -239,6 +239,33 @@ def dashboard_expressions(folder: pathlib.Path):
     return dashboards, out
 
 
+# Panels that must exist, each with a query on a metric (and, like every panel, real data at evaluation time): the
+# privacy-utility curve of federated evaluation (issue #14).
+REQUIRED_PANELS = [("confide-privacy", "Accuracy vs ε spent, per round", "confide_model_accuracy")]
+
+
+def required_panels(dashboards) -> list[tuple[str, bool, str]]:
+    """(what, ok, detail) per required panel: present in its dashboard with a query on its metric."""
+    out = []
+    for uid, title, metric in REQUIRED_PANELS:
+        found = []
+        for _f, d in dashboards:
+            if d.get("uid") != uid:
+                continue
+
+            def walk(panels):
+                for p in panels or []:
+                    if p.get("title") == title:
+                        found.append(p)
+                    walk(p.get("panels"))
+            walk(d.get("panels"))
+        queried = any(metric in (t.get("expr") or "") for p in found for t in p.get("targets") or [])
+        out.append((f"{uid}: panel {title!r}", bool(found) and queried,
+                    "present, querying " + metric if found and queried else
+                    ("missing" if not found else f"does not query {metric}")))
+    return out
+
+
 def rule_expressions(path: pathlib.Path):
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     out = []
@@ -439,6 +466,8 @@ def main() -> int:
         dashboards, panel_exprs = dashboard_expressions(args.dashboards)
         if not panel_exprs:
             report(str(args.dashboards), "-", False, "no panel expressions found")
+        for what, ok, detail in required_panels(dashboards):
+            report(what, "panel", ok, detail)
         for f, d in dashboards:
             all_values, selections = variable_passes(prom, d, builtins, started - 3600, report)
             exprs = [x for x in panel_exprs if x.dashboard is d]

@@ -21,6 +21,8 @@ SPEND_PER_ROUND = f'delta({SPENT}[$window]) / on (study) group_left () {COMPLETE
 REMAINING = f'clamp_min({BUDGET} - {SPENT}, 0)'
 ROUNDS_LEFT = f'floor({REMAINING} / ({SPEND_PER_ROUND}))'
 RATIO = f'{SPENT} / {BUDGET}'
+# The privacy-utility panel: check_dashboards.py requires it (and real data in it).
+ACCURACY_VS_EPSILON_TITLE = "Accuracy vs ε spent, per round"
 
 _id = [0]
 def nid():
@@ -113,6 +115,14 @@ pv.append(panel("table", "Budget ledger (now)",
 pv.append(panel("alertlist", "Privacy and round alerts", "Alerts of the Prometheus rules in dashboards/prometheus/alerts.yml (budget ≥ 90 %, budget exhausted, round aborted, coordinator down).",
     (0, 35, 24, 6), [], options={"viewMode": "list", "groupMode": "default", "groupBy": [], "maxItems": 20, "sortOrder": 1, "dashboardAlerts": False, "alertName": "Confide", "alertInstanceLabelFilter": "", "datasource": "Prometheus",
         "stateFilter": {"firing": True, "pending": True, "noData": False, "normal": False, "error": True}}))
+pv.append(row("Privacy and utility", 41))
+pv.append(panel("timeseries", ACCURACY_VS_EPSILON_TITLE,
+    "Left axis: accuracy of the study's latest evaluated model on the hospitals' held-out records (federated evaluation: each site's correct predictions and count released with DP noise inside secure aggregation; the std of that noise is in GET /v1/studies/{id}/metrics). Right axis: the largest ε spent by any participant of the study. Each evaluation round steps both: the privacy-utility curve to steer by — when accuracy stops rising while ε keeps growing, more rounds buy little.",
+    (0, 42, 24, 10), [target('confide_model_accuracy{study=~"$study"}', "accuracy · study {{study}}", "A"),
+                      target(f'max by (study) ({SPENT})', "max ε spent · study {{study}}", "B")],
+    unit="percentunit", minv=0, decimals=3, custom=dict(ts_custom, lineInterpolation="stepAfter", showPoints="always"), options=legend_table,
+    overrides=[{"matcher": {"id": "byFrameRefID", "options": "B"}, "properties": [{"id": "custom.axisPlacement", "value": "right"}, {"id": "unit", "value": "none"},
+                {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}]}]))
 privacy = dashboard("confide-privacy", "Confide · Privacy budgets", "ε spent against each participant's budget, per study, from the coordinator's privacy ledger.", ["confide", "privacy"], pv, [
     qvar("study", "Study", "label_values(confide_privacy_epsilon_budget, study)", "Study id (label `study` of the coordinator's metrics: the numeric id of the operator API)."),
     qvar("participant", "Participant", 'label_values(confide_privacy_epsilon_budget{study=~"$study"}, participant)', "Participant id (numeric id of the participant API; see the study's participant list for names)."),

@@ -41,6 +41,12 @@ panels[1]["targets"][0]["expr"] = 'sum by (stage (rate(confide_round_stage_durat
 panels[2]["targets"][0]["expr"] = 'confide_round_participants{study=~"$hospital"}'                     # unknown variable
 panels[3]["targets"][0]["expr"] = 'confide_rounds_total{outcome="exploded"}'                           # label value never emitted
 f.write_text(json.dumps(d))
+f = bad / "dashboards" / "confide-privacy.json"
+d = json.loads(f.read_text())
+for p in d["panels"]:
+    if p.get("title") == "Accuracy vs ε spent, per round":
+        p["title"] = "Accuracy"                                                                   # required panel gone
+f.write_text(json.dumps(d))
 r = bad / "alerts.yml"
 r.write_text(r.read_text().replace("up{job=\"confide-coordinator\"} == 0", "up{job=\"confide-coordinatr\"} == 0"))
 PY
@@ -53,14 +59,15 @@ for expected in \
   "FAIL  [all  ] confide-operations.json: panel 4 'Server errors (5xx share)' target A: unknown template variable(s) \$hospital" \
   "FAIL  [one  ] confide-operations.json: panel 5 'Rounds in range' target A: no data for any of 2 single-value selection(s)" \
   "FAIL  [one  ] confide-operations.json: panel 3 'Requests / s' target A: study=1: rejected by Prometheus: bad_data" \
-  "FAIL  [data ] alerts.yml: alert ConfideCoordinatorDown: watched quantity" ; do
+  "FAIL  [data ] alerts.yml: alert ConfideCoordinatorDown: watched quantity" \
+  "FAIL  [panel] confide-privacy: panel 'Accuracy vs ε spent, per round': missing" ; do
   if grep -qF -- "$expected" "$tmp/bad.log"; then echo "ok    reported: ${expected#FAIL  }"; else
     echo "FAIL  not reported: $expected" >&2; fails=$((fails + 1)); fi
 done
 n_fail="$(grep -c '^FAIL' "$tmp/bad.log" || true)"
-# 3 broken panel targets x 2 (all + single-value selections) + 1 unknown variable (reported once) + 1 alert = 8
-# failures; anything else is a false alarm.
-if [ "$n_fail" != 8 ]; then grep '^FAIL' "$tmp/bad.log" >&2; echo "FAIL  expected 8 failures, got $n_fail" >&2; fails=$((fails + 1)); fi
+# 3 broken panel targets x 2 (all + single-value selections) + 1 unknown variable (reported once) + 1 alert + 1
+# missing required panel = 9 failures; anything else is a false alarm.
+if [ "$n_fail" != 9 ]; then grep '^FAIL' "$tmp/bad.log" >&2; echo "FAIL  expected 9 failures, got $n_fail" >&2; fails=$((fails + 1)); fi
 
 echo "== 3. nothing listening: must fail"
 dead="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

@@ -40,7 +40,7 @@ class Simulation:
 
     def exposition(self) -> str:
         elapsed = time.time() - self.t0
-        spent, rounds, dropouts, participants = {}, {}, {}, {}
+        spent, rounds, dropouts, participants, accuracy = {}, {}, {}, {}, {}
         stage_obs = {s: [] for s in STAGES}
         for study, (members, _budget, offset) in STUDIES.items():
             done = max(0, math.floor((elapsed - offset) / self.round_seconds))
@@ -66,6 +66,8 @@ class Simulation:
                     for p in members:
                         if p != dropped:
                             spent[(study, p)] += 0.035 * (1 + 0.2 * members.index(p))
+                    # The federated evaluation of the round's model: noisy accuracy rising towards 0.95.
+                    accuracy[study] = (0.95 - 0.4 / k + 0.02 * ((k % 3) - 1), 0.2 + 0.5 / k)
                 for i, s in enumerate(STAGES):
                     stage_obs[s].append(0.08 * (i + 1) * (1 + (k % 4) / 4))
                 participants[study] = sets
@@ -77,6 +79,12 @@ class Simulation:
         metric("confide_privacy_epsilon_spent", "gauge", "Privacy loss epsilon spent by a participant in a study (PLD accountant).")
         for (study, p), v in sorted(spent.items()):
             out.append(f"confide_privacy_epsilon_spent{labels(participant=p, study=study)} {v:.6f}")
+        metric("confide_model_accuracy", "gauge", "Accuracy of a study's latest evaluated model (federated, DP noise).")
+        for study, (acc, _loss) in sorted(accuracy.items()):  # emitted once a model was evaluated, as the coordinator does
+            out.append(f"confide_model_accuracy{labels(study=study)} {acc:.6f}")
+        metric("confide_model_loss", "gauge", "Mean clamped loss of a study's latest evaluated model (federated, DP noise).")
+        for study, (_acc, loss) in sorted(accuracy.items()):
+            out.append(f"confide_model_loss{labels(study=study)} {loss:.6f}")
         metric("confide_privacy_epsilon_budget", "gauge", "Privacy budget epsilon of a participant in a study.")
         for study, (members, budget, _o) in STUDIES.items():
             for p in members:

@@ -130,6 +130,7 @@ pub type AppState = Coordinator;
         operator::list_model_versions,
         operator::download_model_version,
         operator::privacy_report,
+        operator::study_metrics,
         operator::privacy_plan,
         participant::enrol,
         participant::poll_task,
@@ -355,6 +356,10 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
         .route(
             "/v1/studies/{study_id}/privacy",
             get(operator::privacy_report),
+        )
+        .route(
+            "/v1/studies/{study_id}/metrics",
+            get(operator::study_metrics),
         )
         .route("/v1/privacy/plan", post(operator::privacy_plan))
         .route("/v1/rounds/{round_id}", get(operator::get_round))

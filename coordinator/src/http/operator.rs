@@ -10,7 +10,7 @@ use confide_common::api::{
     AbortRoundRequest, CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolmentTokenInfo,
     EnrolmentTokenResponse, ErrorBody, ModelVersionInfo, ParticipantInfo, PrivacyPlanRequest,
     PrivacyPlanResponse, PrivacyReport, RoundInfo, RoundStage, RunStudyRequest, StartRoundRequest,
-    StopStudyRequest, StudyInfo,
+    StopStudyRequest, StudyInfo, StudyMetrics,
 };
 use serde::Deserialize;
 
@@ -298,6 +298,23 @@ pub async fn privacy_report(
     ApiPath(study_id): ApiPath<i64>,
 ) -> Result<ApiJson<PrivacyReport>, ApiError> {
     Ok(ApiJson(studies::privacy_report(&state, study_id).await?))
+}
+
+/// The study's federated evaluation, per evaluated model version: accuracy ± the std of its DP noise, mean clamped
+/// loss, the noisy number of evaluation records, and ε spent by the most-spent site after it (training and
+/// evaluation parts composed in parallel). Empty until an evaluation round completed.
+#[utoipa::path(get, path = "/v1/studies/{study_id}/metrics", tag = "operator", security(("operator_token" = [])),
+    params(("study_id" = i64, Path)),
+    responses((status = 200, body = StudyMetrics), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn study_metrics(
+    State(state): State<AppState>,
+    _op: Operator,
+    ApiPath(study_id): ApiPath<i64>,
+) -> Result<ApiJson<StudyMetrics>, ApiError> {
+    Ok(ApiJson(
+        rounds::evaluation::metrics(&state, study_id).await?,
+    ))
 }
 
 /// The noise a study needs for a target ε: the smallest σ (0.001 grid) whose rounds of DP-SGD steps stay within

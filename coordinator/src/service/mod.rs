@@ -149,7 +149,8 @@ impl Coordinator {
         self.changed(topics).await;
     }
 
-    /// Loads the gauges and counters that describe stored state (ε per participant, rounds per outcome).
+    /// Loads the gauges and counters that describe stored state (ε per participant, rounds per outcome, the latest
+    /// evaluation of each study's model).
     async fn reload_metrics(&self) -> Result<(), studies::StudyError> {
         for row in self.store.list_studies().await? {
             self.metrics.init_study(row.id);
@@ -159,6 +160,7 @@ impl Coordinator {
                     tracing::warn!(study = row.id, error = %e, "could not refresh privacy gauges")
                 }
             }
+            rounds::publication::refresh_model_gauges(self, row.id).await;
         }
         for (study, outcome, n) in self.store.round_outcome_counts().await? {
             self.metrics

@@ -14,8 +14,10 @@ use confide_common::api::{
     BudgetParams, CreateStudyRequest, ExcludedParticipant, PrivacyPlanRequest, PrivacyPlanResponse,
 };
 use confide_common::dp::{
-    AccountantKind, DpError, PrivacyEvent, PrivacyLedger, noise_multiplier_for_rounds,
+    AccountantKind, DataPartition, DpError, PartitionedEvent, PrivacyEvent, PrivacyLedger,
+    noise_multiplier_for_rounds, partitioned_epsilon,
 };
+use confide_common::evaluation::EvaluationRelease;
 use confide_common::plan;
 use confide_common::statistics::ReleaseParams;
 
@@ -45,16 +47,29 @@ fn within_budget(epsilon: f64, budget: &BudgetParams) -> bool {
     epsilon <= budget.epsilon
 }
 
-/// Each participant's ledger (its charged events in charge order) from a study's ledger rows.
-fn ledgers_by_participant(rows: Vec<LedgerRow>) -> HashMap<i64, PrivacyLedger> {
-    let mut out: HashMap<i64, PrivacyLedger> = HashMap::new();
+/// A participant's ledger: its charged events in charge order, each with the part of its dataset it used.
+pub type Ledger = Vec<PartitionedEvent>;
+
+/// Each participant's ledger from a study's ledger rows.
+fn ledgers_by_participant(rows: Vec<LedgerRow>) -> HashMap<i64, Ledger> {
+    let mut out: HashMap<i64, Ledger> = HashMap::new();
     for row in rows {
-        out.entry(row.participant_id)
-            .or_default()
-            .events
-            .extend(row.events);
+        let partition = row.partition;
+        out.entry(row.participant_id).or_default().extend(
+            row.events
+                .into_iter()
+                .map(|event| PartitionedEvent { partition, event }),
+        );
     }
     out
+}
+
+/// `events` as releases that used `partition`.
+pub fn tagged(partition: DataPartition, events: &[PrivacyEvent]) -> Ledger {
+    events
+        .iter()
+        .map(|&event| PartitionedEvent { partition, event })
+        .collect()
 }
 
 /// Each of `participants`' ledgers in a study with `planned` appended (what it would be after this round charged
@@ -63,8 +78,8 @@ async fn ledgers_with(
     store: &Store,
     study_id: i64,
     participants: &[i64],
-    planned: &[PrivacyEvent],
-) -> Result<Vec<(PrivacyLedger, i64)>, StoreError> {
+    planned: &[PartitionedEvent],
+) -> Result<Vec<(Ledger, i64)>, StoreError> {
     let rows = store.ledger(study_id).await?;
     let counts: Vec<i64> = participants
         .iter()
@@ -76,19 +91,21 @@ async fn ledgers_with(
         .zip(counts)
         .map(|(p, rows)| {
             let mut ledger = ledgers.remove(p).unwrap_or_default();
-            ledger.events.extend_from_slice(planned);
+            ledger.extend_from_slice(planned);
             (ledger, rows)
         })
         .collect())
 }
 
 /// ε at `delta` of each ledger, in order, computed on the blocking pool; identical ledgers are computed once, and
-/// ledgers this process computed recently are not computed again (see [`EpsilonCache`]).
-pub async fn epsilons(ledgers: Vec<PrivacyLedger>, delta: f64) -> Result<Vec<f64>, PrivacyError> {
+/// ledgers this process computed recently are not computed again (see [`EpsilonCache`]). The training and
+/// evaluation parts of a dataset compose in parallel (`dp::partition`): ε is the larger of the two parts' ε, each
+/// with the releases that used every record.
+pub async fn epsilons(ledgers: Vec<Ledger>, delta: f64) -> Result<Vec<f64>, PrivacyError> {
     tokio::task::spawn_blocking(move || {
         ledgers
             .iter()
-            .map(|ledger| EpsilonCache::get_or_compute(&ledger.events, delta))
+            .map(|ledger| EpsilonCache::get_or_compute(ledger, delta))
             .collect()
     })
     .await
@@ -104,12 +121,12 @@ struct EpsilonCache;
 /// Entries kept before the memo starts over (each a ledger's events: small).
 const EPSILON_CACHE_ENTRIES: usize = 512;
 
-type EpsilonKey = (Vec<PrivacyEvent>, u64);
+type EpsilonKey = (Ledger, u64);
 
 static EPSILONS: std::sync::Mutex<Vec<(EpsilonKey, f64)>> = std::sync::Mutex::new(Vec::new());
 
 impl EpsilonCache {
-    fn get_or_compute(events: &[PrivacyEvent], delta: f64) -> Result<f64, PrivacyError> {
+    fn get_or_compute(events: &[PartitionedEvent], delta: f64) -> Result<f64, PrivacyError> {
         let hit = |cache: &[(EpsilonKey, f64)]| {
             cache
                 .iter()
@@ -120,11 +137,8 @@ impl EpsilonCache {
         if let Some(eps) = EPSILONS.lock().ok().and_then(|c| hit(&c)) {
             return Ok(eps);
         }
-        let eps = PrivacyLedger {
-            events: events.to_vec(),
-        }
-        .epsilon(delta, AccountantKind::Pld)
-        .map_err(|e| PrivacyError::Unaccountable(e.to_string()))?;
+        let eps = partitioned_epsilon(events, delta, AccountantKind::Pld)
+            .map_err(|e| PrivacyError::Unaccountable(e.to_string()))?;
         if let Ok(mut cache) = EPSILONS.lock() {
             if cache.len() >= EPSILON_CACHE_ENTRIES {
                 cache.clear();
@@ -135,8 +149,12 @@ impl EpsilonCache {
     }
 }
 
+/// One round of a study to be, on an empty ledger, must fit in its budget: otherwise no round could ever run.
 pub async fn check_first_round(config: &CreateStudyRequest) -> Result<(), PrivacyError> {
-    let mut events = plan::planned_events(&config.dp);
+    let mut events = tagged(
+        training_partition(config),
+        &plan::planned_events(&config.dp),
+    );
     // A statistics round, if declared, comes first: the study must afford it and one training round.
     if let Some(p) = &config.preprocessing
         && let Some(round) = p.statistics_round
@@ -144,23 +162,34 @@ pub async fn check_first_round(config: &CreateStudyRequest) -> Result<(), Privac
         let release =
             ReleaseParams::for_target(p.feature_ranges.len(), round.epsilon, config.budget.delta)
                 .map_err(|e| PrivacyError::Unaccountable(format!("statistics round: {e}")))?;
-        events.push(release.event());
+        events.extend(tagged(DataPartition::All, &[release.event()]));
     }
     let statistics = events.len() > 1;
-    let ledger = PrivacyLedger { events };
-    let first_round = epsilons(vec![ledger], config.budget.delta)
+    // And one evaluation (on the held-out part: in parallel with training).
+    if let Some(evaluation) = &config.evaluation {
+        let release = EvaluationRelease::for_config(evaluation, config.budget.delta)
+            .map_err(|e| PrivacyError::Unaccountable(format!("evaluation: {e}")))?;
+        events.extend(tagged(DataPartition::Evaluation, &[release.event()]));
+    }
+    let evaluation = config.evaluation.is_some();
+    let first_round = epsilons(vec![events], config.budget.delta)
         .await?
         .first()
         .copied()
         .unwrap_or(f64::NAN);
     if !within_budget(first_round, &config.budget) {
         return Err(PrivacyError::OverBudget(format!(
-            "{} would spend ε = {first_round:.4} at δ = {}, over the budget ε = {}: \
-             raise dp.noise_multiplier, lower dp.sampling_rate or dp.local_epochs{}, or raise the budget",
+            "{}{} would spend ε = {first_round:.4} at δ = {}, over the budget ε = {}: \
+             raise dp.noise_multiplier, lower dp.sampling_rate or dp.local_epochs{}{}, or raise the budget",
             if statistics {
                 "the statistics round and one training round of this study"
             } else {
                 "one round of this study alone"
+            },
+            if evaluation {
+                " (with one evaluation of its held-out records)"
+            } else {
+                ""
             },
             config.budget.delta,
             config.budget.epsilon,
@@ -168,10 +197,25 @@ pub async fn check_first_round(config: &CreateStudyRequest) -> Result<(), Privac
                 ", lower preprocessing.statistics_round.epsilon"
             } else {
                 ""
+            },
+            if evaluation {
+                ", lower evaluation.epsilon"
+            } else {
+                ""
             }
         )));
     }
     Ok(())
+}
+
+/// The part of each site's dataset a study's training rounds use: the training part when the study holds records
+/// out for evaluation, else every record.
+pub fn training_partition(config: &CreateStudyRequest) -> DataPartition {
+    if config.evaluation.is_some() {
+        DataPartition::Training
+    } else {
+        DataPartition::All
+    }
 }
 
 /// Most DP-SGD steps per round a plan may ask for (a study's rules allow no more).
@@ -270,14 +314,13 @@ pub async fn select_within_budget(
     store: &Store,
     study_id: i64,
     candidates: Vec<i64>,
-    planned: &[PrivacyEvent],
+    planned: &[PartitionedEvent],
     budget: &BudgetParams,
 ) -> Result<(Vec<i64>, Vec<ExcludedParticipant>), PrivacyError> {
-    let (ledgers, _): (Vec<PrivacyLedger>, Vec<i64>) =
-        ledgers_with(store, study_id, &candidates, planned)
-            .await?
-            .into_iter()
-            .unzip();
+    let (ledgers, _): (Vec<Ledger>, Vec<i64>) = ledgers_with(store, study_id, &candidates, planned)
+        .await?
+        .into_iter()
+        .unzip();
     let epsilons = epsilons(ledgers, budget.delta).await?;
     let (mut selected, mut excluded) = (Vec::new(), Vec::new());
     for (p, eps) in candidates.into_iter().zip(epsilons) {
@@ -306,12 +349,22 @@ pub async fn publish_with_charges(
     mut publication: Publication,
     study_id: i64,
     in_aggregate: &[i64],
-    planned: &[PrivacyEvent],
+    planned: &[PartitionedEvent],
     budget: &BudgetParams,
 ) -> Result<i64, PrivacyError> {
+    let partition = planned
+        .first()
+        .map(|e| e.partition)
+        .unwrap_or(DataPartition::All);
+    if planned.iter().any(|e| e.partition != partition) {
+        return Err(PrivacyError::Unaccountable(
+            "a round's planned events must all use one part of the dataset".into(),
+        ));
+    }
+    let events: Vec<PrivacyEvent> = planned.iter().map(|e| e.event).collect();
     let mut attempt = 1;
     loop {
-        let (ledgers, rows): (Vec<PrivacyLedger>, Vec<i64>) =
+        let (ledgers, rows): (Vec<Ledger>, Vec<i64>) =
             ledgers_with(store, study_id, in_aggregate, planned)
                 .await?
                 .into_iter()
@@ -329,10 +382,18 @@ pub async fn publish_with_charges(
             }
             publication.charges.push(Charge {
                 participant: *participant,
-                events: planned.to_vec(),
+                events: events.clone(),
                 epsilon_after,
                 ledger_rows,
+                partition,
             });
+        }
+        if let Some(e) = publication.evaluation.as_mut() {
+            e.epsilon_spent = publication
+                .charges
+                .iter()
+                .map(|c| c.epsilon_after)
+                .fold(0.0, f64::max);
         }
         match store.publish_round(&publication).await {
             Err(StoreError::Stale(m)) if attempt < PUBLISH_ATTEMPTS => {
@@ -360,7 +421,7 @@ pub async fn privacy_of(
 ) -> Result<Vec<PrivacyOf>, PrivacyError> {
     let participants = store.list_participants(study_id).await?;
     let ids: Vec<i64> = participants.iter().map(|p| p.id).collect();
-    let (ledgers, rows): (Vec<PrivacyLedger>, Vec<i64>) = ledgers_with(store, study_id, &ids, &[])
+    let (ledgers, rows): (Vec<Ledger>, Vec<i64>) = ledgers_with(store, study_id, &ids, &[])
         .await?
         .into_iter()
         .unzip();
@@ -413,10 +474,8 @@ mod tests {
         }
     }
 
-    fn ledger(events: &[PrivacyEvent]) -> PrivacyLedger {
-        PrivacyLedger {
-            events: events.to_vec(),
-        }
+    fn ledger(events: &[PrivacyEvent]) -> Ledger {
+        tagged(DataPartition::All, events)
     }
 
     #[tokio::test]
@@ -424,7 +483,7 @@ mod tests {
         let one = ledger(&[round(0.1, 1.1, 10)]);
         let two = ledger(&[round(0.1, 1.1, 10), round(0.1, 1.1, 10)]);
         let eps = epsilons(
-            vec![two.clone(), PrivacyLedger::new(), one.clone(), two.clone()],
+            vec![two.clone(), Ledger::new(), one.clone(), two.clone()],
             1e-5,
         )
         .await
@@ -432,7 +491,36 @@ mod tests {
         assert_eq!(eps[1], 0.0);
         assert!(eps[2] > 0.0 && eps[0] > eps[2], "{eps:?}");
         assert_eq!(eps[0], eps[3]);
-        assert_eq!(eps[2], one.epsilon(1e-5, AccountantKind::Pld).unwrap());
+        let sequential = PrivacyLedger {
+            events: vec![round(0.1, 1.1, 10)],
+        };
+        assert_eq!(
+            eps[2],
+            sequential.epsilon(1e-5, AccountantKind::Pld).unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn training_and_evaluation_charges_compose_in_parallel() {
+        let train = round(0.1, 1.1, 10);
+        let eval = PrivacyEvent::ZcdpGaussian { rho: 0.01 };
+        let mut parts = tagged(DataPartition::Training, &[train, train]);
+        parts.extend(tagged(DataPartition::Evaluation, &[eval, eval]));
+        let mut one_part = ledger(&[train, train]);
+        one_part.extend(ledger(&[eval, eval]));
+        let eps = epsilons(vec![parts, one_part, ledger(&[train, train])], 1e-5)
+            .await
+            .unwrap();
+        assert_eq!(
+            eps[0], eps[2],
+            "the training part decides; evaluation adds nothing"
+        );
+        assert!(
+            eps[1] > eps[0],
+            "sequential {} vs parallel {}",
+            eps[1],
+            eps[0]
+        );
     }
 
     #[tokio::test]
@@ -441,11 +529,14 @@ mod tests {
         let first = epsilons(vec![l.clone()], 1e-5).await.unwrap();
         let again = epsilons(vec![l.clone()], 1e-5).await.unwrap();
         assert_eq!(first, again);
-        assert_eq!(first[0], l.epsilon(1e-5, AccountantKind::Pld).unwrap());
+        assert_eq!(
+            first[0],
+            partitioned_epsilon(&l, 1e-5, AccountantKind::Pld).unwrap()
+        );
         let other_delta = epsilons(vec![l.clone()], 1e-7).await.unwrap();
         assert_eq!(
             other_delta[0],
-            l.epsilon(1e-7, AccountantKind::Pld).unwrap()
+            partitioned_epsilon(&l, 1e-7, AccountantKind::Pld).unwrap()
         );
         assert!(other_delta[0] > first[0]);
     }
@@ -458,6 +549,7 @@ mod tests {
             round_id,
             events: vec![event],
             epsilon_after: 0.0,
+            partition: DataPartition::Training,
         };
         let rows = vec![
             row(5, 1, round(0.1, 1.0, 3)),
@@ -465,8 +557,15 @@ mod tests {
             row(5, 2, round(0.2, 1.0, 3)),
         ];
         let by = ledgers_by_participant(rows);
-        assert_eq!(by[&5].events, vec![round(0.1, 1.0, 3), round(0.2, 1.0, 3)]);
-        assert_eq!(by[&6].events, vec![round(0.1, 1.0, 4)]);
+        let training = |e| PartitionedEvent {
+            partition: DataPartition::Training,
+            event: e,
+        };
+        assert_eq!(
+            by[&5],
+            vec![training(round(0.1, 1.0, 3)), training(round(0.2, 1.0, 3))]
+        );
+        assert_eq!(by[&6], vec![training(round(0.1, 1.0, 4))]);
     }
 
     #[test]

@@ -14,12 +14,12 @@
 use std::time::Duration;
 
 use confide_common::api::{
-    MAX_PAUSE_SECS, MAX_RETRIES, RoundOutcome, RunState, RunStudyRequest, StartRoundRequest,
-    StopStudyRequest, StudyInfo, StudyRun, StudySchedule,
+    MAX_PAUSE_SECS, MAX_RETRIES, RoundOutcome, RoundPurpose, RunState, RunStudyRequest,
+    StartRoundRequest, StopStudyRequest, StudyInfo, StudyRun, StudySchedule,
 };
 
 use super::Coordinator;
-use super::rounds::{self, RoundError};
+use super::rounds::{self, RoundError, RoundPlan};
 use super::studies::{self, StudyError};
 use super::wakeups::Topic;
 use crate::store::{StoreError, StudyRunRow, now_ms};
@@ -128,13 +128,16 @@ pub async fn stop(
 }
 
 async fn completed_rounds(ctx: &Coordinator, study_id: i64) -> Result<i64, StoreError> {
-    Ok(ctx
-        .store
-        .list_rounds(study_id)
-        .await?
+    Ok(completed_training(&ctx.store.list_rounds(study_id).await?) as i64)
+}
+
+/// The study's completed rounds that count against its `rounds`: evaluation rounds publish no model and do not.
+fn completed_training(rounds: &[crate::store::RoundRow]) -> usize {
+    rounds
         .iter()
         .filter(|r| r.outcome == Some(RoundOutcome::Completed))
-        .count() as i64)
+        .filter(|r| RoundPlan::parse(r).map_or(true, |p| p.purpose != RoundPurpose::Evaluation))
+        .count()
 }
 
 /// Looks at every running study once a second (and when woken by a change in this process) and starts its next
@@ -211,11 +214,11 @@ async fn step(ctx: &Coordinator, study_id: i64) -> Result<(), RoundError> {
     if rounds.iter().any(|r| r.outcome.is_none()) {
         return Ok(()); // its driver is on it
     }
-    let completed = rounds
-        .iter()
-        .filter(|r| r.outcome == Some(RoundOutcome::Completed))
-        .count();
-    if completed >= study.config.rounds as usize {
+    // With federated evaluation, a due evaluation round may still start after the last training round; when
+    // nothing is left, starting is refused ("completed all its rounds") and the run ends as completed below.
+    if completed_training(&rounds) >= study.config.rounds as usize
+        && study.config.evaluation.is_none()
+    {
         let why = format!("all {} rounds completed", study.config.rounds);
         return end(ctx, study_id, RunState::Completed, &why).await;
     }

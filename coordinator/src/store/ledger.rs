@@ -1,8 +1,9 @@
 //! The privacy ledger and the publication of a round's model together with its charges.
 
 use confide_common::api::{RoundOutcome, RoundStage};
-use confide_common::dp::PrivacyEvent;
+use confide_common::dp::{DataPartition, PrivacyEvent};
 
+use super::evaluations::NewEvaluation;
 use super::{Backend, Store, StoreError, StoreResult, map_unique, now_ms, sha256_hex};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +14,9 @@ pub struct LedgerRow {
     /// The privacy events charged for this round.
     pub events: Vec<PrivacyEvent>,
     pub epsilon_after: f64,
+    /// The part of the participant's dataset the round used (its charges compose in parallel with the other
+    /// part's).
+    pub partition: DataPartition,
 }
 
 /// A ledger row as stored, its events still JSON.
@@ -23,6 +27,7 @@ struct LedgerRecord {
     round_id: i64,
     events_json: String,
     epsilon_after: f64,
+    data_partition: String,
 }
 
 impl TryFrom<LedgerRecord> for LedgerRow {
@@ -35,12 +40,19 @@ impl TryFrom<LedgerRecord> for LedgerRow {
                 r.participant_id, r.round_id
             ))
         })?;
+        let partition = DataPartition::parse(&r.data_partition).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the ledger entry of participant {} for round {} has data partition {:?}",
+                r.participant_id, r.round_id, r.data_partition
+            ))
+        })?;
         Ok(Self {
             study_id: r.study_id,
             participant_id: r.participant_id,
             round_id: r.round_id,
             events,
             epsilon_after: r.epsilon_after,
+            partition,
         })
     }
 }
@@ -59,6 +71,9 @@ pub struct Publication {
     pub charges: Vec<Charge>,
     /// Statistics published with this version (a statistics round); None: the previous version's are carried on.
     pub statistics_json: Option<String>,
+    /// An evaluation round: its noisy metrics are stored instead of a new model version (`weights` and
+    /// `optimizer_state` are then unused).
+    pub evaluation: Option<NewEvaluation>,
 }
 
 /// What one participant is charged for a round. ε is computed, and held against the budget, before the publishing
@@ -72,6 +87,8 @@ pub struct Charge {
     pub events: Vec<PrivacyEvent>,
     /// ε over the participant's whole ledger including this charge.
     pub epsilon_after: f64,
+    /// The part of the participant's dataset the round used.
+    pub partition: DataPartition,
     /// Rows of the participant's ledger in this study that `epsilon_after` was computed from.
     pub ledger_rows: i64,
 }
@@ -79,7 +96,8 @@ pub struct Charge {
 impl Store {
     /// Completes a round in ONE transaction: checks every charge against the ledger it was computed from (see
     /// [`Charge`]; whether it fits the budget was decided by the caller), records the charges, publishes the next
-    /// model version and marks the round completed. Nothing is written if the round is no longer in `from_stage`
+    /// model version (or, for an evaluation round, stores its metrics of the evaluated version, which it returns)
+    /// and marks the round completed. Nothing is written if the round is no longer in `from_stage`
     /// (`Conflict`) or a participant's ledger changed meanwhile (`Stale`: compute ε again and retry).
     pub async fn publish_round(&self, p: &Publication) -> StoreResult<i64> {
         let now = now_ms();
@@ -121,8 +139,9 @@ impl Store {
                         )));
                     }
                     sqlx::query(
-                        "INSERT INTO privacy_ledger (study_id, participant_id, round_id, events_json, epsilon_after, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        "INSERT INTO privacy_ledger (study_id, participant_id, round_id, events_json, epsilon_after, created_at,
+                                                     data_partition)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(study_id)
                     .bind(participant)
@@ -133,9 +152,19 @@ impl Store {
                     )
                     .bind(c.epsilon_after)
                     .bind(now)
+                    .bind(c.partition.as_str())
                     .execute(&mut **tx)
                     .await
                     .map_err(|e| map_unique(e, "participant already charged for this round"))?;
+                }
+                if let Some(e) = &p.evaluation {
+                    Self::insert_evaluation(tx, study_id, p.round_id, e, now).await?;
+                    Self::finish_stage(tx, p.round_id, p.from_stage, &p.completed, now).await?;
+                    sqlx::query("DELETE FROM round_messages WHERE round_id = $1")
+                        .bind(p.round_id)
+                        .execute(&mut **tx)
+                        .await?;
+                    return Ok(e.model_version);
                 }
                 let latest: i64 = sqlx::query_scalar(
                     "SELECT COALESCE(MAX(version), 0) AS v FROM model_versions WHERE study_id = $1",
@@ -185,7 +214,8 @@ impl Store {
     /// The whole privacy ledger of a study, in charge order.
     pub async fn ledger(&self, study_id: i64) -> StoreResult<Vec<LedgerRow>> {
         let records: Vec<LedgerRecord> = sqlx::query_as(
-            "SELECT study_id, participant_id, round_id, events_json, epsilon_after FROM privacy_ledger WHERE study_id = $1 ORDER BY id",
+            "SELECT study_id, participant_id, round_id, events_json, epsilon_after, data_partition FROM privacy_ledger
+             WHERE study_id = $1 ORDER BY id",
         )
         .bind(study_id)
         .fetch_all(&self.pool)

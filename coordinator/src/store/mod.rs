@@ -10,10 +10,12 @@
 //!
 //! One file per group of tables: [`tokens`] (operator and enrolment tokens), [`participants`], [`studies`] (studies
 //! and model versions), [`rounds`] (rounds, members, leases, stage boundaries), [`messages`] (messages, broadcasts,
-//! declines), [`ledger`] (the privacy ledger and publication); [`tx`] runs transactions; [`admin`] measures and drops
+//! declines), [`ledger`] (the privacy ledger and publication), [`evaluations`] (the noisy metrics of evaluation
+//! rounds); [`tx`] runs transactions; [`admin`] measures and drops
 //! the database as a whole.
 
 mod admin;
+mod evaluations;
 mod ledger;
 mod messages;
 mod participants;
@@ -26,6 +28,7 @@ mod tokens;
 mod tx;
 mod wake;
 
+pub use evaluations::{EvaluationRow, NewEvaluation};
 pub use ledger::{Charge, LedgerRow, Publication};
 pub use participants::ParticipantRow;
 pub use rounds::{NewRound, RoundRow, StageBoundary};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use confide_common::api::{MemberSet, RoundOutcome, RoundStage, RunState};
+use confide_common::api::{MemberSet, RoundOutcome, RoundPurpose, RoundStage, RunState};
 
 use super::{Backend, Store, StoreError, StoreResult, map_unique, now_ms};
 
@@ -93,12 +93,15 @@ pub struct NewRound {
     pub selected: Vec<i64>,
     pub server_state: Option<Vec<u8>>,
     pub stage_deadline: i64,
-    /// Rounds the study may run in total; creation is refused once reached.
+    /// Rounds the study may run in total; creation is refused once reached. Evaluation rounds neither count nor
+    /// are refused by it (each evaluates one published model version: the service starts at most one per version).
     pub max_rounds: i64,
     /// A study's run starting its next round: created only if the run is still running and the study's last
     /// round is still the one numbered this (`Conflict` otherwise), so that of several coordinator processes that
     /// saw the same round end, one starts the next.
     pub run_guard: Option<i64>,
+    /// What the round computes (`rounds.purpose`).
+    pub purpose: RoundPurpose,
 }
 
 /// A stage boundary: the new stage, the server state after closing the old one, the new set of members and what
@@ -137,12 +140,13 @@ impl Store {
                     .await?;
                 let (last, completed, active): (i64, i64, i64) = sqlx::query_as(
                     "SELECT COALESCE(MAX(round_number), 0) AS last,
-                            CAST(COUNT(CASE WHEN outcome = $2 THEN 1 END) AS BIGINT) AS completed,
+                            CAST(COUNT(CASE WHEN outcome = $2 AND purpose <> $3 THEN 1 END) AS BIGINT) AS completed,
                             CAST(COUNT(CASE WHEN outcome IS NULL THEN 1 END) AS BIGINT) AS active
                      FROM rounds WHERE study_id = $1",
                 )
                 .bind(new.study_id)
                 .bind(RoundOutcome::Completed.as_str())
+                .bind(RoundPurpose::Evaluation.as_str())
                 .fetch_one(&mut **tx)
                 .await?;
                 if active > 0 {
@@ -162,7 +166,7 @@ impl Store {
                         )));
                     }
                 }
-                if completed >= new.max_rounds {
+                if new.purpose != RoundPurpose::Evaluation && completed >= new.max_rounds {
                     return Err(StoreError::Refused(format!(
                         "the study has completed all its {} rounds",
                         new.max_rounds
@@ -170,8 +174,8 @@ impl Store {
                 }
                 let sql = format!(
                     "INSERT INTO rounds (study_id, round_number, stage, base_version, plan_json, server_state, stage_started_at,
-                                         stage_deadline, started_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7) RETURNING {}",
+                                         stage_deadline, started_at, purpose)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $9) RETURNING {}",
                     Self::ROUND_COLUMNS
                 );
                 let round: StoredRound = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -183,6 +187,7 @@ impl Store {
                     .bind(new.server_state.clone())
                     .bind(now)
                     .bind(new.stage_deadline)
+                    .bind(new.purpose.as_str())
                     .fetch_one(&mut **tx)
                     .await
                     .map_err(|e| map_unique(e, "the study already has an active round"))?;

@@ -19,7 +19,7 @@ impl Store {
             Blob(&'static str),
             Float(&'static str),
         }
-        const TABLES: [(&str, &[Col], &str); 12] = [
+        const TABLES: [(&str, &[Col], &str); 13] = [
             (
                 "operator_tokens",
                 &[
@@ -87,6 +87,7 @@ impl Store {
                     Int("stage_deadline"),
                     Int("started_at"),
                     Int("finished_at"),
+                    Text("purpose"),
                 ],
                 "id",
             ),
@@ -159,6 +160,27 @@ impl Store {
                     Int("round_id"),
                     Text("events_json"),
                     Float("epsilon_after"),
+                    Int("created_at"),
+                    Text("data_partition"),
+                ],
+                "id",
+            ),
+            (
+                "model_evaluations",
+                &[
+                    Int("id"),
+                    Int("study_id"),
+                    Int("round_id"),
+                    Int("model_version"),
+                    Int("training_rounds"),
+                    Float("correct"),
+                    Float("record_count"),
+                    Float("loss_sum"),
+                    Int("sites"),
+                    Float("noise_std_per_site"),
+                    Float("loss_max"),
+                    Float("release_epsilon"),
+                    Float("epsilon_spent"),
                     Int("created_at"),
                 ],
                 "id",

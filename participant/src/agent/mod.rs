@@ -30,6 +30,7 @@ pub mod config;
 pub mod dataset;
 pub mod debug;
 mod enrol;
+pub mod holdout;
 pub mod ledger;
 pub mod peers;
 pub mod round_plan;
@@ -44,7 +45,7 @@ use std::time::Duration;
 
 use confide_client::{ClientError, CoordinatorClient};
 use confide_common::api::{RoundPurpose, RoundStage, RoundTask, TaskResponse};
-use confide_common::dp::PrivacyEvent;
+use confide_common::dp::{DataPartition, PrivacyEvent};
 use confide_common::secagg::messages::ControlMessage;
 use confide_common::secagg::{IdentityKey, QuantizationParams, SecAggClient};
 use rand::SeedableRng;
@@ -86,6 +87,8 @@ struct Session {
     /// Δ = local − global (cleared once masked).
     update: Vec<f32>,
     planned: Vec<PrivacyEvent>,
+    /// The part of the dataset the release used (what the ledger charge records).
+    partition: DataPartition,
     /// Stages whose message the coordinator has.
     answered: HashSet<RoundStage>,
 }
@@ -357,6 +360,7 @@ impl Agent {
                 return match task.purpose {
                     RoundPurpose::Training => self.join(&task).await,
                     RoundPurpose::Statistics => self.join_statistics(&task).await,
+                    RoundPurpose::Evaluation => self.join_evaluation(&task).await,
                 };
             }
             tracing::warn!(
@@ -391,6 +395,20 @@ impl Agent {
             Err(e) => return self.classify(e).map(Err),
         };
         Ok(T::from_json(&text).map_err(|e| self.protocol_error(task, e)))
+    }
+
+    /// The records a round of `task` may use for `part` ([`holdout::round_part`] with this dataset's pin).
+    fn records_for(
+        &self,
+        task: &RoundTask,
+        part: DataPartition,
+    ) -> Result<(Arc<Dataset>, DataPartition), String> {
+        holdout::round_part(
+            &self.data,
+            task.evaluation.as_ref(),
+            part,
+            &holdout::pin_path(&self.cfg.ledger, &self.cfg.data.dataset_id),
+        )
     }
 
     /// Queues this agent's message for the task's stage (kept until delivered) and polls on.

@@ -64,15 +64,21 @@ pub fn training_plan(task: &RoundTask) -> Result<(TrainingPlan, Vec<PrivacyEvent
     ))
 }
 
+/// The model spec (from the safetensors metadata) and the flat weights.
+pub(crate) fn decode_weights(bytes: &[u8]) -> Result<(ModelSpec, Vec<f32>), String> {
+    let spec = spec_from_safetensors(bytes)
+        .map_err(|e| format!("unreadable model: {e}"))?
+        .ok_or("the model file carries no model spec")?;
+    let weights = decode_safetensors(&spec, bytes).map_err(|e| format!("unreadable model: {e}"))?;
+    Ok((spec, weights))
+}
+
 /// The model spec (from the safetensors metadata) and the flat weights, checked against the task.
 pub(crate) fn decode_model(
     bytes: &[u8],
     task: &RoundTask,
 ) -> Result<(ModelSpec, Vec<f32>), String> {
-    let spec = spec_from_safetensors(bytes)
-        .map_err(|e| format!("unreadable model: {e}"))?
-        .ok_or("the model file carries no model spec")?;
-    let weights = decode_safetensors(&spec, bytes).map_err(|e| format!("unreadable model: {e}"))?;
+    let (spec, weights) = decode_weights(bytes)?;
     if weights.len() as i64 != task.num_parameters
         || task.protocol.vector_len as usize != weights.len() + 1
     {
@@ -144,6 +150,7 @@ pub(crate) mod tests {
             },
             quantisation: QuantizationParams::for_participants(1.0, 32, 3, 10).unwrap(),
             preprocessing: None,
+            evaluation: None,
             purpose: Default::default(),
             statistics: None,
         }

@@ -25,16 +25,19 @@ use confide_client::CoordinatorClient;
 use confide_common::api::{
     CreateEnrolmentTokenRequest, RoundOutcome, RoundPurpose, StartRoundRequest,
 };
+use confide_common::dp::PrivacyEvent;
+use confide_common::evaluation::{EvaluationRelease, EvaluationSchedule};
 use confide_common::statistics::ReleaseParams;
 
 use confide_client::TlsOptions;
 use data::{Table, data_dir, split_non_iid};
 pub use presets::DemoDataset;
 use presets::{
-    DemoPreprocessing, StudyShape, calibrate_sigma, preset, study_epsilon, study_request,
+    DemoPreprocessing, StudyShape, calibrate_sigma, evaluation_config, partitioned_study_epsilon,
+    preset, study_request,
 };
 use processes::{Children, Tools, check_children, default_bin_dir, find_binary, start_coordinator};
-use report::{DemoSummary, Report, RoundResult, stage_message, stage_position};
+use report::{DemoSummary, FederatedSummary, Report, RoundResult, stage_message, stage_position};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -57,6 +60,18 @@ pub struct DemoArgs {
     /// `--preprocessing ranges`.
     #[arg(long)]
     statistics_epsilon: Option<f64>,
+    /// Federated evaluation: each hospital holds out `--holdout-fraction` of its records (never trained on) and,
+    /// after each training round (`every-round`) or after the last (`at-end`), releases correct predictions, count
+    /// and clamped loss on them through opendp inside secure aggregation. `none`: no hold-out, no evaluation.
+    #[arg(long, value_enum, default_value_t = DemoEvaluation::EveryRound)]
+    evaluation: DemoEvaluation,
+    /// Fraction of each hospital's records held out for federated evaluation.
+    #[arg(long, default_value_t = 0.2)]
+    holdout_fraction: f64,
+    /// ε of all evaluation releases together on the held-out part (default: the training target ε). The parts
+    /// are disjoint, so this composes in parallel with training: a hospital's ε is the larger of the two.
+    #[arg(long)]
+    evaluation_epsilon: Option<f64>,
     /// Privacy budget ε of every hospital over the whole study (the noise is calibrated to it, PLD accountant).
     /// Default: 1 for breast-cancer, 3 for digits.
     #[arg(long)]
@@ -100,6 +115,24 @@ pub struct DemoArgs {
     json: bool,
 }
 
+/// When the demo's study evaluates its models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoEvaluation {
+    EveryRound,
+    AtEnd,
+    None,
+}
+
+impl DemoEvaluation {
+    fn schedule(self) -> Option<EvaluationSchedule> {
+        match self {
+            Self::EveryRound => Some(EvaluationSchedule::EveryRound),
+            Self::AtEnd => Some(EvaluationSchedule::AtEnd),
+            Self::None => None,
+        }
+    }
+}
+
 pub fn run(args: DemoArgs) -> Result<()> {
     let runtime = confide_runtime::tokio_runtime().context("starting the async runtime")?;
     runtime.block_on(demo(args))
@@ -139,6 +172,16 @@ async fn demo(args: DemoArgs) -> Result<()> {
             args.preprocessing == DemoPreprocessing::Ranges,
             "--statistics-epsilon needs --preprocessing ranges (the release clamps each feature to its range)"
         );
+    }
+    if args.evaluation != DemoEvaluation::None {
+        ensure!(
+            args.holdout_fraction > 0.0 && args.holdout_fraction < 1.0,
+            "--holdout-fraction must be strictly between 0 and 1 (0 leaves no evaluation records, 1 no training \
+             records)"
+        );
+        if let Some(e) = args.evaluation_epsilon {
+            ensure!(e.is_finite() && e > 0.0, "--evaluation-epsilon must be > 0");
+        }
     }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -261,12 +304,20 @@ async fn demo(args: DemoArgs) -> Result<()> {
         ),
         seed: args.seed,
         noise_multiplier: sigma,
-        expected_batch_size: (p.sampling_rate * slice_len as f64).max(1.0),
+        // The hospitals train on what they do not hold out.
+        expected_batch_size: (p.sampling_rate
+            * slice_len as f64
+            * match args.evaluation {
+                DemoEvaluation::None => 1.0,
+                _ => 1.0 - args.holdout_fraction,
+            })
+        .max(1.0),
         target_epsilon,
         delta: args.delta,
         rounds: args.rounds + u32::from(args.statistics_epsilon.is_some()),
         hospitals: args.participants,
         statistics_epsilon: args.statistics_epsilon,
+        evaluation: None,
     };
     // The budget every hospital gets: the calibrated training rounds, plus the statistics release if any.
     let release = match args.statistics_epsilon {
@@ -276,21 +327,50 @@ async fn demo(args: DemoArgs) -> Result<()> {
         ),
         None => None,
     };
-    let budget_epsilon = match release {
-        Some(r) => {
-            study_epsilon(
-                p.sampling_rate,
-                sigma,
-                steps_per_round,
-                args.rounds,
-                Some(r.event()),
-                args.delta,
-            )? + 1e-9
-        }
-        None => target_epsilon,
+    // Evaluation: E releases on the held-out part whose ε together is the evaluation ε (default: the training
+    // target), composed in parallel with training.
+    let evaluations = args
+        .evaluation
+        .schedule()
+        .map(|s| s.evaluations(args.rounds))
+        .unwrap_or(0);
+    let evaluation = match args.evaluation.schedule() {
+        Some(schedule) => Some(evaluation_config(
+            args.evaluation_epsilon.unwrap_or(target_epsilon),
+            args.delta,
+            evaluations,
+            args.holdout_fraction,
+            schedule,
+            args.seed,
+        )?),
+        None => None,
+    };
+    let evaluation_event = match &evaluation {
+        Some(c) => Some(
+            EvaluationRelease::for_config(c, args.delta)
+                .context("the evaluation release")?
+                .event(),
+        ),
+        None => None,
+    };
+    let budget_epsilon = if release.is_some() || evaluation.is_some() {
+        partitioned_study_epsilon(
+            PrivacyEvent::SubsampledGaussian {
+                sampling_rate: p.sampling_rate,
+                noise_multiplier: sigma,
+                steps: steps_per_round,
+            },
+            args.rounds,
+            release.map(|r| r.event()),
+            evaluation_event.map(|e| (e, evaluations)),
+            args.delta,
+        )? + 1e-9
+    } else {
+        target_epsilon
     };
     let shape = StudyShape {
         target_epsilon: budget_epsilon,
+        evaluation,
         ..shape
     };
     let study = op
@@ -348,7 +428,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let mut last_accuracy = None;
     let mut statistics = None;
     report.table_header();
-    for r in 1..=shape.rounds {
+    // Training rounds (and the statistics round), each evaluation round after the version it evaluates.
+    for r in 1..=shape.rounds + evaluations {
         let started = Instant::now();
         let bar = report.round_bar(r);
         let round = op
@@ -390,6 +471,28 @@ async fn demo(args: DemoArgs) -> Result<()> {
             std::fs::write(&stats_path, serde_json::to_vec_pretty(&json)?)
                 .context("writing the published statistics")?;
             statistics = Some(published);
+        } else if outcome == RoundOutcome::Completed && finished.purpose == RoundPurpose::Evaluation
+        {
+            // The federated, DP accuracy of the evaluated version: beside the evaluator's on its training row.
+            let metrics = op.study_metrics(study.id).await?;
+            let m = metrics
+                .evaluations
+                .iter()
+                .find(|m| m.round_id == finished.id)
+                .context("a completed evaluation round stored no metrics")?;
+            row.model_version = Some(m.model_version);
+            row.federated_accuracy = Some(m.accuracy);
+            row.federated_accuracy_std = Some(m.accuracy_std);
+            row.federated_loss = Some(m.loss);
+            row.evaluation_records = Some(m.evaluation_records);
+            if let Some(trained) = results
+                .iter_mut()
+                .find(|t: &&mut RoundResult| t.model_version == Some(m.model_version))
+            {
+                trained.federated_accuracy = Some(m.accuracy);
+                trained.federated_accuracy_std = Some(m.accuracy_std);
+                row.test_accuracy = trained.test_accuracy;
+            }
         } else if outcome == RoundOutcome::Completed {
             let versions = op.list_model_versions(study.id).await?;
             let latest = versions
@@ -404,6 +507,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             let acc = tools.evaluate(&path, &test_csv, p.label, &stats_path)?;
             last_accuracy = Some(acc);
             row.test_accuracy = Some(acc);
+            row.model_version = Some(latest);
         }
         row.seconds = started.elapsed().as_secs_f64();
         report.round_line(&row);
@@ -413,12 +517,29 @@ async fn demo(args: DemoArgs) -> Result<()> {
 
     let completed = results
         .iter()
-        .filter(|r| r.outcome == RoundOutcome::Completed)
+        .filter(|r| r.outcome == RoundOutcome::Completed && r.purpose != RoundPurpose::Evaluation)
         .count() as u32;
+    // The last evaluated version's federated accuracy, against the evaluator's on the same version.
+    let last_evaluated = results
+        .iter()
+        .rev()
+        .find(|r| r.purpose == RoundPurpose::Evaluation && r.federated_accuracy.is_some());
+    let federated = last_evaluated.map(|r| FederatedSummary {
+        model_version: r.model_version.unwrap_or_default(),
+        federated_accuracy: r.federated_accuracy.unwrap_or_default(),
+        federated_accuracy_std: r.federated_accuracy_std.unwrap_or_default(),
+        test_accuracy: r.test_accuracy,
+        within_two_std_plus_0_05: r.test_accuracy.map(|t| {
+            (r.federated_accuracy.unwrap_or_default() - t).abs()
+                <= 2.0 * r.federated_accuracy_std.unwrap_or_default() + 0.05
+        }),
+    });
     let summary = DemoSummary {
         dataset: args.dataset.name(),
         preprocessing: args.preprocessing.name(),
         statistics,
+        evaluation: shape.evaluation,
+        federated,
         epsilon_budget: budget_epsilon,
         participants: args.participants,
         rounds_requested: args.rounds,

@@ -8,7 +8,11 @@ use confide_common::api::{
     DEFAULT_THREAT_MODEL, DpParams, GraphParams, LocalOptimizer, LocalTraining, QuantisationConfig,
     SecAggConfig, ServerOptimizer, StageDeadlines,
 };
-use confide_common::dp::{AccountantKind, PrivacyEvent, PrivacyLedger, calibrate};
+use confide_common::dp::{
+    AccountantKind, DataPartition, PartitionedEvent, PrivacyEvent, PrivacyLedger, calibrate,
+    partitioned_epsilon,
+};
+use confide_common::evaluation::{EvaluationConfig, EvaluationSchedule};
 use confide_common::preprocessing::{FeatureRange, Preprocessing, StatisticsRound};
 
 /// How the demo's agents and evaluator scale the features.
@@ -168,6 +172,78 @@ pub struct StudyShape {
     pub hospitals: u32,
     /// ε of the statistics round's release, if the study begins with one (it is then the first of `rounds`).
     pub statistics_epsilon: Option<f64>,
+    /// The study's federated evaluation, if any.
+    pub evaluation: Option<EvaluationConfig>,
+}
+
+/// Fewest held-out records a demo hospital evaluates with.
+pub const EVALUATION_MIN_RECORDS: u32 = 10;
+/// Each record's loss is clamped to [0, this] in an evaluation release: ln 2 ≈ 0.69 is a coin flip between two
+/// classes, and a smaller clamp means less noise (the sensitivity is √(2 + L²)).
+pub const EVALUATION_LOSS_MAX: f64 = 1.0;
+
+/// The demo's evaluation: `evaluations` releases per hospital whose ε on the held-out part together is at most
+/// `part_epsilon` (each release gets an equal share of the zCDP ρ), or `None` for none.
+pub fn evaluation_config(
+    part_epsilon: f64,
+    delta: f64,
+    evaluations: u32,
+    holdout_fraction: f64,
+    schedule: EvaluationSchedule,
+    seed: u64,
+) -> Result<EvaluationConfig> {
+    // The ρ of one Gaussian release at the part's ε, split evenly: E releases of ρ/E compose to ρ exactly (zCDP).
+    let sigma =
+        calibrate::noise_multiplier_for_target(part_epsilon, delta, 1.0, 1, AccountantKind::Pld)?;
+    let rho = 1.0 / (2.0 * sigma * sigma) / f64::from(evaluations.max(1));
+    let per_release = PrivacyLedger {
+        events: vec![PrivacyEvent::ZcdpGaussian { rho }],
+    }
+    .epsilon(delta, AccountantKind::Pld)?;
+    let config = EvaluationConfig {
+        holdout_fraction,
+        epsilon: per_release,
+        schedule,
+        min_records: EVALUATION_MIN_RECORDS,
+        loss_max: EVALUATION_LOSS_MAX,
+        max_records_per_site: MAX_RECORDS_PER_SITE,
+        seed,
+    };
+    Ok(config)
+}
+
+/// ε at δ of a whole study's ledger as every hospital records it, with its parts: the training rounds on the
+/// training part (every record without evaluation), the statistics release on every record, each evaluation on
+/// the held-out part — composed in parallel (the larger part's ε).
+pub fn partitioned_study_epsilon(
+    training: PrivacyEvent,
+    rounds: u32,
+    statistics: Option<PrivacyEvent>,
+    evaluation: Option<(PrivacyEvent, u32)>,
+    delta: f64,
+) -> Result<f64> {
+    let train_part = if evaluation.is_some() {
+        DataPartition::Training
+    } else {
+        DataPartition::All
+    };
+    let mut events: Vec<PartitionedEvent> = (0..rounds)
+        .map(|_| PartitionedEvent {
+            partition: train_part,
+            event: training,
+        })
+        .collect();
+    events.extend(statistics.map(|event| PartitionedEvent {
+        partition: DataPartition::All,
+        event,
+    }));
+    if let Some((event, n)) = evaluation {
+        events.extend((0..n).map(|_| PartitionedEvent {
+            partition: DataPartition::Evaluation,
+            event,
+        }));
+    }
+    Ok(partitioned_epsilon(&events, delta, AccountantKind::Pld)?)
 }
 
 /// Most records a demo hospital may hold in a statistics round (a public bound on the released sums).
@@ -228,31 +304,8 @@ pub fn study_request(p: &Preset, shape: &StudyShape) -> Result<CreateStudyReques
             }),
             ..p.preprocessing.clone()
         }),
+        evaluation: shape.evaluation,
     })
-}
-
-/// ε at δ of a whole study as every hospital's ledger records it: `rounds` DP-SGD rounds and, if any, the
-/// statistics release (what the budgets must allow).
-pub fn study_epsilon(
-    q: f64,
-    sigma: f64,
-    steps_per_round: u64,
-    rounds: u32,
-    statistics: Option<PrivacyEvent>,
-    delta: f64,
-) -> Result<f64> {
-    let mut ledger = PrivacyLedger::new();
-    for _ in 0..rounds {
-        ledger.record(PrivacyEvent::SubsampledGaussian {
-            sampling_rate: q,
-            noise_multiplier: sigma,
-            steps: steps_per_round,
-        })?;
-    }
-    if let Some(event) = statistics {
-        ledger.record(event)?;
-    }
-    Ok(ledger.epsilon(delta, AccountantKind::Pld)?)
 }
 
 /// The smallest σ whose whole-study ledger (one event per round, as the coordinator and agents record it) stays
@@ -294,6 +347,7 @@ mod tests {
             rounds: 5,
             hospitals: 4,
             statistics_epsilon: None,
+            evaluation: None,
         };
         let typed = serde_json::to_value(study_request(&p, &shape).unwrap()).unwrap();
         let before: CreateStudyRequest = serde_json::from_value(serde_json::json!({
@@ -315,6 +369,38 @@ mod tests {
         .unwrap();
         assert_eq!(typed, serde_json::to_value(before).unwrap());
         assert_eq!(p.steps_per_round(), 10);
+    }
+
+    /// E evaluation releases together spend at most the evaluation ε on the held-out part, and a hospital's budget
+    /// is the larger part's ε (parallel composition), not the sum.
+    #[test]
+    fn the_evaluations_share_the_parts_epsilon_and_compose_in_parallel() {
+        let config =
+            evaluation_config(1.0, 1e-5, 5, 0.2, EvaluationSchedule::EveryRound, 0).unwrap();
+        config.validate(5).unwrap();
+        let release =
+            confide_common::evaluation::EvaluationRelease::for_config(&config, 1e-5).unwrap();
+        let part = PrivacyLedger {
+            events: vec![release.event(); 5],
+        }
+        .epsilon(1e-5, AccountantKind::Pld)
+        .unwrap();
+        assert!(part <= 1.0 && part > 0.98, "{part}");
+        let training = PrivacyEvent::SubsampledGaussian {
+            sampling_rate: 0.2,
+            noise_multiplier: 5.504,
+            steps: 10,
+        };
+        let both =
+            partitioned_study_epsilon(training, 5, None, Some((release.event(), 5)), 1e-5).unwrap();
+        let train_only = partitioned_study_epsilon(training, 5, None, None, 1e-5).unwrap();
+        assert_eq!(both, train_only.max(part));
+        let sequential = PrivacyLedger {
+            events: [vec![training; 5], vec![release.event(); 5]].concat(),
+        }
+        .epsilon(1e-5, AccountantKind::Pld)
+        .unwrap();
+        assert!(both < sequential, "{both} vs {sequential}");
     }
 
     /// The presets' ranges are valid for their models and name the bundled files' columns in order.

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use confide_common::api::{MemberSet, RoundInfo, RoundOutcome, RoundPurpose, RoundStage};
+use confide_common::evaluation::EvaluationConfig;
 use confide_common::statistics::PublishedStatistics;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -18,6 +19,16 @@ pub struct RoundResult {
     pub outcome: RoundOutcome,
     pub reason: Option<String>,
     pub test_accuracy: Option<f64>,
+    /// The model version the round published (training) or evaluated (evaluation).
+    pub model_version: Option<i64>,
+    /// The federated, DP accuracy of that version on the hospitals' held-out records, and the std of its noise.
+    pub federated_accuracy: Option<f64>,
+    pub federated_accuracy_std: Option<f64>,
+    /// Evaluation rounds: the mean clamped loss and the noisy number of held-out records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federated_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluation_records: Option<f64>,
     pub epsilon_max: f64,
     pub participants_selected: usize,
     pub participants_aggregated: usize,
@@ -39,6 +50,11 @@ impl RoundResult {
             outcome,
             reason: finished.reason.clone(),
             test_accuracy: None,
+            model_version: None,
+            federated_accuracy: None,
+            federated_accuracy_std: None,
+            federated_loss: None,
+            evaluation_records: None,
             epsilon_max: 0.0,
             participants_selected: selected,
             participants_aggregated: aggregated,
@@ -58,6 +74,12 @@ pub struct DemoSummary {
     /// What the statistics round published (derived mean and std, the release's ε and noise), if one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statistics: Option<PublishedStatistics>,
+    /// The study's federated evaluation settings (hold-out, per-release ε, schedule), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<EvaluationConfig>,
+    /// The last evaluated version: federated accuracy ± std beside the evaluator's test accuracy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federated: Option<FederatedSummary>,
     /// Every hospital's ε budget: the target for training, plus the statistics release if any.
     pub epsilon_budget: f64,
     pub participants: u32,
@@ -73,6 +95,17 @@ pub struct DemoSummary {
     pub test_records: usize,
     pub rounds: Vec<RoundResult>,
     pub work_dir: Option<String>,
+}
+
+/// The last federated evaluation beside the central evaluator's accuracy of the same model version.
+#[derive(Serialize)]
+pub struct FederatedSummary {
+    pub model_version: i64,
+    pub federated_accuracy: f64,
+    pub federated_accuracy_std: f64,
+    pub test_accuracy: Option<f64>,
+    /// |federated − central| ≤ 2·std + 0.05 (what the DP noise and the two test sets' difference allow).
+    pub within_two_std_plus_0_05: Option<bool>,
 }
 
 /// Prints either the table (as the rounds go) and the closing lines, or nothing until the JSON object.
@@ -133,6 +166,15 @@ impl Report {
         if let Some(reason) = &row.reason {
             self.say(format!("       reason: {reason}"));
         }
+        if row.purpose == RoundPurpose::Evaluation
+            && let (Some(a), Some(s)) = (row.federated_accuracy, row.federated_accuracy_std)
+        {
+            self.say(format!(
+                "       (evaluation of model v{}: federated accuracy {a:.3} ± {s:.3} on ≈ {:.0} held-out records, DP)",
+                row.model_version.unwrap_or_default(),
+                row.evaluation_records.unwrap_or_default()
+            ));
+        }
         if row.purpose == RoundPurpose::Statistics {
             self.say(
                 "       (statistics round: feature mean and std released with DP, no new weights)",
@@ -158,6 +200,12 @@ impl Report {
                 .map(|a| format!("{a:.3}"))
                 .unwrap_or_else(|| "- (no round completed)".into())
         );
+        if let Some(f) = &summary.federated {
+            println!(
+                "federated evaluation of model v{} (hospitals' held-out records, DP): accuracy {:.3} ± {:.3}",
+                f.model_version, f.federated_accuracy, f.federated_accuracy_std
+            );
+        }
         println!(
             "centralised, non-private baseline (all records pooled, no guarantee): test accuracy {:.3}",
             summary.baseline_accuracy

@@ -256,6 +256,7 @@ fn study_request(
             learning_rate: LEARNING_RATE,
         },
         preprocessing: None,
+        evaluation: None,
     })
 }
 

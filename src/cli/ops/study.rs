@@ -337,6 +337,7 @@ impl StudyFile {
             server_optimizer: self.server_optimizer,
             local_training: self.local_training,
             preprocessing: self.preprocessing,
+            evaluation: None,
         })
     }
 }

@@ -4,8 +4,9 @@
 //! (new model, charges) is [`publication`].
 
 pub mod driver;
+pub mod evaluation;
 pub mod participation;
-mod publication;
+pub(crate) mod publication;
 pub mod statistics;
 
 pub use participation::{DECLINED_PREFIX, MAX_DECLINE_REASON};
@@ -16,7 +17,7 @@ use confide_common::api::{
     ExcludedParticipant, GraphParams, MemberSet, RoundInfo, RoundOutcome, RoundPurpose, RoundStage,
     StageSet, StartRoundRequest,
 };
-use confide_common::dp::PrivacyEvent;
+use confide_common::dp::{DataPartition, PrivacyEvent};
 use confide_common::plan;
 use confide_common::secagg::{
     self, QuantizationParams, SecAggServer, SecurityRequirements, ThreatModel,
@@ -83,6 +84,14 @@ pub struct RoundPlan {
     /// What the round computes (plans stored before statistics rounds existed are training rounds).
     #[serde(default)]
     pub purpose: RoundPurpose,
+    /// The part of each site's dataset the planned events use (plans stored before partitions existed used every
+    /// record).
+    #[serde(default = "all_records")]
+    pub partition: DataPartition,
+}
+
+fn all_records() -> DataPartition {
+    DataPartition::All
 }
 
 impl RoundPlan {
@@ -284,12 +293,13 @@ pub async fn start_guarded(
     let (candidates, unable) = candidates(ctx, &study, req).await?;
     let base = ctx.store.latest_model_version(study_id).await?;
     let kind = statistics::next_round(&study, &base, plan::planned_events(&study.config.dp))?;
+    let kind = evaluation::next_round(ctx, &study, &base, kind).await?;
     let planned = kind.planned_events.clone();
     let (selected, mut excluded) = privacy::select_within_budget(
         &ctx.store,
         study_id,
         candidates,
-        &planned,
+        &privacy::tagged(kind.partition, &planned),
         &study.config.budget,
     )
     .await?;
@@ -348,6 +358,7 @@ pub async fn start_guarded(
         quantisation,
         num_parameters: kind.values,
         purpose: kind.purpose,
+        partition: kind.partition,
     };
     let new = NewRound {
         study_id,
@@ -359,6 +370,7 @@ pub async fn start_guarded(
         stage_deadline: now_ms() + 1000 * deadline_secs(&study, RoundStage::AdvertiseKeys) as i64,
         max_rounds: i64::from(study.config.rounds),
         run_guard,
+        purpose: kind.purpose,
     };
     let round = ctx.store.create_round(&new).await?;
     tracing::info!(

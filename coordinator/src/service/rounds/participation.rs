@@ -112,6 +112,7 @@ pub async fn task_for(ctx: &Coordinator, p: &ParticipantRow) -> Result<TaskRespo
         protocol: plan.secagg,
         quantisation: plan.quantisation,
         preprocessing: study.config.preprocessing,
+        evaluation: study.config.evaluation,
         purpose: plan.purpose,
         statistics: studies::parse_statistics(base.statistics_json.as_deref())?,
     })))

@@ -92,12 +92,16 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
     let next = match c.plan.purpose {
         RoundPurpose::Training => next_model(ctx, &c)
             .await?
-            .map(|(weights, state)| (weights, state, None)),
+            .map(|(weights, state)| (weights, state, None, None)),
         RoundPurpose::Statistics => super::statistics::published(ctx, &c)
             .await?
-            .map(|(weights, state, json)| (weights, state, Some(json))),
+            .map(|(weights, state, json)| (weights, state, Some(json), None)),
+        // No new weights: the noisy metrics of the base version are stored instead.
+        RoundPurpose::Evaluation => super::evaluation::measured(ctx, &c)
+            .await?
+            .map(|e| (Vec::new(), None, None, Some(e))),
     };
-    let (weights, optimizer_state, statistics_json) = match next {
+    let (weights, optimizer_state, statistics_json, evaluation) = match next {
         Ok(version) => version,
         Err(reason) => return abort(reason).await,
     };
@@ -109,13 +113,14 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
         completed: c.completed,
         charges: Vec::new(),
         statistics_json,
+        evaluation,
     };
     let published = privacy::publish_with_charges(
         &ctx.store,
         publication,
         round.study_id,
         &c.in_aggregate,
-        &c.plan.planned_events,
+        &privacy::tagged(c.plan.partition, &c.plan.planned_events),
         &study.config.budget,
     )
     .await;
@@ -132,6 +137,9 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
             ctx.metrics
                 .rounds_finished(round.study_id, RoundOutcome::Completed, 1);
             privacy::refresh_gauges(ctx, round.study_id, &study.config.budget).await;
+            if c.plan.purpose == RoundPurpose::Evaluation {
+                refresh_model_gauges(ctx, round.study_id).await;
+            }
             ctx.round_ended(round.id, &c.plan.selected).await;
             Ok(())
         }
@@ -141,5 +149,21 @@ pub(super) async fn publish(ctx: &Coordinator, c: Completed<'_>) -> Result<(), R
         // Finished meanwhile (e.g. aborted by an operator).
         Err(PrivacyError::Store(StoreError::Conflict(_))) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets the study's model accuracy and loss gauges to its latest evaluation (a failure is logged: gauges are a
+/// view).
+pub(crate) async fn refresh_model_gauges(ctx: &Coordinator, study_id: i64) {
+    match ctx.store.study_evaluations(study_id).await {
+        Ok(rows) => {
+            if let Some(latest) = rows.last() {
+                let shown = super::evaluation::model_evaluation(latest);
+                super::evaluation::set_gauges(ctx, study_id, &shown);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(study = study_id, error = %e, "could not refresh the model gauges")
+        }
     }
 }

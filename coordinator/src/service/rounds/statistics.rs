@@ -6,7 +6,7 @@
 //! A study that declares `preprocessing.statistics_round` runs it as its first round; every later round trains.
 
 use confide_common::api::RoundPurpose;
-use confide_common::dp::PrivacyEvent;
+use confide_common::dp::{DataPartition, PrivacyEvent};
 use confide_common::statistics::{self, PublishedStatistics, ReleaseParams};
 
 use super::RoundError;
@@ -16,7 +16,7 @@ use crate::service::studies::Study;
 use crate::store::ModelVersionRow;
 
 /// Standard deviations of one site's noise the secure-aggregation range leaves room for beyond the largest sums.
-const NOISE_MARGIN_STDS: f64 = 6.0;
+pub(super) const NOISE_MARGIN_STDS: f64 = 6.0;
 
 /// What the next round computes and asks of every site.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub struct RoundKind {
     pub purpose: RoundPurpose,
     /// Charged to every site whose vector is in the aggregate.
     pub planned_events: Vec<PrivacyEvent>,
+    /// The part of each site's dataset the round uses (its charge composes in parallel with the other part's).
+    pub partition: DataPartition,
     /// Values each site sends (before the weight coordinate).
     pub values: usize,
     /// Each value is clipped to [-clip_range, clip_range] when quantised into the ring.
@@ -57,6 +59,7 @@ pub fn next_round(
     let training = RoundKind {
         purpose: RoundPurpose::Training,
         planned_events: training,
+        partition: crate::service::privacy::training_partition(&study.config),
         values: study.num_parameters,
         clip_range: study.clip_range(),
     };
@@ -76,6 +79,7 @@ pub fn next_round(
     Ok(RoundKind {
         purpose: RoundPurpose::Statistics,
         planned_events: vec![params.event()],
+        partition: DataPartition::All,
         values: statistics::vector_len(params.features),
         // Every |Σz| and Σz² is at most the site's record count, itself at most max_records_per_site.
         clip_range: f64::from(round.max_records_per_site) + NOISE_MARGIN_STDS * params.noise_std(),

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use confide_common::api::{
     CreateEnrolmentTokenRequest, CreateStudyRequest, EnrolRequest, EnrolResponse,
     EnrolmentTokenInfo, EnrolmentTokenResponse, ModelVersionInfo, ParticipantInfo,
-    ParticipantPrivacy, PrivacyPlanRequest, PrivacyReport, RoundOutcome, StudyInfo,
+    ParticipantPrivacy, PrivacyPlanRequest, PrivacyReport, RoundOutcome, RoundPurpose, StudyInfo,
 };
 use confide_common::dp::AccountantKind;
 use confide_common::plan::planned_steps;
@@ -72,9 +72,14 @@ pub async fn info(ctx: &Coordinator, row: &StudyRow) -> Result<StudyInfo, StudyE
         config: study.config,
         created_at_ms: row.created_at,
         latest_model_version: latest.version,
+        // The study's rounds: evaluation rounds (which publish no model) do not count against them.
         rounds_completed: rounds
             .iter()
             .filter(|r| r.outcome == Some(RoundOutcome::Completed))
+            .filter(|r| {
+                crate::service::rounds::RoundPlan::parse(r)
+                    .map_or(true, |p| p.purpose != RoundPurpose::Evaluation)
+            })
             .count() as i64,
         active_round: rounds.iter().find(|r| r.outcome.is_none()).map(|r| r.id),
         warnings,

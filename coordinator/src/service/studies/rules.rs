@@ -282,6 +282,10 @@ pub fn validate(
         p.validate(spec.input_dim())
             .map_err(|e| StudyError::Invalid(e.to_string()))?;
     }
+    if let Some(e) = &req.evaluation {
+        e.validate(req.rounds)
+            .map_err(|e| StudyError::Invalid(e.to_string()))?;
+    }
     let weights = match &req.initial_weights {
         Some(b64) => initial_weights(&spec, b64, max_model_bytes)?,
         None => {

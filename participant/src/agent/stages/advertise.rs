@@ -10,14 +10,15 @@ use std::time::Instant;
 
 use confide_client::ClientError;
 use confide_common::api::RoundTask;
-use confide_common::dp::PrivacyEvent;
+use confide_common::dp::{DataPartition, PrivacyEvent};
+use confide_common::model::ModelSpec;
 use confide_common::secagg::messages::ControlMessage;
 use confide_common::secagg::{IdentityPublicKey, SecAggClient, ThreatModel};
 use sha2::{Digest, Sha256};
 
 use crate::agent::dataset::{self, Statistics};
 use crate::agent::peers::{PinnedPeers, check_cohort};
-use crate::agent::round_plan::{decode_model, training_plan};
+use crate::agent::round_plan::{decode_model, decode_weights, training_plan};
 use crate::agent::{Agent, AgentError, Next, Session, os_rng, saturation};
 use crate::train::train_round;
 
@@ -38,9 +39,18 @@ impl Agent {
             Ok(c) => c,
             Err(reason) => return Ok(self.decline(task, reason)),
         };
+        // With federated evaluation the site trains on its training part only (the held-out records are never
+        // trained on), and the charge records that part.
+        let (records, partition) = match self.records_for(task, DataPartition::Training) {
+            Ok(r) => r,
+            Err(reason) => return Ok(self.decline(task, reason)),
+        };
         let budget = self.cfg.budget;
         // Everything this dataset ever spent, in every study, plus this round.
-        let epsilon_after = self.ledger.epsilon_with(&planned, budget.delta).await?;
+        let epsilon_after = self
+            .ledger
+            .epsilon_with_in(partition, &planned, budget.delta)
+            .await?;
         if epsilon_after > budget.epsilon {
             let reason = format!(
                 "local privacy budget: this round would bring the site's ε to {epsilon_after:.4}, over its budget \
@@ -59,49 +69,12 @@ impl Agent {
             dataset::warn_non_private_statistics();
         }
 
-        let download = match self
-            .client
-            .download_model(
-                task.model_version,
-                usize::try_from(self.cfg.max_model_bytes).unwrap_or(usize::MAX),
-            )
-            .await
-        {
-            Ok(d) => d,
-            Err(ClientError::TooLarge { limit }) => {
-                return Ok(self.decline(
-                    task,
-                    format!("the model is larger than this agent's limit of {limit} bytes"),
-                ));
-            }
-            Err(e) => return self.classify(e),
-        };
-        let digest = hex::encode(Sha256::digest(&download.bytes));
-        if !digest.eq_ignore_ascii_case(&task.model_sha256) {
-            return Ok(self.decline(
-                task,
-                format!(
-                    "the downloaded model's sha256 {digest} differs from the task's {}",
-                    task.model_sha256
-                ),
-            ));
-        }
-        let (spec, global) = match decode_model(&download.bytes, task) {
+        let (spec, global) = match self.fetch_model(task, true).await? {
             Ok(m) => m,
-            Err(reason) => return Ok(self.decline(task, reason)),
+            Err(next) => return Ok(next),
         };
-        if spec.input_dim() != self.data.num_features() {
-            return Ok(self.decline(
-                task,
-                format!(
-                    "the model expects {} features, this site's data has {}",
-                    spec.input_dim(),
-                    self.data.num_features()
-                ),
-            ));
-        }
 
-        let data = match dataset::round_records(self.statistics, &self.data, task) {
+        let data = match dataset::round_records(self.statistics, &records, task) {
             Ok(d) => d,
             Err(reason) => return Ok(self.decline(task, reason)),
         };
@@ -137,7 +110,65 @@ impl Agent {
             .collect();
         saturation::warn_if_saturated(task.round_number, &task.quantisation, &update);
 
-        self.enter_secagg(task, cohort, update, planned)
+        self.enter_secagg(task, cohort, update, planned, partition)
+    }
+
+    /// The round's model, downloaded, checked against the task's sha256 and decoded, with the spec's input size
+    /// checked against this site's data (and, for a training round, its parameter count against the round's
+    /// vector: `training`); or, as `Err`, what the loop does instead (the round declined with the reason, or a
+    /// transport error's backoff).
+    pub(in crate::agent) async fn fetch_model(
+        &mut self,
+        task: &RoundTask,
+        training: bool,
+    ) -> Result<Result<(ModelSpec, Vec<f32>), Next>, AgentError> {
+        let download = match self
+            .client
+            .download_model(
+                task.model_version,
+                usize::try_from(self.cfg.max_model_bytes).unwrap_or(usize::MAX),
+            )
+            .await
+        {
+            Ok(d) => d,
+            Err(ClientError::TooLarge { limit }) => {
+                return Ok(Err(self.decline(
+                    task,
+                    format!("the model is larger than this agent's limit of {limit} bytes"),
+                )));
+            }
+            Err(e) => return self.classify(e).map(Err),
+        };
+        let digest = hex::encode(Sha256::digest(&download.bytes));
+        if !digest.eq_ignore_ascii_case(&task.model_sha256) {
+            return Ok(Err(self.decline(
+                task,
+                format!(
+                    "the downloaded model's sha256 {digest} differs from the task's {}",
+                    task.model_sha256
+                ),
+            )));
+        }
+        let decoded = if training {
+            decode_model(&download.bytes, task)
+        } else {
+            decode_weights(&download.bytes)
+        };
+        let (spec, global) = match decoded {
+            Ok(m) => m,
+            Err(reason) => return Ok(Err(self.decline(task, reason))),
+        };
+        if spec.input_dim() != self.data.num_features() {
+            return Ok(Err(self.decline(
+                task,
+                format!(
+                    "the model expects {} features, this site's data has {}",
+                    spec.input_dim(),
+                    self.data.num_features()
+                ),
+            )));
+        }
+        Ok(Ok((spec, global)))
     }
 
     /// Whom this site would aggregate with (pinned or allow-listed peers, the minimum cohort:
@@ -168,6 +199,7 @@ impl Agent {
         cohort: Cohort,
         update: Vec<f32>,
         planned: Vec<PrivacyEvent>,
+        partition: DataPartition,
     ) -> Result<Next, AgentError> {
         let mut rng = os_rng()?;
         let started = match task.protocol.threat_model {
@@ -204,6 +236,7 @@ impl Agent {
             quantisation: task.quantisation,
             update,
             planned,
+            partition,
             answered: HashSet::new(),
         });
         Ok(self.send(task, msg.to_json().into_bytes()))

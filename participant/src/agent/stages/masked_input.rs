@@ -55,10 +55,15 @@ impl Agent {
         session.update.clear();
         let (round_id, round_number) = (session.round_id, session.round_number);
         let planned = session.planned.clone();
+        let partition = session.partition;
         // The spend is durable BEFORE the masked input leaves this machine (one transaction, once per round).
         let budget: Budget = self.cfg.budget;
         let key = ChargeKey::new(&self.identity, round_id, round_number);
-        match self.ledger.charge(&key, &planned, budget).await? {
+        match self
+            .ledger
+            .charge_in(&key, partition, &planned, budget)
+            .await?
+        {
             ChargeOutcome::Charged { epsilon_after } => {
                 tracing::info!(
                     round = round_number,

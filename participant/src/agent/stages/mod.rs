@@ -3,6 +3,7 @@
 
 mod advertise;
 mod consistency_check;
+mod evaluation;
 mod masked_input;
 mod share_keys;
 mod share_verification;

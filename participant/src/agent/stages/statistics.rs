@@ -5,7 +5,7 @@
 //! vector. The rest of the round is a training round's: the charge is durable before the masked vector is sent.
 
 use confide_common::api::RoundTask;
-use confide_common::dp::PrivacyEvent;
+use confide_common::dp::{DataPartition, PrivacyEvent};
 use confide_common::statistics::{clamped_sums, sensitivity, vector_len};
 
 use crate::agent::dataset::Statistics;
@@ -106,6 +106,7 @@ impl Agent {
             values = update.len(),
             "statistics released through opendp (sent only masked, after the charge)"
         );
-        self.enter_secagg(task, cohort, update, planned)
+        // A statistics release uses every record, held out or not.
+        self.enter_secagg(task, cohort, update, planned, DataPartition::All)
     }
 }
