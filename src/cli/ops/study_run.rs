@@ -117,8 +117,17 @@ pub async fn stop(ops: &Ops, study: i64, reason: Option<String>) -> OpsResult<()
 /// summary.
 async fn follow_run(ops: &Ops, mut info: StudyInfo) -> OpsResult<()> {
     let study = info.id;
+    let after = info.run.as_ref().map_or(0, |r| r.after_round);
     let mut followed: Vec<i64> = Vec::new();
     loop {
+        // Rounds of the run that began and ended between two looks (a small model's round takes well under a
+        // second) are reported too, in order.
+        for done in finished_rounds(ops, study, after).await? {
+            if !followed.contains(&done.id) {
+                followed.push(done.id);
+                report_round(ops, &done);
+            }
+        }
         if let Some(round) = info.active_round.filter(|r| !followed.contains(r)) {
             let r = ops
                 .client
@@ -127,17 +136,7 @@ async fn follow_run(ops: &Ops, mut info: StudyInfo) -> OpsResult<()> {
                 .map_err(|e| ops.explain(e, &format!("round {round}")))?;
             let done = follow(ops, r, true).await?;
             followed.push(round);
-            if !ops.json {
-                println!(
-                    "round {} (#{}): {}{}",
-                    done.id,
-                    done.round_number,
-                    done.outcome.map_or("running", |o| o.as_str()),
-                    done.reason
-                        .as_deref()
-                        .map_or(String::new(), |r| format!(": {r}"))
-                );
-            }
+            report_round(ops, &done);
         } else {
             let run = info.run.as_ref();
             if info.active_round.is_none() && run.is_none_or(|r| r.state != RunState::Running) {
@@ -149,6 +148,33 @@ async fn follow_run(ops: &Ops, mut info: StudyInfo) -> OpsResult<()> {
         info = get_study(ops, study).await?;
     }
     summary(ops, info).await
+}
+
+/// The run's finished rounds (numbered after `after`), in order.
+async fn finished_rounds(ops: &Ops, study: i64, after: i64) -> OpsResult<Vec<RoundInfo>> {
+    Ok(ops
+        .client
+        .list_rounds(study)
+        .await
+        .map_err(|e| ops.explain(e, &format!("study {study}")))?
+        .into_iter()
+        .filter(|r| r.round_number > after && r.outcome.is_some())
+        .collect())
+}
+
+/// One line per finished round (people only; `--json` prints the summary).
+fn report_round(ops: &Ops, done: &RoundInfo) {
+    if !ops.json {
+        println!(
+            "round {} (#{}): {}{}",
+            done.id,
+            done.round_number,
+            done.outcome.map_or("running", |o| o.as_str()),
+            done.reason
+                .as_deref()
+                .map_or(String::new(), |r| format!(": {r}"))
+        );
+    }
 }
 
 async fn get_study(ops: &Ops, study: i64) -> OpsResult<StudyInfo> {
