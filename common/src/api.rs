@@ -953,6 +953,7 @@ pub struct ModelEvaluation {
     pub accuracy_std: f64,
     /// Mean cross-entropy loss, each record's clamped to [0, loss_max].
     pub loss: f64,
+    /// Standard deviation of the loss's DP noise (first order).
     pub loss_std: f64,
     /// The noisy number of evaluation records of all sites.
     pub evaluation_records: f64,
@@ -965,6 +966,7 @@ pub struct ModelEvaluation {
     /// The largest ε (PLD over its whole ledger, training and evaluation parts composed in parallel) of any site
     /// charged for this evaluation, after it.
     pub epsilon_spent: f64,
+    /// When the coordinator stored it (milliseconds since the Unix epoch).
     pub created_at_ms: i64,
 }
 
@@ -972,8 +974,11 @@ pub struct ModelEvaluation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct StudyMetrics {
+    /// The study.
     pub study_id: i64,
+    /// The study's δ, at which every ε here is stated.
     pub delta: f64,
+    /// One entry per evaluated model version, oldest first.
     pub evaluations: Vec<ModelEvaluation>,
 }
 

@@ -38,7 +38,10 @@ pub enum EvaluationSchedule {
     #[default]
     EveryRound,
     /// After every k-th training round's model, and after the last one.
-    EveryKRounds { k: u32 },
+    EveryKRounds {
+        /// Evaluate every k-th training round's model (1 ≤ k ≤ the study's rounds).
+        k: u32,
+    },
     /// Once, after the last training round's model.
     AtEnd,
 }

@@ -24,11 +24,13 @@ cleanup() {
 }
 trap cleanup EXIT
 db="sqlite:$tmp/coordinator.db"
+# Created before the background start: the loop below may read it before the child has opened it.
+: >"$tmp/stdout"
 "$bin" --database-url "$db" serve --listen 127.0.0.1:0 >"$tmp/stdout" 2>"$tmp/coordinator.log" &
 coordinator=$!
 url=""
 for _ in $(seq 100); do
-  url="$(sed -n 's/^listening on \(http:[^ ]*\)$/\1/p' "$tmp/stdout")"
+  url="$(sed -n 's/^listening on \(http:[^ ]*\)$/\1/p' "$tmp/stdout" 2>/dev/null || true)"
   [ -n "$url" ] && break
   kill -0 "$coordinator" 2>/dev/null || { cat "$tmp/coordinator.log" >&2; echo "the coordinator exited" >&2; exit 1; }
   sleep 0.1
