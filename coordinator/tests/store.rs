@@ -2,30 +2,13 @@
 
 mod support;
 
-use confide_common::api::{
-    BudgetParams, MemberSet, RoundOutcome, RoundPurpose, RoundStage, RunState,
-};
+use confide_common::api::{BudgetParams, MemberSet, RoundOutcome, RoundStage, RunState};
 use confide_common::dp::DataPartition;
 use confide_coordinator::service::privacy::{self, PrivacyError};
 use confide_coordinator::store::{
     Charge, NewRound, Publication, RoundRow, StageBoundary, StoreError,
 };
-use support::TestDb;
-
-fn new_round(study_id: i64, selected: Vec<i64>) -> NewRound {
-    NewRound {
-        study_id,
-        stage: RoundStage::AdvertiseKeys,
-        base_version: 0,
-        plan_json: "{}".into(),
-        selected,
-        server_state: Some(vec![1, 2, 3]),
-        stage_deadline: i64::MAX / 2,
-        max_rounds: 2,
-        run_guard: None,
-        purpose: RoundPurpose::Training,
-    }
-}
+use support::{TestDb, new_round};
 
 /// A study with two enrolled participants and a round that selected both: (study, p1, p2, round).
 async fn study_with_round(db: &TestDb) -> (i64, i64, i64, RoundRow) {

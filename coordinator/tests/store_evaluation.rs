@@ -9,22 +9,7 @@ use confide_common::dp::DataPartition;
 use confide_coordinator::store::{
     Charge, NewEvaluation, NewRound, Publication, RoundRow, StoreError,
 };
-use support::TestDb;
-
-fn new_round(study_id: i64, selected: Vec<i64>) -> NewRound {
-    NewRound {
-        study_id,
-        stage: RoundStage::AdvertiseKeys,
-        base_version: 0,
-        plan_json: "{}".into(),
-        selected,
-        server_state: Some(vec![1, 2, 3]),
-        stage_deadline: i64::MAX / 2,
-        max_rounds: 2,
-        run_guard: None,
-        purpose: RoundPurpose::Training,
-    }
-}
+use support::{TestDb, new_round};
 
 /// A study with two enrolled participants and a round that selected both: (study, p1, p2, round).
 async fn study_with_round(db: &TestDb) -> (i64, i64, i64, RoundRow) {

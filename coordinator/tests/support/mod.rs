@@ -352,3 +352,20 @@ pub fn fedavg(
         .map(|(x, v)| (f64::from(*x) + learning_rate * v / d.total_weight as f64) as f32)
         .collect()
 }
+
+/// A training round to store directly (store tests): AdvertiseKeys, a placeholder plan and snapshot, a far deadline,
+/// at most 2 rounds for the study.
+pub fn new_round(study_id: i64, selected: Vec<i64>) -> confide_coordinator::store::NewRound {
+    confide_coordinator::store::NewRound {
+        study_id,
+        stage: confide_common::api::RoundStage::AdvertiseKeys,
+        base_version: 0,
+        plan_json: "{}".into(),
+        selected,
+        server_state: Some(vec![1, 2, 3]),
+        stage_deadline: i64::MAX / 2,
+        max_rounds: 2,
+        run_guard: None,
+        purpose: confide_common::api::RoundPurpose::Training,
+    }
+}
