@@ -5,7 +5,7 @@
 
 mod secagg_support;
 
-use confide_common::secagg::group::Scalar;
+use confide_common::secagg::group::{self, Scalar};
 use confide_common::secagg::identity::survivors_statement;
 use confide_common::secagg::messages::{ConsistencySignature, WIRE_VERSION};
 use confide_common::secagg::{
@@ -46,27 +46,35 @@ fn dealt(
 
 #[test]
 fn inconsistent_dealing_is_caught_before_any_masked_input_and_names_the_dealer() {
-    for (tamper, reason) in [
+    for (tamper, reason, complainers) in [
         (
             Tamper::WrongShareFor(vec![0, 2]),
             ComplaintReason::NotOnCommitment,
+            vec![0, 2],
         ),
         (
             Tamper::GarbleFor(vec![0, 2]),
             ComplaintReason::Undecryptable,
+            vec![0, 2],
+        ),
+        // The combined commitments pass the degree test; holder 2's three-way check does not.
+        (
+            Tamper::SplitCommitmentFor(2),
+            ComplaintReason::NotOnCommitment,
+            vec![2],
         ),
     ] {
         let (mut g, _, accepted) = dealt(6, 1, 5, &tamper, 31);
         accepted.unwrap(); // consistent commitments: only the holders can tell
         g.close();
         assert_eq!(g.server.stage(), RoundStage::ShareVerification);
-        // The holders check their shares: 0 and 2 complain about 5 (and leave), the others acknowledge.
+        // The holders check their shares: the complainers complain about 5 (and leave), the others acknowledge.
         let routed = |g: &Game, u| g.server.routed_shares(u).unwrap();
         for u in 0..5 {
             let r = routed(&g, u);
             let c = g.clients[u as usize].as_mut().unwrap();
             let v = c.verify_routed_shares(&r, &mut g.rng).unwrap();
-            if u == 0 || u == 2 {
+            if complainers.contains(&u) {
                 assert_eq!(
                     v.complaints,
                     vec![Complaint { dealer: 5, reason }],
@@ -98,16 +106,17 @@ fn inconsistent_dealing_is_caught_before_any_masked_input_and_names_the_dealer()
             })
         };
         assert_eq!(status(5), at(DropReason::BadDealing));
-        assert_eq!(status(0), at(DropReason::Complained));
-        assert_eq!(status(2), at(DropReason::Complained));
-        assert_eq!(status(1), None);
+        for u in 0..5 {
+            let expected = complainers.contains(&u).then_some(DropReason::Complained);
+            assert_eq!(status(u), expected.and_then(at), "{tamper:?}, holder {u}");
+        }
         // No masked input was ever asked for or taken: nobody charged anything for this round.
         assert!(g.server.masked_input_request().is_none());
         assert_eq!(g.server.aggregate(), None);
         assert!(g.server.u3().is_empty());
-        for u in [1, 3, 4] {
+        for u in (0..5).filter(|u| !complainers.contains(u)) {
             assert_eq!(
-                g.clients[u].as_ref().unwrap().stage(),
+                g.clients[u as usize].as_ref().unwrap().stage(),
                 RoundStage::ShareVerification
             );
         }
@@ -142,6 +151,57 @@ fn commitments_off_the_polynomial_are_dropped_when_share_keys_closes_and_the_rou
         g.server.outcome(),
         Some(RoundOutcome::Completed(g.expected_sum()))
     );
+}
+
+#[test]
+fn a_holder_colluding_with_its_dealer_cannot_spoil_reconstruction_with_a_share_off_the_polynomial()
+{
+    // Dealer 5 commits holder 0's mask-key share off the polynomial and deals it the matching (wrong) share; the
+    // combined commitments stay on theirs, so the degree test passes. Holder 0 colludes: it acknowledges (its
+    // client is shown a combined commitment that fits the share) and later reveals that share. Dealer 5 drops after
+    // ShareKeys, so the server must rebuild its mask key — and holder 0's share, which matches its commitment,
+    // would spoil that. The server's relation check W = V^β + γ·V^σ on revealed shares refuses it.
+    let (mut g, _, accepted) = dealt(6, 1, 5, &Tamper::SplitCommitmentFor(0), 37);
+    accepted.unwrap();
+    g.close();
+    assert_eq!(g.server.stage(), RoundStage::ShareVerification);
+    assert_eq!(g.server.u2(), &[0, 1, 2, 3, 4, 5]);
+    let (digest, round) = (g.server.params().digest(), g.server.params().round_id);
+    for u in 0..5 {
+        let mut routed = g.server.routed_shares(u).unwrap();
+        if u == 0 {
+            for r in routed.shares.iter_mut().filter(|r| r.sender == 5) {
+                let c = r.commitments.as_mut().unwrap();
+                let gamma = group::combination_challenge(&digest, round, 5, &c.dealing_digest);
+                let w = group::decode_point(&c.combined).unwrap() + group::basepoint() * gamma;
+                c.combined = w.compress().to_bytes();
+            }
+        }
+        let c = g.clients[u as usize].as_mut().unwrap();
+        let v = c.verify_routed_shares(&routed, &mut g.rng).unwrap();
+        assert!(
+            v.complaints.is_empty(),
+            "holder {u} complained: {:?}",
+            v.complaints
+        );
+        g.server.handle_share_verification(&v).unwrap();
+    }
+    // Dealer 5 says nothing more; the others mask, sign U3 and reveal.
+    g.finish(&Dropouts::default());
+    assert_eq!(
+        g.server.outcome(),
+        Some(RoundOutcome::Completed(g.expected_sum()))
+    );
+    assert_eq!(
+        g.server.status(0).unwrap().dropped,
+        Some(Dropout {
+            stage: RoundStage::Unmasking,
+            reason: DropReason::InvalidRevealedShare
+        })
+    );
+    for u in 1..5 {
+        assert_eq!(g.server.status(u).unwrap().dropped, None, "participant {u}");
+    }
 }
 
 #[test]

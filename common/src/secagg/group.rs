@@ -6,9 +6,19 @@
 //! are too, "in the exponent". [`low_degree_test`] checks that with one random codeword of the dual Reed–Solomon code
 //! (Cascudo–David, SCRAPE 2017): a vector that is not a codeword passes with probability 1/ℓ. This is Feldman's
 //! verifiability with commitments to the evaluations instead of the coefficients: a holder checks its share with one
-//! point per secret instead of t ([`batch_check`] over all dealers at once), and anyone can run the degree test —
-//! the server runs it once per dealing, on arrival. Both are equally binding: a share that matches its commitment
-//! is the value of the committed polynomial.
+//! point per secret instead of t ([`batch_check`] over all dealers at once). Both are equally binding: a share that
+//! matches its commitment is the value of the committed polynomial.
+//!
+//! **One test for both secrets.** The server does not test the β- and σ-commitments (2·n points per dealing, each
+//! a costly decompression) but one *combined* vector W_j = (b_j + γ·s_j)·B with constant β·B + γ·σ·B, where γ is a
+//! Fiat–Shamir challenge over the per-secret commitments ([`combination_challenge`]), so they are fixed before γ
+//! is known. Each holder checks its b_j, s_j and b_j + γ·s_j against V^β_j, V^σ_j and W_j. If the honest holders'
+//! b- or σ-values were not on polynomials of degree < t through β and σ, their combination would be for at most
+//! one γ (if b + γ·s and b + γ′·s are codewords, so are s and b): passing needs γ to hit that value, probability
+//! 1/ℓ per dealing the dealer tries. A *dishonest* holder's V^β_j or V^σ_j may still be off its polynomial (its
+//! W_j relation unchecked by anyone); the server therefore accepts a revealed share only if it matches its
+//! commitment **and** W_j = V^β_j + γ·V^σ_j ([`combined_relation_holds`]). For any set of holders whose relation
+//! holds the argument above applies again (at most 2^n sets, so a bad γ has probability ≤ 2^n/ℓ ≈ 2⁻¹⁵²).
 
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
 use curve25519_dalek::ristretto::CompressedRistretto;
@@ -110,15 +120,123 @@ pub fn pairwise_mask_seed(
     ))
 }
 
-/// Checks s_i·B = V_i for every pair at once: Σ r_i s_i · B = Σ r_i V_i with independent random weights r_i.
-/// A batch with any false pair passes with probability 1/ℓ. Empty batches pass.
+/// The commitments s_i·B of many scalars, compressed — equal to [`commit`] of each, at a fraction of the cost.
+///
+/// A Ristretto encoding needs an inverse square root, which does not batch; the encoding of a *double* does
+/// (`double_and_compress_batch`: one shared inversion). So each s_i is halved first: 2·((s_i/2)·B) = s_i·B.
+pub fn commit_all(scalars: &[Scalar]) -> Vec<[u8; 32]> {
+    use rayon::prelude::*;
+    let half = Scalar::from(2u8).invert();
+    let halves: Vec<RistrettoPoint> = scalars
+        .par_iter()
+        .map(|s| RistrettoPoint::mul_base(&(s * half)))
+        .collect();
+    RistrettoPoint::double_and_compress_batch(&halves)
+        .into_iter()
+        .map(|c| c.to_bytes())
+        .collect()
+}
+
+/// Label of the challenge γ that combines a dealing's two sharings into one for the degree test.
+const LABEL_COMBINATION: &[u8] = b"confide/secagg/v4/combination";
+
+/// The digest that fixes a dealing's per-secret commitments — β·B, then every holder's V^β and V^σ — before the
+/// combination challenge is drawn from it (and routed to each holder with its commitments).
+pub fn dealing_digest(
+    self_mask_commitment: &[u8; 32],
+    self_mask: &[[u8; 32]],
+    mask_key: &[[u8; 32]],
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(self_mask_commitment);
+    for v in [self_mask, mask_key] {
+        h.update((v.len() as u64).to_le_bytes());
+        v.iter().for_each(|p| h.update(p));
+    }
+    h.finalize().into()
+}
+
+/// γ for one dealing: a scalar derived (SHA-512, reduced mod ℓ) from the round's parameters, the dealer and its
+/// [`dealing_digest`]. Dealer, holders and server all derive the same γ.
+pub fn combination_challenge(
+    params_digest: &[u8; 32],
+    round: RoundId,
+    dealer: ParticipantId,
+    dealing_digest: &[u8; 32],
+) -> Scalar {
+    use sha2::{Digest, Sha512};
+    let mut h = Sha512::new();
+    h.update((LABEL_COMBINATION.len() as u64).to_le_bytes());
+    h.update(LABEL_COMBINATION);
+    h.update(params_digest);
+    h.update(round.to_le_bytes());
+    h.update(dealer.to_le_bytes());
+    h.update(dealing_digest);
+    Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+}
+
+/// The combined shares b_j + γ·s_j.
+pub fn combined_shares(gamma: &Scalar, self_mask: &[Scalar], mask_key: &[Scalar]) -> Vec<Scalar> {
+    self_mask
+        .iter()
+        .zip(mask_key)
+        .map(|(b, s)| b + gamma * s)
+        .collect()
+}
+
+/// V^β + γ·V^σ: a combined commitment from the two per-secret ones (with β·B and σ·B, the combined constant).
+pub fn combine(
+    self_mask: &RistrettoPoint,
+    mask_key: &RistrettoPoint,
+    gamma: &Scalar,
+) -> RistrettoPoint {
+    RistrettoPoint::vartime_multiscalar_mul([Scalar::ONE, *gamma], [self_mask, mask_key])
+}
+
+/// Whether W_j = V^β_j + γ·V^σ_j for one holder's three commitments (all must be points).
+pub fn combined_relation_holds(
+    self_mask: &[u8; 32],
+    mask_key: &[u8; 32],
+    combined: &[u8; 32],
+    gamma: &Scalar,
+) -> bool {
+    match (
+        decode_point(self_mask),
+        decode_point(mask_key),
+        decode_point(combined),
+    ) {
+        (Some(vb), Some(vs), Some(w)) => combine(&vb, &vs, gamma) == w,
+        _ => false,
+    }
+}
+
+/// Checks s_i·B = V_i for every pair at once: Σ r_i s_i · B = Σ r_i V_i with independent random 128-bit weights
+/// r_i (from the caller's CSPRNG, so no one can aim at them). A batch with any false pair passes with probability
+/// ≤ 2⁻¹²⁸ (for fixed other weights, at most one value of r_i mod ℓ cancels it). Empty batches pass.
 pub fn batch_check<R: CryptoRng + ?Sized>(items: &[(Scalar, RistrettoPoint)], rng: &mut R) -> bool {
+    use rayon::prelude::*;
     if items.is_empty() {
         return true;
     }
-    let weights: Vec<Scalar> = items.iter().map(|_| random_scalar(rng)).collect();
+    let weights: Vec<Scalar> = items
+        .iter()
+        .map(|_| {
+            let mut r = [0u8; 16];
+            rng.fill_bytes(&mut r);
+            Scalar::from(u128::from_le_bytes(r))
+        })
+        .collect();
     let lhs: Scalar = items.iter().zip(&weights).map(|((s, _), r)| s * r).sum();
-    let rhs = RistrettoPoint::vartime_multiscalar_mul(&weights, items.iter().map(|(_, p)| p));
+    // One multiscalar multiplication per core.
+    let per_core = items.len().div_ceil(rayon::current_num_threads()).max(32);
+    let rhs: RistrettoPoint = items
+        .par_chunks(per_core)
+        .zip(weights.par_chunks(per_core))
+        .map(|(items, weights)| {
+            RistrettoPoint::vartime_multiscalar_mul(weights, items.iter().map(|(_, p)| p))
+        })
+        .sum();
     RistrettoPoint::mul_base(&lhs) == rhs
 }
 
@@ -362,5 +480,21 @@ mod tests {
         items[7].0 += Scalar::ONE;
         assert!(!batch_check(&items, &mut rng));
         assert_eq!(commit(&items[0].0), items[0].1.compress().to_bytes());
+        // A batch larger than one core's share, with the false pair in the last chunk.
+        let (_, _, v, ys) = dealing(40, 100, 6);
+        let mut items: Vec<(Scalar, RistrettoPoint)> = ys.into_iter().zip(v).collect();
+        assert!(batch_check(&items, &mut rng));
+        items[99].1 += basepoint();
+        assert!(!batch_check(&items, &mut rng));
+    }
+
+    #[test]
+    fn batched_commitments_equal_one_by_one_commitments() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let mut scalars: Vec<Scalar> = (0..50).map(|_| random_scalar(&mut rng)).collect();
+        scalars.extend([Scalar::ZERO, Scalar::ONE, -Scalar::ONE]);
+        let one_by_one: Vec<[u8; 32]> = scalars.iter().map(commit).collect();
+        assert_eq!(commit_all(&scalars), one_by_one);
+        assert!(commit_all(&[]).is_empty());
     }
 }

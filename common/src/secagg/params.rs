@@ -293,7 +293,7 @@ mod tests {
         let mut p = malicious(5, 3, 0);
         let mut keys = p.roster.keys().to_vec();
         keys[4] = keys[1];
-        p.roster = Roster(keys);
+        p.roster = Roster::unchecked(keys);
         assert_eq!(p.validate(), Err(SecAggError::DuplicateIdentity(4)));
         let mut p = malicious(20, 11, 0);
         p.graph = GraphKind::Harary { degree: 6 };

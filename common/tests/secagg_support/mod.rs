@@ -363,8 +363,13 @@ pub enum Tamper {
     WrongShareFor(Vec<u32>),
     /// Sends these holders ciphertexts that do not authenticate.
     GarbleFor(Vec<u32>),
-    /// Commits to shares that are not on one polynomial.
+    /// Commits to shares that are not on one polynomial (the combined commitments the server tests).
     CommitmentOffPolynomial,
+    /// Splits one holder's view: its mask-key commitment (and the share sent to it) are off the polynomial, while
+    /// the combined commitments — all the server's degree test sees — stay on theirs (γ drawn over the tampered
+    /// commitments, as the protocol says). Only the holder's own three-way check, or the server's relation check on
+    /// a revealed share, can tell.
+    SplitCommitmentFor(u32),
     /// Sends a commitment that is not a Ristretto255 point.
     CommitmentNotAPoint,
 }
@@ -416,17 +421,34 @@ impl Corrupt {
         let xs: Vec<u32> = holders.iter().map(|h| h + 1).collect();
         let sm = shamir::split(&self.beta, t, &xs, rng).unwrap();
         let mk = shamir::split(self.mask.secret(), t, &xs, rng).unwrap();
-        let mut commitments = ShareCommitments {
-            self_mask: sm.iter().map(|s| group::commit(&s.y)).collect(),
-            mask_key: mk.iter().map(|s| group::commit(&s.y)).collect(),
-        };
+        let round = self.params.round_id;
+        let self_mask_commitment = group::commit(self.beta.expose());
+        let ys = |v: &[shamir::Share]| v.iter().map(|s| s.y).collect::<Vec<Scalar>>();
+        let mut commitments = ShareCommitments::of_shares(
+            &self.digest(),
+            round,
+            self.id,
+            &self_mask_commitment,
+            &ys(&sm),
+            &ys(&mk),
+        );
         if *tamper == Tamper::CommitmentOffPolynomial {
-            commitments.mask_key[0] = group::commit(&Scalar::from(7u64));
+            commitments.combined[0] = group::commit(&Scalar::from(7u64));
+        }
+        let split = match tamper {
+            Tamper::SplitCommitmentFor(h) => holders.iter().position(|x| x == h),
+            _ => None,
+        };
+        if let Some(i) = split {
+            commitments.mask_key[i] = group::commit(&(mk[i].y + Scalar::ONE));
+            let digest = commitments.dealing_digest(&self_mask_commitment);
+            let gamma = group::combination_challenge(&self.digest(), round, self.id, &digest);
+            commitments.combined =
+                group::commit_all(&group::combined_shares(&gamma, &ys(&sm), &ys(&mk)));
         }
         if *tamper == Tamper::CommitmentNotAPoint {
-            commitments.self_mask[1] = [0xff; 32];
+            commitments.combined[1] = [0xff; 32];
         }
-        let round = self.params.round_id;
         let mut encrypted_shares = Vec::new();
         for (i, e) in dir.participants.iter().enumerate() {
             let h = e.participant;
@@ -439,6 +461,9 @@ impl Corrupt {
             };
             if matches!(tamper, Tamper::WrongShareFor(v) if v.contains(&h)) {
                 held.self_mask.y += Scalar::ONE;
+            }
+            if split == Some(i) {
+                held.mask_key.y += Scalar::ONE;
             }
             let key = crypto::share_encryption_key(
                 &self.cipher,
@@ -468,7 +493,7 @@ impl Corrupt {
             version: WIRE_VERSION,
             round_id: round,
             sender: self.id,
-            self_mask_commitment: group::commit(self.beta.expose()),
+            self_mask_commitment,
             encrypted_shares,
             commitments: Some(commitments),
             signature: None,

@@ -141,7 +141,7 @@ impl Sim {
                 if self.bad_commitments
                     && let Some(c) = shares.commitments.as_mut()
                 {
-                    c.mask_key[0] = confide_common::secagg::group::commit(&7u64.into());
+                    c.combined[0] = confide_common::secagg::group::commit(&7u64.into());
                 }
                 if self.corrupt_dealing || self.bad_commitments {
                     let statement = shares.statement(&task.protocol.digest());

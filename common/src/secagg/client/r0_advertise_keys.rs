@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::super::ParticipantId;
 use super::super::crypto::{self, KeyPair};
 use super::super::error::{Result, SecAggError};
-use super::super::group::{self, MaskKeyPair};
+use super::super::group::{self, MaskKeyPair, Scalar};
 use super::super::messages::{
     AdvertiseKeys, EncryptedShares, KeyDirectory, ShareCommitments, ShareKeys, WIRE_VERSION,
 };
@@ -95,6 +95,7 @@ impl AdvertiseKeysState {
         let mut seen_keys = BTreeSet::new();
         let mut prev: Option<ParticipantId> = None;
         let mut found_self = false;
+        let mut signed = Vec::with_capacity(dir.participants.len());
         for k in &dir.participants {
             if k.participant >= n || prev.is_some_and(|p| p >= k.participant) {
                 return Err(SecAggError::Malformed(
@@ -108,11 +109,7 @@ impl AdvertiseKeysState {
                         participant: k.participant,
                     });
                 };
-                ctx.params.roster.verify(
-                    k.participant,
-                    &k.statement(&ctx.digest, ctx.round()),
-                    sig,
-                )?;
+                signed.push((k.participant, k.statement(&ctx.digest, ctx.round()), sig));
             }
             if !seen_keys.insert(k.cipher_public_key) || !seen_keys.insert(k.mask_public_key) {
                 return Err(SecAggError::Malformed(
@@ -135,6 +132,7 @@ impl AdvertiseKeysState {
                 "key directory does not list this participant".into(),
             ));
         }
+        ctx.params.roster.verify_all(&signed)?;
         dir.participants
             .iter()
             .filter(|k| ctx.graph.are_neighbours(ctx.id, k.participant))
@@ -167,15 +165,17 @@ impl AdvertiseKeysState {
         let xs: Vec<u32> = holders.iter().map(|&h| h + 1).collect();
         let self_mask_shares = shamir::split(&self.beta, t, &xs, rng)?;
         let mask_key_shares = shamir::split(self.mask.secret(), t, &xs, rng)?;
-        let commitments = ctx.malicious().then(|| ShareCommitments {
-            self_mask: self_mask_shares
-                .par_iter()
-                .map(|s| group::commit(&s.y))
-                .collect(),
-            mask_key: mask_key_shares
-                .par_iter()
-                .map(|s| group::commit(&s.y))
-                .collect(),
+        let self_mask_commitment = group::commit(self.beta.expose());
+        let commitments = ctx.malicious().then(|| {
+            let ys = |shares: &[shamir::Share]| shares.iter().map(|s| s.y).collect::<Vec<Scalar>>();
+            ShareCommitments::of_shares(
+                &ctx.digest,
+                ctx.round(),
+                ctx.id,
+                &self_mask_commitment,
+                &ys(&self_mask_shares),
+                &ys(&mask_key_shares),
+            )
         });
         let mut own = None;
         let mut to_send = Vec::with_capacity(peers.len());
@@ -215,7 +215,7 @@ impl AdvertiseKeysState {
             version: WIRE_VERSION,
             round_id: round,
             sender: id,
-            self_mask_commitment: group::commit(self.beta.expose()),
+            self_mask_commitment,
             encrypted_shares,
             commitments,
             signature: None,

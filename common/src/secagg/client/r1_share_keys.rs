@@ -148,7 +148,7 @@ impl ShareKeysState {
                 (r.sender, verdict)
             })
             .collect();
-        let complaints = verify_against_commitments(routed, &opened, rng);
+        let complaints = verify_against_commitments(ctx, routed, &opened, rng);
         let mut msg = ShareVerification {
             version: WIRE_VERSION,
             round_id: ctx.round(),
@@ -187,8 +187,10 @@ impl ShareKeysState {
     }
 }
 
-/// Complaints (sorted by dealer) for every dealer whose shares did not open or do not match its commitments.
+/// Complaints (sorted by dealer) for every dealer whose shares did not open or do not match its commitments — the
+/// two per-secret ones and the combined one (b + γ·s, γ drawn from the dealing's digest).
 fn verify_against_commitments<R: CryptoRng + ?Sized>(
+    ctx: &Context,
     routed: &RoutedShares,
     opened: &[(
         ParticipantId,
@@ -196,25 +198,34 @@ fn verify_against_commitments<R: CryptoRng + ?Sized>(
     )],
     rng: &mut R,
 ) -> Vec<Complaint> {
+    let (digest, round) = (&ctx.digest, ctx.round());
     let mut complaints = Vec::new();
-    let mut items = Vec::with_capacity(2 * opened.len());
+    let mut items = Vec::with_capacity(3 * opened.len());
     let mut checked = Vec::with_capacity(opened.len());
-    for (r, (dealer, verdict)) in routed.shares.iter().zip(opened) {
-        let reason = match (verdict, &r.commitments) {
-            (Err(reason), _) => Some(*reason),
-            (Ok(h), Some(c)) => match (
-                group::decode_point(&c.self_mask),
-                group::decode_point(&c.mask_key),
-            ) {
-                (Some(cs), Some(cm)) => {
-                    items.push((h.self_mask.y, cs));
-                    items.push((h.mask_key.y, cm));
-                    checked.push((*dealer, h, *c));
-                    None
-                }
-                _ => Some(ComplaintReason::NotOnCommitment),
-            },
-            (Ok(_), None) => Some(ComplaintReason::NotOnCommitment),
+    // Decompressing the commitments is most of the cost: spread over all cores.
+    let decoded: Vec<Option<[RistrettoPoint; 3]>> = routed
+        .shares
+        .par_iter()
+        .map(|r| {
+            let c = r.commitments.as_ref()?;
+            Some([
+                group::decode_point(&c.self_mask)?,
+                group::decode_point(&c.mask_key)?,
+                group::decode_point(&c.combined)?,
+            ])
+        })
+        .collect();
+    for ((r, (dealer, verdict)), points) in routed.shares.iter().zip(opened).zip(decoded) {
+        let reason = match (verdict, &r.commitments, points) {
+            (Err(reason), _, _) => Some(*reason),
+            (Ok(h), Some(c), Some([cs, cm, cw])) => {
+                let gamma = group::combination_challenge(digest, round, *dealer, &c.dealing_digest);
+                let (b, s) = (h.self_mask.y, h.mask_key.y);
+                items.extend([(b, cs), (s, cm), (b + gamma * s, cw)]);
+                checked.push((*dealer, h, *c, gamma));
+                None
+            }
+            (Ok(_), _, _) => Some(ComplaintReason::NotOnCommitment),
         };
         if let Some(reason) = reason {
             complaints.push(Complaint {
@@ -225,9 +236,11 @@ fn verify_against_commitments<R: CryptoRng + ?Sized>(
     }
     if !group::batch_check(&items, rng) {
         // Find the culprits one dealer at a time.
-        for (dealer, h, c) in checked {
-            if group::commit(&h.self_mask.y) != c.self_mask
-                || group::commit(&h.mask_key.y) != c.mask_key
+        for (dealer, h, c, gamma) in checked {
+            let (b, s) = (h.self_mask.y, h.mask_key.y);
+            if group::commit(&b) != c.self_mask
+                || group::commit(&s) != c.mask_key
+                || group::commit(&(b + gamma * s)) != c.combined
             {
                 complaints.push(Complaint {
                     dealer,

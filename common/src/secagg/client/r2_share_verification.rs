@@ -42,18 +42,24 @@ impl ShareVerificationState {
                 "acknowledgements must be sorted by holder without repeats".into(),
             ));
         }
-        for a in acks {
-            if self.holders.binary_search(&a.holder).is_err() {
-                return Err(SecAggError::NotMember {
-                    participant: a.holder,
-                    stage: RoundStage::ShareVerification,
-                });
-            }
-            let statement = identity::acknowledgement_statement(&ctx.digest, ctx.round(), a.holder);
-            ctx.params
-                .roster
-                .verify(a.holder, &statement, &a.signature)?;
+        if let Some(a) = acks
+            .iter()
+            .find(|a| self.holders.binary_search(&a.holder).is_err())
+        {
+            return Err(SecAggError::NotMember {
+                participant: a.holder,
+                stage: RoundStage::ShareVerification,
+            });
         }
+        let signed: Vec<_> = acks
+            .iter()
+            .map(|a| {
+                let statement =
+                    identity::acknowledgement_statement(&ctx.digest, ctx.round(), a.holder);
+                (a.holder, statement, &a.signature)
+            })
+            .collect();
+        ctx.params.roster.verify_all(&signed)?;
         let t = ctx.threshold();
         if acks.len() < t {
             return Err(SecAggError::TooFewSignatures {

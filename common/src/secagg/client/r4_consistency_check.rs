@@ -43,17 +43,22 @@ impl ConsistencyCheckState {
         }
         let survivors: BTreeSet<ParticipantId> = self.survivors.iter().copied().collect();
         let statement = identity::survivors_statement(&ctx.digest, ctx.round(), &self.survivors);
-        for s in &msg.signatures {
-            if !survivors.contains(&s.signer) {
-                return Err(SecAggError::InconsistentSurvivors(format!(
-                    "participant {} signed but is not in the survivor set",
-                    s.signer
-                )));
-            }
-            ctx.params
-                .roster
-                .verify(s.signer, &statement, &s.signature)?;
+        if let Some(s) = msg
+            .signatures
+            .iter()
+            .find(|s| !survivors.contains(&s.signer))
+        {
+            return Err(SecAggError::InconsistentSurvivors(format!(
+                "participant {} signed but is not in the survivor set",
+                s.signer
+            )));
         }
+        let signed: Vec<_> = msg
+            .signatures
+            .iter()
+            .map(|s| (s.signer, statement, &s.signature))
+            .collect();
+        ctx.params.roster.verify_all(&signed)?;
         let t = ctx.threshold();
         if msg.signatures.len() < t {
             return Err(SecAggError::TooFewSignatures {

@@ -42,7 +42,7 @@ pub struct KeyDirectory {
     pub participants: Vec<AdvertisedKeys>,
 }
 
-/// The dealer's commitments to the two shares routed with a ciphertext (malicious rounds).
+/// The dealer's commitments to the shares routed with a ciphertext (malicious rounds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutedCommitments {
     /// Commitment to the recipient's share of the dealer's self-mask secret.
@@ -51,6 +51,12 @@ pub struct RoutedCommitments {
     /// Commitment to the recipient's share of the dealer's mask key.
     #[serde(with = "b64_array")]
     pub mask_key: [u8; 32],
+    /// Commitment to the recipient's combined share b + γ·s (the one the server's degree test covers).
+    #[serde(with = "b64_array")]
+    pub combined: [u8; 32],
+    /// The dealing's digest γ is drawn from ([`group::dealing_digest`](super::super::group::dealing_digest)).
+    #[serde(with = "b64_array")]
+    pub dealing_digest: [u8; 32],
 }
 
 /// A ciphertext addressed to the recipient of a [`RoutedShares`].

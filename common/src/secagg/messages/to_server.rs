@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::super::group::{self, Scalar};
 use super::super::identity::{self, SignatureBytes};
 use super::super::shamir::Share;
 use super::super::{ParticipantId, RoundId};
@@ -51,8 +52,10 @@ pub struct EncryptedShares {
 }
 
 /// Commitments of a dealing (malicious rounds): s·B for every holder's share of each secret, in ascending holder
-/// order — the recipients of the ciphertexts and the dealer itself. With the constant terms (β·B and the mask public
-/// key σ·B) they must lie on polynomials of degree t − 1 "in the exponent", which the server tests on arrival.
+/// order — the recipients of the ciphertexts and the dealer itself — and the combined commitments W_j =
+/// (b_j + γ·s_j)·B. With their constant terms (β·B, the mask public key σ·B, and β·B + γ·σ·B) they must lie on
+/// polynomials of degree t − 1 "in the exponent"; the server tests the combined vector when ShareKeys closes, each
+/// holder checks its own three (see [`group`](super::super::group) for why that covers both secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShareCommitments {
@@ -62,6 +65,52 @@ pub struct ShareCommitments {
     /// Commitments to the mask key's shares.
     #[serde(with = "b64_points")]
     pub mask_key: Vec<[u8; 32]>,
+    /// Commitments to the combined shares b_j + γ·s_j, γ = [`ShareCommitments::challenge`].
+    #[serde(with = "b64_points")]
+    pub combined: Vec<[u8; 32]>,
+}
+
+impl ShareCommitments {
+    /// The commitments of a dealing whose holders (ascending) get `self_mask[j]` and `mask_key[j]`.
+    pub fn of_shares(
+        params_digest: &[u8; 32],
+        round: RoundId,
+        dealer: ParticipantId,
+        self_mask_commitment: &[u8; 32],
+        self_mask: &[Scalar],
+        mask_key: &[Scalar],
+    ) -> Self {
+        let mut per_secret = group::commit_all(&[self_mask, mask_key].concat());
+        let mask_key_points = per_secret.split_off(self_mask.len());
+        let digest = group::dealing_digest(self_mask_commitment, &per_secret, &mask_key_points);
+        let gamma = group::combination_challenge(params_digest, round, dealer, &digest);
+        ShareCommitments {
+            combined: group::commit_all(&group::combined_shares(&gamma, self_mask, mask_key)),
+            self_mask: per_secret,
+            mask_key: mask_key_points,
+        }
+    }
+
+    /// The digest of the per-secret commitments (with β·B) that γ is drawn from.
+    pub fn dealing_digest(&self, self_mask_commitment: &[u8; 32]) -> [u8; 32] {
+        group::dealing_digest(self_mask_commitment, &self.self_mask, &self.mask_key)
+    }
+
+    /// γ of this dealing.
+    pub fn challenge(
+        &self,
+        params_digest: &[u8; 32],
+        round: RoundId,
+        dealer: ParticipantId,
+        self_mask_commitment: &[u8; 32],
+    ) -> Scalar {
+        group::combination_challenge(
+            params_digest,
+            round,
+            dealer,
+            &self.dealing_digest(self_mask_commitment),
+        )
+    }
 }
 
 /// A participant's dealing (stage ShareKeys): encrypted shares for each neighbour in U1 and, in malicious rounds,
@@ -91,10 +140,10 @@ impl ShareKeys {
     pub fn statement(&self, params_digest: &[u8; 32]) -> [u8; 32] {
         let mut commitments = Sha256::new();
         if let Some(c) = &self.commitments {
-            commitments.update((c.self_mask.len() as u64).to_le_bytes());
-            c.self_mask.iter().for_each(|p| commitments.update(p));
-            commitments.update((c.mask_key.len() as u64).to_le_bytes());
-            c.mask_key.iter().for_each(|p| commitments.update(p));
+            for v in [&c.self_mask, &c.mask_key, &c.combined] {
+                commitments.update((v.len() as u64).to_le_bytes());
+                v.iter().for_each(|p| commitments.update(p));
+            }
         }
         let mut ciphertexts = Sha256::new();
         for e in &self.encrypted_shares {
@@ -282,6 +331,7 @@ mod tests {
             commitments: Some(ShareCommitments {
                 self_mask: vec![[4; 32], [5; 32]],
                 mask_key: vec![[6; 32], [7; 32]],
+                combined: vec![[8; 32], [9; 32]],
             }),
             signature: None,
         };

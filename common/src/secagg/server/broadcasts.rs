@@ -98,15 +98,19 @@ impl SecAggServer {
             .dealings
             .iter()
             .filter_map(|(&sender, d)| {
+                let commitments = match (d.commitments_for(recipient), d.dealing_digest()) {
+                    (Some(c), Some(dealing_digest)) => Some(RoutedCommitments {
+                        self_mask: c.self_mask,
+                        mask_key: c.mask_key,
+                        combined: c.combined,
+                        dealing_digest,
+                    }),
+                    _ => None,
+                };
                 Some(RoutedShare {
                     sender,
                     ciphertext: d.ciphertext_for(recipient)?.to_vec(),
-                    commitments: d.commitments_for(recipient).map(|(self_mask, mask_key)| {
-                        RoutedCommitments {
-                            self_mask,
-                            mask_key,
-                        }
-                    }),
+                    commitments,
                 })
             })
             .collect();

@@ -1,8 +1,9 @@
 //! Server state ShareKeys: collects every dealing; in malicious rounds it checks the dealer's signature and that its
-//! commitments are points on arrival, and when the stage closes runs the low-degree test on all dealings at once
-//! (one large multiscalar multiplication instead of one per dealing: the batch is what keeps the malicious mode's
-//! server cost near the semi-honest one). A dealing that fails is dropped before anyone sees it — no ciphertext of
-//! it is routed — and the round goes on without its dealer.
+//! combined commitments are points on arrival, and when the stage closes runs the low-degree test on all dealings at
+//! once (one large multiscalar multiplication instead of one per dealing, over the combined vector only — half the
+//! points of testing β and σ apart: see `group`). These keep the malicious mode's server cost near the semi-honest
+//! one. A dealing that fails is dropped before anyone sees it — no ciphertext of it is routed — and the round goes
+//! on without its dealer.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +23,7 @@ use super::record::{Dealing, DropReason};
 use super::{Next, Round, ServerState};
 
 /// Label of the Fiat–Shamir challenge of the low-degree test.
-const LABEL_DEGREE_TEST: &[u8] = b"confide/secagg/v3/degree-test";
+const LABEL_DEGREE_TEST: &[u8] = b"confide/secagg/v4/degree-test";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ShareKeysState {
@@ -33,13 +34,13 @@ pub(crate) struct ShareKeysState {
     decoded: BTreeMap<ParticipantId, Decoded>,
 }
 
-/// A dealing's constant terms (β·B, σ·B) and commitments, as points.
+/// A dealing's combined constant term (β·B + γ·σ·B) and combined commitments, as points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Decoded {
     /// The holders' evaluation points (holder id + 1).
     xs: Vec<u32>,
-    self_mask: (RistrettoPoint, Vec<RistrettoPoint>),
-    mask_key: (RistrettoPoint, Vec<RistrettoPoint>),
+    constant: RistrettoPoint,
+    combined: Vec<RistrettoPoint>,
 }
 
 impl ShareKeysState {
@@ -100,10 +101,16 @@ impl ShareKeysState {
                 return Err(SecAggError::Malformed("dealing without commitments".into()));
             }
             (Some(c), true) => {
-                let decoded = decode_commitments(round, msg.sender, &holders, beta_commitment, c)?;
+                let digest = c.dealing_digest(&msg.self_mask_commitment);
+                let decoded =
+                    decode_commitments(round, msg.sender, &holders, beta_commitment, c, &digest)?;
                 self.decoded.insert(msg.sender, decoded);
             }
         }
+        let dealing_digest = msg
+            .commitments
+            .as_ref()
+            .map(|c| c.dealing_digest(&msg.self_mask_commitment));
         self.dealings.insert(
             msg.sender,
             Dealing {
@@ -111,6 +118,7 @@ impl ShareKeysState {
                 holders,
                 commitments: msg.commitments.clone(),
                 encrypted_shares: msg.encrypted_shares.clone(),
+                dealing_digest,
             },
         );
         Ok(())
@@ -143,26 +151,33 @@ impl ShareKeysState {
     }
 }
 
-/// One commitment per holder for each secret, every one a valid point, and the dealer's advertised mask key:
-/// the dealing's claims for the degree test.
+/// One commitment per holder for each secret and one combined, the combined ones valid points, and the dealer's
+/// advertised mask key: the dealing's claim for the degree test. The per-secret commitments are not decompressed
+/// here (each holder checks its own; the server only when it needs a revealed share).
 fn decode_commitments(
     round: &Round,
     dealer: ParticipantId,
     holders: &[ParticipantId],
     beta_commitment: RistrettoPoint,
     c: &ShareCommitments,
+    dealing_digest: &[u8; 32],
 ) -> Result<Decoded> {
     let bad = |reason: &str| SecAggError::BadDealing {
         dealer,
         reason: reason.into(),
     };
-    if c.self_mask.len() != holders.len() || c.mask_key.len() != holders.len() {
+    if [&c.self_mask, &c.mask_key, &c.combined]
+        .iter()
+        .any(|v| v.len() != holders.len())
+    {
         return Err(bad("not one commitment per holder"));
     }
-    let decode = |v: &[[u8; 32]]| -> Option<Vec<RistrettoPoint>> {
-        v.par_iter().map(group::decode_point).collect()
-    };
-    let (Some(self_mask), Some(mask_key)) = (decode(&c.self_mask), decode(&c.mask_key)) else {
+    let Some(combined) = c
+        .combined
+        .par_iter()
+        .map(group::decode_point)
+        .collect::<Option<Vec<RistrettoPoint>>>()
+    else {
         return Err(bad("a commitment is not a Ristretto255 point"));
     };
     let mask_public = round
@@ -171,17 +186,23 @@ fn decode_commitments(
         .get(&dealer)
         .and_then(|k| group::decode_point(&k.mask_public_key))
         .ok_or_else(|| bad("no advertised mask key"))?;
+    let gamma = group::combination_challenge(
+        &round.digest,
+        round.params().round_id,
+        dealer,
+        dealing_digest,
+    );
     Ok(Decoded {
         xs: holders.iter().map(|h| h + 1).collect(),
-        self_mask: (beta_commitment, self_mask),
-        mask_key: (mask_public, mask_key),
+        constant: group::combine(&beta_commitment, &mask_public, &gamma),
+        combined,
     })
 }
 
 impl ShareKeysState {
-    /// The dealers whose commitments are not on polynomials of degree t − 1 through β·B and their mask public key.
-    /// All dealings are tested in one batch; only if it fails is each tested alone. The challenge is derived from
-    /// every dealing's commitments (Fiat–Shamir): the same dealings always meet the same verdict.
+    /// The dealers whose combined commitments are not on a polynomial of degree t − 1 through β·B + γ·σ·B (σ·B its
+    /// mask public key). All dealings are tested in one batch; only if it fails is each tested alone. The challenge
+    /// is derived from every dealing's commitments (Fiat–Shamir): the same dealings always meet the same verdict.
     fn failed_degree_test(&mut self, round: &Round) -> Vec<ParticipantId> {
         let missing: Vec<ParticipantId> = self
             .dealings
@@ -194,7 +215,8 @@ impl ShareKeysState {
             let decoded = self.dealings.get(&dealer).and_then(|d| {
                 let beta = group::decode_point(&d.self_mask_commitment)?;
                 let c = d.commitments.as_ref()?;
-                decode_commitments(round, dealer, &d.holders, beta, c).ok()
+                let digest = d.dealing_digest()?;
+                decode_commitments(round, dealer, &d.holders, beta, c, &digest).ok()
             });
             match decoded {
                 Some(decoded) => {
@@ -208,10 +230,9 @@ impl ShareKeysState {
         challenge.update(round.digest);
         for (dealer, d) in &self.dealings {
             challenge.update(dealer.to_le_bytes());
-            challenge.update(d.self_mask_commitment);
-            if let Some(c) = &d.commitments {
-                c.self_mask.iter().for_each(|p| challenge.update(p));
-                c.mask_key.iter().for_each(|p| challenge.update(p));
+            if let (Some(c), Some(digest)) = (&d.commitments, d.dealing_digest()) {
+                challenge.update(digest);
+                c.combined.iter().for_each(|p| challenge.update(p));
             }
         }
         let seed: [u8; 32] = challenge.finalize().into();
@@ -221,7 +242,7 @@ impl ShareKeysState {
             .filter(|(d, _)| self.dealings.contains_key(d) && !failed.contains(d))
             .map(|(&d, decoded)| (d, decoded))
             .collect();
-        let all: Vec<DegreeClaim<'_>> = candidates.iter().flat_map(|&(_, d)| claims(d)).collect();
+        let all: Vec<DegreeClaim<'_>> = candidates.iter().map(|&(_, d)| claim(d)).collect();
         let t = round.threshold();
         if group::batch_low_degree_test(t, &all, &mut group::challenge_rng(seed)) {
             return failed;
@@ -231,7 +252,7 @@ impl ShareKeysState {
                 .par_iter()
                 .filter(|&&(_, d)| {
                     let mut rng = group::challenge_rng(seed);
-                    !group::batch_low_degree_test(t, &claims(d), &mut rng)
+                    !group::batch_low_degree_test(t, &[claim(d)], &mut rng)
                 })
                 .map(|&(dealer, _)| dealer)
                 .collect::<Vec<_>>(),
@@ -240,11 +261,11 @@ impl ShareKeysState {
     }
 }
 
-/// A dealing's two claims for the degree test: β·B then the self-mask commitments, σ·B then the mask-key ones.
-fn claims(d: &Decoded) -> [DegreeClaim<'_>; 2] {
-    [&d.self_mask, &d.mask_key].map(|(constant, values)| DegreeClaim {
+/// A dealing's claim for the degree test: β·B + γ·σ·B, then the combined commitments.
+fn claim(d: &Decoded) -> DegreeClaim<'_> {
+    DegreeClaim {
         xs: &d.xs,
-        constant: *constant,
-        values,
-    })
+        constant: d.constant,
+        values: &d.combined,
+    }
 }

@@ -152,7 +152,7 @@ impl ShareVerificationState {
 }
 
 /// Whether the ciphertext `dealer` sent `holder` (as the server stored it) fails to open with the holder's revealed
-/// key, or holds shares that do not match the dealer's commitments.
+/// key, or holds shares that do not match the dealer's commitments (per secret or combined).
 fn dealt_badly(
     round: &Round,
     dealer: ParticipantId,
@@ -166,9 +166,10 @@ fn dealt_badly(
     ) else {
         return false;
     };
-    let (Some(ciphertext), Some((c_self, c_key))) = (
+    let (Some(ciphertext), Some(committed), Some(gamma)) = (
         dealing.ciphertext_for(holder),
         dealing.commitments_for(holder),
+        dealing.challenge(&round.digest, r, dealer),
     ) else {
         return false;
     };
@@ -183,5 +184,8 @@ fn dealt_badly(
     let Ok(shares) = decode_share_plaintext(&plaintext, dealer, holder) else {
         return true;
     };
-    group::commit(&shares.self_mask.y) != c_self || group::commit(&shares.mask_key.y) != c_key
+    let (b, s) = (shares.self_mask.y, shares.mask_key.y);
+    group::commit(&b) != committed.self_mask
+        || group::commit(&s) != committed.mask_key
+        || group::commit(&(b + gamma * s)) != committed.combined
 }

@@ -4,9 +4,11 @@
 //! Every secret is first rebuilt from the first t revealed shares and checked against its public commitment (β·B
 //! or the mask public key); an honest round needs nothing more. Should that fail, malicious rounds reconstruct
 //! robustly: every revealed share is checked against its dealer's commitment (in one batch per secret, share by
-//! share only if the batch fails), invalid ones are ignored and their revealers recorded, and t valid shares suffice
-//! — so up to |U4| − t lying revealers cannot stop the round. (A lying share that was not needed is not looked at:
-//! it did no harm.) Semi-honest rounds have no per-share commitments: a failed check aborts.
+//! share only if the batch fails) and the revealer's three commitments against each other (W = V^β + γ·V^σ: the
+//! degree test covered only W, so a holder colluding with the dealer could hold a commitment off the polynomial
+//! that its own share matches — see `group`); invalid ones are ignored and their revealers recorded, and t valid
+//! shares suffice — so up to |U4| − t lying revealers cannot stop the round. (A lying share that was not needed is
+//! not looked at: it did no harm.) Semi-honest rounds have no per-share commitments: a failed check aborts.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +38,9 @@ struct Rebuilt {
     invalid_revealers: Vec<ParticipantId>,
 }
 
+/// A revealed share's commitment, compressed and as a point.
+type Committed = ([u8; 32], RistrettoPoint);
+
 /// The shares of `owner` that match their commitments, and the revealers of those that do not.
 fn valid_shares(
     round: &Round,
@@ -49,16 +54,27 @@ fn valid_shares(
             shares.iter().map(|s| s.x.saturating_sub(1)).collect(),
         );
     };
+    let gamma = dealing.challenge(&round.digest, round.params().round_id, owner);
+    // Each revealer's commitment to this share, if its three commitments are consistent (decompressions: parallel).
+    let checked: Vec<(&Share, Option<Committed>)> = shares
+        .par_iter()
+        .map(|s| {
+            let committed = dealing.commitments_for(s.x.saturating_sub(1)).filter(|c| {
+                gamma.is_some_and(|g| {
+                    group::combined_relation_holds(&c.self_mask, &c.mask_key, &c.combined, &g)
+                })
+            });
+            let c = committed.map(|c| match kind {
+                Kind::SelfMask => c.self_mask,
+                Kind::MaskKey => c.mask_key,
+            });
+            (s, c.and_then(|c| group::decode_point(&c).map(|p| (c, p))))
+        })
+        .collect();
     let mut invalid = Vec::new();
     let mut candidates: Vec<(&Share, [u8; 32], RistrettoPoint)> = Vec::with_capacity(shares.len());
-    for s in shares {
-        let committed = dealing
-            .commitments_for(s.x.saturating_sub(1))
-            .map(|(c_self, c_key)| match kind {
-                Kind::SelfMask => c_self,
-                Kind::MaskKey => c_key,
-            });
-        match committed.and_then(|c| group::decode_point(&c).map(|p| (c, p))) {
+    for (s, c) in checked {
+        match c {
             Some((c, p)) => candidates.push((s, c, p)),
             None => invalid.push(s.x.saturating_sub(1)),
         }

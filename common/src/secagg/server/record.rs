@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::super::group::{self, Scalar};
 use super::super::messages::{AdvertisedKeys, EncryptedShares, ShareCommitments};
-use super::super::{ParticipantId, RoundStage, SecAggParams};
+use super::super::{ParticipantId, RoundId, RoundStage, SecAggParams};
 
 /// Why a round ended without an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,14 +146,49 @@ pub(crate) struct Dealing {
     pub(crate) holders: Vec<ParticipantId>,
     pub(crate) commitments: Option<ShareCommitments>,
     pub(crate) encrypted_shares: Vec<EncryptedShares>,
+    /// Malicious rounds: the digest of the per-secret commitments γ is drawn from, computed once on arrival
+    /// (routing needs it for every holder).
+    pub(crate) dealing_digest: Option<[u8; 32]>,
+}
+
+/// One holder's commitments from a dealing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HolderCommitments {
+    pub(crate) self_mask: [u8; 32],
+    pub(crate) mask_key: [u8; 32],
+    pub(crate) combined: [u8; 32],
 }
 
 impl Dealing {
-    /// The commitments (self-mask, mask-key) to `holder`'s shares, if committed.
-    pub(crate) fn commitments_for(&self, holder: ParticipantId) -> Option<([u8; 32], [u8; 32])> {
+    /// The commitments to `holder`'s shares, if committed.
+    pub(crate) fn commitments_for(&self, holder: ParticipantId) -> Option<HolderCommitments> {
         let c = self.commitments.as_ref()?;
         let i = self.holders.binary_search(&holder).ok()?;
-        Some((*c.self_mask.get(i)?, *c.mask_key.get(i)?))
+        Some(HolderCommitments {
+            self_mask: *c.self_mask.get(i)?,
+            mask_key: *c.mask_key.get(i)?,
+            combined: *c.combined.get(i)?,
+        })
+    }
+
+    /// The digest γ is drawn from (`None` in semi-honest rounds).
+    pub(crate) fn dealing_digest(&self) -> Option<[u8; 32]> {
+        self.dealing_digest
+    }
+
+    /// γ of this dealing (`None` in semi-honest rounds).
+    pub(crate) fn challenge(
+        &self,
+        params_digest: &[u8; 32],
+        round: RoundId,
+        dealer: ParticipantId,
+    ) -> Option<Scalar> {
+        Some(group::combination_challenge(
+            params_digest,
+            round,
+            dealer,
+            &self.dealing_digest()?,
+        ))
     }
 
     /// The ciphertext addressed to `holder`.

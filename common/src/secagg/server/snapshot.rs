@@ -10,8 +10,9 @@ use super::{Round, SecAggServer, ServerState};
 
 /// Magic bytes of a persisted server state.
 pub const STATE_MAGIC: [u8; 4] = *b"CFSS";
-/// Version of the persisted server-state format (2: stage states, threat model, commitments, statuses).
-pub const STATE_VERSION: u16 = 2;
+/// Version of the persisted server-state format (2: stage states, threat model, commitments, statuses; 3: combined
+/// commitments and each dealing's digest).
+pub const STATE_VERSION: u16 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
