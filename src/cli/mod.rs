@@ -1,6 +1,7 @@
 //! One module per top-level subcommand of `confide`.
 
 pub mod bench;
+pub mod bench_secagg;
 pub mod bench_transport;
 pub mod demo;
 pub mod federation;

@@ -26,7 +26,7 @@ use confide_common::api::{
 use confide_common::model::ModelSpec;
 use confide_common::secagg::ThreatModel;
 
-use super::bench::{GraphChoice, SecaggArgs, bench_secagg};
+use super::bench_secagg::{GraphChoice, SecaggArgs, bench_secagg};
 use coordinator::{Coordinators, Database, Sampler};
 use participant::Participant;
 use report::{FederationReport, InProcess, Spread};

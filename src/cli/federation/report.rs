@@ -3,7 +3,7 @@
 use confide_common::api::RoundOutcome;
 use serde::Serialize;
 
-use super::super::bench::GraphChoice;
+use super::super::bench_secagg::GraphChoice;
 
 /// One stage of one round, as the operator saw it (from its long-poll of the round's status).
 #[derive(Debug, Clone, Serialize)]
