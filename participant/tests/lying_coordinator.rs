@@ -12,6 +12,9 @@
 //! 4. a key directory with a peer's advertised key substituted — the agent refuses to deal any shares;
 //! 5. split views: the agent signs U3 while the peers sign another U3' — with t signatures that are not over the
 //!    U3 it signed, the agent reveals nothing.
+//!
+//! And an agent that lists its accepted peers (`--accepted-peers`) declines a round holding an identity it did not
+//! list (a sybil the coordinator enrolled), and takes part in one of listed peers only.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -167,6 +170,17 @@ impl Drop for World {
 
 impl World {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The identities of the agent's four would-be peers, as every world generates them (seeded), before it starts.
+    fn peer_keys() -> Vec<IdentityKey> {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        (0..4).map(|_| IdentityKey::generate(&mut rng)).collect()
+    }
+
+    /// A world whose agent runs with `extra` arguments.
+    async fn start_with(extra: &[String]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let spec: ModelSpec = serde_json::from_value(
             serde_json::json!({"kind": "logistic_regression", "input_dim": 30, "num_classes": 2}),
@@ -245,6 +259,7 @@ impl World {
                 "1",
             ])
             .args(["--max-backoff-secs", "1"])
+            .args(extra)
             .env("CONFIDE_ENROLMENT_TOKEN", "one-time")
             .env("RUST_LOG", "info")
             .env_remove("CONFIDE_CONFIG")
@@ -649,4 +664,54 @@ async fn the_agent_refuses_a_lying_coordinator_before_revealing_anything() {
     assert_eq!(b["datasets"][0]["rounds_charged"], 2, "{b}");
     let log = w.log_text();
     assert!(!log.contains("test-credential"), "no secrets in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_listing_agent_takes_part_only_with_the_peers_it_listed() {
+    // The site exchanged fingerprints with three peers out of band; the coordinator adds a fourth identity it
+    // controls (a sybil) to a round. Without the list that identity would be pinned on first use.
+    let keys = World::peer_keys();
+    let listed: Vec<String> = keys[..3].iter().map(|k| k.public().fingerprint()).collect();
+    let mut w = World::start_with(&[
+        "--accepted-peers".into(),
+        listed.join(","),
+        "--min-cohort".into(),
+        "3".into(),
+    ])
+    .await;
+    let me = w.agent_key();
+    let with = |peers: &[IdentityKey]| -> Vec<IdentityPublicKey> {
+        std::iter::once(me)
+            .chain(peers.iter().map(IdentityKey::public))
+            .collect()
+    };
+
+    // A sybil in place of a listed peer, and a sybil beside all three: both declined, with the reason.
+    let sybil_fp = keys[3].public().fingerprint();
+    for (round, peers) in [
+        (1, vec![keys[0].clone(), keys[1].clone(), keys[3].clone()]),
+        (2, keys.to_vec()),
+    ] {
+        let t = w.task(round, with(&peers));
+        w.open(&t, RoundStage::AdvertiseKeys, None);
+        w.wait(&format!("the agent to decline round {round}"), 60, |f| {
+            f.declines.contains_key(&round)
+        })
+        .await;
+        let reason = w.declined(round).unwrap();
+        assert!(
+            reason.contains(&sybil_fp) && reason.contains("not among this site's accepted peers"),
+            "{reason}"
+        );
+        assert!(!w.sent(round, RoundStage::AdvertiseKeys));
+    }
+
+    // The listed peers only: the agent takes part (trains and advertises its keys).
+    let t3 = w.task(3, with(&keys[..3]));
+    let mut server = SecAggServer::new(t3.protocol.clone()).unwrap();
+    w.open(&t3, RoundStage::AdvertiseKeys, None);
+    let adv = w.agent_message(3, RoundStage::AdvertiseKeys, 120).await;
+    Peers::advertise(&mut w, &t3, &mut server, &adv);
+    assert_eq!(server.u1(), &[0, 1, 2, 3]);
+    assert!(w.declined(3).is_none(), "{:?}", w.declined(3));
 }
