@@ -65,7 +65,7 @@ pub struct ShareCommitments {
     /// Commitments to the mask key's shares.
     #[serde(with = "b64_points")]
     pub mask_key: Vec<[u8; 32]>,
-    /// Commitments to the combined shares b_j + γ·s_j, γ = [`ShareCommitments::challenge`].
+    /// Commitments to the combined shares b_j + γ·s_j, γ drawn from [`ShareCommitments::dealing_digest`].
     #[serde(with = "b64_points")]
     pub combined: Vec<[u8; 32]>,
 }
@@ -94,22 +94,6 @@ impl ShareCommitments {
     /// The digest of the per-secret commitments (with β·B) that γ is drawn from.
     pub fn dealing_digest(&self, self_mask_commitment: &[u8; 32]) -> [u8; 32] {
         group::dealing_digest(self_mask_commitment, &self.self_mask, &self.mask_key)
-    }
-
-    /// γ of this dealing.
-    pub fn challenge(
-        &self,
-        params_digest: &[u8; 32],
-        round: RoundId,
-        dealer: ParticipantId,
-        self_mask_commitment: &[u8; 32],
-    ) -> Scalar {
-        group::combination_challenge(
-            params_digest,
-            round,
-            dealer,
-            &self.dealing_digest(self_mask_commitment),
-        )
     }
 }
 

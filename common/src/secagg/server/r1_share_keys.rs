@@ -90,27 +90,26 @@ impl ShareKeysState {
         round.check_signature(msg.sender, msg.signature.as_ref(), || {
             msg.statement(&round.digest)
         })?;
-        match (&msg.commitments, round.malicious()) {
-            (None, false) => {}
-            (Some(_), false) => {
-                return Err(SecAggError::Malformed(
-                    "commitments belong to malicious-server rounds".into(),
-                ));
-            }
-            (None, true) => {
-                return Err(SecAggError::Malformed("dealing without commitments".into()));
-            }
-            (Some(c), true) => {
-                let digest = c.dealing_digest(&msg.self_mask_commitment);
-                let decoded =
-                    decode_commitments(round, msg.sender, &holders, beta_commitment, c, &digest)?;
-                self.decoded.insert(msg.sender, decoded);
-            }
-        }
         let dealing_digest = msg
             .commitments
             .as_ref()
             .map(|c| c.dealing_digest(&msg.self_mask_commitment));
+        match (&msg.commitments, round.malicious(), &dealing_digest) {
+            (None, false, _) => {}
+            (Some(_), false, _) => {
+                return Err(SecAggError::Malformed(
+                    "commitments belong to malicious-server rounds".into(),
+                ));
+            }
+            (None, true, _) | (Some(_), true, None) => {
+                return Err(SecAggError::Malformed("dealing without commitments".into()));
+            }
+            (Some(c), true, Some(digest)) => {
+                let decoded =
+                    decode_commitments(round, msg.sender, &holders, beta_commitment, c, digest)?;
+                self.decoded.insert(msg.sender, decoded);
+            }
+        }
         self.dealings.insert(
             msg.sender,
             Dealing {
